@@ -1,0 +1,181 @@
+//! `maif`: create, read, verify and repair MAIF artifacts.
+
+mod commands;
+mod demo;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Signed, hash-chained, Merkle-rooted MAIF 3.0 artifacts.
+///
+/// Exit status: 0 success, 1 verification failed (or a verified read found tampering),
+/// 2 usage or I/O error.
+#[derive(Debug, Parser)]
+#[command(name = "maif", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate an Ed25519 signing key (PKCS#8 PEM, mode 0600) and print its public key.
+    Keygen {
+        /// Where to write the key; never overwritten.
+        path: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a new, empty artifact.
+    Create {
+        location: String,
+        /// Signing key (PEM) whose public key the artifact will carry.
+        #[arg(long)]
+        key: PathBuf,
+        /// Agent id recorded in the metadata and provenance.
+        #[arg(long)]
+        agent: String,
+        /// Custom metadata, repeatable: --meta project=alpha
+        #[arg(long = "meta", value_name = "KEY=VALUE")]
+        meta: Vec<String>,
+        #[arg(long, default_value = "")]
+        content_type: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Append a block (or, with --update, a new version of a block). Durable on return.
+    Add(AddArgs),
+    /// List blocks: id, type, version, size, timestamp, metadata.
+    Ls {
+        location: String,
+        /// Only blocks of this type (FourCC, e.g. TEXT).
+        #[arg(long = "type")]
+        block_type: Option<String>,
+        /// Only blocks whose metadata has KEY equal to VALUE.
+        #[arg(long = "meta", value_name = "KEY=VALUE")]
+        meta: Option<String>,
+        /// Only the latest version of each block.
+        #[arg(long)]
+        latest: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a block's payload to stdout (text, image or vector bytes without their framing).
+    Cat {
+        location: String,
+        block_id: String,
+        /// Version number (1 = first); latest by default.
+        #[arg(long)]
+        version: Option<u32>,
+        /// Write the stored payload with its typed framing.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Show the file header, metadata section, trailer, provenance and every block header.
+    Inspect {
+        location: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify an artifact. Exit 0 valid, 1 verification failed, 2 usage or I/O error.
+    Verify {
+        location: String,
+        /// Trailer checksum, stored digests, Merkle root and commit signature only.
+        #[arg(long)]
+        quick: bool,
+        /// Check every signature individually with strict semantics instead of in batches.
+        #[arg(long)]
+        strict: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild a valid artifact from the intact prefix of a torn or damaged file.
+    Recover {
+        damaged: PathBuf,
+        output: PathBuf,
+        /// The artifact's key, needed only when no committed state survives.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Seal an artifact: appends a finalize entry; later appends are refused.
+    Finalize {
+        location: String,
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Create, read and verify a real artifact under a local folder.
+    Demo {
+        /// Folder for the demo's files.
+        #[arg(long, default_value = "maif-demo")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct AddArgs {
+    location: String,
+    #[arg(long)]
+    key: PathBuf,
+    /// Block type: TEXT, EMBD, IMAG, AUDI, VIDE, KGRF, BINA, META, LIFE, or any FourCC.
+    #[arg(long = "type")]
+    block_type: String,
+    /// Text payload.
+    #[arg(long, conflicts_with = "file")]
+    text: Option<String>,
+    /// Payload file; `-` reads standard input.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Language of a TEXT block (ISO 639-1, e.g. en).
+    #[arg(long)]
+    lang: Option<String>,
+    /// EMBD: elements per vector of the little-endian float32 input (default: one vector).
+    #[arg(long)]
+    dim: Option<u32>,
+    /// Block metadata, repeatable: --meta source=camera
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    meta: Vec<String>,
+    /// Compress the block with zstd.
+    #[arg(long)]
+    zstd: bool,
+    /// zstd level (with --zstd).
+    #[arg(long, default_value_t = 3)]
+    zstd_level: i32,
+    /// Append a new version of this block id instead of a new block.
+    #[arg(long, value_name = "BLOCK_ID")]
+    update: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MAIF_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("maif: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(commands::run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("maif: {e}");
+            ExitCode::from(commands::exit_code(&e))
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! The block record: `header (64) | metadata JSON | data | signature (64)`.
+//!
+//! A record is relocatable: nothing in it depends on where it is stored, so the same bytes
+//! are valid inside a single file and as an object in a bucket.
+
+use super::FormatError;
+use super::codec::{Reader, Writer};
+use super::digest::{Digest, record_digest};
+use super::fourcc::FourCC;
+
+/// Encoded size of a block header.
+pub const BLOCK_HEADER_LEN: usize = 64;
+/// Size of the Ed25519 signature that ends every record.
+pub const SIGNATURE_LEN: usize = 64;
+/// Largest block metadata JSON, in bytes.
+pub const MAX_BLOCK_METADATA_LEN: u32 = 16 * 1024 * 1024;
+
+/// The fixed 64-byte header at the start of every record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockHeader {
+    /// Logical block id (a UUID). All versions of a block share it.
+    pub block_id: [u8; 16],
+    pub block_type: FourCC,
+    /// Reserved; writers store 0, readers ignore unknown bits.
+    pub flags: u16,
+    /// Compression code of `data` (0 none, 2 zstd).
+    pub compression: u8,
+    /// Encryption code of `data` (0 none; nothing else is defined yet).
+    pub encryption: u8,
+    /// Length of the block metadata JSON that follows the header.
+    pub metadata_len: u32,
+    /// Offset of the data from the start of the record; always `64 + metadata_len`.
+    pub data_offset: u32,
+    /// Length of the stored (possibly compressed) data.
+    pub data_size: u64,
+    /// Length of the data once decompressed; equals `data_size` when uncompressed.
+    pub uncompressed_size: u64,
+    /// Microseconds since the Unix epoch.
+    pub timestamp_us: u64,
+    /// First 8 bytes of the previous record's digest (of the chain seed for the first record).
+    pub prev_link: [u8; 8],
+}
+
+impl BlockHeader {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.put_bytes(&self.block_id);
+        out.put_bytes(&self.block_type.0);
+        out.put_u16(self.flags);
+        out.put_u8(self.compression);
+        out.put_u8(self.encryption);
+        out.put_u32(self.metadata_len);
+        out.put_u32(self.data_offset);
+        out.put_u64(self.data_size);
+        out.put_u64(self.uncompressed_size);
+        out.put_u64(self.timestamp_us);
+        out.put_bytes(&self.prev_link);
+    }
+
+    pub fn to_bytes(&self) -> [u8; BLOCK_HEADER_LEN] {
+        let mut out = Vec::with_capacity(BLOCK_HEADER_LEN);
+        self.encode(&mut out);
+        let mut bytes = [0u8; BLOCK_HEADER_LEN];
+        bytes.copy_from_slice(&out);
+        bytes
+    }
+
+    /// Decodes exactly 64 bytes and checks the fields agree with each other.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let mut r = Reader::new(bytes, "block header");
+        let header = BlockHeader {
+            block_id: r.array("block_id")?,
+            block_type: FourCC(r.array("block_type")?),
+            flags: r.u16("flags")?,
+            compression: r.u8("compression")?,
+            encryption: r.u8("encryption")?,
+            metadata_len: r.u32("metadata_len")?,
+            data_offset: r.u32("data_offset")?,
+            data_size: r.u64("data_size")?,
+            uncompressed_size: r.u64("uncompressed_size")?,
+            timestamp_us: r.u64("timestamp")?,
+            prev_link: r.array("prev_link")?,
+        };
+        r.finish()?;
+        let invalid = |field, offset, reason: String| FormatError::InvalidField {
+            structure: "block header",
+            field,
+            offset,
+            reason,
+        };
+        if header.metadata_len > MAX_BLOCK_METADATA_LEN {
+            return Err(invalid(
+                "metadata_len",
+                24,
+                format!(
+                    "{} exceeds the {MAX_BLOCK_METADATA_LEN}-byte limit",
+                    header.metadata_len
+                ),
+            ));
+        }
+        if u64::from(header.data_offset) != BLOCK_HEADER_LEN as u64 + u64::from(header.metadata_len)
+        {
+            return Err(invalid(
+                "data_offset",
+                28,
+                format!(
+                    "{} but 64 + metadata_len is {}",
+                    header.data_offset,
+                    BLOCK_HEADER_LEN as u64 + u64::from(header.metadata_len)
+                ),
+            ));
+        }
+        if header.compression == 0 && header.uncompressed_size != header.data_size {
+            return Err(invalid(
+                "uncompressed_size",
+                40,
+                format!(
+                    "{} differs from data_size {} on an uncompressed block",
+                    header.uncompressed_size, header.data_size
+                ),
+            ));
+        }
+        Ok(header)
+    }
+
+    /// Total record length this header announces, or an error if it overflows.
+    pub fn record_len(&self) -> Result<u64, FormatError> {
+        (BLOCK_HEADER_LEN as u64 + SIGNATURE_LEN as u64)
+            .checked_add(u64::from(self.metadata_len))
+            .and_then(|n| n.checked_add(self.data_size))
+            .ok_or_else(|| FormatError::InvalidField {
+                structure: "block header",
+                field: "data_size",
+                offset: 32,
+                reason: format!("{} overflows the record length", self.data_size),
+            })
+    }
+}
+
+/// A decoded record borrowing the bytes it was decoded from.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordView<'a> {
+    pub header: BlockHeader,
+    /// The exact 64 header bytes (what the digest covers, not a re-encoding).
+    pub header_bytes: &'a [u8],
+    pub metadata: &'a [u8],
+    pub data: &'a [u8],
+    pub signature: &'a [u8; SIGNATURE_LEN],
+}
+
+impl<'a> RecordView<'a> {
+    /// Decodes exactly one record; rejects short and trailing input.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, FormatError> {
+        let mut r = Reader::new(bytes, "block record");
+        let header_bytes = r.take(BLOCK_HEADER_LEN as u64, "header")?;
+        let header = BlockHeader::decode(header_bytes)?;
+        let metadata = r.take(u64::from(header.metadata_len), "metadata")?;
+        let data = r.take(header.data_size, "data")?;
+        let signature: &[u8; SIGNATURE_LEN] = r
+            .take(SIGNATURE_LEN as u64, "signature")?
+            .try_into()
+            .map_err(|_| r.invalid("signature", SIGNATURE_LEN as u64, "wrong length"))?;
+        r.finish()?;
+        Ok(Self {
+            header,
+            header_bytes,
+            metadata,
+            data,
+            signature,
+        })
+    }
+
+    /// The record digest (header, metadata and data; not the signature).
+    pub fn digest(&self) -> Digest {
+        record_digest(self.header_bytes, self.metadata, self.data)
+    }
+
+    /// Parses the metadata JSON; empty metadata is an empty object.
+    pub fn metadata_json(&self) -> Result<serde_json::Map<String, serde_json::Value>, FormatError> {
+        parse_block_metadata(self.metadata)
+    }
+}
+
+/// Parses block metadata bytes: empty, or a JSON object.
+pub fn parse_block_metadata(
+    bytes: &[u8],
+) -> Result<serde_json::Map<String, serde_json::Value>, FormatError> {
+    if bytes.is_empty() {
+        return Ok(serde_json::Map::new());
+    }
+    let invalid = |reason: String| FormatError::InvalidField {
+        structure: "block record",
+        field: "metadata",
+        offset: BLOCK_HEADER_LEN as u64,
+        reason,
+    };
+    match serde_json::from_slice(bytes) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err(invalid("not a JSON object".into())),
+        Err(e) => Err(invalid(format!("invalid JSON: {e}"))),
+    }
+}
+
+/// Everything a record holds except the chain link and signature, which the writer fills in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsignedRecord {
+    pub block_id: [u8; 16],
+    pub block_type: FourCC,
+    pub compression: u8,
+    pub uncompressed_size: u64,
+    pub timestamp_us: u64,
+    pub metadata: Vec<u8>,
+    /// Stored bytes (already compressed when `compression != 0`).
+    pub data: Vec<u8>,
+}
+
+impl UnsignedRecord {
+    /// The header this record gets once linked to `prev_link`.
+    pub fn header(&self, prev_link: [u8; 8]) -> Result<BlockHeader, FormatError> {
+        let metadata_len = u32::try_from(self.metadata.len())
+            .ok()
+            .filter(|len| *len <= MAX_BLOCK_METADATA_LEN)
+            .ok_or_else(|| FormatError::InvalidField {
+                structure: "block record",
+                field: "metadata",
+                offset: BLOCK_HEADER_LEN as u64,
+                reason: format!(
+                    "{} bytes exceeds the {MAX_BLOCK_METADATA_LEN}-byte limit",
+                    self.metadata.len()
+                ),
+            })?;
+        Ok(BlockHeader {
+            block_id: self.block_id,
+            block_type: self.block_type,
+            flags: 0,
+            compression: self.compression,
+            encryption: 0,
+            metadata_len,
+            data_offset: BLOCK_HEADER_LEN as u32 + metadata_len,
+            data_size: self.data.len() as u64,
+            uncompressed_size: self.uncompressed_size,
+            timestamp_us: self.timestamp_us,
+            prev_link,
+        })
+    }
+}
+
+/// Encodes a full record from its parts.
+pub fn encode_record(
+    header: &BlockHeader,
+    metadata: &[u8],
+    data: &[u8],
+    signature: &[u8; SIGNATURE_LEN],
+) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(BLOCK_HEADER_LEN + metadata.len() + data.len() + SIGNATURE_LEN);
+    header.encode(&mut out);
+    out.put_bytes(metadata);
+    out.put_bytes(data);
+    out.put_bytes(signature);
+    out
+}

@@ -1,0 +1,76 @@
+//! The 32-byte file header.
+
+use super::FormatError;
+use super::codec::{Reader, Writer};
+
+/// Magic number at offset 0 of every MAIF file.
+pub const FILE_MAGIC: [u8; 4] = *b"MAIF";
+/// Encoded size of the file header.
+pub const FILE_HEADER_LEN: usize = 32;
+/// The major version this build writes and reads.
+pub const MAJOR_VERSION: u8 = 3;
+/// The minor version this build writes. Readers accept any minor of major 3.
+pub const MINOR_VERSION: u8 = 0;
+
+/// The file header. Written once at creation and never rewritten, so that appends only ever
+/// touch the tail of the file; the counts the MAIF 3.0 text keeps here live in the trailer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileHeader {
+    pub major: u8,
+    pub minor: u8,
+    /// Reserved for future use; writers store 0, readers ignore unknown bits.
+    pub flags: u16,
+    /// Creation time, microseconds since the Unix epoch.
+    pub created_us: u64,
+    /// Random identifier of the artifact (a UUID).
+    pub artifact_id: [u8; 16],
+}
+
+impl FileHeader {
+    pub fn new(created_us: u64, artifact_id: [u8; 16]) -> Self {
+        Self {
+            major: MAJOR_VERSION,
+            minor: MINOR_VERSION,
+            flags: 0,
+            created_us,
+            artifact_id,
+        }
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.put_bytes(&FILE_MAGIC);
+        out.put_u8(self.major);
+        out.put_u8(self.minor);
+        out.put_u16(self.flags);
+        out.put_u64(self.created_us);
+        out.put_bytes(&self.artifact_id);
+    }
+
+    pub fn to_bytes(&self) -> [u8; FILE_HEADER_LEN] {
+        let mut out = Vec::with_capacity(FILE_HEADER_LEN);
+        self.encode(&mut out);
+        let mut bytes = [0u8; FILE_HEADER_LEN];
+        bytes.copy_from_slice(&out);
+        bytes
+    }
+
+    /// Decodes exactly 32 bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let mut r = Reader::new(bytes, "file header");
+        r.magic(&FILE_MAGIC, "magic")?;
+        let major = r.u8("major_version")?;
+        let minor = r.u8("minor_version")?;
+        if major != MAJOR_VERSION {
+            return Err(FormatError::UnsupportedVersion { major, minor });
+        }
+        let header = FileHeader {
+            major,
+            minor,
+            flags: r.u16("flags")?,
+            created_us: r.u64("created")?,
+            artifact_id: r.array("artifact_id")?,
+        };
+        r.finish()?;
+        Ok(header)
+    }
+}

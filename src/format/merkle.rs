@@ -1,0 +1,212 @@
+//! The Merkle tree over record digests: RFC 9162 (Certificate Transparency v2), section 2.1.
+//!
+//! `leaf = SHA-256(0x00 | digest)`, `node = SHA-256(0x01 | left | right)`; a tree of `n > 1`
+//! leaves splits at the largest power of two below `n`. An odd node is promoted, never
+//! duplicated (duplicating is CVE-2012-2459). The empty tree's root is SHA-256 of nothing.
+
+use sha2::{Digest as _, Sha256};
+
+use super::digest::Digest;
+
+/// Hash of a leaf for the record whose digest is `record_digest`.
+pub fn leaf_hash(record_digest: &Digest) -> Digest {
+    let mut hasher = Sha256::new();
+    hasher.update([0x00]);
+    hasher.update(record_digest);
+    hasher.finalize().into()
+}
+
+/// Hash of an interior node.
+pub fn node_hash(left: &Digest, right: &Digest) -> Digest {
+    let mut hasher = Sha256::new();
+    hasher.update([0x01]);
+    hasher.update(left);
+    hasher.update(right);
+    hasher.finalize().into()
+}
+
+/// Root of the tree whose leaves are `record_digests`, in order.
+///
+/// Bottom-up, pairing neighbours and carrying a lone last node up unchanged; this yields the
+/// same root as RFC 9162's recursive split because the split point is always a power of two.
+pub fn merkle_root(record_digests: &[Digest]) -> Digest {
+    if record_digests.is_empty() {
+        return Sha256::digest([]).into();
+    }
+    let mut level: Vec<Digest> = record_digests.iter().map(leaf_hash).collect();
+    while level.len() > 1 {
+        let pairs = level.len() / 2;
+        for i in 0..pairs {
+            level[i] = node_hash(&level[2 * i], &level[2 * i + 1]);
+        }
+        if level.len() % 2 == 1 {
+            level[pairs] = level[level.len() - 1];
+            level.truncate(pairs + 1);
+        } else {
+            level.truncate(pairs);
+        }
+    }
+    level[0]
+}
+
+fn largest_power_of_two_below(n: usize) -> usize {
+    debug_assert!(n > 1);
+    1 << (usize::BITS - 1 - (n - 1).leading_zeros())
+}
+
+fn subtree_root(leaves: &[Digest]) -> Digest {
+    // `leaves` are leaf hashes here.
+    match leaves.len() {
+        0 => Sha256::digest([]).into(),
+        1 => leaves[0],
+        n => {
+            let k = largest_power_of_two_below(n);
+            node_hash(&subtree_root(&leaves[..k]), &subtree_root(&leaves[k..]))
+        }
+    }
+}
+
+/// Audit path proving that leaf `index` belongs to the tree of `record_digests`
+/// (RFC 9162 section 2.1.3.1). `None` if `index` is out of range.
+pub fn inclusion_proof(record_digests: &[Digest], index: usize) -> Option<Vec<Digest>> {
+    if index >= record_digests.len() {
+        return None;
+    }
+    let leaves: Vec<Digest> = record_digests.iter().map(leaf_hash).collect();
+    let mut proof = Vec::new();
+    path(&leaves, index, &mut proof);
+    Some(proof)
+}
+
+fn path(leaves: &[Digest], index: usize, proof: &mut Vec<Digest>) {
+    let n = leaves.len();
+    if n <= 1 {
+        return;
+    }
+    let k = largest_power_of_two_below(n);
+    if index < k {
+        path(&leaves[..k], index, proof);
+        proof.push(subtree_root(&leaves[k..]));
+    } else {
+        path(&leaves[k..], index - k, proof);
+        proof.push(subtree_root(&leaves[..k]));
+    }
+}
+
+/// Checks an inclusion proof (RFC 9162 section 2.1.3.2).
+pub fn verify_inclusion(
+    record_digest: &Digest,
+    index: u64,
+    tree_size: u64,
+    proof: &[Digest],
+    root: &Digest,
+) -> bool {
+    if index >= tree_size {
+        return false;
+    }
+    let (mut fnode, mut snode) = (index, tree_size - 1);
+    let mut hash = leaf_hash(record_digest);
+    for sibling in proof {
+        if snode == 0 {
+            return false;
+        }
+        if fnode & 1 == 1 || fnode == snode {
+            hash = node_hash(sibling, &hash);
+            if fnode & 1 == 0 {
+                while fnode & 1 == 0 && fnode != 0 {
+                    fnode >>= 1;
+                    snode >>= 1;
+                }
+            }
+        } else {
+            hash = node_hash(&hash, sibling);
+        }
+        fnode >>= 1;
+        snode >>= 1;
+    }
+    snode == 0 && hash == *root
+}
+
+/// Proof that the tree of the first `old_size` digests is a prefix of the tree of all
+/// `record_digests` (RFC 9162 section 2.1.4.1). `None` if `old_size` exceeds the tree.
+pub fn consistency_proof(record_digests: &[Digest], old_size: usize) -> Option<Vec<Digest>> {
+    if old_size > record_digests.len() {
+        return None;
+    }
+    let leaves: Vec<Digest> = record_digests.iter().map(leaf_hash).collect();
+    let mut proof = Vec::new();
+    if old_size > 0 && old_size < leaves.len() {
+        subproof(old_size, &leaves, true, &mut proof);
+    }
+    Some(proof)
+}
+
+fn subproof(m: usize, leaves: &[Digest], complete: bool, proof: &mut Vec<Digest>) {
+    let n = leaves.len();
+    if m == n {
+        if !complete {
+            proof.push(subtree_root(leaves));
+        }
+        return;
+    }
+    let k = largest_power_of_two_below(n);
+    if m <= k {
+        subproof(m, &leaves[..k], complete, proof);
+        proof.push(subtree_root(&leaves[k..]));
+    } else {
+        subproof(m - k, &leaves[k..], false, proof);
+        proof.push(subtree_root(&leaves[..k]));
+    }
+}
+
+/// Checks a consistency proof (RFC 9162 section 2.1.4.2).
+pub fn verify_consistency(
+    old_size: u64,
+    new_size: u64,
+    old_root: &Digest,
+    new_root: &Digest,
+    proof: &[Digest],
+) -> bool {
+    if old_size > new_size {
+        return false;
+    }
+    if old_size == new_size {
+        return proof.is_empty() && old_root == new_root;
+    }
+    if old_size == 0 {
+        return proof.is_empty();
+    }
+    let mut path: Vec<Digest> = proof.to_vec();
+    if old_size.is_power_of_two() {
+        path.insert(0, *old_root);
+    }
+    let Some((first, rest)) = path.split_first() else {
+        return false;
+    };
+    let (mut fnode, mut snode) = (old_size - 1, new_size - 1);
+    while fnode & 1 == 1 {
+        fnode >>= 1;
+        snode >>= 1;
+    }
+    let (mut fr, mut sr) = (*first, *first);
+    for c in rest {
+        if snode == 0 {
+            return false;
+        }
+        if fnode & 1 == 1 || fnode == snode {
+            fr = node_hash(c, &fr);
+            sr = node_hash(c, &sr);
+            if fnode & 1 == 0 {
+                while fnode & 1 == 0 && fnode != 0 {
+                    fnode >>= 1;
+                    snode >>= 1;
+                }
+            }
+        } else {
+            sr = node_hash(&sr, c);
+        }
+        fnode >>= 1;
+        snode >>= 1;
+    }
+    snode == 0 && fr == *old_root && sr == *new_root
+}

@@ -1,0 +1,442 @@
+//! Typed payload framings for TEXT, EMBD and IMAG blocks.
+//!
+//! The framing is part of the block data (after decompression). Other block types carry
+//! their payload unframed.
+
+use super::FormatError;
+use super::codec::{Reader, Writer};
+use super::fourcc::FourCC;
+
+/// Text encoding codes of a TEXT payload.
+pub const TEXT_ENCODING_UTF8: u8 = 0;
+pub const TEXT_ENCODING_UTF16LE: u8 = 1;
+
+/// A TEXT payload: `encoding (u8) | language (2 ASCII bytes, or two zero bytes) | text`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextPayload {
+    pub encoding: u8,
+    /// ISO 639-1 code, or `None` when unspecified.
+    pub language: Option<[u8; 2]>,
+    pub text: Vec<u8>,
+}
+
+impl TextPayload {
+    pub const PREFIX_LEN: usize = 3;
+
+    pub fn utf8(text: &str, language: Option<[u8; 2]>) -> Self {
+        Self {
+            encoding: TEXT_ENCODING_UTF8,
+            language,
+            text: text.as_bytes().to_vec(),
+        }
+    }
+
+    /// Parses a language argument such as `en`.
+    pub fn parse_language(text: &str) -> Result<[u8; 2], String> {
+        let bytes = text.as_bytes();
+        if bytes.len() == 2 && bytes.iter().all(u8::is_ascii_lowercase) {
+            Ok([bytes[0], bytes[1]])
+        } else {
+            Err(format!(
+                "language {text:?}: expected a two-letter lowercase ISO 639-1 code such as `en`"
+            ))
+        }
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u8(self.encoding);
+        out.put_bytes(&self.language.unwrap_or([0, 0]));
+        out.put_bytes(&self.text);
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::PREFIX_LEN + self.text.len());
+        self.encode(&mut out);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let mut r = Reader::new(bytes, "TEXT payload");
+        let encoding = r.u8("encoding")?;
+        let language_bytes: [u8; 2] = r.array("language")?;
+        let language = match language_bytes {
+            [0, 0] => None,
+            code if code.iter().all(u8::is_ascii_alphabetic) => Some(code),
+            other => {
+                return Err(r.invalid(
+                    "language",
+                    2,
+                    format!("0x{} is not an ASCII language code", hex::encode(other)),
+                ));
+            }
+        };
+        let text = r.take(r.remaining() as u64, "text")?;
+        match encoding {
+            TEXT_ENCODING_UTF8 => {
+                if let Err(e) = std::str::from_utf8(text) {
+                    return Err(FormatError::InvalidField {
+                        structure: "TEXT payload",
+                        field: "text",
+                        offset: Self::PREFIX_LEN as u64 + e.valid_up_to() as u64,
+                        reason: "invalid UTF-8".into(),
+                    });
+                }
+            }
+            TEXT_ENCODING_UTF16LE => {
+                if text.len() % 2 != 0 {
+                    return Err(FormatError::InvalidField {
+                        structure: "TEXT payload",
+                        field: "text",
+                        offset: Self::PREFIX_LEN as u64,
+                        reason: "UTF-16 text has an odd number of bytes".into(),
+                    });
+                }
+            }
+            other => {
+                return Err(FormatError::InvalidField {
+                    structure: "TEXT payload",
+                    field: "encoding",
+                    offset: 0,
+                    reason: format!("unknown text encoding code {other}"),
+                });
+            }
+        }
+        r.finish()?;
+        Ok(Self {
+            encoding,
+            language,
+            text: text.to_vec(),
+        })
+    }
+
+    /// The text as a Rust string.
+    pub fn as_string(&self) -> Result<String, FormatError> {
+        let invalid = |reason: &str| FormatError::InvalidField {
+            structure: "TEXT payload",
+            field: "text",
+            offset: Self::PREFIX_LEN as u64,
+            reason: reason.into(),
+        };
+        match self.encoding {
+            TEXT_ENCODING_UTF8 => {
+                String::from_utf8(self.text.clone()).map_err(|_| invalid("invalid UTF-8"))
+            }
+            TEXT_ENCODING_UTF16LE => {
+                let units: Vec<u16> = self
+                    .text
+                    .chunks_exact(2)
+                    .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
+                    .collect();
+                String::from_utf16(&units).map_err(|_| invalid("invalid UTF-16"))
+            }
+            _ => Err(invalid("unknown encoding")),
+        }
+    }
+}
+
+/// Element type of an embedding payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbeddingDtype {
+    Float32,
+    Float16,
+}
+
+impl EmbeddingDtype {
+    fn code(self) -> u8 {
+        match self {
+            EmbeddingDtype::Float32 => 0,
+            EmbeddingDtype::Float16 => 1,
+        }
+    }
+    fn element_len(self) -> u64 {
+        match self {
+            EmbeddingDtype::Float32 => 4,
+            EmbeddingDtype::Float16 => 2,
+        }
+    }
+}
+
+/// An EMBD payload: `dimension (u32) | count (u32) | dtype (u8) | 3 zero bytes | values`,
+/// values little-endian, `count` vectors of `dimension` elements each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddingPayload {
+    pub dimension: u32,
+    pub count: u32,
+    pub dtype: EmbeddingDtype,
+    /// Raw little-endian element bytes.
+    pub values: Vec<u8>,
+}
+
+impl EmbeddingPayload {
+    pub const PREFIX_LEN: usize = 12;
+
+    /// Frames `vectors` (all of the same length) as float32.
+    pub fn from_f32(vectors: &[Vec<f32>]) -> Result<Self, String> {
+        let dimension = vectors.first().map_or(0, Vec::len);
+        if vectors.iter().any(|v| v.len() != dimension) {
+            return Err("embedding vectors differ in length".into());
+        }
+        let mut values = Vec::with_capacity(dimension * vectors.len() * 4);
+        for value in vectors.iter().flatten() {
+            values.extend_from_slice(&value.to_le_bytes());
+        }
+        Ok(Self {
+            dimension: u32::try_from(dimension).map_err(|_| "dimension too large")?,
+            count: u32::try_from(vectors.len()).map_err(|_| "too many vectors")?,
+            dtype: EmbeddingDtype::Float32,
+            values,
+        })
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u32(self.dimension);
+        out.put_u32(self.count);
+        out.put_u8(self.dtype.code());
+        out.put_bytes(&[0, 0, 0]);
+        out.put_bytes(&self.values);
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::PREFIX_LEN + self.values.len());
+        self.encode(&mut out);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let mut r = Reader::new(bytes, "EMBD payload");
+        let dimension = r.u32("dimension")?;
+        let count = r.u32("count")?;
+        let dtype = match r.u8("dtype")? {
+            0 => EmbeddingDtype::Float32,
+            1 => EmbeddingDtype::Float16,
+            other => {
+                return Err(r.invalid("dtype", 1, format!("unknown element type code {other}")));
+            }
+        };
+        r.take(3, "reserved")?;
+        let expected = u64::from(dimension) * u64::from(count) * dtype.element_len();
+        if expected != r.remaining() as u64 {
+            return Err(r.invalid(
+                "values",
+                0,
+                format!(
+                    "{count} vectors x {dimension} dimensions need {expected} bytes, {} present",
+                    r.remaining()
+                ),
+            ));
+        }
+        let values = r.take(expected, "values")?.to_vec();
+        r.finish()?;
+        Ok(Self {
+            dimension,
+            count,
+            dtype,
+            values,
+        })
+    }
+
+    /// The vectors as float32 (float16 elements are widened exactly).
+    pub fn vectors(&self) -> Vec<Vec<f32>> {
+        let elements: Vec<f32> = match self.dtype {
+            EmbeddingDtype::Float32 => self
+                .values
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            EmbeddingDtype::Float16 => self
+                .values
+                .chunks_exact(2)
+                .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+                .collect(),
+        };
+        if self.dimension == 0 {
+            return vec![Vec::new(); self.count as usize];
+        }
+        elements
+            .chunks(self.dimension as usize)
+            .map(<[f32]>::to_vec)
+            .collect()
+    }
+}
+
+/// Widens an IEEE 754 binary16 value to binary32 (exact for every input).
+pub fn f16_to_f32(bits: u16) -> f32 {
+    let sign = u32::from(bits >> 15) << 31;
+    let exponent = u32::from((bits >> 10) & 0x1f);
+    let mantissa = u32::from(bits & 0x3ff);
+    let magnitude = match (exponent, mantissa) {
+        (0, 0) => 0,
+        (0, m) => {
+            // Subnormal: normalise the mantissa.
+            let shift = m.leading_zeros() - 21;
+            let m = (m << shift) & 0x3ff;
+            ((127 - 15 + 1 - shift) << 23) | (m << 13)
+        }
+        (0x1f, m) => 0x7f80_0000 | (m << 13),
+        (e, m) => ((e + 127 - 15) << 23) | (m << 13),
+    };
+    f32::from_bits(sign | magnitude)
+}
+
+/// Image container formats of an IMAG payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    Unknown,
+    Png,
+    Jpeg,
+    Gif,
+    Webp,
+    Other(u8),
+}
+
+impl ImageFormat {
+    fn code(self) -> u8 {
+        match self {
+            ImageFormat::Unknown => 0,
+            ImageFormat::Png => 1,
+            ImageFormat::Jpeg => 2,
+            ImageFormat::Gif => 3,
+            ImageFormat::Webp => 4,
+            ImageFormat::Other(code) => code,
+        }
+    }
+    fn from_code(code: u8) -> Self {
+        match code {
+            0 => ImageFormat::Unknown,
+            1 => ImageFormat::Png,
+            2 => ImageFormat::Jpeg,
+            3 => ImageFormat::Gif,
+            4 => ImageFormat::Webp,
+            other => ImageFormat::Other(other),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Unknown => "unknown",
+            ImageFormat::Png => "png",
+            ImageFormat::Jpeg => "jpeg",
+            ImageFormat::Gif => "gif",
+            ImageFormat::Webp => "webp",
+            ImageFormat::Other(_) => "other",
+        }
+    }
+}
+
+/// An IMAG payload: `format (u8) | 3 zero bytes | width (u32) | height (u32) | image bytes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagePayload {
+    pub format: ImageFormat,
+    pub width: u32,
+    pub height: u32,
+    pub image: Vec<u8>,
+}
+
+impl ImagePayload {
+    pub const PREFIX_LEN: usize = 12;
+
+    /// Frames encoded image bytes, reading format and size from the PNG, GIF, JPEG or WebP
+    /// header when there is one (0 x 0 and `Unknown` otherwise).
+    pub fn sniff(image: Vec<u8>) -> Self {
+        let (format, width, height) = sniff_image(&image);
+        Self {
+            format,
+            width,
+            height,
+            image,
+        }
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u8(self.format.code());
+        out.put_bytes(&[0, 0, 0]);
+        out.put_u32(self.width);
+        out.put_u32(self.height);
+        out.put_bytes(&self.image);
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::PREFIX_LEN + self.image.len());
+        self.encode(&mut out);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let mut r = Reader::new(bytes, "IMAG payload");
+        let format = ImageFormat::from_code(r.u8("format")?);
+        r.take(3, "reserved")?;
+        let width = r.u32("width")?;
+        let height = r.u32("height")?;
+        let image = r.take(r.remaining() as u64, "image")?.to_vec();
+        r.finish()?;
+        Ok(Self {
+            format,
+            width,
+            height,
+            image,
+        })
+    }
+}
+
+fn sniff_image(bytes: &[u8]) -> (ImageFormat, u32, u32) {
+    let be32 = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let le16 = |at: usize| {
+        bytes
+            .get(at..at + 2)
+            .map(|b| u32::from(u16::from_le_bytes([b[0], b[1]])))
+    };
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.get(12..16) == Some(b"IHDR") {
+        if let (Some(w), Some(h)) = (be32(16), be32(20)) {
+            return (ImageFormat::Png, w, h);
+        }
+    }
+    if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        if let (Some(w), Some(h)) = (le16(6), le16(8)) {
+            return (ImageFormat::Gif, w, h);
+        }
+    }
+    if bytes.starts_with(b"RIFF") && bytes.get(8..12) == Some(b"WEBP") {
+        return (ImageFormat::Webp, 0, 0);
+    }
+    if bytes.starts_with(&[0xff, 0xd8]) {
+        return (ImageFormat::Jpeg, jpeg_size(bytes).0, jpeg_size(bytes).1);
+    }
+    (ImageFormat::Unknown, 0, 0)
+}
+
+/// Walks JPEG markers to the first start-of-frame; (0, 0) when there is none.
+fn jpeg_size(bytes: &[u8]) -> (u32, u32) {
+    let mut at = 2usize;
+    while at + 4 <= bytes.len() {
+        if bytes[at] != 0xff {
+            return (0, 0);
+        }
+        let marker = bytes[at + 1];
+        let segment_len = usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]));
+        let is_sof = matches!(marker, 0xc0..=0xcf) && !matches!(marker, 0xc4 | 0xc8 | 0xcc);
+        if is_sof {
+            if let Some(sof) = bytes.get(at + 5..at + 9) {
+                let height = u32::from(u16::from_be_bytes([sof[0], sof[1]]));
+                let width = u32::from(u16::from_be_bytes([sof[2], sof[3]]));
+                return (width, height);
+            }
+            return (0, 0);
+        }
+        at += 2 + segment_len;
+    }
+    (0, 0)
+}
+
+/// The payload a reader shows for `block_type`: the text, vector bytes or image bytes without
+/// their framing; other types unchanged.
+pub fn content_of(block_type: FourCC, data: &[u8]) -> Result<Vec<u8>, FormatError> {
+    match block_type {
+        FourCC::TEXT => Ok(TextPayload::decode(data)?.text),
+        FourCC::IMAG => Ok(ImagePayload::decode(data)?.image),
+        FourCC::EMBD => Ok(EmbeddingPayload::decode(data)?.values),
+        _ => Ok(data.to_vec()),
+    }
+}

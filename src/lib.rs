@@ -1,0 +1,13 @@
+//! maif-store: canonical MAIF 3.0 artifacts on local disk and object stores.
+#![deny(unsafe_code)]
+
+pub mod artifact;
+pub mod error;
+pub mod format;
+pub mod keys;
+pub mod location;
+pub mod store;
+
+pub use artifact::{ArtifactReader, ArtifactWriter, CreateOptions, NewBlock};
+pub use error::{Error, Result};
+pub use keys::SigningKey;

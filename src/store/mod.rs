@@ -1,0 +1,129 @@
+//! Where artifacts live. A [`BlockStore`] moves opaque record bytes and the committed tail;
+//! it never parses a signature nor re-encodes a record. The artifact layer (`crate::artifact`)
+//! does all signing and verification on top of this one contract.
+
+use std::fmt;
+use std::ops::Range;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::format::{FormatError, IndexEntry, IndexSection, Trailer};
+
+pub mod file;
+
+pub use file::FileStore;
+
+/// Errors from a store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No artifact exists at the location.
+    #[error("no artifact at {location}")]
+    NotFound { location: String },
+    /// `create` found an artifact already there.
+    #[error("an artifact already exists at {location}")]
+    AlreadyExists { location: String },
+    /// The committed state changed since the append began (another writer committed).
+    #[error("commit conflict at {location}: {reason}")]
+    Conflict { location: String, reason: String },
+    /// The stored bytes are not a readable committed artifact.
+    #[error("{location}: {reason}")]
+    Corrupt { location: String, reason: String },
+    /// The artifact was torn by an interrupted write and has no committed state to open.
+    #[error(
+        "{location} is torn ({reason}); run `maif recover` to rebuild it from its intact prefix"
+    )]
+    Torn { location: String, reason: String },
+    /// A structure failed to decode.
+    #[error("{location}: {context}: {source}")]
+    Format {
+        location: String,
+        context: String,
+        source: FormatError,
+    },
+    /// A read asked for bytes the store does not hold.
+    #[error("{location}: {what} out of range")]
+    OutOfRange { location: String, what: String },
+    #[error("{location}: I/O error {action}: {source}")]
+    Io {
+        location: String,
+        action: String,
+        source: std::io::Error,
+    },
+}
+
+/// The committed state of an artifact: everything except the records' bytes, each part
+/// exactly as stored.
+#[derive(Clone)]
+pub struct Head {
+    pub file_header: Bytes,
+    pub metadata_section: Bytes,
+    pub provenance_section: Bytes,
+    pub index_section: Bytes,
+    pub index: IndexSection,
+    pub trailer: Trailer,
+}
+
+impl fmt::Debug for Head {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Head")
+            .field("records", &self.index.entries.len())
+            .field("trailer", &self.trailer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A new committed tail: what an append or a creation writes after the records.
+#[derive(Debug, Clone)]
+pub struct Tail {
+    pub provenance_section: Vec<u8>,
+    pub index_section: Vec<u8>,
+    pub trailer: Vec<u8>,
+}
+
+/// A brand-new artifact's fixed prefix and first tail.
+#[derive(Debug, Clone)]
+pub struct Genesis {
+    pub file_header: Vec<u8>,
+    pub metadata_section: Vec<u8>,
+    pub tail: Tail,
+}
+
+/// The storage contract every backend implements.
+#[async_trait]
+pub trait BlockStore: Send + Sync + fmt::Debug {
+    /// Human-readable location (path or URL) for messages.
+    fn location(&self) -> String;
+
+    /// The committed state, or [`StoreError::NotFound`].
+    async fn head(&self) -> Result<Head, StoreError>;
+
+    /// The bytes of one record, as described by its index entry.
+    async fn read_record(&self, entry: &IndexEntry) -> Result<Bytes, StoreError>;
+
+    /// A byte range within one record (e.g. header and metadata only).
+    async fn read_record_range(
+        &self,
+        entry: &IndexEntry,
+        range: Range<u64>,
+    ) -> Result<Bytes, StoreError>;
+
+    /// Creates the artifact; fails with [`StoreError::AlreadyExists`] if there is one.
+    async fn create(&self, genesis: Genesis) -> Result<(), StoreError>;
+
+    /// Starts appending records on top of `base`. The returned session commits only if the
+    /// store's committed state is still `base` (otherwise [`StoreError::Conflict`]).
+    async fn begin_append(&self, base: &Head) -> Result<Box<dyn AppendSession>, StoreError>;
+}
+
+/// An append in progress. Dropping it without `commit` leaves the last committed state.
+#[async_trait]
+pub trait AppendSession: Send {
+    /// Stores one record; `entry` is its index entry (offset in the single-file image,
+    /// length, digest). Records must be put in order.
+    async fn put_record(&mut self, entry: &IndexEntry, record: Bytes) -> Result<(), StoreError>;
+
+    /// Makes the appended records and `tail` the committed state, durably.
+    async fn commit(self: Box<Self>, tail: Tail) -> Result<(), StoreError>;
+}
