@@ -47,8 +47,8 @@ pub async fn list(
             "{:<36}  {:<4}  {:>3}  {:>10}  {:<27}  {}",
             row["id"].as_str().unwrap_or(""),
             row["type"].as_str().unwrap_or(""),
-            row["version"],
-            row["size"],
+            row["version"].as_u64().unwrap_or(0),
+            row["size"].as_u64().unwrap_or(0),
             row["timestamp"].as_str().unwrap_or(""),
             if metadata == "{}" { "" } else { &metadata }
         );
