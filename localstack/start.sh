@@ -106,7 +106,7 @@ if [[ ! -x "$VENV/bin/python" || "$want_sum" != "$have_sum" ]]; then
         log "creating venv at $VENV"
         "$BASE_PYTHON" -m venv "$VENV" >&2 || die "python -m venv failed"
     fi
-    log "installing pinned packages from $REQS (first run takes a few minutes)"
+    log "installing pinned packages from $REQS (first run: about a minute)"
     rm -f "$STAMP"
     "$VENV/bin/python" -m pip install --no-input --disable-pip-version-check \
         -r "$REQS" >&2 || die "pip install failed"
@@ -162,6 +162,7 @@ else
         PY="$VENV/bin/python" \
         nohup setsid bash -c 'echo $$ >"$PIDFILE"; unset PIDFILE; exec "$PY" -m localstack.runtime.main' \
         </dev/null >>"$LOG" 2>&1 9>&- &
+    disown "$!" 2>/dev/null || true
     # Wait briefly for the pid file to appear.
     for _ in $(seq 1 50); do
         [[ -s "$PIDFILE" ]] && break
@@ -187,7 +188,7 @@ while :; do
     if grep -q -e 'CannotListenError' -e 'Address already in use' "$LOG" 2>/dev/null; then
         log "LocalStack could not listen on $HOST:$PORT"
         log_tail
-        "$HERE/stop.sh" || true
+        MAIF_LOCALSTACK_STOP_TIMEOUT=3 "$HERE/stop.sh" || true
         exit 1
     fi
     if ((SECONDS >= deadline)); then

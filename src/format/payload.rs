@@ -214,17 +214,19 @@ impl EmbeddingPayload {
             }
         };
         r.take(3, "reserved")?;
-        let expected = u64::from(dimension) * u64::from(count) * dtype.element_len();
-        if expected != r.remaining() as u64 {
+        let expected = u64::from(dimension)
+            .checked_mul(u64::from(count))
+            .and_then(|n| n.checked_mul(dtype.element_len()));
+        let Some(expected) = expected.filter(|n| *n == r.remaining() as u64) else {
             return Err(r.invalid(
                 "values",
                 0,
                 format!(
-                    "{count} vectors x {dimension} dimensions need {expected} bytes, {} present",
+                    "{count} vectors x {dimension} dimensions do not fill the {} bytes present",
                     r.remaining()
                 ),
             ));
-        }
+        };
         let values = r.take(expected, "values")?.to_vec();
         r.finish()?;
         Ok(Self {

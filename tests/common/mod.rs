@@ -1,0 +1,104 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use maif_store::SigningKey;
+use maif_store::artifact::{ArtifactWriter, CreateOptions, NewBlock};
+use maif_store::format::FourCC;
+use maif_store::format::digest::sha256;
+use maif_store::format::payload::{EmbeddingPayload, ImagePayload, TextPayload};
+use maif_store::store::{BlockStore, FileStore};
+use serde_json::{Map, Value};
+
+/// The fixed test-only key of the golden vectors: seed = SHA-256("maif-store test key").
+pub fn test_key() -> SigningKey {
+    SigningKey::from_seed(&sha256(b"maif-store test key"))
+}
+
+pub const CREATED_US: u64 = 1_700_000_000_000_000;
+
+pub fn file_store(path: &Path) -> Arc<dyn BlockStore> {
+    Arc::new(FileStore::new(path))
+}
+
+pub fn meta(pairs: &[(&str, &str)]) -> Map<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+        .collect()
+}
+
+/// Writes the small deterministic artifact of the golden vectors: TEXT, EMBD, IMAG, an
+/// unknown type, and a second version of the TEXT block, with fixed ids and timestamps.
+pub async fn write_small_artifact(path: &Path) -> ArtifactWriter {
+    let options = CreateOptions {
+        agent_id: "golden-agent".into(),
+        custom: [("purpose".to_string(), "golden vector".to_string())].into(),
+        created_us: Some(CREATED_US),
+        artifact_id: Some([0xa1; 16]),
+        ..CreateOptions::default()
+    };
+    let mut writer = ArtifactWriter::create(file_store(path), test_key(), options)
+        .await
+        .expect("create");
+    let blocks = [
+        NewBlock::new(
+            FourCC::TEXT,
+            TextPayload::utf8("hello, MAIF", Some(*b"en")).to_bytes(),
+        )
+        .with_metadata(&meta(&[("source", "golden")])),
+        NewBlock::new(
+            FourCC::EMBD,
+            EmbeddingPayload::from_f32(&[vec![0.25, -1.5, 3.0], vec![1.0, 2.0, 4.0]])
+                .expect("embedding")
+                .to_bytes(),
+        ),
+        NewBlock::new(
+            FourCC::IMAG,
+            ImagePayload::sniff(
+                b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x10\0\0\0\x08\x08\x06\0\0\0".to_vec(),
+            )
+            .to_bytes(),
+        ),
+        NewBlock::new(
+            FourCC(*b"XyZ1"),
+            b"opaque bytes of a type nobody defined".to_vec(),
+        ),
+    ];
+    for (n, block) in blocks.into_iter().enumerate() {
+        let n = n as u8 + 1;
+        writer
+            .add(
+                block
+                    .with_id([n; 16])
+                    .with_timestamp(CREATED_US + u64::from(n) * 1_000),
+            )
+            .await
+            .expect("add");
+    }
+    writer.commit().await.expect("commit");
+    writer
+        .update(
+            [1; 16],
+            NewBlock::new(
+                FourCC::TEXT,
+                TextPayload::utf8("hello again", Some(*b"en")).to_bytes(),
+            )
+            .with_timestamp(CREATED_US + 9_000),
+        )
+        .await
+        .expect("update");
+    writer.commit().await.expect("commit");
+    writer
+}
+
+/// Runs a future to completion on a fresh single-threaded runtime.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(future)
+}
