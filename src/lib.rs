@@ -11,3 +11,8 @@ pub mod store;
 pub use artifact::{ArtifactReader, ArtifactWriter, CreateOptions, NewBlock};
 pub use error::{Error, Result};
 pub use keys::SigningKey;
+
+/// The README's examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

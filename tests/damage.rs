@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use maif_store::artifact::{RecoveryMode, VerifyOptions, recover_file, verify};
 use maif_store::format::{IndexSection, MetadataSection, ProvenanceSection, RecordView};
-use maif_store::store::BlockStore;
 
 /// Records the largest single allocation made while `TRACKING` is set.
 struct PeakAllocator;

@@ -12,7 +12,6 @@ use maif_store::format::digest::{SignedKind, genesis_digest};
 use maif_store::format::merkle::merkle_root;
 use maif_store::format::{ProvenanceSection, RecordView};
 use maif_store::keys::PublicKey;
-use maif_store::store::BlockStore;
 use serde_json::{Value, json};
 
 fn vectors() -> PathBuf {

@@ -197,7 +197,7 @@ impl ArtifactReader {
             let (_, metadata) = self.read_metadata(info).await?;
             let matches = match metadata.get(key) {
                 Some(Value::String(s)) => s == value,
-                Some(other) => other.to_string() == value,
+                Some(other) => *other == value,
                 None => false,
             };
             if matches {

@@ -3,7 +3,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use serde::Serialize;
 use serde_json::json;
 
@@ -344,7 +343,6 @@ fn salvage(
         tail,
     };
     write_image(destination, &genesis, &image[records_offset..records_end])?;
-    let _ = Bytes::new();
     Ok(RecoverReport {
         mode: RecoveryMode::Resigned,
         records_recovered: entries.len() as u64,

@@ -378,22 +378,24 @@ async fn full_checks(
             let entry = &entries[at];
             report.bytes_hashed += chunk[i].as_ref().map_or(0, |b| b.len() as u64);
             report.problems.extend(result.problems);
-            if let Some(bytes) = &chunk[i] {
-                if bytes.len() >= 64 {
-                    let link: [u8; 8] = bytes[56..64].try_into().unwrap_or([0; 8]);
-                    if link != chain_link(&previous_digest) {
-                        report.problems.push(record_problem(
-                            at,
-                            entry,
-                            format!(
-                                "hash chain broken: the header links to {} but the previous {} starts {}",
-                                hex::encode(link),
-                                if at == 0 { "chain seed" } else { "record digest" },
-                                hex::encode(chain_link(&previous_digest))
-                            ),
-                        ));
-                    }
-                }
+            if let Some(bytes) = &chunk[i]
+                && let Some(link) = bytes.get(56..64)
+                && link != chain_link(&previous_digest)
+            {
+                report.problems.push(record_problem(
+                    at,
+                    entry,
+                    format!(
+                        "hash chain broken: the header links to {} but the previous {} starts {}",
+                        hex::encode(link),
+                        if at == 0 {
+                            "chain seed"
+                        } else {
+                            "record digest"
+                        },
+                        hex::encode(chain_link(&previous_digest))
+                    ),
+                ));
             }
             if let (Some(digest), Some(signature)) = (result.digest, result.signature) {
                 signatures.push(SignatureCheck {

@@ -328,13 +328,13 @@ impl ArtifactWriter {
 
     /// Appends a new block (a fresh id unless `block.block_id` names one not yet used).
     pub async fn add(&mut self, block: NewBlock) -> Result<BlockRef> {
-        if let Some(id) = block.block_id {
-            if self.versions.contains_key(&id) {
-                return Err(Error::Invalid(format!(
-                    "block {} already exists; use update to add a new version",
-                    format_id(&id)
-                )));
-            }
+        if let Some(id) = block.block_id
+            && self.versions.contains_key(&id)
+        {
+            return Err(Error::Invalid(format!(
+                "block {} already exists; use update to add a new version",
+                format_id(&id)
+            )));
         }
         self.append(block, Action::AddBlock).await
     }

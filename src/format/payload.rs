@@ -390,15 +390,16 @@ fn sniff_image(bytes: &[u8]) -> (ImageFormat, u32, u32) {
             .get(at..at + 2)
             .map(|b| u32::from(u16::from_le_bytes([b[0], b[1]])))
     };
-    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.get(12..16) == Some(b"IHDR") {
-        if let (Some(w), Some(h)) = (be32(16), be32(20)) {
-            return (ImageFormat::Png, w, h);
-        }
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n")
+        && bytes.get(12..16) == Some(b"IHDR")
+        && let (Some(w), Some(h)) = (be32(16), be32(20))
+    {
+        return (ImageFormat::Png, w, h);
     }
-    if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
-        if let (Some(w), Some(h)) = (le16(6), le16(8)) {
-            return (ImageFormat::Gif, w, h);
-        }
+    if (bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a"))
+        && let (Some(w), Some(h)) = (le16(6), le16(8))
+    {
+        return (ImageFormat::Gif, w, h);
     }
     if bytes.starts_with(b"RIFF") && bytes.get(8..12) == Some(b"WEBP") {
         return (ImageFormat::Webp, 0, 0);

@@ -514,13 +514,11 @@ impl Drop for FileAppend {
     fn drop(&mut self) {
         // An append abandoned after it touched the file: restore the committed tail now
         // rather than leaving it to the next writer.
-        if self.journal_written {
-            if let Some(file) = self.file.as_ref() {
-                let store = FileStore::new(self.path.clone());
-                if let Err(e) = store.roll_back(file) {
-                    tracing::error!(path = %self.path.display(), error = %e, "rollback of an abandoned append failed; the journal remains and the next open uses it");
-                }
-            }
+        if self.journal_written
+            && let Some(file) = self.file.as_ref()
+            && let Err(e) = FileStore::new(self.path.clone()).roll_back(file)
+        {
+            tracing::error!(path = %self.path.display(), error = %e, "rollback of an abandoned append failed; the journal remains and the next open uses it");
         }
         if let Some(file) = self.file.take() {
             let _ = file.unlock();

@@ -24,13 +24,13 @@ use super::{AddArgs, Command, output};
 /// 1 for "the bytes are not what they claim to be", 2 for everything else.
 pub fn exit_code(error: &Error) -> u8 {
     match error {
-        Error::Verification(_) | Error::Format { .. } => 1,
-        Error::Store(store) => match store {
+        Error::Verification(_)
+        | Error::Format { .. }
+        | Error::Store(
             maif_store::store::StoreError::Corrupt { .. }
             | maif_store::store::StoreError::Torn { .. }
-            | maif_store::store::StoreError::Format { .. } => 1,
-            _ => 2,
-        },
+            | maif_store::store::StoreError::Format { .. },
+        ) => 1,
         _ => 2,
     }
 }
@@ -258,7 +258,7 @@ pub fn frame_payload(
         }
         FourCC::IMAG => Ok(ImagePayload::sniff(input).to_bytes()),
         FourCC::EMBD => {
-            if input.len() % 4 != 0 {
+            if !input.len().is_multiple_of(4) {
                 return Err(Error::Invalid(format!(
                     "EMBD input is {} bytes, not a whole number of little-endian float32 values",
                     input.len()
@@ -266,7 +266,7 @@ pub fn frame_payload(
             }
             let elements = (input.len() / 4) as u32;
             let dimension = dim.unwrap_or(elements);
-            if dimension == 0 || elements % dimension != 0 {
+            if dimension == 0 || !elements.is_multiple_of(dimension) {
                 return Err(Error::Invalid(format!(
                     "EMBD input holds {elements} values, which is not a multiple of --dim {dimension}"
                 )));

@@ -1,0 +1,328 @@
+//! The `maif` command line, end to end: every documented capability and exit code.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn maif(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_maif"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run maif")
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = maif(dir, args);
+    assert!(
+        out.status.success(),
+        "maif {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn json(dir: &Path, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&ok(dir, args)).expect("json output")
+}
+
+#[test]
+fn every_command_works_and_exit_codes_mean_what_they_say() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let public = ok(dir, &["keygen", "agent.pem"]);
+    assert_eq!(public.trim().len(), 64, "keygen prints the hex public key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("agent.pem"))
+            .expect("key")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "private key file must be 0600");
+    }
+    assert_eq!(
+        maif(dir, &["keygen", "agent.pem"]).status.code(),
+        Some(2),
+        "keygen never overwrites"
+    );
+    let pem = std::fs::read_to_string(dir.join("agent.pem")).expect("pem");
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+
+    ok(
+        dir,
+        &[
+            "create",
+            "notes.maif",
+            "--key",
+            "agent.pem",
+            "--agent",
+            "agent-1",
+            "--meta",
+            "project=alpha",
+        ],
+    );
+    assert_eq!(
+        maif(
+            dir,
+            &["create", "notes.maif", "--key", "agent.pem", "--agent", "x"]
+        )
+        .status
+        .code(),
+        Some(2)
+    );
+
+    let text = json(
+        dir,
+        &[
+            "add",
+            "notes.maif",
+            "--key",
+            "agent.pem",
+            "--type",
+            "TEXT",
+            "--text",
+            "hello",
+            "--lang",
+            "en",
+            "--meta",
+            "src=cli",
+            "--json",
+        ],
+    );
+    let text_id = text["block_id"].as_str().expect("id").to_string();
+    assert_eq!(text["version"], 1);
+
+    // Every FourCC of the spec, plus an unknown one, from stdin.
+    for block_type in [
+        "EMBD", "IMAG", "AUDI", "VIDE", "KGRF", "BINA", "META", "LIFE", "Q9z!",
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_maif"))
+            .current_dir(dir)
+            .args([
+                "add",
+                "notes.maif",
+                "--key",
+                "agent.pem",
+                "--type",
+                block_type,
+                "--file",
+                "-",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&[0u8, 0, 128, 63, 0, 0, 0, 64])
+            .expect("write");
+        assert!(
+            child.wait().expect("wait").success(),
+            "add {block_type} from stdin"
+        );
+    }
+    let big = "zstd compressible text ".repeat(500);
+    let compressed = json(
+        dir,
+        &[
+            "add",
+            "notes.maif",
+            "--key",
+            "agent.pem",
+            "--type",
+            "TEXT",
+            "--text",
+            &big,
+            "--zstd",
+            "--json",
+        ],
+    );
+    let v2 = json(
+        dir,
+        &[
+            "add",
+            "notes.maif",
+            "--key",
+            "agent.pem",
+            "--type",
+            "TEXT",
+            "--text",
+            "hello v2",
+            "--update",
+            &text_id,
+            "--json",
+        ],
+    );
+    assert_eq!(v2["block_id"].as_str(), Some(text_id.as_str()));
+    assert_eq!(v2["version"], 2);
+
+    let listing = json(dir, &["ls", "notes.maif", "--json"]);
+    assert_eq!(listing.as_array().expect("array").len(), 12);
+    let texts = json(
+        dir,
+        &["ls", "notes.maif", "--type", "TEXT", "--latest", "--json"],
+    );
+    assert_eq!(texts.as_array().expect("array").len(), 2);
+    let by_meta = json(dir, &["ls", "notes.maif", "--meta", "src=cli", "--json"]);
+    assert_eq!(by_meta.as_array().expect("array").len(), 1);
+    assert_eq!(by_meta[0]["metadata"]["src"], "cli");
+    assert!(
+        ok(dir, &["ls", "notes.maif"]).contains("Q9z!"),
+        "unknown types are listed"
+    );
+
+    assert_eq!(ok(dir, &["cat", "notes.maif", &text_id]), "hello v2");
+    assert_eq!(
+        ok(dir, &["cat", "notes.maif", &text_id, "--version", "1"]),
+        "hello"
+    );
+    assert_eq!(
+        ok(
+            dir,
+            &[
+                "cat",
+                "notes.maif",
+                compressed["block_id"].as_str().expect("id")
+            ]
+        ),
+        big
+    );
+    assert_eq!(
+        maif(dir, &["cat", "notes.maif", &text_id, "--version", "3"])
+            .status
+            .code(),
+        Some(2)
+    );
+
+    let inspect = json(dir, &["inspect", "notes.maif", "--json"]);
+    assert_eq!(inspect["file_header"]["version"], "3.0");
+    assert_eq!(inspect["blocks"].as_array().expect("blocks").len(), 12);
+    assert_eq!(inspect["provenance"][0]["action"], "create");
+
+    let report = json(dir, &["verify", "notes.maif", "--json"]);
+    assert_eq!(report["valid"], true);
+    assert_eq!(report["record_count"], 12);
+    assert_eq!(
+        json(dir, &["verify", "notes.maif", "--quick", "--json"])["valid"],
+        true
+    );
+    assert_eq!(
+        json(dir, &["verify", "notes.maif", "--strict", "--json"])["valid"],
+        true
+    );
+
+    // Tamper with the second record's data: exit 1, and the block is named.
+    let mut bytes = std::fs::read(dir.join("notes.maif")).expect("read");
+    let second = &inspect["blocks"][1];
+    let at = second["data_at"].as_u64().expect("data_at") as usize;
+    bytes[at] ^= 0xff;
+    std::fs::write(dir.join("tampered.maif"), &bytes).expect("write");
+    let out = maif(dir, &["verify", "tampered.maif"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("block #1") && stdout.contains(second["block_id"].as_str().expect("id")),
+        "{stdout}"
+    );
+    assert_eq!(
+        maif(dir, &["verify", "missing.maif"]).status.code(),
+        Some(2),
+        "I/O error is exit 2"
+    );
+    assert_eq!(
+        maif(dir, &["verify"]).status.code(),
+        Some(2),
+        "usage error is exit 2"
+    );
+
+    // Torn copy: verify fails, recover needs the key, then gives a valid artifact.
+    std::fs::write(
+        dir.join("torn.maif"),
+        &std::fs::read(dir.join("notes.maif")).expect("read")[..bytes.len() - 300],
+    )
+    .expect("write");
+    assert_eq!(maif(dir, &["verify", "torn.maif"]).status.code(), Some(1));
+    assert_eq!(
+        maif(dir, &["recover", "torn.maif", "fixed.maif"])
+            .status
+            .code(),
+        Some(2)
+    );
+    let recovered = json(
+        dir,
+        &[
+            "recover",
+            "torn.maif",
+            "fixed.maif",
+            "--key",
+            "agent.pem",
+            "--json",
+        ],
+    );
+    assert_eq!(recovered["records_recovered"], 12);
+    assert_eq!(
+        json(dir, &["verify", "fixed.maif", "--json"])["valid"],
+        true
+    );
+
+    // Finalize seals; a different key is refused.
+    ok(dir, &["keygen", "other.pem"]);
+    assert_eq!(
+        maif(
+            dir,
+            &[
+                "add",
+                "notes.maif",
+                "--key",
+                "other.pem",
+                "--type",
+                "TEXT",
+                "--text",
+                "x"
+            ]
+        )
+        .status
+        .code(),
+        Some(2)
+    );
+    ok(dir, &["finalize", "notes.maif", "--key", "agent.pem"]);
+    let out = maif(
+        dir,
+        &[
+            "add",
+            "notes.maif",
+            "--key",
+            "agent.pem",
+            "--type",
+            "TEXT",
+            "--text",
+            "x",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("finalized"));
+    assert_eq!(
+        json(dir, &["verify", "notes.maif", "--json"])["valid"],
+        true
+    );
+    // Private key material never appears in output.
+    let secret_line = pem.lines().nth(1).expect("pem body");
+    for args in [
+        &["inspect", "notes.maif"][..],
+        &["verify", "notes.maif"][..],
+    ] {
+        assert!(!ok(dir, args).contains(secret_line));
+    }
+}
+
+#[test]
+fn demo_runs_under_a_local_folder() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = ok(tmp.path(), &["demo", "--dir", "demo-out"]);
+    assert!(out.contains("verify   valid"), "{out}");
+    assert!(tmp.path().join("demo-out/demo.maif").exists());
+}
