@@ -1,1 +1,322 @@
-fn main() {}
+//! Throughput figures, each beside the physical bound it is judged against, measured in the
+//! same run (absolute times vary between machines; the ratios are what to compare).
+//!
+//! `cargo bench --bench throughput` prints a table and writes `target/bench-throughput.json`.
+//! Set `MAIF_BENCH_QUICK=1` for a smaller, faster run.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::{Signature, Signer, SigningKey as DalekKey};
+use maif_store::SigningKey;
+use maif_store::artifact::{
+    ArtifactReader, ArtifactWriter, CreateOptions, NewBlock, VerifyOptions, verify,
+};
+use maif_store::format::FourCC;
+use maif_store::format::digest::{SignedKind, sha256, signed_message};
+use maif_store::format::merkle::merkle_root;
+use maif_store::store::{BlockStore, FileStore};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
+    let mut best = Duration::MAX;
+    let mut last = None;
+    for _ in 0..runs {
+        let start = Instant::now();
+        let out = f();
+        best = best.min(start.elapsed());
+        last = Some(out);
+    }
+    (best, last.expect("at least one run"))
+}
+
+fn rate(count: f64, time: Duration) -> f64 {
+    count / time.as_secs_f64()
+}
+
+struct Figure {
+    name: String,
+    value: f64,
+    unit: &'static str,
+    bound_name: String,
+    bound: f64,
+    target: Option<f64>,
+}
+
+fn key() -> SigningKey {
+    SigningKey::from_seed(&sha256(b"maif-store bench key"))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+}
+
+async fn write_artifact(path: &std::path::Path, block_len: usize, count: usize) {
+    let store: Arc<dyn BlockStore> = Arc::new(FileStore::new(path));
+    let options = CreateOptions {
+        agent_id: "bench".into(),
+        ..CreateOptions::default()
+    };
+    let mut writer = ArtifactWriter::create(store, key(), options)
+        .await
+        .expect("create");
+    let payload = vec![0x5au8; block_len];
+    for _ in 0..count {
+        writer
+            .add(NewBlock::new(FourCC::BINA, payload.clone()))
+            .await
+            .expect("add");
+    }
+    writer.commit().await.expect("commit");
+}
+
+fn write_figures(dir: &std::path::Path, quick: bool, figures: &mut Vec<Figure>) {
+    let rt = runtime();
+    for (block_len, count) in [
+        (1usize << 10, if quick { 2_000 } else { 20_000 }),
+        (1 << 20, if quick { 20 } else { 200 }),
+    ] {
+        let total = (block_len * count) as f64;
+        let label = if block_len == 1024 { "1 KiB" } else { "1 MiB" };
+        let (time, ()) = best_of(3, || {
+            let path = dir.join(format!("write-{block_len}.maif"));
+            let _ = std::fs::remove_file(&path);
+            rt.block_on(write_artifact(&path, block_len, count));
+        });
+        let write_rate = rate(total, time);
+        // Bound 1: SHA-256 over the same bytes on one core (the writer is single-threaded).
+        let payload = vec![0x5au8; block_len];
+        let (sha_time, _) = best_of(3, || {
+            for _ in 0..count {
+                black_box(Sha256::digest(black_box(&payload)));
+            }
+        });
+        // Bound 2: SHA-256 plus the two Ed25519 signatures every block needs (record and
+        // provenance entry), still on one core.
+        let dalek = DalekKey::from_bytes(&[7u8; 32]);
+        let (sign_time, _) = best_of(3, || {
+            for _ in 0..count {
+                let digest: [u8; 32] = Sha256::digest(black_box(&payload)).into();
+                black_box(dalek.sign(&signed_message(SignedKind::Block, &digest)));
+                black_box(dalek.sign(&signed_message(SignedKind::Provenance, &digest)));
+            }
+        });
+        figures.push(Figure {
+            name: format!("write {label} blocks"),
+            value: write_rate / 1e6,
+            unit: "MB/s",
+            bound_name: "raw SHA-256 of the same bytes, 1 core".into(),
+            bound: rate(total, sha_time) / 1e6,
+            target: Some(0.8),
+        });
+        figures.push(Figure {
+            name: format!("write {label} blocks"),
+            value: write_rate / 1e6,
+            unit: "MB/s",
+            bound_name: "raw SHA-256 + 2 Ed25519 signatures per block, 1 core".into(),
+            bound: rate(total, sign_time) / 1e6,
+            target: None,
+        });
+    }
+}
+
+fn verify_figures(dir: &std::path::Path, quick: bool, figures: &mut Vec<Figure>) {
+    let rt = runtime();
+    let count = if quick { 2_000 } else { 20_000 };
+    let path = dir.join("verify.maif");
+    let _ = std::fs::remove_file(&path);
+    rt.block_on(write_artifact(&path, 1024, count));
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let options = VerifyOptions {
+        threads,
+        ..VerifyOptions::default()
+    };
+    let (time, report) = best_of(3, || {
+        rt.block_on(verify(Arc::new(FileStore::new(&path)), options))
+            .expect("verify")
+    });
+    assert!(report.valid);
+    let signatures = report.signatures_checked as f64;
+    // Bound: ed25519-dalek's verify_batch on the same number of signatures, batches of 256,
+    // spread over every core.
+    let dalek = DalekKey::from_bytes(&[9u8; 32]);
+    let public = dalek.verifying_key();
+    let messages: Vec<Vec<u8>> = (0..report.signatures_checked as usize)
+        .map(|i| signed_message(SignedKind::Block, &sha256(&(i as u64).to_le_bytes())))
+        .collect();
+    let sigs: Vec<Signature> = messages.iter().map(|m| dalek.sign(m)).collect();
+    let (raw_time, _) = best_of(3, || {
+        let chunk = messages.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            for (ms, ss) in messages.chunks(chunk).zip(sigs.chunks(chunk)) {
+                s.spawn(move || {
+                    for (m, sg) in ms.chunks(256).zip(ss.chunks(256)) {
+                        let refs: Vec<&[u8]> = m.iter().map(Vec::as_slice).collect();
+                        ed25519_dalek::verify_batch(&refs, sg, &vec![public; sg.len()])
+                            .expect("valid batch");
+                    }
+                });
+            }
+        });
+    });
+    figures.push(Figure {
+        name: format!(
+            "full verify, 1 KiB blocks ({count} blocks, {} signatures)",
+            report.signatures_checked
+        ),
+        value: rate(signatures, time),
+        unit: "signatures/s",
+        bound_name: format!("raw verify_batch, {threads} threads"),
+        bound: rate(signatures, raw_time),
+        target: Some(0.7),
+    });
+    figures.push(Figure {
+        name: "full verify, 1 KiB blocks".into(),
+        value: rate(count as f64, time),
+        unit: "blocks/s",
+        bound_name: format!("raw verify_batch of 2 signatures per block, {threads} threads"),
+        bound: rate(signatures, raw_time) / 2.0,
+        target: None,
+    });
+}
+
+fn read_figures(dir: &std::path::Path, quick: bool, figures: &mut Vec<Figure>) {
+    let rt = runtime();
+    let count = if quick { 2_000 } else { 20_000 };
+    let path = dir.join("read.maif");
+    let _ = std::fs::remove_file(&path);
+    rt.block_on(write_artifact(&path, 1024, count));
+    let reads = if quick { 200_000 } else { 2_000_000 };
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let order: Vec<usize> = (0..reads)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % count as u64) as usize
+        })
+        .collect();
+    for (label, trusted) in [
+        ("checked (digest per read)", false),
+        ("trusted (commit checked at open)", true),
+    ] {
+        let reader = rt
+            .block_on(ArtifactReader::open(Arc::new(FileStore::new(&path))))
+            .expect("open");
+        let reader = if trusted {
+            reader.trust_records()
+        } else {
+            reader
+        };
+        let blocks = reader.blocks().to_vec();
+        let (time, bytes) = best_of(3, || {
+            rt.block_on(async {
+                let mut bytes = 0usize;
+                for &i in &order {
+                    bytes += reader.read(&blocks[i]).await.expect("read").data.len();
+                }
+                bytes
+            })
+        });
+        black_box(bytes);
+        // Bound: copying the same 1 KiB payloads out of the same memory map.
+        let image = std::fs::read(&path).expect("read file");
+        let (raw_time, _) = best_of(3, || {
+            let mut sink = [0u8; 1024];
+            for &i in &order {
+                let e = &blocks[i].entry;
+                let start = (e.offset + 64) as usize;
+                sink.copy_from_slice(&image[start..start + 1024]);
+                black_box(&sink);
+            }
+        });
+        figures.push(Figure {
+            name: format!("random 1 KiB block read, {label}"),
+            value: rate(reads as f64, time),
+            unit: "reads/s",
+            bound_name: "raw 1 KiB copies from memory at the same offsets".into(),
+            bound: rate(reads as f64, raw_time),
+            target: None,
+        });
+    }
+}
+
+fn merkle_figures(quick: bool, figures: &mut Vec<Figure>) {
+    let sizes: &[usize] = if quick {
+        &[10_000, 100_000]
+    } else {
+        &[10_000, 1_000_000]
+    };
+    for &n in sizes {
+        let leaves: Vec<[u8; 32]> = (0..n).map(|i| sha256(&(i as u64).to_le_bytes())).collect();
+        let (time, root) = best_of(5, || merkle_root(black_box(&leaves)));
+        black_box(root);
+        // Bound: the same number of SHA-256 calls over inputs of the same sizes (n leaf
+        // hashes of 33 bytes, n - 1 node hashes of 65 bytes), with no tree around them.
+        let (raw_time, _) = best_of(5, || {
+            let mut acc = [0u8; 32];
+            for leaf in &leaves {
+                let mut h = Sha256::new();
+                h.update([0u8]);
+                h.update(leaf);
+                acc = h.finalize().into();
+            }
+            for leaf in leaves.iter().skip(1) {
+                let mut h = Sha256::new();
+                h.update([1u8]);
+                h.update(acc);
+                h.update(leaf);
+                acc = h.finalize().into();
+            }
+            black_box(acc)
+        });
+        figures.push(Figure {
+            name: format!("Merkle root of {n} leaves"),
+            value: rate((2 * n - 1) as f64, time),
+            unit: "hashes/s",
+            bound_name: "raw SHA-256 of the same 2n-1 inputs".into(),
+            bound: rate((2 * n - 1) as f64, raw_time),
+            target: Some(1.0 / 1.2),
+        });
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing: both just run.
+    let quick = std::env::var_os("MAIF_BENCH_QUICK").is_some();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut figures = Vec::new();
+    write_figures(dir.path(), quick, &mut figures);
+    verify_figures(dir.path(), quick, &mut figures);
+    read_figures(dir.path(), quick, &mut figures);
+    merkle_figures(quick, &mut figures);
+
+    println!(
+        "{:<62} {:>14} {:<13} {:>14}  {:>6}  {:<8} bound",
+        "figure", "value", "unit", "bound", "ratio", "target"
+    );
+    let mut rows: Vec<Value> = Vec::new();
+    for f in &figures {
+        let ratio = f.value / f.bound;
+        let target = f.target.map_or("-".to_string(), |t| format!(">= {t:.2}"));
+        println!(
+            "{:<62} {:>14.0} {:<13} {:>14.0}  {:>6.3}  {:<8} {}",
+            f.name, f.value, f.unit, f.bound, ratio, target, f.bound_name
+        );
+        rows.push(json!({
+            "figure": f.name, "value": f.value, "unit": f.unit, "bound": f.bound,
+            "bound_name": f.bound_name, "ratio": ratio, "target_ratio": f.target,
+        }));
+    }
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-throughput.json");
+    if let Err(e) = std::fs::write(
+        &out,
+        serde_json::to_string_pretty(&rows).unwrap_or_default(),
+    ) {
+        eprintln!("could not write {}: {e}", out.display());
+    }
+}

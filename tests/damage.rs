@@ -291,3 +291,72 @@ fn unsupported_compression_is_a_clear_error() {
         "{error}"
     );
 }
+
+#[test]
+fn a_file_that_is_not_maif_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("random.bin");
+    std::fs::write(&path, vec![0x42u8; 2000]).expect("write");
+    let error = common::block_on(common::file_store(&path).head()).expect_err("not MAIF");
+    assert!(error.to_string().contains("not a MAIF file"), "{error}");
+
+    let (_keep, mut bytes, _) = small_artifact();
+    bytes[4] = 4; // major version 4
+    let len = bytes.len();
+    bytes[len - 40] ^= 1; // and a damaged trailer: the version must still be what is reported
+    std::fs::write(&path, &bytes).expect("write");
+    let error = common::block_on(common::file_store(&path).head()).expect_err("version 4");
+    assert!(
+        error.to_string().contains("unsupported MAIF version 4.0"),
+        "{error}"
+    );
+}
+
+#[test]
+fn an_encrypted_record_is_never_returned_as_plaintext() {
+    let (dir, mut bytes, head) = small_artifact();
+    let first = head.index.entries[0];
+    bytes[first.offset as usize + 23] = 1; // encryption code of block 0
+    let path = dir.path().join("encrypted.maif");
+    std::fs::write(&path, &bytes).expect("write");
+    // Even a reader that skips per-read digests refuses it.
+    let reader = common::block_on(maif_store::ArtifactReader::open(common::file_store(&path)))
+        .expect("open: the commit covers the index, not record bytes")
+        .trust_records();
+    let error = common::block_on(reader.read(&reader.blocks()[0])).expect_err("encrypted");
+    assert!(
+        error.to_string().contains("unsupported encryption code 1"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_recovered_finalized_artifact_stays_sealed_and_valid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sealed.maif");
+    let mut writer = common::block_on(common::write_small_artifact(&path));
+    common::block_on(writer.finalize()).expect("finalize");
+    let bytes = std::fs::read(&path).expect("read");
+    let cut = dir.path().join("cut.maif");
+    std::fs::write(&cut, &bytes[..bytes.len() - 10]).expect("write");
+    let out = dir.path().join("recovered.maif");
+    let report =
+        common::block_on(recover_file(&cut, &out, Some(&common::test_key()))).expect("recover");
+    assert_eq!(report.mode, RecoveryMode::Resigned);
+    let check = common::block_on(verify(common::file_store(&out), VerifyOptions::default()))
+        .expect("verify");
+    assert!(check.valid, "{:?}", check.problems);
+    let reopened = common::block_on(maif_store::ArtifactWriter::open(
+        common::file_store(&out),
+        common::test_key(),
+    ));
+    let mut reopened = reopened.expect("open");
+    let refused = common::block_on(reopened.add(maif_store::NewBlock::new(
+        maif_store::format::FourCC::TEXT,
+        vec![0, 0, 0],
+    )));
+    assert!(
+        matches!(refused, Err(maif_store::Error::Finalized)),
+        "{refused:?}"
+    );
+}

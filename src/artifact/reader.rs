@@ -235,6 +235,13 @@ impl ArtifactReader {
                 context()
             )));
         }
+        if record.header.encryption != 0 {
+            return Err(Error::format(context())(
+                crate::format::FormatError::UnsupportedEncryption {
+                    code: record.header.encryption,
+                },
+            ));
+        }
         let data = if record.header.compression == 0 {
             let start = BLOCK_HEADER_LEN + record.metadata.len();
             bytes.slice(start..start + record.data.len())

@@ -62,7 +62,7 @@ pub async fn recover_file(
         action: "reading".into(),
         source: e,
     })?;
-    let used_journal = FileStore::journal_path(source).exists();
+    let used_journal = FileStore::new(source).read_journal()?.is_some();
     if let Ok(head) = source_store.head().await {
         let report = super::verify(source_store.clone(), super::VerifyOptions::default()).await?;
         if report.valid {
@@ -105,7 +105,8 @@ fn write_image(destination: &Path, genesis: &Genesis, records: &[u8]) -> Result<
         file.write_all(&genesis.tail.provenance_section)?;
         file.write_all(&genesis.tail.index_section)?;
         file.write_all(&genesis.tail.trailer)?;
-        file.sync_all()
+        file.sync_all()?;
+        crate::store::file::sync_dir(destination)
     };
     write().map_err(|e| {
         Error::Store(crate::store::StoreError::Io {
@@ -213,6 +214,8 @@ fn salvage(
                         }
                         matched += 1;
                     }
+                    // A sealed artifact stays sealed through recovery.
+                    Action::Finalize if !kept.is_empty() && matched == entries.len() => {}
                     Action::Create | Action::AddBlock | Action::Update | Action::Finalize => break,
                     _ if !kept.is_empty() => {}
                     _ => break,

@@ -510,7 +510,7 @@ fn check_provenance(
         if entry.previous != previous {
             flag("does not link to the previous entry".into());
         }
-        if finalized {
+        if finalized && entry.action != Action::Recover {
             flag("follows the finalize entry".into());
         }
         if entry.details_json().is_err() {

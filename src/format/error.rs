@@ -48,6 +48,11 @@ pub enum FormatError {
         "unsupported compression code {code} ({name}); this build implements 0 (none) and 2 (zstd)"
     )]
     UnsupportedCompression { code: u8, name: &'static str },
+    /// A block uses an encryption code this build does not implement.
+    #[error(
+        "unsupported encryption code {code}: this build reads only unencrypted blocks (code 0)"
+    )]
+    UnsupportedEncryption { code: u8 },
     /// A block's data does not decompress to its declared size.
     #[error("decompression failed: {reason}")]
     Decompression { reason: String },
@@ -65,6 +70,7 @@ impl FormatError {
             | FormatError::InvalidField { offset, .. } => *offset = offset.saturating_add(base),
             FormatError::UnsupportedVersion { .. }
             | FormatError::UnsupportedCompression { .. }
+            | FormatError::UnsupportedEncryption { .. }
             | FormatError::Decompression { .. } => {}
         }
         self

@@ -213,7 +213,9 @@ impl EmbeddingPayload {
                 return Err(r.invalid("dtype", 1, format!("unknown element type code {other}")));
             }
         };
-        r.take(3, "reserved")?;
+        if r.take(3, "reserved")? != [0, 0, 0] {
+            return Err(r.invalid("reserved", 3, "must be zero"));
+        }
         let expected = u64::from(dimension)
             .checked_mul(u64::from(count))
             .and_then(|n| n.checked_mul(dtype.element_len()));
@@ -252,7 +254,8 @@ impl EmbeddingPayload {
                 .collect(),
         };
         if self.dimension == 0 {
-            return vec![Vec::new(); self.count as usize];
+            // Zero-length vectors carry no data; never allocate `count` of them from input.
+            return Vec::new();
         }
         elements
             .chunks(self.dimension as usize)
@@ -365,7 +368,9 @@ impl ImagePayload {
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let mut r = Reader::new(bytes, "IMAG payload");
         let format = ImageFormat::from_code(r.u8("format")?);
-        r.take(3, "reserved")?;
+        if r.take(3, "reserved")? != [0, 0, 0] {
+            return Err(r.invalid("reserved", 3, "must be zero"));
+        }
         let width = r.u32("width")?;
         let height = r.u32("height")?;
         let image = r.take(r.remaining() as u64, "image")?.to_vec();

@@ -119,7 +119,8 @@ impl FileStore {
         Ok(bytes)
     }
 
-    fn read_journal(&self) -> Result<Option<Journal>, StoreError> {
+    /// The rollback journal, if one exists and is intact (a torn journal is `None`).
+    pub fn read_journal(&self) -> Result<Option<Journal>, StoreError> {
         let journal_path = Self::journal_path(&self.path);
         match std::fs::read(&journal_path) {
             Ok(bytes) => match Journal::decode(&bytes) {
@@ -226,6 +227,16 @@ impl FileStore {
     /// Reads the committed state; the caller holds at least a shared lock on `file`.
     fn head_locked(&self, file: &File) -> Result<Head, StoreError> {
         let image = self.map(file)?;
+        // Say what the file is before blaming a missing trailer.
+        if image.len() >= 4 && !image.starts_with(b"MAIF") {
+            return Err(StoreError::Corrupt {
+                location: self.location(),
+                reason: "not a MAIF file (no MAIF magic at byte 0)".into(),
+            });
+        }
+        if let Some(header) = image.get(..FILE_HEADER_LEN) {
+            FileHeader::decode(header).map_err(self.format_err("file header at byte 0"))?;
+        }
         if let Some(journal) = self.read_journal()? {
             let end = usize::try_from(journal.records_end)
                 .ok()
@@ -246,9 +257,15 @@ impl FileStore {
             .checked_sub(TRAILER_LEN)
             .and_then(|at| Trailer::decode(&image[at..]).ok())
             .and_then(|t| usize::try_from(t.provenance_offset).ok())
-            .filter(|at| *at <= image.len())
-            .unwrap_or(0);
-        self.parse_head(image.slice(..split), image.slice(split..))
+            .filter(|at| *at <= image.len());
+        match split {
+            Some(split) => self.parse_head(image.slice(..split), image.slice(split..)),
+            // No usable trailer: let the tail parser name the exact trailer error.
+            None => self.parse_head(
+                image.slice(..image.len().saturating_sub(TRAILER_LEN)),
+                image.slice(image.len().saturating_sub(TRAILER_LEN)..),
+            ),
+        }
     }
 
     /// Restores the last committed state from the journal, if there is one. The caller holds
@@ -282,7 +299,8 @@ impl FileStore {
     }
 }
 
-fn sync_dir(path: &Path) -> std::io::Result<()> {
+/// `fsync`s the directory holding `path`, so a created, renamed or removed entry is durable.
+pub(crate) fn sync_dir(path: &Path) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
