@@ -33,7 +33,17 @@ pub fn merkle_root(record_digests: &[Digest]) -> Digest {
     if record_digests.is_empty() {
         return Sha256::digest([]).into();
     }
-    let mut level: Vec<Digest> = record_digests.iter().map(leaf_hash).collect();
+    // The leaf level is never stored: each pair of leaves is hashed straight into its parent,
+    // which halves the memory traffic of the largest level.
+    let mut level: Vec<Digest> = record_digests
+        .chunks(2)
+        .map(|pair| {
+            // `chunks` never yields an empty slice.
+            let left = leaf_hash(&pair[0]);
+            pair.get(1)
+                .map_or(left, |right| node_hash(&left, &leaf_hash(right)))
+        })
+        .collect();
     while level.len() > 1 {
         let pairs = level.len() / 2;
         for i in 0..pairs {

@@ -7,7 +7,9 @@
 //! the committed tail to a rollback journal beside it (`<file>-journal`):
 //!
 //! 1. write the journal (old tail and where it starts), `fsync` it, `fsync` the directory;
-//! 2. write the new records where the old tail began, then the new tail after them;
+//! 2. write the new records where the old tail began (a writer thread takes them through a
+//!    queue of two, so hashing and signing the next record overlaps writing this one), then
+//!    the new tail after them;
 //! 3. `fsync` the file (and truncate it if it shrank);
 //! 4. delete the journal, `fsync` the directory. Only now does the append return.
 //!
@@ -26,7 +28,9 @@ use std::io::Write;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -425,7 +429,8 @@ impl BlockStore for FileStore {
         old_tail.extend_from_slice(&current.trailer.to_bytes());
         Ok(Box::new(FileAppend {
             path: self.path.clone(),
-            file: Some(file),
+            file: Some(Arc::new(file)),
+            pipeline: None,
             journal: Journal {
                 records_end: current.trailer.provenance_offset,
                 tail: old_tail,
@@ -436,10 +441,43 @@ impl BlockStore for FileStore {
     }
 }
 
+/// Records waiting for the writer thread; bounds the memory an append holds.
+const PIPELINE_DEPTH: usize = 2;
+/// Records smaller than this are written inline rather than through the writer thread.
+const PIPELINE_MIN_RECORD: usize = 64 * 1024;
+
+/// A thread that writes records while the caller hashes and signs the next ones.
+struct Pipeline {
+    sender: SyncSender<(u64, Bytes)>,
+    worker: JoinHandle<std::io::Result<()>>,
+}
+
+impl Pipeline {
+    fn start(file: Arc<File>) -> Self {
+        let (sender, receiver) = sync_channel::<(u64, Bytes)>(PIPELINE_DEPTH);
+        let worker = std::thread::spawn(move || {
+            for (offset, record) in receiver {
+                file.write_all_at(&record, offset)?;
+            }
+            Ok(())
+        });
+        Self { sender, worker }
+    }
+
+    /// Waits for every queued record to be written.
+    fn finish(self) -> std::io::Result<()> {
+        drop(self.sender);
+        self.worker
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the record writer thread panicked")))
+    }
+}
+
 /// An append to a single file; see the module documentation for the write order.
 struct FileAppend {
     path: PathBuf,
-    file: Option<File>,
+    file: Option<Arc<File>>,
+    pipeline: Option<Pipeline>,
     journal: Journal,
     journal_written: bool,
     next_offset: u64,
@@ -456,7 +494,7 @@ impl FileAppend {
         }
     }
 
-    fn file(&self) -> Result<&File, StoreError> {
+    fn file(&self) -> Result<&Arc<File>, StoreError> {
         self.file.as_ref().ok_or_else(|| StoreError::Corrupt {
             location: self.path.display().to_string(),
             reason: "append session used after it ended".into(),
@@ -499,15 +537,42 @@ impl AppendSession for FileAppend {
             });
         }
         self.write_journal()?;
-        self.file()?
-            .write_all_at(&record, self.next_offset)
-            .map_err(self.io("writing a record"))?;
-        self.next_offset += record.len() as u64;
+        let len = record.len() as u64;
+        if record.len() < PIPELINE_MIN_RECORD {
+            // A hand-off to the writer thread costs more than writing a small record here.
+            // Writes go to distinct offsets and only the commit's fsync makes any durable, so
+            // the two paths need no ordering between them.
+            self.file()?
+                .write_all_at(&record, self.next_offset)
+                .map_err(self.io("writing a record"))?;
+            self.next_offset += len;
+            return Ok(());
+        }
+        if self.pipeline.is_none() {
+            self.pipeline = Some(Pipeline::start(self.file()?.clone()));
+        }
+        let queued = self
+            .pipeline
+            .as_ref()
+            .map(|p| p.sender.send((self.next_offset, record)).is_ok());
+        if queued != Some(true) {
+            // The writer stopped on an error: report it.
+            let result = self.pipeline.take().map_or(Ok(()), Pipeline::finish);
+            result.map_err(self.io("writing a record"))?;
+            return Err(StoreError::Corrupt {
+                location: self.path.display().to_string(),
+                reason: "the record writer stopped".into(),
+            });
+        }
+        self.next_offset += len;
         Ok(())
     }
 
     async fn commit(mut self: Box<Self>, tail: Tail) -> Result<(), StoreError> {
         self.write_journal()?;
+        if let Some(pipeline) = self.pipeline.take() {
+            pipeline.finish().map_err(self.io("writing a record"))?;
+        }
         let file = self.file()?;
         let mut offset = self.next_offset;
         for part in [&tail.provenance_section, &tail.index_section, &tail.trailer] {
@@ -530,6 +595,9 @@ impl AppendSession for FileAppend {
 
 impl Drop for FileAppend {
     fn drop(&mut self) {
+        if let Some(pipeline) = self.pipeline.take() {
+            let _ = pipeline.finish();
+        }
         // An append abandoned after it touched the file: restore the committed tail now
         // rather than leaving it to the next writer.
         if self.journal_written
