@@ -41,7 +41,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut stdout = std::io::stdout();
     for n in 0..count {
         // Mixed sizes so kills land in small and large writes alike.
-        let body = format!("block {n} ").repeat(1 + (n * 37) % 3000);
+        // Every fifth block is large enough to go through the single-file writer thread.
+        let repeats = if n % 5 == 4 {
+            20_000
+        } else {
+            1 + (n * 37) % 3000
+        };
+        let body = format!("block {n} ").repeat(repeats);
         let placed = writer
             .add(NewBlock::new(
                 FourCC::TEXT,
