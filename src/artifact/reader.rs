@@ -10,9 +10,7 @@ use serde_json::{Map, Value};
 use super::{format_id, verify::check_commit};
 use crate::error::{Error, Result};
 use crate::format::compression::decompress;
-use crate::format::{
-    BLOCK_HEADER_LEN, BlockHeader, FourCC, IndexEntry, ProvenanceSection, RecordView,
-};
+use crate::format::{BlockHeader, FourCC, IndexEntry, ProvenanceSection, RecordView};
 use crate::keys::PublicKey;
 use crate::store::{BlockStore, Head};
 
@@ -168,7 +166,7 @@ impl ArtifactReader {
         &self,
         info: &BlockInfo,
     ) -> Result<(BlockHeader, Map<String, Value>)> {
-        let len = BLOCK_HEADER_LEN as u64 + u64::from(info.entry.metadata_len);
+        let len = crate::format::block::prefix_len(info.entry.metadata_len);
         let bytes = self.store.read_record_range(&info.entry, 0..len).await?;
         let context = || {
             format!(
@@ -178,11 +176,10 @@ impl ArtifactReader {
                 info.entry.offset
             )
         };
-        let header = BlockHeader::decode(&bytes[..BLOCK_HEADER_LEN.min(bytes.len())])
+        let (header, metadata) = crate::format::block::decode_prefix(&bytes)
             .map_err(|e| Error::format(context())(e.at(info.entry.offset)))?;
-        let metadata =
-            crate::format::block::parse_block_metadata(&bytes[BLOCK_HEADER_LEN.min(bytes.len())..])
-                .map_err(|e| Error::format(context())(e.at(info.entry.offset)))?;
+        let metadata = crate::format::block::parse_block_metadata(metadata)
+            .map_err(|e| Error::format(context())(e.at(info.entry.offset)))?;
         Ok((header, metadata))
     }
 
@@ -243,8 +240,7 @@ impl ArtifactReader {
             ));
         }
         let data = if record.header.compression == 0 {
-            let start = BLOCK_HEADER_LEN + record.metadata.len();
-            bytes.slice(start..start + record.data.len())
+            bytes.slice(record.data_range())
         } else {
             Bytes::from(
                 decompress(
@@ -255,8 +251,7 @@ impl ArtifactReader {
                 .map_err(|e| Error::format(context())(e))?,
             )
         };
-        let metadata_bytes =
-            bytes.slice(BLOCK_HEADER_LEN..BLOCK_HEADER_LEN + record.metadata.len());
+        let metadata_bytes = bytes.slice(record.metadata_range());
         Ok(Block {
             info: *info,
             header: record.header,

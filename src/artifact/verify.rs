@@ -243,6 +243,7 @@ pub async fn verify(store: Arc<dyn BlockStore>, options: VerifyOptions) -> Resul
 
 /// One record's findings, computed on a worker thread.
 struct RecordCheck {
+    prev_link: Option<[u8; 8]>,
     digest: Option<Digest>,
     signature: Option<[u8; 64]>,
     problems: Vec<Problem>,
@@ -250,6 +251,7 @@ struct RecordCheck {
 
 fn check_record(position: usize, entry: &IndexEntry, bytes: &[u8]) -> RecordCheck {
     let mut out = RecordCheck {
+        prev_link: None,
         digest: None,
         signature: None,
         problems: Vec::new(),
@@ -320,6 +322,7 @@ fn check_record(position: usize, entry: &IndexEntry, bytes: &[u8]) -> RecordChec
             ),
         ));
     }
+    out.prev_link = Some(record.header.prev_link);
     out.digest = Some(digest);
     out.signature = Some(*record.signature);
     out
@@ -378,8 +381,7 @@ async fn full_checks(
             let entry = &entries[at];
             report.bytes_hashed += chunk[i].as_ref().map_or(0, |b| b.len() as u64);
             report.problems.extend(result.problems);
-            if let Some(bytes) = &chunk[i]
-                && let Some(link) = bytes.get(56..64)
+            if let Some(link) = result.prev_link
                 && link != chain_link(&previous_digest)
             {
                 report.problems.push(record_problem(
@@ -447,6 +449,7 @@ fn hash_chunk(
                         .map(|(i, (bytes, entry))| match bytes {
                             Some(bytes) => check_record(base + t * per_thread + i, entry, bytes),
                             None => RecordCheck {
+                                prev_link: None,
                                 digest: None,
                                 signature: None,
                                 problems: Vec::new(),

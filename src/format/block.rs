@@ -169,6 +169,17 @@ impl<'a> RecordView<'a> {
         })
     }
 
+    /// Where the metadata lies within the record's bytes.
+    pub fn metadata_range(&self) -> std::ops::Range<usize> {
+        BLOCK_HEADER_LEN..BLOCK_HEADER_LEN + self.metadata.len()
+    }
+
+    /// Where the stored data lies within the record's bytes.
+    pub fn data_range(&self) -> std::ops::Range<usize> {
+        let start = BLOCK_HEADER_LEN + self.metadata.len();
+        start..start + self.data.len()
+    }
+
     /// The record digest (header, metadata and data; not the signature).
     pub fn digest(&self) -> Digest {
         record_digest(self.header_bytes, self.metadata, self.data)
@@ -178,6 +189,20 @@ impl<'a> RecordView<'a> {
     pub fn metadata_json(&self) -> Result<serde_json::Map<String, serde_json::Value>, FormatError> {
         parse_block_metadata(self.metadata)
     }
+}
+
+/// Length of a record's header and metadata, the prefix that lists a block without its data.
+pub fn prefix_len(metadata_len: u32) -> u64 {
+    BLOCK_HEADER_LEN as u64 + u64::from(metadata_len)
+}
+
+/// Decodes exactly a record's prefix: the header, then the metadata it announces.
+pub fn decode_prefix(bytes: &[u8]) -> Result<(BlockHeader, &[u8]), FormatError> {
+    let mut r = Reader::new(bytes, "block record prefix");
+    let header = BlockHeader::decode(r.take(BLOCK_HEADER_LEN as u64, "header")?)?;
+    let metadata = r.take(u64::from(header.metadata_len), "metadata")?;
+    r.finish()?;
+    Ok((header, metadata))
 }
 
 /// Parses block metadata bytes: empty, or a JSON object.

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use maif_store::Error;
 use maif_store::artifact::{ArtifactReader, BlockInfo, VerifyReport, format_id, format_time};
 use maif_store::format::compression::compression_name;
-use maif_store::format::{
-    BLOCK_HEADER_LEN, FileHeader, MetadataSection, ProvenanceSection, RecordView,
-};
+use maif_store::format::{FileHeader, MetadataSection, ProvenanceSection, RecordView};
 use maif_store::store::BlockStore;
 use serde_json::{Value, json};
 
@@ -101,7 +99,7 @@ pub async fn inspect(store: Arc<dyn BlockStore>, as_json: bool) -> Result<(), Er
             "prev_link": hex::encode(h.prev_link),
             "digest": hex::encode(entry.digest),
             "signature": hex::encode(record.signature),
-            "data_at": entry.offset + BLOCK_HEADER_LEN as u64 + u64::from(h.metadata_len),
+            "data_at": entry.offset + u64::from(h.data_offset),
         }));
     }
     let provenance = ProvenanceSection::decode(&head.provenance_section)
