@@ -25,6 +25,10 @@ pub struct VerifyOptions {
     pub strict: bool,
     /// Worker threads for hashing and signature checks.
     pub threads: usize,
+    /// The public key the artifact must be signed by. The key in the metadata proves only
+    /// that the artifact is self-consistent; pinning the key known from elsewhere is what
+    /// detects an artifact re-signed wholesale under another key.
+    pub expected_key: Option<[u8; 32]>,
 }
 
 impl Default for VerifyOptions {
@@ -33,6 +37,7 @@ impl Default for VerifyOptions {
             quick: false,
             strict: false,
             threads: std::thread::available_parallelism().map_or(1, usize::from),
+            expected_key: None,
         }
     }
 }
@@ -230,6 +235,19 @@ pub async fn verify(store: Arc<dyn BlockStore>, options: VerifyOptions) -> Resul
         }
     };
     report.public_key = Some(hex::encode(key.to_bytes()));
+    if let Some(expected) = options.expected_key
+        && expected != key.to_bytes()
+    {
+        report.problems.push(problem(
+            "metadata section",
+            Some(32),
+            format!(
+                "signed by {}, but the expected key is {}",
+                hex::encode(key.to_bytes()),
+                hex::encode(expected)
+            ),
+        ));
+    }
     report
         .problems
         .extend(quick_problems(&head, &key, options.strict));

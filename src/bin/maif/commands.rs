@@ -157,11 +157,23 @@ pub async fn run(command: Command) -> Result<ExitCode, Error> {
             location,
             quick,
             strict,
+            public_key,
             json,
         } => {
+            let expected_key = public_key
+                .map(|text| {
+                    hex::decode(&text)
+                        .ok()
+                        .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
+                        .ok_or_else(|| {
+                            Error::Invalid(format!("--public-key {text:?}: expected 64 hex digits"))
+                        })
+                })
+                .transpose()?;
             let options = VerifyOptions {
                 quick,
                 strict,
+                expected_key,
                 ..VerifyOptions::default()
             };
             let report = artifact::verify(store_at(&location)?, options).await?;

@@ -89,6 +89,9 @@ enum Command {
         /// Check every signature individually with strict semantics instead of in batches.
         #[arg(long)]
         strict: bool,
+        /// Require this signer (64 hex digits), e.g. the key printed by `maif keygen`.
+        #[arg(long, value_name = "HEX")]
+        public_key: Option<String>,
         #[arg(long)]
         json: bool,
     },
