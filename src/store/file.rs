@@ -35,13 +35,10 @@ use std::thread::JoinHandle;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{AppendSession, BlockStore, Genesis, Head, StoreError, Tail};
+use super::{AppendSession, BlockStore, Genesis, Head, HeadParts, StoreError, Tail};
 use crate::format::file_header::FILE_HEADER_LEN;
 use crate::format::journal::Journal;
-use crate::format::{
-    FileHeader, FormatError, IndexEntry, IndexSection, MetadataSection, TRAILER_LEN, Trailer,
-    layout,
-};
+use crate::format::{FileHeader, FormatError, IndexEntry, TRAILER_LEN, Trailer, layout};
 
 /// An artifact stored as one file.
 #[derive(Debug)]
@@ -197,34 +194,18 @@ impl FileStore {
             }
             Ok(tail.slice((range.start - tail_base) as usize..(range.end - tail_base) as usize))
         };
-        let metadata_section =
-            prefix.slice(sections.metadata.start as usize..sections.metadata.end as usize);
-        MetadataSection::decode(&metadata_section).map_err(|e| {
-            self.format_err(format!("metadata section at byte {FILE_HEADER_LEN}"))(
-                e.at(FILE_HEADER_LEN as u64),
-            )
-        })?;
-        let provenance_section = from_tail(&sections.provenance)?;
-        crate::format::ProvenanceSection::decode(&provenance_section).map_err(|e| {
-            self.format_err(format!(
-                "provenance section at byte {}",
-                sections.provenance.start
-            ))(e.at(sections.provenance.start))
-        })?;
-        let index_section = from_tail(&sections.index)?;
-        let index = IndexSection::decode(&index_section).map_err(|e| {
-            self.format_err(format!("index section at byte {}", sections.index.start))(
-                e.at(sections.index.start),
-            )
-        })?;
-        layout::check_index(&trailer, &index).map_err(self.format_err("index"))?;
-        Ok(Head {
+        let parts = HeadParts {
             file_header: header_bytes,
-            metadata_section,
-            provenance_section,
-            index_section,
-            index,
-            trailer,
+            metadata_section: prefix
+                .slice(sections.metadata.start as usize..sections.metadata.end as usize),
+            provenance_section: from_tail(&sections.provenance)?,
+            index_section: from_tail(&sections.index)?,
+            trailer: trailer_bytes,
+        };
+        Head::from_parts(parts).map_err(|(context, source)| StoreError::Format {
+            location: self.location(),
+            context,
+            source,
         })
     }
 

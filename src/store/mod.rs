@@ -74,6 +74,90 @@ impl fmt::Debug for Head {
     }
 }
 
+/// The stored parts of a committed state, before they are checked.
+#[derive(Debug, Clone)]
+pub struct HeadParts {
+    pub file_header: Bytes,
+    pub metadata_section: Bytes,
+    pub provenance_section: Bytes,
+    pub index_section: Bytes,
+    pub trailer: Bytes,
+}
+
+impl Head {
+    /// Decodes the parts and checks they agree: each section decodes exactly, the trailer's
+    /// offsets and lengths match the parts, and the index tiles the records. An error names
+    /// the section and its offset in the single-file image. Every backend opens through this.
+    pub fn from_parts(parts: HeadParts) -> Result<Head, (String, FormatError)> {
+        use crate::format::file_header::FILE_HEADER_LEN;
+        use crate::format::{FileHeader, MetadataSection, ProvenanceSection, layout};
+        fn at(
+            what: &'static str,
+            offset: u64,
+        ) -> impl FnOnce(FormatError) -> (String, FormatError) {
+            move |e| (format!("{what} at byte {offset}"), e.at(offset))
+        }
+        FileHeader::decode(&parts.file_header).map_err(at("file header", 0))?;
+        MetadataSection::decode(&parts.metadata_section)
+            .map_err(at("metadata section", FILE_HEADER_LEN as u64))?;
+        let trailer = Trailer::decode(&parts.trailer).map_err(|e| ("trailer".to_string(), e))?;
+        let mismatch = |field: &'static str, reason: String| {
+            (
+                "trailer".to_string(),
+                FormatError::InvalidField {
+                    structure: "trailer",
+                    field,
+                    offset: 0,
+                    reason,
+                },
+            )
+        };
+        let records_offset = (FILE_HEADER_LEN + parts.metadata_section.len()) as u64;
+        if trailer.records_offset != records_offset {
+            return Err(mismatch(
+                "records_offset",
+                format!(
+                    "{} but the metadata section ends at {records_offset}",
+                    trailer.records_offset
+                ),
+            ));
+        }
+        if trailer.provenance_len != parts.provenance_section.len() as u64 {
+            return Err(mismatch(
+                "provenance_len",
+                format!(
+                    "{} but the provenance section has {} bytes",
+                    trailer.provenance_len,
+                    parts.provenance_section.len()
+                ),
+            ));
+        }
+        if trailer.index_len != parts.index_section.len() as u64 {
+            return Err(mismatch(
+                "index_len",
+                format!(
+                    "{} but the index section has {} bytes",
+                    trailer.index_len,
+                    parts.index_section.len()
+                ),
+            ));
+        }
+        ProvenanceSection::decode(&parts.provenance_section)
+            .map_err(at("provenance section", trailer.provenance_offset))?;
+        let index = IndexSection::decode(&parts.index_section)
+            .map_err(at("index section", trailer.index_offset))?;
+        layout::check_index(&trailer, &index).map_err(|e| ("index".to_string(), e))?;
+        Ok(Head {
+            file_header: parts.file_header,
+            metadata_section: parts.metadata_section,
+            provenance_section: parts.provenance_section,
+            index_section: parts.index_section,
+            index,
+            trailer,
+        })
+    }
+}
+
 /// A new committed tail: what an append or a creation writes after the records.
 #[derive(Debug, Clone)]
 pub struct Tail {
