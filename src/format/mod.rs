@@ -15,6 +15,7 @@ pub mod journal;
 pub mod layout;
 pub mod merkle;
 pub mod metadata;
+pub mod object_index;
 pub mod payload;
 pub mod provenance;
 pub mod trailer;

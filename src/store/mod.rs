@@ -11,8 +11,10 @@ use bytes::Bytes;
 use crate::format::{FormatError, IndexEntry, IndexSection, Trailer};
 
 pub mod file;
+pub mod object;
 
 pub use file::FileStore;
+pub use object::ObjectBackend;
 
 /// Errors from a store.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,14 @@ pub enum StoreError {
     /// A read asked for bytes the store does not hold.
     #[error("{location}: {what} out of range")]
     OutOfRange { location: String, what: String },
+    /// An object-store request failed (after the store's own retries).
+    #[error("{location}: {action} object {key}: {source}")]
+    Object {
+        location: String,
+        key: String,
+        action: String,
+        source: Box<object_store::Error>,
+    },
     #[error("{location}: I/O error {action}: {source}")]
     Io {
         location: String,

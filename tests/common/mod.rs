@@ -33,6 +33,11 @@ pub fn meta(pairs: &[(&str, &str)]) -> Map<String, Value> {
 /// Writes the small deterministic artifact of the golden vectors: TEXT, EMBD, IMAG, an
 /// unknown type, and a second version of the TEXT block, with fixed ids and timestamps.
 pub async fn write_small_artifact(path: &Path) -> ArtifactWriter {
+    write_small_artifact_to(file_store(path)).await
+}
+
+/// [`write_small_artifact`] into any store.
+pub async fn write_small_artifact_to(store: Arc<dyn BlockStore>) -> ArtifactWriter {
     let options = CreateOptions {
         agent_id: "golden-agent".into(),
         custom: [("purpose".to_string(), "golden vector".to_string())].into(),
@@ -40,7 +45,7 @@ pub async fn write_small_artifact(path: &Path) -> ArtifactWriter {
         artifact_id: Some([0xa1; 16]),
         ..CreateOptions::default()
     };
-    let mut writer = ArtifactWriter::create(file_store(path), test_key(), options)
+    let mut writer = ArtifactWriter::create(store, test_key(), options)
         .await
         .expect("create");
     let blocks = [
