@@ -1,11 +1,13 @@
 //! Artifacts: the signing writer, the verifying reader, versions and provenance, on top of
 //! any [`BlockStore`](crate::store::BlockStore).
 
+mod convert;
 mod reader;
 mod recover;
 mod verify;
 mod writer;
 
+pub use convert::{ConvertOptions, ConvertReport, convert, write_image};
 pub use reader::{ArtifactReader, Block, BlockInfo};
 pub use recover::{RecoverReport, RecoveryMode, recover_file};
 pub use verify::{Problem, VerifyOptions, VerifyReport, verify};

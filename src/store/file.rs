@@ -387,6 +387,13 @@ impl BlockStore for FileStore {
         }
     }
 
+    async fn begin_import(
+        &self,
+        prefix: super::ImportPrefix,
+    ) -> Result<Box<dyn AppendSession>, StoreError> {
+        Ok(Box::new(self.begin_import_sync(prefix)?))
+    }
+
     async fn begin_append(&self, base: &Head) -> Result<Box<dyn AppendSession>, StoreError> {
         let file = self.open_existing(true)?;
         self.lock(&file, true)?;
@@ -590,5 +597,162 @@ impl Drop for FileAppend {
         if let Some(file) = self.file.take() {
             let _ = file.unlock();
         }
+    }
+}
+
+/// Path of the partial file an import builds before publishing it.
+pub fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".maif-partial");
+    PathBuf::from(name)
+}
+
+/// An import into a single file: the image is built in `<file>.maif-partial` and published
+/// with a hard link (create-only) on commit. A partial left by an interrupted import is
+/// reused: the records it holds intact are kept and not sent again.
+struct FileImport {
+    path: PathBuf,
+    partial: PathBuf,
+    file: Arc<File>,
+    /// The partial's bytes when the import began (what `present` checks against).
+    existing: Bytes,
+    next_offset: u64,
+}
+
+impl FileStore {
+    fn begin_import_sync(&self, prefix: super::ImportPrefix) -> Result<FileImport, StoreError> {
+        if self.path.exists() {
+            return Err(StoreError::AlreadyExists {
+                location: self.location(),
+            });
+        }
+        let partial = partial_path(&self.path);
+        let io = |action: &'static str| {
+            let location = partial.display().to_string();
+            move |source| StoreError::Io {
+                location,
+                action: action.into(),
+                source,
+            }
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&partial)
+            .map_err(io("opening the partial file"))?;
+        file.try_lock().map_err(|_| StoreError::Conflict {
+            location: self.location(),
+            reason: format!("another import is writing {}", partial.display()),
+        })?;
+        let mut fixed = prefix.file_header.clone();
+        fixed.extend_from_slice(&prefix.metadata_section);
+        let existing = std::fs::read(&partial).map_err(io("reading the partial file"))?;
+        let existing = if existing.starts_with(&fixed) {
+            Bytes::from(existing)
+        } else {
+            // Another artifact's leftovers, or nothing: start over.
+            file.set_len(0).map_err(io("truncating the partial file"))?;
+            file.write_all_at(&fixed, 0)
+                .map_err(io("writing the partial file"))?;
+            Bytes::from(fixed.clone())
+        };
+        Ok(FileImport {
+            path: self.path.clone(),
+            partial,
+            file: Arc::new(file),
+            existing,
+            next_offset: fixed.len() as u64,
+        })
+    }
+}
+
+#[async_trait]
+impl AppendSession for FileImport {
+    async fn present(&mut self, entries: &[IndexEntry]) -> Result<Vec<bool>, StoreError> {
+        Ok(entries
+            .iter()
+            .map(|entry| {
+                let range = usize::try_from(entry.offset)
+                    .ok()
+                    .zip(entry.end().and_then(|e| usize::try_from(e).ok()));
+                range
+                    .and_then(|(start, end)| self.existing.get(start..end))
+                    .is_some_and(|bytes| {
+                        crate::format::RecordView::decode(bytes)
+                            .is_ok_and(|record| record.digest() == entry.digest)
+                    })
+            })
+            .collect())
+    }
+
+    async fn put_record(&mut self, entry: &IndexEntry, record: Bytes) -> Result<(), StoreError> {
+        let location = self.partial.display().to_string();
+        if entry.record_len != record.len() as u64 {
+            return Err(StoreError::Corrupt {
+                location,
+                reason: format!(
+                    "record for offset {} has {} bytes, its entry says {}",
+                    entry.offset,
+                    record.len(),
+                    entry.record_len
+                ),
+            });
+        }
+        self.file
+            .write_all_at(&record, entry.offset)
+            .map_err(|source| StoreError::Io {
+                location,
+                action: "writing a record".into(),
+                source,
+            })?;
+        self.next_offset = self.next_offset.max(entry.offset + entry.record_len);
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>, tail: Tail) -> Result<(), StoreError> {
+        let trailer =
+            crate::format::Trailer::decode(&tail.trailer).map_err(|source| StoreError::Format {
+                location: self.partial.display().to_string(),
+                context: "imported trailer".into(),
+                source,
+            })?;
+        let io = |action: &'static str| {
+            let location = self.partial.display().to_string();
+            move |source| StoreError::Io {
+                location,
+                action: action.into(),
+                source,
+            }
+        };
+        let mut offset = trailer.provenance_offset;
+        for part in [&tail.provenance_section, &tail.index_section, &tail.trailer] {
+            self.file
+                .write_all_at(part, offset)
+                .map_err(io("writing the tail"))?;
+            offset += part.len() as u64;
+        }
+        self.file
+            .set_len(offset)
+            .map_err(io("setting the length"))?;
+        self.file.sync_all().map_err(io("syncing"))?;
+        match std::fs::hard_link(&self.partial, &self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StoreError::AlreadyExists {
+                    location: self.path.display().to_string(),
+                });
+            }
+            Err(source) => {
+                return Err(StoreError::Io {
+                    location: self.path.display().to_string(),
+                    action: "publishing the imported file".into(),
+                    source,
+                });
+            }
+        }
+        remove_durably(&self.partial).map_err(io("removing the partial file"))?;
+        Ok(())
     }
 }

@@ -206,14 +206,38 @@ pub trait BlockStore: Send + Sync + fmt::Debug {
     /// Creates the artifact; fails with [`StoreError::AlreadyExists`] if there is one.
     async fn create(&self, genesis: Genesis) -> Result<(), StoreError>;
 
+    /// Starts copying an existing artifact here: records go in with
+    /// [`AppendSession::put_record`], and [`AppendSession::commit`] with the source's tail
+    /// creates the artifact, atomically, with exactly `prefix`'s header and metadata. Fails
+    /// with [`StoreError::AlreadyExists`] if an artifact is already here. An interrupted
+    /// import leaves no artifact, and a new import of the same source resumes from what the
+    /// interrupted one stored (see [`AppendSession::present`]).
+    async fn begin_import(
+        &self,
+        prefix: ImportPrefix,
+    ) -> Result<Box<dyn AppendSession>, StoreError>;
+
     /// Starts appending records on top of `base`. The returned session commits only if the
     /// store's committed state is still `base` (otherwise [`StoreError::Conflict`]).
     async fn begin_append(&self, base: &Head) -> Result<Box<dyn AppendSession>, StoreError>;
 }
 
+/// The fixed prefix of an artifact being imported: its exact header and metadata bytes.
+#[derive(Debug, Clone)]
+pub struct ImportPrefix {
+    pub file_header: Vec<u8>,
+    pub metadata_section: Vec<u8>,
+}
+
 /// An append in progress. Dropping it without `commit` leaves the last committed state.
 #[async_trait]
 pub trait AppendSession: Send {
+    /// Which of `entries` this session already holds intact (left by an interrupted import),
+    /// so a copy can skip reading and sending them. Appends hold nothing in advance.
+    async fn present(&mut self, entries: &[IndexEntry]) -> Result<Vec<bool>, StoreError> {
+        Ok(vec![false; entries.len()])
+    }
+
     /// Stores one record; `entry` is its index entry (offset in the single-file image,
     /// length, digest). Records must be put in order.
     async fn put_record(&mut self, entry: &IndexEntry, record: Bytes) -> Result<(), StoreError>;

@@ -31,7 +31,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::{AppendSession, BlockStore, Genesis, Head, HeadParts, StoreError, Tail};
+use super::{AppendSession, BlockStore, Genesis, Head, HeadParts, ImportPrefix, StoreError, Tail};
 use crate::format::IndexEntry;
 use crate::format::object_index::{
     IndexObject, index_object_name, parse_index_object_name, record_object_name,
@@ -408,19 +408,59 @@ impl BlockStore for ObjectBackend {
         }
         Ok(Box::new(ObjectAppend {
             backend: self.clone(),
-            base: current,
-            generation,
+            file_header: current.file_header.to_vec(),
+            metadata_section: current.metadata_section.to_vec(),
+            next_generation: generation + 1,
+            existing: HashMap::new(),
+            uploads: JoinSet::new(),
+            permits: Arc::new(Semaphore::new(self.concurrency)),
+        }))
+    }
+
+    async fn begin_import(
+        &self,
+        prefix: ImportPrefix,
+    ) -> Result<Box<dyn AppendSession>, StoreError> {
+        if self.latest_generation().await?.is_some() {
+            return Err(StoreError::AlreadyExists {
+                location: self.url.clone(),
+            });
+        }
+        // One listing tells which records an interrupted import already stored.
+        let blocks = self.prefix.clone().join("blocks");
+        let existing = self
+            .store
+            .list(Some(&blocks))
+            .map_ok(|meta| {
+                (
+                    meta.location.filename().unwrap_or_default().to_string(),
+                    meta.size,
+                )
+            })
+            .try_collect::<HashMap<String, u64>>()
+            .await
+            .map_err(self.err(&blocks, "listing"))?;
+        Ok(Box::new(ObjectAppend {
+            backend: self.clone(),
+            file_header: prefix.file_header,
+            metadata_section: prefix.metadata_section,
+            next_generation: 1,
+            existing,
             uploads: JoinSet::new(),
             permits: Arc::new(Semaphore::new(self.concurrency)),
         }))
     }
 }
 
-/// An append to the object layout: records upload concurrently, the index commits last.
+/// An append (or import) to the object layout: records upload concurrently, the index
+/// commits last.
 struct ObjectAppend {
     backend: ObjectBackend,
-    base: Head,
-    generation: u64,
+    file_header: Vec<u8>,
+    metadata_section: Vec<u8>,
+    next_generation: u64,
+    /// Record objects already stored (name to size), for imports.
+    existing: HashMap<String, u64>,
     uploads: JoinSet<Result<(), StoreError>>,
     permits: Arc<Semaphore>,
 }
@@ -443,6 +483,15 @@ fn flatten(done: Result<Result<(), StoreError>, tokio::task::JoinError>) -> Resu
 
 #[async_trait]
 impl AppendSession for ObjectAppend {
+    async fn present(&mut self, entries: &[IndexEntry]) -> Result<Vec<bool>, StoreError> {
+        // Record objects are named by digest and written create-only, so an object of the
+        // right name and size holds the right bytes; verification re-hashes them anyway.
+        Ok(entries
+            .iter()
+            .map(|e| self.existing.get(&record_object_name(&e.digest)) == Some(&e.record_len))
+            .collect())
+    }
+
     async fn put_record(&mut self, entry: &IndexEntry, record: Bytes) -> Result<(), StoreError> {
         self.collect_finished()?;
         // Waiting for a permit bounds the records held in memory to the concurrency.
@@ -470,15 +519,21 @@ impl AppendSession for ObjectAppend {
         while let Some(done) = self.uploads.join_next().await {
             flatten(done)?;
         }
+        let generation = self.next_generation;
         let object = IndexObject {
-            generation: self.generation + 1,
-            file_header: self.base.file_header.to_vec(),
-            metadata_section: self.base.metadata_section.to_vec(),
+            generation,
+            file_header: std::mem::take(&mut self.file_header),
+            metadata_section: std::mem::take(&mut self.metadata_section),
             provenance_section: tail.provenance_section,
             index_section: tail.index_section,
             trailer: tail.trailer,
         };
-        self.backend.write_index(self.generation + 1, object).await
+        match self.backend.write_index(generation, object).await {
+            Err(StoreError::Conflict { .. }) if generation == 1 => Err(StoreError::AlreadyExists {
+                location: self.backend.url.clone(),
+            }),
+            other => other,
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use maif_store::format::FourCC;
 use maif_store::format::payload::{
     EmbeddingDtype, EmbeddingPayload, ImagePayload, TextPayload, content_of,
 };
-use maif_store::location::Location;
+use maif_store::location::{Location, S3Settings};
 use maif_store::store::BlockStore;
 use maif_store::{Error, SigningKey};
 use serde_json::{Map, Value, json};
@@ -35,8 +35,8 @@ pub fn exit_code(error: &Error) -> u8 {
     }
 }
 
-fn store_at(location: &str) -> Result<Arc<dyn BlockStore>, Error> {
-    Location::parse(location)?.store()
+fn store_at(location: &str, settings: &S3Settings) -> Result<Arc<dyn BlockStore>, Error> {
+    Location::parse(location)?.store_with(settings)
 }
 
 fn read_key(path: &Path) -> Result<SigningKey, Error> {
@@ -62,7 +62,7 @@ fn print_json(value: &Value) {
     );
 }
 
-pub async fn run(command: Command) -> Result<ExitCode, Error> {
+pub async fn run(command: Command, settings: &S3Settings) -> Result<ExitCode, Error> {
     match command {
         Command::Keygen { path, json } => {
             let key = SigningKey::generate()?;
@@ -82,7 +82,7 @@ pub async fn run(command: Command) -> Result<ExitCode, Error> {
             content_type,
             json,
         } => {
-            let store = store_at(&location)?;
+            let store = store_at(&location, settings)?;
             let options = CreateOptions {
                 agent_id: agent,
                 content_type,
@@ -98,7 +98,7 @@ pub async fn run(command: Command) -> Result<ExitCode, Error> {
                 println!("created {location}");
             }
         }
-        Command::Add(args) => add(args).await?,
+        Command::Add(args) => add(args, settings).await?,
         Command::Ls {
             location,
             block_type,
@@ -106,7 +106,7 @@ pub async fn run(command: Command) -> Result<ExitCode, Error> {
             latest,
             json,
         } => {
-            let reader = ArtifactReader::open(store_at(&location)?).await?;
+            let reader = ArtifactReader::open(store_at(&location, settings)?).await?;
             let mut blocks = if latest {
                 reader.latest_blocks()
             } else {
@@ -136,7 +136,7 @@ pub async fn run(command: Command) -> Result<ExitCode, Error> {
             version,
             raw,
         } => {
-            let reader = ArtifactReader::open(store_at(&location)?).await?;
+            let reader = ArtifactReader::open(store_at(&location, settings)?).await?;
             let block = reader.get(&parse_id(&block_id)?, version).await?;
             let bytes = if raw {
                 block.data.to_vec()
@@ -152,7 +152,9 @@ pub async fn run(command: Command) -> Result<ExitCode, Error> {
                 .and_then(|()| stdout.flush())
                 .map_err(|e| Error::Invalid(format!("writing to stdout: {e}")))?;
         }
-        Command::Inspect { location, json } => output::inspect(store_at(&location)?, json).await?,
+        Command::Inspect { location, json } => {
+            output::inspect(store_at(&location, settings)?, json).await?
+        }
         Command::Verify {
             location,
             quick,
@@ -176,7 +178,7 @@ pub async fn run(command: Command) -> Result<ExitCode, Error> {
                 expected_key,
                 ..VerifyOptions::default()
             };
-            let report = artifact::verify(store_at(&location)?, options).await?;
+            let report = artifact::verify(store_at(&location, settings)?, options).await?;
             if json {
                 print_json(&serde_json::to_value(&report).unwrap_or_default());
             } else {
@@ -218,8 +220,64 @@ pub async fn run(command: Command) -> Result<ExitCode, Error> {
                 );
             }
         }
+        Command::Convert {
+            source,
+            destination,
+            quiet,
+            json,
+        } => {
+            let source_store = store_at(&source, settings)?;
+            let destination_store = store_at(&destination, settings)?;
+            let total: u64 = source_store
+                .head()
+                .await?
+                .index
+                .entries
+                .iter()
+                .map(|e| e.record_len)
+                .sum();
+            let bar = if quiet || json {
+                indicatif::ProgressBar::hidden()
+            } else {
+                let bar = indicatif::ProgressBar::new(total);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                bar
+            };
+            let progress_bar = bar.clone();
+            let options = artifact::ConvertOptions {
+                concurrency: settings.concurrency.unwrap_or(16),
+                on_progress: Some(Arc::new(move |bytes| progress_bar.inc(bytes))),
+                ..artifact::ConvertOptions::default()
+            };
+            let report = artifact::convert(source_store, destination_store, options).await;
+            bar.finish_and_clear();
+            let report = report?;
+            if json {
+                print_json(&serde_json::to_value(&report).unwrap_or_default());
+            } else if report.already_converted {
+                println!(
+                    "{destination} already holds this artifact ({} records); nothing to do",
+                    report.records
+                );
+            } else {
+                println!(
+                    "converted {source} -> {destination}: {} records, {} copied ({} bytes), {} already there, {:.2}s",
+                    report.records,
+                    report.records_copied,
+                    report.bytes_copied,
+                    report.records_resumed,
+                    report.seconds
+                );
+            }
+        }
         Command::Finalize { location, key } => {
-            let mut writer = ArtifactWriter::open(store_at(&location)?, read_key(&key)?).await?;
+            let mut writer =
+                ArtifactWriter::open(store_at(&location, settings)?, read_key(&key)?).await?;
             writer.finalize().await?;
             println!("finalized {location}");
         }
@@ -295,7 +353,7 @@ pub fn frame_payload(
     }
 }
 
-async fn add(args: AddArgs) -> Result<(), Error> {
+async fn add(args: AddArgs, settings: &S3Settings) -> Result<(), Error> {
     let block_type = FourCC::parse(&args.block_type).map_err(Error::Invalid)?;
     if args.lang.is_some() && block_type != FourCC::TEXT {
         return Err(Error::Invalid("--lang applies to TEXT blocks only".into()));
@@ -314,7 +372,8 @@ async fn add(args: AddArgs) -> Result<(), Error> {
     if args.zstd {
         block = block.with_zstd(args.zstd_level);
     }
-    let mut writer = ArtifactWriter::open(store_at(&args.location)?, read_key(&args.key)?).await?;
+    let mut writer =
+        ArtifactWriter::open(store_at(&args.location, settings)?, read_key(&args.key)?).await?;
     let placed = match &args.update {
         Some(id) => writer.update(parse_id(id)?, block).await?,
         None => writer.add(block).await?,

@@ -16,8 +16,28 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "maif", version, about, long_about = None)]
 struct Cli {
+    #[command(flatten)]
+    s3: S3Args,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where a location names S3 (`s3://bucket/prefix`): settings that override the standard AWS
+/// environment variables and profiles.
+#[derive(Debug, Args, Clone)]
+pub struct S3Args {
+    /// S3 endpoint URL (default: AWS_ENDPOINT_URL, else AWS).
+    #[arg(long, global = true, value_name = "URL")]
+    endpoint: Option<String>,
+    /// S3 region (default: AWS_REGION, else us-east-1).
+    #[arg(long, global = true)]
+    region: Option<String>,
+    /// Use virtual-hosted-style S3 requests instead of path style.
+    #[arg(long, global = true)]
+    virtual_hosted_style: bool,
+    /// Object requests in flight per operation.
+    #[arg(long, global = true, value_name = "N")]
+    concurrency: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +125,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy an artifact between any two locations, byte for byte (resumes if interrupted).
+    Convert {
+        source: String,
+        destination: String,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Seal an artifact: appends a finalize entry; later appends are refused.
     Finalize {
         location: String,
@@ -174,7 +204,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(commands::run(cli.command)) {
+    let settings = maif_store::location::S3Settings {
+        endpoint: cli.s3.endpoint,
+        region: cli.s3.region,
+        virtual_hosted_style: cli.s3.virtual_hosted_style,
+        concurrency: cli.s3.concurrency,
+    };
+    match runtime.block_on(commands::run(cli.command, &settings)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("maif: {e}");
