@@ -14,7 +14,7 @@ use crate::format::{
     Action, FileHeader, IndexEntry, MetadataSection, ProvenanceSection, RecordView,
 };
 use crate::keys::{PublicKey, SignatureCheck, verify_many};
-use crate::store::{BlockStore, Head, StoreError};
+use crate::store::{AuditFinding, BlockStore, Head, StoreError};
 
 /// How thoroughly to verify.
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +92,8 @@ pub struct VerifyReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
     pub problems: Vec<Problem>,
+    /// Findings that do not make the artifact invalid (e.g. orphaned record objects).
+    pub warnings: Vec<Problem>,
 }
 
 fn problem(area: &str, offset: Option<u64>, reason: impl Into<String>) -> Problem {
@@ -204,6 +206,7 @@ pub async fn verify(store: Arc<dyn BlockStore>, options: VerifyOptions) -> Resul
         merkle_root: None,
         public_key: None,
         problems: Vec::new(),
+        warnings: Vec::new(),
     };
     let head = match store.head().await {
         Ok(head) => head,
@@ -254,6 +257,36 @@ pub async fn verify(store: Arc<dyn BlockStore>, options: VerifyOptions) -> Resul
     report.signatures_checked = 1;
     if !options.quick {
         full_checks(store.as_ref(), &head, &key, options, &mut report).await?;
+    }
+    // Listing every object is a full-verification cost; quick verification reads no records.
+    let findings = if options.quick {
+        Vec::new()
+    } else {
+        store.audit(&head).await?
+    };
+    for finding in findings {
+        match finding {
+            AuditFinding::MissingRecord { position, key } => {
+                if let Some(entry) = head.index.entries.get(position) {
+                    let missing = record_problem(position, entry, format!("record object {key} is missing"));
+                    if !report.problems.iter().any(|p| p.record == Some(position)) {
+                        report.problems.push(missing);
+                    }
+                }
+            }
+            AuditFinding::Orphan { key, size } => report.warnings.push(problem(
+                "storage",
+                None,
+                format!(
+                    "orphaned record object {key} ({size} bytes): no commit references it (an interrupted append or import left it)"
+                ),
+            )),
+            AuditFinding::Unexpected { key } => report.warnings.push(problem(
+                "storage",
+                None,
+                format!("object {key} is not part of the artifact layout"),
+            )),
+        }
     }
     report.valid = report.problems.is_empty();
     Ok(report)

@@ -217,9 +217,28 @@ pub trait BlockStore: Send + Sync + fmt::Debug {
         prefix: ImportPrefix,
     ) -> Result<Box<dyn AppendSession>, StoreError>;
 
+    /// Store-specific findings about `head` beyond its bytes: record objects that are missing,
+    /// left over by interrupted appends, or keys that do not belong to the layout. Stores
+    /// with nothing to add return nothing.
+    async fn audit(&self, head: &Head) -> Result<Vec<AuditFinding>, StoreError> {
+        let _ = head;
+        Ok(Vec::new())
+    }
+
     /// Starts appending records on top of `base`. The returned session commits only if the
     /// store's committed state is still `base` (otherwise [`StoreError::Conflict`]).
     async fn begin_append(&self, base: &Head) -> Result<Box<dyn AppendSession>, StoreError>;
+}
+
+/// One finding of [`BlockStore::audit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditFinding {
+    /// The index names a record whose object does not exist (the artifact is damaged).
+    MissingRecord { position: usize, key: String },
+    /// A record object no commit references (left by an interrupted append or import).
+    Orphan { key: String, size: u64 },
+    /// An object under the prefix that is not part of the layout.
+    Unexpected { key: String },
 }
 
 /// The fixed prefix of an artifact being imported: its exact header and metadata bytes.

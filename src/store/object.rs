@@ -31,7 +31,10 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::{AppendSession, BlockStore, Genesis, Head, HeadParts, ImportPrefix, StoreError, Tail};
+use super::{
+    AppendSession, AuditFinding, BlockStore, Genesis, Head, HeadParts, ImportPrefix, StoreError,
+    Tail,
+};
 use crate::format::IndexEntry;
 use crate::format::object_index::{
     IndexObject, index_object_name, parse_index_object_name, record_object_name,
@@ -115,6 +118,13 @@ impl ObjectBackend {
         let key = key.clone();
         let action = action.to_string();
         move |source| object_error(&self.url, &key, &action, source)
+    }
+
+    fn missing_record(&self, key: &Path) -> StoreError {
+        StoreError::Corrupt {
+            location: self.url.clone(),
+            reason: format!("record object {key} is missing"),
+        }
     }
 
     async fn exists(&self, key: &Path) -> Result<bool, StoreError> {
@@ -331,14 +341,11 @@ impl BlockStore for ObjectBackend {
 
     async fn read_record(&self, entry: &IndexEntry) -> Result<Bytes, StoreError> {
         let key = self.record_key(&entry.digest);
-        let bytes = self
-            .store
-            .get(&key)
-            .await
-            .map_err(self.err(&key, "reading"))?
-            .bytes()
-            .await
-            .map_err(self.err(&key, "reading"))?;
+        let bytes = match self.store.get(&key).await {
+            Ok(result) => result.bytes().await.map_err(self.err(&key, "reading"))?,
+            Err(object_store::Error::NotFound { .. }) => return Err(self.missing_record(&key)),
+            Err(e) => return Err(self.err(&key, "reading")(e)),
+        };
         if bytes.len() as u64 != entry.record_len {
             return Err(StoreError::Corrupt {
                 location: format!("{} (object {key})", self.url),
@@ -367,10 +374,11 @@ impl BlockStore for ObjectBackend {
         if range.is_empty() {
             return Ok(Bytes::new());
         }
-        self.store
-            .get_range(&key, range)
-            .await
-            .map_err(self.err(&key, "reading"))
+        match self.store.get_range(&key, range).await {
+            Ok(bytes) => Ok(bytes),
+            Err(object_store::Error::NotFound { .. }) => Err(self.missing_record(&key)),
+            Err(e) => Err(self.err(&key, "reading")(e)),
+        }
     }
 
     async fn create(&self, genesis: Genesis) -> Result<(), StoreError> {
@@ -415,6 +423,54 @@ impl BlockStore for ObjectBackend {
             uploads: JoinSet::new(),
             permits: Arc::new(Semaphore::new(self.concurrency)),
         }))
+    }
+
+    async fn audit(&self, head: &Head) -> Result<Vec<AuditFinding>, StoreError> {
+        let objects = self.list_all().await?;
+        let blocks = self.prefix.clone().join("blocks");
+        let index = self.prefix.clone().join("index");
+        let referenced: HashMap<String, usize> = head
+            .index
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(position, e)| (record_object_name(&e.digest), position))
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        let mut findings = Vec::new();
+        for meta in objects {
+            let key = meta.location.to_string();
+            let name = meta.location.filename().unwrap_or_default().to_string();
+            let parent_is = |dir: &Path| {
+                meta.location
+                    .prefix_match(dir)
+                    .is_some_and(|mut rest| rest.next().is_some() && rest.next().is_none())
+            };
+            if parent_is(&blocks) {
+                if referenced.contains_key(&name) {
+                    seen.insert(name);
+                } else {
+                    findings.push(AuditFinding::Orphan {
+                        key,
+                        size: meta.size,
+                    });
+                }
+            } else if !(parent_is(&index)
+                && (name == "latest" || parse_index_object_name(&name).is_some()))
+            {
+                findings.push(AuditFinding::Unexpected { key });
+            }
+        }
+        for (name, position) in &referenced {
+            if !seen.contains(name) {
+                findings.push(AuditFinding::MissingRecord {
+                    position: *position,
+                    key: blocks.clone().join(name.as_str()).to_string(),
+                });
+            }
+        }
+        findings.sort_by_key(|f| format!("{f:?}"));
+        Ok(findings)
     }
 
     async fn begin_import(

@@ -1,6 +1,10 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod conformance;
+pub mod parity;
+pub mod s3;
+
 use std::path::Path;
 use std::sync::Arc;
 

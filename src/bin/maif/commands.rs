@@ -372,13 +372,40 @@ async fn add(args: AddArgs, settings: &S3Settings) -> Result<(), Error> {
     if args.zstd {
         block = block.with_zstd(args.zstd_level);
     }
-    let mut writer =
-        ArtifactWriter::open(store_at(&args.location, settings)?, read_key(&args.key)?).await?;
-    let placed = match &args.update {
-        Some(id) => writer.update(parse_id(id)?, block).await?,
-        None => writer.add(block).await?,
+    let store = store_at(&args.location, settings)?;
+    let update = args.update.as_deref().map(parse_id).transpose()?;
+    if update.is_none() {
+        // One id for every attempt below.
+        block = block.with_id(*uuid::Uuid::new_v4().as_bytes());
+    }
+    // Another writer may commit between our read of the head and our commit; the commit then
+    // fails with a conflict and nothing of ours is visible. Re-read and try again.
+    const ATTEMPTS: u32 = 40;
+    let mut attempt = 0;
+    let placed = loop {
+        attempt += 1;
+        let result = async {
+            let mut writer = ArtifactWriter::open(store.clone(), read_key(&args.key)?).await?;
+            let placed = match update {
+                Some(id) => writer.update(id, block.clone()).await?,
+                None => writer.add(block.clone()).await?,
+            };
+            writer.commit().await?;
+            Ok::<_, Error>(placed)
+        }
+        .await;
+        match result {
+            Err(Error::Store(maif_store::store::StoreError::Conflict { reason, .. }))
+                if attempt < ATTEMPTS =>
+            {
+                let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]);
+                let wait = std::time::Duration::from_millis((5u64 << attempt.min(5)) + jitter);
+                tracing::info!(attempt, %reason, "commit conflict; retrying in {wait:?}");
+                tokio::time::sleep(wait).await;
+            }
+            other => break other?,
+        }
     };
-    writer.commit().await?;
     if args.json {
         print_json(&json!({
             "block_id": format_id(&placed.block_id),

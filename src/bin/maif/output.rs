@@ -211,6 +211,9 @@ pub async fn inspect(store: Arc<dyn BlockStore>, as_json: bool) -> Result<(), Er
 }
 
 pub fn verify_summary(report: &VerifyReport) {
+    for warning in &report.warnings {
+        println!("warning: {warning}");
+    }
     if report.valid {
         println!(
             "valid ({} verification): {} records, {} provenance entries, {} signatures, {} bytes hashed, Merkle root {}",
