@@ -6,6 +6,7 @@
 //! | `file:///data/notes` | the object layout in a local folder |
 //! | `s3://bucket/prefix` | the object layout under an S3 prefix |
 //! | `memory://name/prefix` | the object layout in a named in-process memory store (tests) |
+//! | `s3://bucket/archive/notes.maif` (any URL ending in `.maif`) | a single file stored as one object: read by ranged GETs, written only by `convert` |
 //!
 //! S3 settings come from the standard AWS environment variables (`AWS_ENDPOINT_URL`,
 //! `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, ...);
@@ -21,19 +22,31 @@ use object_store::{BackoffConfig, ObjectStore, RetryConfig};
 
 use crate::error::{Error, Result};
 use crate::store::object::{DEFAULT_CONCURRENCY, memory_store};
-use crate::store::{BlockStore, FileStore, ObjectBackend};
+use crate::store::{BlockStore, FileStore, ObjectBackend, ObjectFile};
 
 /// Where an artifact lives, as the user named it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     /// A single file on the local file system.
     File(PathBuf),
-    /// The object layout in a local folder.
+    /// The object layout under `prefix` of an object store.
+    Objects {
+        store: ObjectStoreName,
+        prefix: String,
+    },
+    /// A single-file image held in one object (a URL ending in `.maif`).
+    ObjectFile { store: ObjectStoreName, key: String },
+}
+
+/// Which object store a URL names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectStoreName {
+    /// A local folder (`file:///dir`).
     Folder(PathBuf),
-    /// The object layout under an S3 prefix.
-    S3 { bucket: String, prefix: String },
-    /// The object layout in a named in-process memory store.
-    Memory { name: String, prefix: String },
+    /// An S3 bucket (`s3://bucket`).
+    S3 { bucket: String },
+    /// A named in-process memory store (`memory://name`).
+    Memory { name: String },
 }
 
 /// Overrides for S3 settings that otherwise come from the environment.
@@ -66,26 +79,53 @@ impl Location {
         let Some((scheme, rest)) = text.split_once("://") else {
             return Ok(Location::File(PathBuf::from(text)));
         };
-        match scheme {
+        let (store, path) = match scheme {
             "file" => {
                 if !rest.starts_with('/') {
                     return Err(Error::Invalid(format!(
                         "location {text:?}: file:// needs an absolute path (file:///dir)"
                     )));
                 }
-                Ok(Location::Folder(PathBuf::from(rest)))
+                match rest
+                    .strip_suffix(".maif")
+                    .map(|_| std::path::Path::new(rest))
+                {
+                    // file:///dir/a.maif: the object a.maif in the folder /dir.
+                    Some(file) => {
+                        let folder = file
+                            .parent()
+                            .unwrap_or(std::path::Path::new("/"))
+                            .to_path_buf();
+                        let name = file
+                            .file_name()
+                            .map(|n| n.to_string_lossy().to_string())
+                            .unwrap_or_default();
+                        (ObjectStoreName::Folder(folder), name)
+                    }
+                    None => (ObjectStoreName::Folder(PathBuf::from(rest)), String::new()),
+                }
             }
             "s3" => {
                 let (bucket, prefix) = split_bucket(rest, text)?;
-                Ok(Location::S3 { bucket, prefix })
+                (ObjectStoreName::S3 { bucket }, prefix)
             }
             "memory" => {
                 let (name, prefix) = split_bucket(rest, text)?;
-                Ok(Location::Memory { name, prefix })
+                (ObjectStoreName::Memory { name }, prefix)
             }
-            other => Err(Error::Invalid(format!(
-                "location {text:?}: unknown scheme {other}:// (use a file path, file:///dir, s3://bucket/prefix or memory://name/prefix)"
-            ))),
+            other => {
+                return Err(Error::Invalid(format!(
+                    "location {text:?}: unknown scheme {other}:// (use a file path, file:///dir, s3://bucket/prefix or memory://name/prefix)"
+                )));
+            }
+        };
+        if path.ends_with(".maif") {
+            Ok(Location::ObjectFile { store, key: path })
+        } else {
+            Ok(Location::Objects {
+                store,
+                prefix: path,
+            })
         }
     }
 
@@ -99,35 +139,34 @@ impl Location {
         let concurrency = s3.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
         match self {
             Location::File(path) => Ok(Arc::new(FileStore::new(path.clone()))),
-            Location::Folder(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    Error::Invalid(format!("creating folder {}: {e}", dir.display()))
-                })?;
-                let store =
-                    object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(|e| {
-                        Error::Invalid(format!("opening folder {}: {e}", dir.display()))
-                    })?;
-                Ok(Arc::new(
-                    ObjectBackend::new(Arc::new(store), ObjectPath::from(""), self.to_string())
-                        .with_concurrency(concurrency),
-                ))
-            }
-            Location::S3 { bucket, prefix } => {
-                let store = s3_store(bucket, s3)?;
-                Ok(Arc::new(
-                    ObjectBackend::new(store, ObjectPath::from(prefix.as_str()), self.to_string())
-                        .with_concurrency(concurrency),
-                ))
-            }
-            Location::Memory { name, prefix } => Ok(Arc::new(
+            Location::Objects { store, prefix } => Ok(Arc::new(
                 ObjectBackend::new(
-                    memory_store(name),
+                    open_object_store(store, s3)?,
                     ObjectPath::from(prefix.as_str()),
                     self.to_string(),
                 )
                 .with_concurrency(concurrency),
             )),
+            Location::ObjectFile { store, key } => Ok(Arc::new(ObjectFile::new(
+                open_object_store(store, s3)?,
+                ObjectPath::from(key.as_str()),
+                self.to_string(),
+            ))),
         }
+    }
+}
+
+fn open_object_store(name: &ObjectStoreName, s3: &S3Settings) -> Result<Arc<dyn ObjectStore>> {
+    match name {
+        ObjectStoreName::Folder(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Invalid(format!("creating folder {}: {e}", dir.display())))?;
+            let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+                .map_err(|e| Error::Invalid(format!("opening folder {}: {e}", dir.display())))?;
+            Ok(Arc::new(store))
+        }
+        ObjectStoreName::S3 { bucket } => s3_store(bucket, s3),
+        ObjectStoreName::Memory { name } => Ok(memory_store(name)),
     }
 }
 
@@ -164,13 +203,28 @@ pub fn s3_store(bucket: &str, settings: &S3Settings) -> Result<Arc<dyn ObjectSto
     Ok(Arc::new(store))
 }
 
+impl std::fmt::Display for ObjectStoreName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ObjectStoreName::Folder(dir) => write!(f, "file://{}", dir.display()),
+            ObjectStoreName::S3 { bucket } => write!(f, "s3://{bucket}"),
+            ObjectStoreName::Memory { name } => write!(f, "memory://{name}"),
+        }
+    }
+}
+
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Location::File(path) => write!(f, "{}", path.display()),
-            Location::Folder(dir) => write!(f, "file://{}", dir.display()),
-            Location::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
-            Location::Memory { name, prefix } => write!(f, "memory://{name}/{prefix}"),
+            Location::Objects {
+                store: ObjectStoreName::Folder(dir),
+                prefix,
+            } if prefix.is_empty() => {
+                write!(f, "file://{}", dir.display())
+            }
+            Location::Objects { store, prefix } => write!(f, "{store}/{prefix}"),
+            Location::ObjectFile { store, key } => write!(f, "{store}/{key}"),
         }
     }
 }

@@ -308,3 +308,113 @@ fn conversion_to_and_from_s3_with_the_cli_is_byte_identical() {
     .expect("reconvert");
     assert!(report.already_converted);
 }
+
+#[test]
+fn a_single_file_stored_as_one_object_opens_with_one_suffix_read() {
+    use maif_store::store::ObjectFile;
+    let bucket = s3::bucket("objectfile");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // (name, blocks, block length, GETs to open): within the suffix; larger than the suffix
+    // with a short tail; with a tail longer than the suffix.
+    for (name, blocks, block_len, expected_gets) in [
+        ("small", 5usize, 100usize, 1usize),
+        ("big-blocks", 5, 200_000, 2),
+        ("long-tail", 2000, 300, 3),
+    ] {
+        let source = dir.path().join(format!("{name}.maif"));
+        common::block_on(async {
+            let mut writer = maif_store::ArtifactWriter::create(
+                common::file_store(&source),
+                common::test_key(),
+                Default::default(),
+            )
+            .await
+            .expect("create");
+            for n in 0..blocks {
+                writer
+                    .add(maif_store::NewBlock::new(
+                        maif_store::format::FourCC::BINA,
+                        vec![n as u8; block_len],
+                    ))
+                    .await
+                    .expect("add");
+            }
+            writer.commit().await.expect("commit");
+        });
+        let counting = common::counting::CountingStore::new(s3::store(&bucket));
+        let key = format!("archive/{name}.maif");
+        let object: Arc<dyn BlockStore> = Arc::new(ObjectFile::new(
+            counting.clone(),
+            ObjectPath::from(key.as_str()),
+            format!("s3://{bucket}/{key}"),
+        ));
+        common::block_on(convert(
+            common::file_store(&source),
+            object.clone(),
+            ConvertOptions::default(),
+        ))
+        .expect("convert");
+        // The object is the file, byte for byte.
+        let stored = common::block_on(async {
+            s3::store(&bucket)
+                .get(&ObjectPath::from(key.as_str()))
+                .await?
+                .bytes()
+                .await
+        })
+        .expect("get");
+        assert!(
+            stored.as_ref() == std::fs::read(&source).expect("read").as_slice(),
+            "{name}: object differs from the file"
+        );
+        counting.take_gets();
+        let head = common::block_on(object.head()).expect("head");
+        let opened_with = counting.take_gets();
+        // One suffix GET, plus one for the front if the suffix misses it, plus one for the
+        // start of the tail if the suffix misses that.
+        let file_len = stored.len() as u64;
+        let suffix_start = file_len.saturating_sub(maif_store::store::object_file::SUFFIX_READ);
+        let expected = 1
+            + usize::from(suffix_start > 0)
+            + usize::from(head.trailer.provenance_offset < suffix_start);
+        assert_eq!(
+            opened_with, expected,
+            "{name}: {file_len} bytes, tail at {}",
+            head.trailer.provenance_offset
+        );
+        assert_eq!(
+            expected, expected_gets,
+            "{name}: the shape does not exercise what it should"
+        );
+        for entry in head.index.entries.iter().take(20) {
+            common::block_on(object.read_record(entry)).expect("read");
+        }
+        assert_eq!(
+            counting.take_gets(),
+            20.min(blocks),
+            "{name}: one ranged GET per block"
+        );
+        let report =
+            common::block_on(verify(object.clone(), VerifyOptions::default())).expect("verify");
+        assert!(report.valid, "{:?}", report.problems);
+        let refused =
+            common::block_on(maif_store::ArtifactWriter::open(object, common::test_key()));
+        let mut writer = refused.expect("open for append");
+        let result = common::block_on(async {
+            writer
+                .add(maif_store::NewBlock::new(
+                    maif_store::format::FourCC::BINA,
+                    vec![1],
+                ))
+                .await?;
+            writer.commit().await
+        });
+        assert!(
+            matches!(
+                result,
+                Err(maif_store::Error::Store(StoreError::Unsupported { .. }))
+            ),
+            "{name}: appending to a single object must be refused: {result:?}"
+        );
+    }
+}

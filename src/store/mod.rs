@@ -12,9 +12,11 @@ use crate::format::{FormatError, IndexEntry, IndexSection, Trailer};
 
 pub mod file;
 pub mod object;
+pub mod object_file;
 
 pub use file::FileStore;
 pub use object::ObjectBackend;
+pub use object_file::ObjectFile;
 
 /// Errors from a store.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,9 @@ pub enum StoreError {
     /// A read asked for bytes the store does not hold.
     #[error("{location}: {what} out of range")]
     OutOfRange { location: String, what: String },
+    /// The store cannot do this by its nature.
+    #[error("{location}: {reason}")]
+    Unsupported { location: String, reason: String },
     /// An object-store request failed (after the store's own retries).
     #[error("{location}: {action} object {key}: {source}")]
     Object {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+pub mod counting;
 pub mod parity;
 pub mod s3;
 
