@@ -130,11 +130,19 @@ pub async fn convert(
     let in_flight = (options.max_in_flight_bytes / largest)
         .clamp(1, options.concurrency.max(1) as u64) as usize;
     let source_ref = source.clone();
+    // Each fetch runs as its own task, so transfers keep going while this loop writes.
     let mut records = stream::iter(missing.into_iter().map(move |entry| {
         let source = source_ref.clone();
-        async move {
+        let fetch = async move {
             let bytes = source.read_record(&entry).await?;
-            let digest_ok = RecordView::decode(&bytes).is_ok_and(|r| r.digest() == entry.digest);
+            // Hash on a blocking thread: records are re-hashed in parallel and the runtime
+            // keeps other transfers moving meanwhile.
+            let (digest_ok, bytes) = tokio::task::spawn_blocking(move || {
+                let ok = RecordView::decode(&bytes).is_ok_and(|r| r.digest() == entry.digest);
+                (ok, bytes)
+            })
+            .await
+            .map_err(|e| Error::Invalid(format!("hashing a record: {e}")))?;
             if !digest_ok {
                 return Err(Error::Verification(format!(
                     "{}: the record at offset {} does not match its committed digest; not copied",
@@ -143,6 +151,11 @@ pub async fn convert(
                 )));
             }
             Ok::<_, Error>((entry, bytes))
+        };
+        async move {
+            tokio::spawn(fetch)
+                .await
+                .map_err(|e| Error::Invalid(format!("fetching a record: {e}")))?
         }
     }))
     .buffered(in_flight);

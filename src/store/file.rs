@@ -617,7 +617,17 @@ struct FileImport {
     /// The partial's bytes when the import began (what `present` checks against).
     existing: Bytes,
     next_offset: u64,
+    /// Writes large records on a writer thread, as appends do.
+    pipeline: Option<Pipeline>,
+    /// Bytes written since the last background flush was started.
+    unflushed: u64,
+    /// Background `fdatasync`s, so the disk works while the copy goes on rather than all at
+    /// the final sync.
+    flushes: Vec<JoinHandle<std::io::Result<()>>>,
 }
+
+/// An import starts a background flush after this many bytes.
+const IMPORT_FLUSH_EVERY: u64 = 64 << 20;
 
 impl FileStore {
     fn begin_import_sync(&self, prefix: super::ImportPrefix) -> Result<FileImport, StoreError> {
@@ -664,6 +674,9 @@ impl FileStore {
             file: Arc::new(file),
             existing,
             next_offset: fixed.len() as u64,
+            pipeline: None,
+            unflushed: 0,
+            flushes: Vec::new(),
         })
     }
 }
@@ -700,18 +713,40 @@ impl AppendSession for FileImport {
                 ),
             });
         }
-        self.file
-            .write_all_at(&record, entry.offset)
-            .map_err(|source| StoreError::Io {
-                location,
-                action: "writing a record".into(),
-                source,
-            })?;
+        let io_error = |source| StoreError::Io {
+            location: location.clone(),
+            action: "writing a record".into(),
+            source,
+        };
+        if record.len() < PIPELINE_MIN_RECORD {
+            self.file
+                .write_all_at(&record, entry.offset)
+                .map_err(io_error)?;
+        } else {
+            let file = self.file.clone();
+            let pipeline = self.pipeline.get_or_insert_with(|| Pipeline::start(file));
+            if pipeline.sender.send((entry.offset, record)).is_err() {
+                let result = self.pipeline.take().map_or(Ok(()), Pipeline::finish);
+                result.map_err(io_error)?;
+                return Err(StoreError::Corrupt {
+                    location,
+                    reason: "the record writer stopped".into(),
+                });
+            }
+        }
         self.next_offset = self.next_offset.max(entry.offset + entry.record_len);
+        self.unflushed += entry.record_len;
+        if self.unflushed >= IMPORT_FLUSH_EVERY {
+            self.unflushed = 0;
+            let file = self.file.clone();
+            self.flushes.retain(|f| !f.is_finished());
+            self.flushes
+                .push(std::thread::spawn(move || file.sync_data()));
+        }
         Ok(())
     }
 
-    async fn commit(self: Box<Self>, tail: Tail) -> Result<(), StoreError> {
+    async fn commit(mut self: Box<Self>, tail: Tail) -> Result<(), StoreError> {
         let trailer =
             crate::format::Trailer::decode(&tail.trailer).map_err(|source| StoreError::Format {
                 location: self.partial.display().to_string(),
@@ -726,6 +761,16 @@ impl AppendSession for FileImport {
                 source,
             }
         };
+        // Every record must be on disk before the tail that commits them.
+        if let Some(pipeline) = self.pipeline.take() {
+            pipeline.finish().map_err(io("writing a record"))?;
+        }
+        for flush in std::mem::take(&mut self.flushes) {
+            flush
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("a flush thread panicked")))
+                .map_err(io("flushing"))?;
+        }
         let mut offset = trailer.provenance_offset;
         for part in [&tail.provenance_section, &tail.index_section, &tail.trailer] {
             self.file
