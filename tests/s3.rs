@@ -418,3 +418,72 @@ fn a_single_file_stored_as_one_object_opens_with_one_suffix_read() {
         );
     }
 }
+
+#[test]
+fn records_above_the_multipart_threshold_round_trip_through_s3() {
+    let bucket = s3::bucket("multipart");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = dir.path().join("big.maif");
+    let len = maif_store::store::object::MULTIPART_THRESHOLD + 5_000_000;
+    common::block_on(async {
+        let mut writer = maif_store::ArtifactWriter::create(
+            common::file_store(&source),
+            common::test_key(),
+            Default::default(),
+        )
+        .await
+        .expect("create");
+        let payload: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+        writer
+            .add(maif_store::NewBlock::new(
+                maif_store::format::FourCC::VIDE,
+                payload,
+            ))
+            .await
+            .expect("add");
+        writer
+            .add(maif_store::NewBlock::new(
+                maif_store::format::FourCC::TEXT,
+                b"\0\0\0after".to_vec(),
+            ))
+            .await
+            .expect("add");
+        writer.commit().await.expect("commit");
+    });
+    let remote: Arc<dyn BlockStore> = s3::backend(&bucket, "big");
+    let back = dir.path().join("back.maif");
+    common::block_on(async {
+        convert(
+            common::file_store(&source),
+            remote.clone(),
+            ConvertOptions::default(),
+        )
+        .await
+        .expect("to s3");
+        // Uploading again is a no-op, and the multipart object is the record, byte for byte.
+        let head = remote.head().await.expect("head");
+        let entry = head.index.entries[0];
+        let stored = s3::store(&bucket)
+            .head(&ObjectPath::from(format!(
+                "big/blocks/{}",
+                hex::encode(entry.digest)
+            )))
+            .await
+            .expect("record object");
+        assert_eq!(stored.size, entry.record_len);
+        convert(
+            remote.clone(),
+            common::file_store(&back),
+            ConvertOptions::default(),
+        )
+        .await
+        .expect("from s3");
+        assert!(
+            verify(remote, VerifyOptions::default())
+                .await
+                .expect("verify")
+                .valid
+        );
+    });
+    assert!(std::fs::read(&source).expect("read") == std::fs::read(&back).expect("read"));
+}

@@ -46,18 +46,37 @@ pub struct FileStore {
     path: PathBuf,
     /// The most recent memory map of the file, shared by every read.
     mapping: Mutex<Option<Bytes>>,
+    /// A read handle for large reads.
+    reader: Mutex<Option<Arc<File>>>,
 }
+
+/// Reads at least this long are copied with `pread` instead of sliced from the map.
+const PREAD_MIN: u64 = 64 * 1024;
 
 impl FileStore {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
             mapping: Mutex::new(None),
+            reader: Mutex::new(None),
         }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn reader(&self) -> Result<Arc<File>, StoreError> {
+        let mut reader = self.reader.lock().map_err(|_| StoreError::Corrupt {
+            location: self.location(),
+            reason: "a reader thread panicked".into(),
+        })?;
+        if let Some(file) = reader.as_ref() {
+            return Ok(file.clone());
+        }
+        let file = Arc::new(self.open_existing(false)?);
+        *reader = Some(file.clone());
+        Ok(file)
     }
 
     /// Path of the rollback journal of `path`.
@@ -336,6 +355,25 @@ impl BlockStore for FileStore {
             .offset
             .checked_add(range.end)
             .ok_or_else(out_of_range)?;
+        if end - start >= PREAD_MIN {
+            // Large reads are copied out with pread: slices of the map would keep every page a
+            // full pass touches resident in this process, so converting or verifying a
+            // multi-GiB file would show its whole size as RSS.
+            let file = self.reader()?;
+            let mut buffer = vec![0u8; (end - start) as usize];
+            file.read_exact_at(&mut buffer, start).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    out_of_range()
+                } else {
+                    StoreError::Io {
+                        location: self.location(),
+                        action: format!("reading the record at offset {}", entry.offset),
+                        source: e,
+                    }
+                }
+            })?;
+            return Ok(Bytes::from(buffer));
+        }
         let cached = self.mapping.lock().ok().and_then(|m| m.clone());
         let image = match cached {
             Some(image) if end <= image.len() as u64 => image,
