@@ -340,21 +340,12 @@ impl BlockStore for FileStore {
         entry: &IndexEntry,
         range: Range<u64>,
     ) -> Result<Bytes, StoreError> {
+        let location = self.location();
+        let Range { start, end } = super::image_range(&location, entry, &range)?;
         let out_of_range = || StoreError::OutOfRange {
-            location: self.location(),
+            location: location.clone(),
             what: format!("bytes {range:?} of the record at offset {}", entry.offset),
         };
-        if range.start > range.end || range.end > entry.record_len {
-            return Err(out_of_range());
-        }
-        let start = entry
-            .offset
-            .checked_add(range.start)
-            .ok_or_else(out_of_range)?;
-        let end = entry
-            .offset
-            .checked_add(range.end)
-            .ok_or_else(out_of_range)?;
         if end - start >= PREAD_MIN {
             // Large reads are copied out with pread: slices of the map would keep every page a
             // full pass touches resident in this process, so converting or verifying a

@@ -189,6 +189,31 @@ pub struct Genesis {
     pub tail: Tail,
 }
 
+/// The bytes `range` of the record `entry` as a range of the single-file image, or
+/// [`StoreError::OutOfRange`] if they are not inside the record.
+pub fn image_range(
+    location: &str,
+    entry: &IndexEntry,
+    range: &Range<u64>,
+) -> Result<Range<u64>, StoreError> {
+    let out_of_range = || StoreError::OutOfRange {
+        location: location.to_string(),
+        what: format!("bytes {range:?} of the record at offset {}", entry.offset),
+    };
+    if range.start > range.end || range.end > entry.record_len {
+        return Err(out_of_range());
+    }
+    let start = entry
+        .offset
+        .checked_add(range.start)
+        .ok_or_else(out_of_range)?;
+    let end = entry
+        .offset
+        .checked_add(range.end)
+        .ok_or_else(out_of_range)?;
+    Ok(start..end)
+}
+
 /// The storage contract every backend implements.
 #[async_trait]
 pub trait BlockStore: Send + Sync + fmt::Debug {

@@ -144,21 +144,12 @@ impl BlockStore for ObjectFile {
         entry: &IndexEntry,
         range: Range<u64>,
     ) -> Result<Bytes, StoreError> {
+        let location = self.url.clone();
+        let Range { start, end } = super::image_range(&location, entry, &range)?;
         let out_of_range = || StoreError::OutOfRange {
-            location: self.url.clone(),
+            location: location.clone(),
             what: format!("bytes {range:?} of the record at offset {}", entry.offset),
         };
-        if range.start > range.end || range.end > entry.record_len {
-            return Err(out_of_range());
-        }
-        let start = entry
-            .offset
-            .checked_add(range.start)
-            .ok_or_else(out_of_range)?;
-        let end = entry
-            .offset
-            .checked_add(range.end)
-            .ok_or_else(out_of_range)?;
         let bytes = self.range(start..end).await?;
         if bytes.len() as u64 != end - start {
             return Err(out_of_range());
