@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::stream::{self, StreamExt};
 use serde_json::{Map, Value};
 
 use super::{format_id, verify::check_commit};
@@ -111,17 +112,13 @@ impl ArtifactReader {
 
     /// The latest version of every block id, in order of first appearance.
     pub fn latest_blocks(&self) -> Vec<BlockInfo> {
-        let mut out: Vec<BlockInfo> = self
+        let mut latest: Vec<(usize, BlockInfo)> = self
             .by_id
             .values()
-            .filter_map(|positions| positions.first().zip(positions.last()))
-            .map(|(first, last)| (*first, self.blocks[*last]))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|(_, info)| info)
+            .filter_map(|positions| Some((*positions.first()?, self.blocks[*positions.last()?])))
             .collect();
-        out.sort_by_key(|info| self.by_id[&info.entry.block_id][0]);
-        out
+        latest.sort_by_key(|(first, _)| *first);
+        latest.into_iter().map(|(_, info)| info).collect()
     }
 
     /// Every version of `block_id`, oldest first.
@@ -186,22 +183,46 @@ impl ArtifactReader {
     /// Records whose metadata has `key` equal to `value` (a string value, or the JSON text of
     /// any other value).
     pub async fn find_by_metadata(&self, key: &str, value: &str) -> Result<Vec<BlockInfo>> {
+        let candidates = self
+            .blocks
+            .iter()
+            .filter(|info| info.entry.metadata_len > 0);
+        let read: Vec<_> = stream::iter(candidates)
+            .map(|info| async move {
+                self.read_metadata(info)
+                    .await
+                    .map(|(_, metadata)| (*info, metadata))
+            })
+            .buffered(super::verify::READ_CONCURRENCY)
+            .collect()
+            .await;
         let mut out = Vec::new();
-        for info in &self.blocks {
-            if info.entry.metadata_len == 0 {
-                continue;
-            }
-            let (_, metadata) = self.read_metadata(info).await?;
+        for result in read {
+            let (info, metadata) = result?;
             let matches = match metadata.get(key) {
                 Some(Value::String(s)) => s == value,
                 Some(other) => *other == value,
                 None => false,
             };
             if matches {
-                out.push(*info);
+                out.push(info);
             }
         }
         Ok(out)
+    }
+
+    /// The header and metadata of each of `infos`, in order, fetched concurrently.
+    pub async fn read_metadata_many(
+        &self,
+        infos: &[BlockInfo],
+    ) -> Result<Vec<(BlockHeader, Map<String, Value>)>> {
+        stream::iter(infos)
+            .map(|info| self.read_metadata(info))
+            .buffered(super::verify::READ_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
     }
 
     /// Reads a record whole, checks it against the index (and its digest unless

@@ -57,11 +57,7 @@ pub async fn recover_file(
     key: Option<&SigningKey>,
 ) -> Result<RecoverReport> {
     let source_store: Arc<dyn BlockStore> = Arc::new(FileStore::new(source));
-    let image = std::fs::read(source).map_err(|e| crate::store::StoreError::Io {
-        location: source.display().to_string(),
-        action: "reading".into(),
-        source: e,
-    })?;
+    let image = FileStore::new(source).image()?;
     let used_journal = FileStore::new(source).read_journal()?.is_some();
     if let Ok(head) = source_store.head().await {
         let report = super::verify(source_store.clone(), super::VerifyOptions::default()).await?;

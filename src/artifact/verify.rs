@@ -4,7 +4,11 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use futures::stream::{self, StreamExt};
 use serde::Serialize;
+
+/// Records fetched at once by full verification and by metadata scans.
+pub(crate) const READ_CONCURRENCY: usize = 16;
 
 use super::format_id;
 use crate::error::{Error, Result};
@@ -396,13 +400,21 @@ async fn full_checks(
     const CHUNK_BYTES: u64 = 64 << 20;
     let mut position = 0usize;
     while position < entries.len() {
-        let mut chunk = Vec::new();
+        let mut end = position;
         let mut chunk_bytes = 0u64;
-        while position + chunk.len() < entries.len()
-            && (chunk.is_empty() || chunk_bytes < CHUNK_BYTES)
-        {
-            let entry = &entries[position + chunk.len()];
-            let bytes = match store.read_record(entry).await {
+        while end < entries.len() && (end == position || chunk_bytes < CHUNK_BYTES) {
+            chunk_bytes += entries[end].record_len;
+            end += 1;
+        }
+        // Fetched concurrently: on an object store each read is a round trip.
+        let fetched: Vec<_> = stream::iter(&entries[position..end])
+            .map(|entry| store.read_record(entry))
+            .buffered(READ_CONCURRENCY)
+            .collect()
+            .await;
+        let mut chunk = Vec::with_capacity(fetched.len());
+        for (i, result) in fetched.into_iter().enumerate() {
+            chunk.push(match result {
                 Ok(bytes) => Some(bytes),
                 Err(
                     e @ (StoreError::OutOfRange { .. }
@@ -410,16 +422,14 @@ async fn full_checks(
                     | StoreError::Corrupt { .. }),
                 ) => {
                     report.problems.push(record_problem(
-                        position + chunk.len(),
-                        entry,
+                        position + i,
+                        &entries[position + i],
                         e.to_string(),
                     ));
                     None
                 }
                 Err(e) => return Err(e.into()),
-            };
-            chunk_bytes += entry.record_len;
-            chunk.push(bytes);
+            });
         }
         let results = hash_chunk(
             position,

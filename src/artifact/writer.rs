@@ -21,7 +21,7 @@ use crate::format::{
     MetadataSection, ProvenanceSection, SIGNATURE_LEN, Trailer,
 };
 use crate::keys::SigningKey;
-use crate::store::{AppendSession, BlockStore, Genesis, Head, Tail};
+use crate::store::{AppendSession, BlockStore, Genesis, Head, HeadParts, Tail};
 
 /// What `create` puts in the header and metadata section.
 #[derive(Debug, Clone, Default)]
@@ -518,12 +518,21 @@ impl ArtifactWriter {
             Some(session) => session,
             None => self.store.begin_append(&self.head).await?,
         };
+        let committed = HeadParts {
+            file_header: self.head.file_header.clone(),
+            metadata_section: self.head.metadata_section.clone(),
+            provenance_section: tail.provenance_section.clone().into(),
+            index_section: tail.index_section.clone().into(),
+            trailer: tail.trailer.clone().into(),
+        };
         session.commit(tail).await?;
         self.provenance_entries = provenance_entries;
         self.provenance_count = new_count;
         self.provenance_head = new_head;
         self.pending_provenance.clear();
-        self.head = self.store.head().await?;
+        // The committed state is what was just written; no need to read it back.
+        self.head = Head::from_parts(committed)
+            .map_err(|(context, source)| Error::Format { context, source })?;
         Ok(())
     }
 

@@ -79,6 +79,12 @@ impl FileStore {
         Ok(file)
     }
 
+    /// The file's current bytes as a read-only memory map (for recovery, which must look at
+    /// bytes past any committed state without loading the file into memory).
+    pub fn image(&self) -> Result<Bytes, StoreError> {
+        self.map(&self.open_existing(false)?)
+    }
+
     /// Path of the rollback journal of `path`.
     pub fn journal_path(path: &Path) -> PathBuf {
         let mut name = path.as_os_str().to_owned();

@@ -15,8 +15,7 @@ pub async fn list(
     as_json: bool,
 ) -> Result<(), Error> {
     let mut rows = Vec::with_capacity(blocks.len());
-    for info in blocks {
-        let (header, metadata) = reader.read_metadata(info).await?;
+    for (info, (header, metadata)) in blocks.iter().zip(reader.read_metadata_many(blocks).await?) {
         rows.push(json!({
             "id": info.id(),
             "type": info.entry.block_type.to_string(),
