@@ -1,0 +1,17 @@
+//! Migrates legacy MAIF artifacts into canonical MAIF 3.0.
+//!
+//! Readers turn each legacy input (two S3 layouts, three local binary formats, Python SDK
+//! 2.1 files) into one [`model::LegacyArtifact`]: blocks in migration order, each with its
+//! verbatim legacy evidence and named checks. [`migrate::migrate`] then writes the blocks,
+//! signed by the migrating key, to any `maif_store` location and returns a
+//! [`report::Report`]. Legacy inputs are evidence, not truth: nothing is written to the
+//! source, and "cannot verify" is never reported as tampering.
+
+pub mod error;
+pub mod hmac;
+pub mod local;
+pub mod model;
+pub mod pyjson;
+pub mod sdk;
+
+pub use error::{MigrateError, Result};
