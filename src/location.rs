@@ -156,7 +156,8 @@ impl Location {
     }
 }
 
-fn open_object_store(name: &ObjectStoreName, s3: &S3Settings) -> Result<Arc<dyn ObjectStore>> {
+/// The object store a location names (a folder, an S3 bucket or a memory store).
+pub fn open_object_store(name: &ObjectStoreName, s3: &S3Settings) -> Result<Arc<dyn ObjectStore>> {
     match name {
         ObjectStoreName::Folder(dir) => {
             std::fs::create_dir_all(dir)

@@ -10,8 +10,12 @@
 pub mod error;
 pub mod hmac;
 pub mod local;
+pub mod migrate;
 pub mod model;
 pub mod pyjson;
+pub mod report;
+pub mod s3;
 pub mod sdk;
+pub mod source;
 
 pub use error::{MigrateError, Result};

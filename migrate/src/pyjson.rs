@@ -86,11 +86,19 @@ impl PyJson {
     /// Number tokens are written as parsed, which is exact for what Python itself wrote.
     pub fn dumps_sorted(&self) -> String {
         let mut out = String::new();
-        self.write_python(&mut out);
+        self.write_python(&mut out, true);
         out
     }
 
-    fn write_python(&self, out: &mut String) {
+    /// `json.dumps(self)`: members in source order. For JSON that Python wrote with default
+    /// options this reproduces the source text exactly.
+    pub fn dumps(&self) -> String {
+        let mut out = String::new();
+        self.write_python(&mut out, false);
+        out
+    }
+
+    fn write_python(&self, out: &mut String, sort_keys: bool) {
         match self {
             PyJson::Null => out.push_str("null"),
             PyJson::Bool(true) => out.push_str("true"),
@@ -103,14 +111,16 @@ impl PyJson {
                     if i > 0 {
                         out.push_str(", ");
                     }
-                    item.write_python(out);
+                    item.write_python(out, sort_keys);
                 }
                 out.push(']');
             }
             PyJson::Object(members) => {
                 let mut sorted: Vec<&(String, PyJson)> = members.iter().collect();
-                // Python sorts str keys by code point; UTF-8 byte order is the same order.
-                sorted.sort_by(|a, b| a.0.cmp(&b.0));
+                if sort_keys {
+                    // Python sorts str keys by code point; UTF-8 byte order is the same.
+                    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+                }
                 out.push('{');
                 for (i, (key, value)) in sorted.into_iter().enumerate() {
                     if i > 0 {
@@ -118,7 +128,7 @@ impl PyJson {
                     }
                     write_python_string(key, out);
                     out.push_str(": ");
-                    value.write_python(out);
+                    value.write_python(out, sort_keys);
                 }
                 out.push('}');
             }

@@ -18,8 +18,13 @@ use object_store::path::Path as ObjectPath;
 
 pub const LOCALSTACK_IMAGE: &str = "localstack/localstack:4.13.1";
 
+/// The workspace root (this file is also used by the `migrate` crate's tests).
 fn repo() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .find(|dir| dir.join("localstack/start.sh").exists())
+        .map_or(manifest.clone(), std::path::Path::to_path_buf)
 }
 
 fn docker_endpoint() -> Option<Result<String, String>> {

@@ -1,5 +1,355 @@
 //! Legacy local files: detection and the three binary formats.
+//!
+//! `.maif` names three different layouts, so the kind is decided from the bytes alone
+//! (docs/legacy-inputs.md §1.1). Each reader walks its records with every length checked
+//! against the bytes that remain, returns the readable prefix of a damaged file with a
+//! finding, and refuses only a file of which nothing at all can be read.
 
 pub mod binary_format;
 pub mod block_storage;
 pub mod unified;
+
+use std::collections::HashMap;
+
+use crate::model::{LegacyArtifact, Severity, SourceKind};
+use crate::{MigrateError, Result};
+
+/// Which local legacy format `data` is, decided from bytes (never from the extension),
+/// with the confirmations of docs/legacy-inputs.md §1.1.
+pub fn detect(source: &str, data: &[u8]) -> Result<SourceKind> {
+    let unrecognized = |reason: String| MigrateError::Unrecognized {
+        source_name: source.to_owned(),
+        reason,
+    };
+    let first8 = hex::encode(data.get(..8).unwrap_or(data));
+    if data.starts_with(b"MAIF") {
+        if data.get(4..6) == Some(&[3, 0]) {
+            return Err(unrecognized(
+                "already a canonical MAIF 3.0 file; use `maif convert` to copy it".into(),
+            ));
+        }
+        return match data.get(4..8) {
+            // The SDK reader checks the footer and header itself and reports damage as
+            // failed checks, so a tampered SDK file is read rather than refused here.
+            Some([0, 2, 0, 1]) if crate::sdk::looks_like(data) => Ok(SourceKind::PythonSdk),
+            Some([0, 1, 0, 0]) => binary_format::confirm(data)
+                .map(|()| SourceKind::BinaryFormat)
+                .map_err(|why| {
+                    unrecognized(format!(
+                        "first 8 bytes {first8}: binary_format.py magic (MAIF 1.0), but {why}"
+                    ))
+                }),
+            Some([0, 0, 0, 1]) => unified::confirm(data)
+                .map(|()| SourceKind::UnifiedLocal)
+                .map_err(|why| {
+                    unrecognized(format!(
+                        "first 8 bytes {first8}: unified_block_format.py magic (record version 1), \
+                         but {why}"
+                    ))
+                }),
+            Some(variant) => Err(unrecognized(format!(
+                "first 8 bytes {first8}: unknown MAIF variant {} (known: 00020001 Python SDK 2.1, \
+                 00010000 binary_format.py, 00000001 unified local, 0300 MAIF 3.0)",
+                hex::encode(variant)
+            ))),
+            None => Err(unrecognized(format!(
+                "first bytes {first8}: `MAIF` followed by fewer than 4 bytes, no known format is that short"
+            ))),
+        };
+    }
+    block_storage::confirm(data)
+        .map(|()| SourceKind::BlockStorage)
+        .map_err(|why| {
+            unrecognized(format!(
+                "first 8 bytes {first8}: not a known legacy format. No `MAIF` magic at byte 0, so \
+                 not binary-format, unified-local, Python SDK 2.1 or MAIF 3.0; not block-storage \
+                 (no magic, records checked one by one): {why}"
+            ))
+        })
+}
+
+/// `N` bytes at `at`, or `None` when the data ends first.
+pub(crate) fn array<const N: usize>(data: &[u8], at: usize) -> Option<[u8; N]> {
+    data.get(at..at.checked_add(N)?)?.try_into().ok()
+}
+
+pub(crate) fn u16_be(data: &[u8], at: usize) -> Option<u16> {
+    array(data, at).map(u16::from_be_bytes)
+}
+
+pub(crate) fn u32_be(data: &[u8], at: usize) -> Option<u32> {
+    array(data, at).map(u32::from_be_bytes)
+}
+
+pub(crate) fn u64_be(data: &[u8], at: usize) -> Option<u64> {
+    array(data, at).map(u64::from_be_bytes)
+}
+
+pub(crate) fn u32_le(data: &[u8], at: usize) -> Option<u32> {
+    array(data, at).map(u32::from_le_bytes)
+}
+
+pub(crate) fn u64_le(data: &[u8], at: usize) -> Option<u64> {
+    array(data, at).map(u64::from_le_bytes)
+}
+
+/// A length field as `usize`; a value no address space holds saturates, so that the
+/// bounds check that follows refuses it.
+pub(crate) fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// Hyphenated lower-case uuid text of 16 raw bytes.
+pub(crate) fn uuid_text(bytes: [u8; 16]) -> String {
+    uuid::Uuid::from_bytes(bytes).hyphenated().to_string()
+}
+
+/// The names of the set bits of a legacy `flags` word; unnamed bits as `0x...`.
+pub(crate) fn flag_names(flags: u32, names: &[(u32, &str)]) -> Vec<String> {
+    (0..32)
+        .map(|bit| 1u32 << bit)
+        .filter(|mask| flags & mask != 0)
+        .map(|mask| {
+            names
+                .iter()
+                .find(|(m, _)| *m == mask)
+                .map_or_else(|| format!("0x{mask:08x}"), |(_, n)| (*n).to_owned())
+        })
+        .collect()
+}
+
+/// Reports the unreadable tail of a file, which is left out of the migration.
+pub(crate) fn trailing_bytes(artifact: &mut LegacyArtifact, offset: usize, end: usize, why: &str) {
+    let count = end.saturating_sub(offset);
+    artifact.finding(
+        Severity::Error,
+        "trailing_bytes",
+        format!("offset {offset}"),
+        format!("trailing bytes at offset {offset} not migrated ({count} bytes): {why}"),
+    );
+}
+
+/// Two blocks with one id would collide in the migrated artifact; say so up front.
+pub(crate) fn note_duplicate_ids(artifact: &mut LegacyArtifact) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut duplicates = Vec::new();
+    for (i, block) in artifact.blocks.iter().enumerate() {
+        if let Some(first) = seen.insert(&block.legacy_id, i) {
+            duplicates.push((block.legacy_id.clone(), first, i));
+        }
+    }
+    for (id, first, again) in duplicates {
+        artifact.finding(
+            Severity::Warning,
+            "duplicate_id",
+            id.clone(),
+            format!("blocks {first} and {again} of the file both have the id {id}"),
+        );
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use serde_json::Value;
+
+    pub(crate) const FIXTURES: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/legacy-local/"
+    );
+
+    pub(crate) fn fixture(name: &str) -> Bytes {
+        let path = format!("{FIXTURES}{name}");
+        Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+    }
+
+    /// The `expected.json` entry of one fixture file.
+    pub(crate) fn expected(name: &str) -> Value {
+        let path = format!("{FIXTURES}expected.json");
+        let all: Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+                .unwrap();
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|entry| entry["file"] == name)
+            .unwrap_or_else(|| panic!("{name} not in expected.json"))
+            .clone()
+    }
+
+    fn read_as(kind: SourceKind, data: &Bytes) -> Result<LegacyArtifact> {
+        match kind {
+            SourceKind::BinaryFormat => binary_format::read("fuzz", data),
+            SourceKind::BlockStorage => block_storage::read("fuzz", data),
+            SourceKind::UnifiedLocal => unified::read("fuzz", data),
+            other => panic!("not a local kind: {other:?}"),
+        }
+    }
+
+    const LOCAL: [(&str, SourceKind); 5] = [
+        ("binary-format-a.maif", SourceKind::BinaryFormat),
+        ("binary-format-b.maif", SourceKind::BinaryFormat),
+        ("block-storage-a.blk", SourceKind::BlockStorage),
+        ("block-storage-b.blk", SourceKind::BlockStorage),
+        ("unified-local-a.maif", SourceKind::UnifiedLocal),
+    ];
+
+    #[test]
+    fn detects_every_fixture_from_bytes() {
+        for (name, kind) in LOCAL {
+            let data = fixture(name);
+            assert_eq!(detect(name, &data).unwrap(), kind, "{name}");
+        }
+    }
+
+    #[test]
+    fn detects_python_sdk_files() {
+        let sdk = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/fixtures/python-sdk/"
+        );
+        let mut seen = 0;
+        for dir in [sdk.to_owned(), format!("{sdk}edge/")] {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "maif") {
+                    let data = std::fs::read(&path).unwrap();
+                    assert_eq!(
+                        detect("sdk", &data).unwrap(),
+                        SourceKind::PythonSdk,
+                        "{path:?}"
+                    );
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen >= 12, "{seen}");
+    }
+
+    /// Payloads are arbitrary bytes: none of the S3 fixtures' objects may pass for a local file.
+    #[test]
+    fn s3_object_bodies_are_not_local_files() {
+        fn visit(dir: &std::path::Path, seen: &mut usize) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    visit(&path, seen);
+                } else if path.to_string_lossy().contains("/objects/") {
+                    let data = std::fs::read(&path).unwrap();
+                    assert!(detect("s3", &data).is_err(), "{path:?}");
+                    *seen += 1;
+                }
+            }
+        }
+        let mut seen = 0;
+        visit(
+            std::path::Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../shared/fixtures/legacy-s3/"
+            )),
+            &mut seen,
+        );
+        assert!(seen > 20, "{seen}");
+    }
+
+    #[test]
+    fn detection_refuses_canonical_unknown_and_near_misses() {
+        let canonical = b"MAIF\x03\x00\x00\x00rest of a canonical file";
+        match detect("c", canonical) {
+            Err(MigrateError::Unrecognized { reason, .. }) => {
+                assert!(
+                    reason.contains("already a canonical MAIF 3.0 file"),
+                    "{reason}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        match detect("u", b"MAIF\x00\x09\x00\x00zzzz") {
+            Err(MigrateError::Unrecognized { reason, .. }) => {
+                assert!(reason.contains("4d41494600090000"), "{reason}");
+                assert!(reason.contains("00090000"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        match detect("x", b"hello, world, this is text") {
+            Err(MigrateError::Unrecognized { reason, .. }) => {
+                assert!(reason.contains("68656c6c6f2c2077"), "{reason}");
+                assert!(reason.contains("block-storage"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(detect("empty", b"").is_err());
+        // A binary_format file with one byte appended no longer has metadata_offset = EOF.
+        let mut longer = fixture("binary-format-a.maif").to_vec();
+        longer.push(0);
+        assert!(detect("longer", &longer).is_err());
+        // A block_storage file whose walk does not end at EOF is not confirmed.
+        let mut tail = fixture("block-storage-a.blk").to_vec();
+        tail.extend_from_slice(b"garbage");
+        assert!(detect("tail", &tail).is_err());
+        // The SDK magic goes to the SDK reader.
+        let mut sdk = b"MAIF\0\x02\0\x01".to_vec();
+        sdk.resize(600, 0);
+        assert_eq!(detect("sdk", &sdk).unwrap(), SourceKind::PythonSdk);
+    }
+
+    /// Every prefix of every fixture, plain and with one byte flipped at a few positions:
+    /// detection and the reader must answer, never panic.
+    #[test]
+    fn truncated_and_flipped_fixtures_never_panic() {
+        for (name, kind) in LOCAL {
+            let full = fixture(name).to_vec();
+            let positions = |len: usize| {
+                [
+                    0,
+                    4,
+                    8,
+                    17,
+                    40,
+                    60,
+                    64,
+                    72,
+                    100,
+                    150,
+                    200,
+                    230,
+                    len / 2,
+                    len.saturating_sub(1),
+                ]
+                .into_iter()
+                .filter(move |p| *p < len)
+            };
+            for len in 0..=full.len() {
+                let prefix = &full[..len];
+                let _ = detect(name, prefix);
+                let _ = read_as(kind, &Bytes::copy_from_slice(prefix));
+                for pos in positions(len) {
+                    for mask in [0x01u8, 0x80, 0xff] {
+                        let mut bad = prefix.to_vec();
+                        bad[pos] ^= mask;
+                        let _ = detect(name, &bad);
+                        let _ = read_as(kind, &Bytes::from(bad));
+                    }
+                }
+            }
+            // A flip anywhere in the complete file.
+            for pos in 0..full.len() {
+                let mut bad = full.clone();
+                bad[pos] ^= 0x55;
+                let _ = detect(name, &bad);
+                let _ = read_as(kind, &Bytes::from(bad));
+            }
+        }
+    }
+
+    #[test]
+    fn readers_on_the_wrong_format_do_not_panic() {
+        for (name, _) in LOCAL {
+            let data = fixture(name);
+            for (_, kind) in LOCAL {
+                let _ = read_as(kind, &data);
+            }
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! Writes a read legacy artifact as canonical MAIF, block by block, and reports.
+//!
+//! Each migrated block keeps its legacy id, type, timestamp and exact payload; its metadata
+//! holds the caller's metadata at the top level and, under `legacy`, everything the source
+//! said about it (verbatim) plus the checks and the verdict. Source bytes that belong to no
+//! block (headers, indexes, sections) go into one `LGCY` block first. The run commits
+//! every few hundred blocks, so an interrupted migration resumes where it stopped: blocks
+//! whose id the destination already holds are skipped.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::{StreamExt as _, TryStreamExt as _};
+use maif_store::artifact::{ArtifactReader, VerifyOptions, format_id, verify};
+use maif_store::format::FourCC;
+use maif_store::format::provenance::Action;
+use maif_store::store::{BlockStore, StoreError};
+use maif_store::{ArtifactWriter, CreateOptions, NewBlock, SigningKey};
+use serde_json::{Map, Value, json};
+
+use crate::error::{MigrateError, Result};
+use crate::hmac::{LegacyKey, run_body_checks};
+use crate::model::{Body, Check, LegacyArtifact, LegacyBlock, Outcome, sha256_hex};
+use crate::report::{BlockReport, Counts, Report, Verdict};
+use crate::s3::S3Source;
+
+/// The type of the block holding source bytes that belong to no legacy block.
+pub const SOURCE_SECTIONS_TYPE: FourCC = FourCC(*b"LGCY");
+/// Commit after this many blocks or bytes, so an interrupted run loses little.
+const COMMIT_EVERY_BLOCKS: usize = 500;
+const COMMIT_EVERY_BYTES: u64 = 256 << 20;
+/// Bodies fetched ahead of the writer, by bytes (at least one block is always in flight).
+const FETCH_WINDOW_BYTES: u64 = 256 << 20;
+/// Provenance details above this size list their blocks in an `LGCY` block instead.
+const MAX_INLINE_DETAILS: usize = 768 * 1024;
+
+pub struct MigrateOptions {
+    /// Signs the migrated artifact; `None` only for a dry run.
+    pub key: Option<SigningKey>,
+    pub legacy_keys: Vec<LegacyKey>,
+    pub dry_run: bool,
+    /// Object requests in flight.
+    pub concurrency: usize,
+    /// The migrated artifact's agent id.
+    pub agent_id: String,
+    /// Called with the number of blocks just handled.
+    pub progress: Box<dyn Fn(u64) + Send + Sync>,
+}
+
+impl Default for MigrateOptions {
+    fn default() -> Self {
+        Self {
+            key: None,
+            legacy_keys: Vec::new(),
+            dry_run: false,
+            concurrency: 16,
+            agent_id: "maif-migrate".into(),
+            progress: Box::new(|_| {}),
+        }
+    }
+}
+
+/// The id of the source-sections block: stable per source, so a resumed run finds it.
+fn sections_block_id(artifact: &LegacyArtifact) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    let digest = crate::model::sha256(
+        format!(
+            "maif-migrate:source-sections:{}:{}",
+            artifact.kind.as_str(),
+            artifact.source
+        )
+        .as_bytes(),
+    );
+    id.copy_from_slice(&digest[..16]);
+    id
+}
+
+fn sections_block(artifact: &LegacyArtifact) -> Option<NewBlock> {
+    if artifact.sections.is_empty()
+        && artifact.file_level.is_empty()
+        && artifact.findings.is_empty()
+    {
+        return None;
+    }
+    let mut payload = Vec::with_capacity(artifact.sections.iter().map(|(_, b)| b.len()).sum());
+    let mut sections = Vec::new();
+    for (name, bytes) in &artifact.sections {
+        sections.push(json!({
+            "name": name,
+            "offset": payload.len(),
+            "length": bytes.len(),
+            "sha256": sha256_hex(bytes),
+        }));
+        payload.extend_from_slice(bytes);
+    }
+    let legacy = json!({
+        "kind": "source-sections",
+        "format": artifact.kind.as_str(),
+        "source": artifact.source,
+        "file_level": artifact.file_level,
+        "sections": sections,
+        "checks": artifact.checks,
+        "findings": artifact.findings,
+    });
+    let mut metadata = Map::new();
+    metadata.insert("legacy".into(), legacy);
+    Some(
+        NewBlock::new(SOURCE_SECTIONS_TYPE, payload)
+            .with_id(sections_block_id(artifact))
+            .with_metadata(&metadata),
+    )
+}
+
+/// The migrated block's metadata: the caller's keys at the top level, the evidence under
+/// `legacy`. A caller key named `legacy` stays inside `legacy.user_metadata` only.
+fn block_metadata(block: &LegacyBlock, checks: &[Check], verdict: Verdict) -> Map<String, Value> {
+    let mut metadata: Map<String, Value> = block
+        .user_metadata
+        .iter()
+        .filter(|(k, _)| k.as_str() != "legacy")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut legacy = block.evidence.clone();
+    legacy.insert("id".into(), json!(block.legacy_id));
+    legacy.insert("type".into(), json!(block.legacy_type));
+    legacy.insert("status".into(), json!(block.status));
+    legacy.insert("timestamp_us".into(), json!(block.timestamp_us));
+    if !block.user_metadata.is_empty() {
+        legacy.insert(
+            "user_metadata".into(),
+            Value::Object(block.user_metadata.clone()),
+        );
+    }
+    legacy.insert("checks".into(), json!(checks));
+    legacy.insert("verdict".into(), json!(verdict));
+    metadata.insert("legacy".into(), Value::Object(legacy));
+    metadata
+}
+
+/// Fetches bodies ahead of the writer in order, with at most `concurrency` requests and
+/// about `FETCH_WINDOW_BYTES` in flight.
+async fn fetch_window(
+    source: Option<&S3Source>,
+    blocks: &[&LegacyBlock],
+    concurrency: usize,
+) -> Result<Vec<Option<Bytes>>> {
+    futures::stream::iter(blocks.iter().map(|block| async move {
+        match &block.body {
+            Body::Inline(bytes) => Ok(Some(bytes.clone())),
+            Body::Absent => Ok(None),
+            Body::Object { key, etag, .. } => match source {
+                Some(source) => source.fetch(key, etag.as_deref()).await.map(Some),
+                None => Err(MigrateError::Usage(format!(
+                    "block {} lives in an object store, but no object store was given",
+                    block.legacy_id
+                ))),
+            },
+        }
+    }))
+    .buffered(concurrency.max(1))
+    .try_collect()
+    .await
+}
+
+fn body_size(block: &LegacyBlock) -> u64 {
+    match &block.body {
+        Body::Inline(bytes) => bytes.len() as u64,
+        Body::Object { size, .. } => *size,
+        Body::Absent => 0,
+    }
+}
+
+/// What the destination already holds of this migration.
+struct Existing {
+    writer: Option<ArtifactWriter>,
+    present: HashSet<[u8; 16]>,
+    migrate_recorded: bool,
+}
+
+async fn open_destination(
+    artifact: &LegacyArtifact,
+    store: Arc<dyn BlockStore>,
+    key: SigningKey,
+    agent_id: &str,
+) -> Result<Existing> {
+    match store.head().await {
+        Ok(_) => {}
+        Err(StoreError::NotFound { .. }) => {
+            let mut custom = std::collections::BTreeMap::new();
+            custom.insert("migrated_from".into(), artifact.source.clone());
+            custom.insert("legacy_format".into(), artifact.kind.as_str().to_owned());
+            if let Some(created) = artifact.created_us {
+                custom.insert("legacy_created_us".into(), created.to_string());
+            }
+            let writer = ArtifactWriter::create(
+                store,
+                key,
+                CreateOptions {
+                    agent_id: agent_id.to_owned(),
+                    content_type: "application/x-maif-migrated".into(),
+                    schema_version: "maif-migrate/1".into(),
+                    custom,
+                    created_us: None,
+                    artifact_id: artifact.artifact_id,
+                },
+            )
+            .await?;
+            return Ok(Existing {
+                writer: Some(writer),
+                present: HashSet::new(),
+                migrate_recorded: false,
+            });
+        }
+        Err(e) => return Err(maif_store::Error::from(e).into()),
+    }
+    // Something is there: resume only a migration of this very source.
+    let reader = ArtifactReader::open(store.clone()).await?;
+    let metadata =
+        maif_store::format::metadata::MetadataSection::decode(&reader.head().metadata_section)
+            .and_then(|m| m.metadata())
+            .map_err(|e| {
+                MigrateError::Usage(format!("{}: unreadable metadata: {e}", store.location()))
+            })?;
+    let from = metadata.custom.get("migrated_from");
+    if from != Some(&artifact.source) {
+        return Err(MigrateError::Usage(format!(
+            "{} already holds an artifact that is not a migration of {} (migrated_from: {}); refusing to add to it",
+            store.location(),
+            artifact.source,
+            from.map_or("none", String::as_str)
+        )));
+    }
+    let present = reader.blocks().iter().map(|b| b.entry.block_id).collect();
+    let migrate_recorded = reader
+        .provenance()?
+        .entries
+        .iter()
+        .any(|e| e.action == Action::Migrate);
+    let writer = if migrate_recorded {
+        None
+    } else {
+        Some(ArtifactWriter::open(store, key).await?)
+    };
+    Ok(Existing {
+        writer,
+        present,
+        migrate_recorded,
+    })
+}
+
+/// Migrates `artifact` into `destination` (or only checks it when `options.dry_run`).
+/// Bodies of object-store blocks come from `source`.
+pub async fn migrate(
+    artifact: LegacyArtifact,
+    source: Option<&S3Source>,
+    destination: Option<Arc<dyn BlockStore>>,
+    mut options: MigrateOptions,
+) -> Result<Report> {
+    let started = Instant::now();
+    let destination_name = destination.as_ref().map(|d| d.location().to_owned());
+    let mut existing = match (&destination, options.dry_run, options.key.take()) {
+        (_, true, _) | (None, _, _) => Existing {
+            writer: None,
+            present: HashSet::new(),
+            migrate_recorded: false,
+        },
+        (Some(store), false, Some(key)) => {
+            open_destination(&artifact, store.clone(), key, &options.agent_id).await?
+        }
+        (Some(_), false, None) => {
+            return Err(MigrateError::Usage(
+                "a signing key (--key) is needed to write the migrated artifact".into(),
+            ));
+        }
+    };
+    let resumed = !existing.present.is_empty();
+    let already_complete = existing.migrate_recorded;
+
+    if let Some(writer) = existing.writer.as_mut()
+        && !existing.present.contains(&sections_block_id(&artifact))
+        && let Some(block) = sections_block(&artifact)
+    {
+        writer.add(block).await?;
+    }
+
+    let mut reports = Vec::with_capacity(artifact.blocks.len());
+    let mut since_commit = (0usize, 0u64);
+    let mut written_ids: HashSet<[u8; 16]> = existing.present.clone();
+    let mut start = 0;
+    while start < artifact.blocks.len() {
+        // The next window: consecutive blocks up to the byte budget (at least one).
+        let mut end = start;
+        let mut bytes = 0u64;
+        while end < artifact.blocks.len()
+            && (end == start || bytes + body_size(&artifact.blocks[end]) <= FETCH_WINDOW_BYTES)
+        {
+            bytes += body_size(&artifact.blocks[end]);
+            end += 1;
+        }
+        let window: Vec<&LegacyBlock> = artifact.blocks[start..end].iter().collect();
+        // Blocks an earlier run already wrote need no fetch unless this is a dry run.
+        let needed: Vec<&LegacyBlock> = window
+            .iter()
+            .copied()
+            .filter(|b| !existing.present.contains(&b.block_id) || existing.writer.is_none())
+            .collect();
+        let mut bodies = fetch_window(source, &needed, options.concurrency)
+            .await?
+            .into_iter();
+        for block in window {
+            let already_present = existing.present.contains(&block.block_id);
+            let body = if !already_present || existing.writer.is_none() {
+                bodies.next().flatten()
+            } else {
+                None
+            };
+            let mut checks = block.checks.clone();
+            if let Some(body) = &body {
+                checks.extend(run_body_checks(
+                    &block.body_checks,
+                    body,
+                    &options.legacy_keys,
+                ));
+            }
+            if matches!(block.body, Body::Absent) {
+                checks.push(Check::fail(
+                    "migrated",
+                    format!("{:?}: no payload to migrate", block.status),
+                ));
+            }
+            let verdict = Verdict::of(&checks);
+            let mut migrated = already_present;
+            if let (Some(writer), Some(body), false) =
+                (existing.writer.as_mut(), &body, already_present)
+            {
+                let new_block = NewBlock::new(block.block_type, body.to_vec())
+                    .with_timestamp(block.timestamp_us)
+                    .with_metadata(&block_metadata(block, &checks, verdict));
+                if written_ids.insert(block.block_id) {
+                    writer.add(new_block.with_id(block.block_id)).await?;
+                } else {
+                    // The source repeats an id: keep both, as versions of one block.
+                    writer.update(block.block_id, new_block).await?;
+                }
+                migrated = true;
+                since_commit.0 += 1;
+                since_commit.1 += body.len() as u64;
+                if since_commit.0 >= COMMIT_EVERY_BLOCKS || since_commit.1 >= COMMIT_EVERY_BYTES {
+                    writer.commit().await?;
+                    since_commit = (0, 0);
+                }
+            } else if options.dry_run && body.is_some() {
+                migrated = false;
+            }
+            reports.push(BlockReport {
+                legacy_id: block.legacy_id.clone(),
+                block_id: format_id(&block.block_id),
+                legacy_type: block.legacy_type.clone(),
+                block_type: block.block_type.to_string(),
+                status: block.status,
+                migrated: migrated || (options.dry_run && body.is_some()),
+                already_present,
+                size: body.as_ref().map(|b| b.len() as u64).or(match &block.body {
+                    Body::Object { size, .. } => Some(*size),
+                    _ => None,
+                }),
+                sha256: body.as_ref().map(|b| sha256_hex(b)),
+                verdict,
+                checks,
+            });
+            (options.progress)(1);
+        }
+        start = end;
+    }
+
+    let mut report = Report {
+        source: artifact.source.clone(),
+        kind: artifact.kind,
+        destination: destination_name,
+        dry_run: options.dry_run,
+        resumed,
+        already_complete,
+        counts: Counts::default(),
+        source_checks: artifact.checks.clone(),
+        findings: artifact.findings.clone(),
+        blocks: reports,
+        output_verified: None,
+        output_problems: Vec::new(),
+        elapsed_seconds: 0.0,
+    };
+    report.count();
+
+    if let Some(mut writer) = existing.writer.take() {
+        let details = migrate_details(&artifact, &report);
+        let details = if serde_json::to_vec(&details).map_or(0, |d| d.len()) > MAX_INLINE_DETAILS {
+            // Too many blocks to list in one provenance entry: list them in a signed block.
+            let listing = serde_json::to_vec(&details).unwrap_or_default();
+            let id = crate::model::sha256(&listing);
+            let mut block_id = [0u8; 16];
+            block_id.copy_from_slice(&id[..16]);
+            let mut metadata = Map::new();
+            metadata.insert(
+                "legacy".into(),
+                json!({"kind": "migration-verdicts", "source": artifact.source}),
+            );
+            writer
+                .add(
+                    NewBlock::new(SOURCE_SECTIONS_TYPE, listing.clone())
+                        .with_id(block_id)
+                        .with_metadata(&metadata),
+                )
+                .await?;
+            let mut summary = Map::new();
+            summary.insert("source".into(), json!(artifact.source));
+            summary.insert("legacy_format".into(), json!(artifact.kind.as_str()));
+            summary.insert("counts".into(), json!(report.counts));
+            summary.insert("block_lists_in_block".into(), json!(format_id(&block_id)));
+            summary.insert("block_lists_sha256".into(), json!(sha256_hex(&listing)));
+            summary
+        } else {
+            details
+        };
+        writer.record_event(Action::Migrate, details)?;
+        writer.commit().await?;
+    }
+    if let (Some(store), false) = (&destination, options.dry_run) {
+        let verified = verify(
+            store.clone(),
+            VerifyOptions {
+                quick: false,
+                ..VerifyOptions::default()
+            },
+        )
+        .await?;
+        report.output_verified = Some(verified.valid);
+        report.output_problems = verified.problems.iter().map(|p| p.to_string()).collect();
+    }
+    report.elapsed_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The provenance details of the migrate entry: where from, how many of what, and every
+/// block that could not be verified, failed, or was not migrated.
+fn migrate_details(artifact: &LegacyArtifact, report: &Report) -> Map<String, Value> {
+    let ids = |pred: &dyn Fn(&BlockReport) -> bool| -> Vec<&str> {
+        report
+            .blocks
+            .iter()
+            .filter(|b| pred(b))
+            .map(|b| b.legacy_id.as_str())
+            .collect()
+    };
+    let mut details = Map::new();
+    details.insert("source".into(), json!(artifact.source));
+    details.insert("legacy_format".into(), json!(artifact.kind.as_str()));
+    details.insert("counts".into(), json!(report.counts));
+    details.insert(
+        "unverifiable".into(),
+        json!(ids(&|b| b.verdict == Verdict::Unverifiable)),
+    );
+    details.insert(
+        "failed".into(),
+        json!(ids(&|b| b.verdict == Verdict::Failed)),
+    );
+    details.insert("not_migrated".into(), json!(ids(&|b| !b.migrated)));
+    let failed_source_checks: Vec<&Check> = artifact
+        .checks
+        .iter()
+        .filter(|c| matches!(c.outcome, Outcome::Fail(_)))
+        .collect();
+    details.insert("failed_source_checks".into(), json!(failed_source_checks));
+    details.insert("findings".into(), json!(artifact.findings.len()));
+    details
+}

@@ -1,0 +1,520 @@
+//! Layout A (`S3BlockStorage`): `block_index.json` plus one raw-payload object per block
+//! under `data/`, described by its user metadata (v0 and v1 writer generations).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value, json};
+
+use super::chain::{self, ChainHeader, Link, Seconds};
+use super::{ListedObject, Listing, S3Source, python_us, string_map};
+use crate::error::Result;
+use crate::hmac::parse_signature;
+use crate::model::{
+    BlockStatus, Body, BodyChecks, Check, LegacyArtifact, LegacyBlock, Severity, SourceKind,
+    block_id_for, canonical_type, type_text,
+};
+use crate::pyjson::PyJson;
+
+/// One entry of `block_index.json`'s `blocks` list.
+struct IndexEntry {
+    position: usize,
+    header: PyJson,
+    s3_key: Option<String>,
+}
+
+struct ParsedIndex {
+    entries: BTreeMap<String, IndexEntry>,
+    signatures: BTreeMap<String, PyJson>,
+}
+
+fn parse_index(artifact: &mut LegacyArtifact, source: &S3Source, index: &PyJson) -> ParsedIndex {
+    let mut parsed = ParsedIndex {
+        entries: BTreeMap::new(),
+        signatures: BTreeMap::new(),
+    };
+    let Some(PyJson::Array(blocks)) = index.get("blocks") else {
+        artifact.finding(
+            Severity::Error,
+            "index_unreadable",
+            source.key("block_index.json"),
+            "block_index.json has no `blocks` list; every data/ object is treated as unindexed",
+        );
+        return parsed;
+    };
+    let positions = match index.get("block_index") {
+        Some(PyJson::Object(members)) => members.clone(),
+        _ => Vec::new(),
+    };
+    let mut positions_ok = true;
+    let mut keys_ok = true;
+    for (position, entry) in blocks.iter().enumerate() {
+        let header = entry.get("header").cloned().unwrap_or(PyJson::Null);
+        let Some(uuid) = header
+            .get("uuid")
+            .and_then(PyJson::as_str)
+            .map(str::to_owned)
+        else {
+            artifact.finding(
+                Severity::Error,
+                "index_entry_unreadable",
+                format!("{} blocks[{position}]", source.key("block_index.json")),
+                "index entry has no header.uuid; skipped (its object, if any, is migrated as an orphan)",
+            );
+            continue;
+        };
+        let declared = positions
+            .iter()
+            .find(|(k, _)| *k == uuid)
+            .and_then(|(_, v)| v.as_u64());
+        if declared != Some(position as u64) {
+            positions_ok = false;
+        }
+        let s3_key = entry
+            .get("s3_key")
+            .and_then(PyJson::as_str)
+            .map(str::to_owned);
+        if s3_key.as_deref() != Some(source.key(&format!("data/{uuid}")).as_str()) {
+            keys_ok = false;
+        }
+        parsed.entries.insert(
+            uuid,
+            IndexEntry {
+                position,
+                header,
+                s3_key,
+            },
+        );
+    }
+    artifact.checks.push(Check::expect(
+        "index_positions",
+        positions_ok && positions.len() == blocks.len(),
+        || "block_index positions do not match the order of the blocks list".into(),
+    ));
+    artifact
+        .checks
+        .push(Check::expect("index_keys", keys_ok, || {
+            "some s3_key values are not <prefix>/data/<uuid>".into()
+        }));
+    if let Some(PyJson::Object(signatures)) = index.get("block_signatures") {
+        parsed.signatures = signatures.iter().cloned().collect();
+    }
+    parsed
+}
+
+/// The uuid a `data/` key names: its last segment, up to the first `.`.
+fn key_uuid(key: &str) -> &str {
+    let segment = key.rsplit('/').next().unwrap_or(key);
+    segment.split('.').next().unwrap_or(segment)
+}
+
+/// What a text field of a header says: the object metadata, else the index header.
+fn field(
+    metadata: Option<&BTreeMap<String, String>>,
+    index: Option<&PyJson>,
+    name: &str,
+) -> Option<String> {
+    metadata
+        .and_then(|m| m.get(name).cloned())
+        .or_else(|| match index.and_then(|h| h.get(name)) {
+            Some(PyJson::String(s)) => Some(s.clone()),
+            Some(PyJson::Number(t)) => Some(t.clone()),
+            _ => None,
+        })
+}
+
+pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact> {
+    let mut artifact = LegacyArtifact::new(SourceKind::S3LayoutA, source.url.clone());
+    let index_key = source.key("block_index.json");
+    artifact
+        .file_level
+        .insert("index_key".into(), json!(index_key));
+    let index = match &listing.block_index {
+        Some(object) => {
+            let (body, parsed) = source.fetch_index(object).await?;
+            artifact.sections.push(("block_index.json".into(), body));
+            artifact
+                .file_level
+                .insert("index_etag".into(), json!(object.etag));
+            artifact.file_level.insert(
+                "index_object_metadata".into(),
+                Value::Object(string_map(source.head(&object.key).await?.metadata.iter())),
+            );
+            match parsed {
+                Ok(value) => Some(parse_index(&mut artifact, source, &value)),
+                Err(e) => {
+                    artifact.finding(
+                        Severity::Error,
+                        "index_unreadable",
+                        &index_key,
+                        e.to_string(),
+                    );
+                    None
+                }
+            }
+        }
+        None => {
+            artifact.finding(
+                Severity::Warning,
+                "index_missing",
+                &index_key,
+                "block_index.json is missing: every data/ object with block metadata is migrated, ordered by hash chain and time",
+            );
+            None
+        }
+    };
+    artifact
+        .file_level
+        .insert("index_present".into(), json!(index.is_some()));
+
+    let objects: BTreeMap<String, &ListedObject> = listing
+        .data
+        .iter()
+        .map(|o| (key_uuid(&o.key).to_owned(), o))
+        .collect();
+    let indexed: BTreeSet<String> = index
+        .as_ref()
+        .map(|i| i.entries.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut uuids: BTreeSet<String> = indexed.clone();
+    for (uuid, object) in &objects {
+        let is_block =
+            object.metadata.contains_key("block_type") && object.metadata.contains_key("size");
+        if is_block || indexed.contains(uuid) {
+            uuids.insert(uuid.clone());
+        } else {
+            artifact.finding(
+                Severity::Warning,
+                "stray_object",
+                &object.key,
+                "data/ object without block metadata and not in the index: not a block, not migrated",
+            );
+        }
+    }
+    for object in &listing.stray {
+        artifact.finding(
+            Severity::Warning,
+            "stray_object",
+            &object.key,
+            "not part of layout A (not block_index.json or a direct child of data/): not migrated",
+        );
+    }
+    if let Some(index) = &index {
+        for uuid in index.signatures.keys() {
+            if !uuids.contains(uuid) {
+                artifact.finding(
+                    Severity::Warning,
+                    "orphan_signature",
+                    uuid,
+                    "block_signatures names a block that has neither an index entry nor an object (a failed add); no block is created from it",
+                );
+            }
+        }
+    }
+
+    let mut blocks = Vec::new();
+    let mut headers = Vec::new();
+    let mut times = Vec::new();
+    for uuid in &uuids {
+        let object = objects.get(uuid).copied();
+        let entry = index.as_ref().and_then(|i| i.entries.get(uuid));
+        let metadata = object.map(|o| &o.metadata);
+        let index_header = entry.map(|e| &e.header);
+        let key = object
+            .map(|o| o.key.clone())
+            .or_else(|| entry.and_then(|e| e.s3_key.clone()))
+            .unwrap_or_else(|| source.key(&format!("data/{uuid}")));
+        let v1 = metadata.is_some_and(|m| {
+            m.get("format_version").is_some_and(|v| v == "1")
+                && m.get("magic").is_some_and(|v| v == "MAIF")
+        });
+        let block_type = field(metadata, index_header, "block_type").unwrap_or_default();
+        let size_text = field(metadata, index_header, "size");
+        let timestamp_token = field(metadata, index_header, "timestamp").unwrap_or_default();
+        let previous_hash = field(metadata, index_header, "previous_hash");
+        let version = field(metadata, index_header, "version");
+        let flags = field(metadata, index_header, "flags");
+        let timestamp_us = python_us(&timestamp_token).unwrap_or(0);
+        let block_id = block_id_for(uuid);
+
+        let mut checks = Vec::new();
+        let mut status = match (object, entry, index.is_some()) {
+            (Some(_), Some(_), _) | (Some(_), None, false) => BlockStatus::Live,
+            (Some(_), None, true) => BlockStatus::Orphan,
+            (None, _, _) => BlockStatus::Dangling,
+        };
+        if let (Some(metadata), Some(header)) = (metadata, index_header) {
+            let mut differences = Vec::new();
+            for name in ["size", "version", "timestamp", "previous_hash", "flags"] {
+                let in_index = match header.get(name) {
+                    Some(PyJson::Number(t)) => Some(t.clone()),
+                    Some(PyJson::String(s)) => Some(s.clone()),
+                    _ => None,
+                };
+                let in_object = metadata.get(name).cloned();
+                let defaulted = match name {
+                    "version" => Some("1".to_owned()),
+                    "flags" => Some("0".to_owned()),
+                    _ => None,
+                };
+                if in_object.clone().or(defaulted) != in_index {
+                    differences.push(format!("{name}: object {in_object:?}, index {in_index:?}"));
+                }
+            }
+            let index_type = header
+                .get("block_type")
+                .and_then(PyJson::as_str)
+                .unwrap_or("");
+            // v1 indexes pad short types with spaces; the object keeps the type as passed.
+            if index_type.trim_end_matches(' ') != block_type.trim_end_matches(' ') {
+                differences.push(format!(
+                    "block_type: object {block_type:?}, index {index_type:?}"
+                ));
+            }
+            checks.push(Check::expect(
+                "index_header",
+                differences.is_empty(),
+                || {
+                    format!(
+                        "object metadata and block_index.json disagree: {}",
+                        differences.join("; ")
+                    )
+                },
+            ));
+        }
+        if v1 {
+            let named = metadata
+                .and_then(|m| m.get("uuid"))
+                .cloned()
+                .unwrap_or_default();
+            checks.push(Check::expect("uuid_metadata", &named == uuid, || {
+                format!("metadata uuid {named:?} differs from the key's {uuid:?}")
+            }));
+        }
+        let object_signature = metadata.and_then(|m| m.get("signature")).cloned();
+        let index_signature = index
+            .as_ref()
+            .and_then(|i| i.signatures.get(uuid))
+            .map(PyJson::dumps);
+        if let (Some(a), Some(b)) = (&object_signature, &index_signature)
+            && a != b
+        {
+            checks.push(Check::fail(
+                "index_signature",
+                "the signature in block_index.json differs from the object's signature metadata",
+            ));
+        }
+        let (signature_text, signature_source) = match (&object_signature, &index_signature) {
+            (Some(text), _) => (Some(text.clone()), "object_metadata"),
+            (None, Some(text)) => (Some(text.clone()), "block_index.json"),
+            (None, None) => (None, "none"),
+        };
+        let hmac = match signature_text.as_deref().map(parse_signature) {
+            Some(Ok(signature)) => Some(signature),
+            Some(Err(reason)) => {
+                checks.push(Check::unverifiable(
+                    "hmac_signature",
+                    format!("signature JSON unreadable: {reason}"),
+                ));
+                None
+            }
+            None => None,
+        };
+        let encrypted = metadata.is_some_and(|m| {
+            m.get("encrypted")
+                .or_else(|| m.get("user_encrypted"))
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+                || m.contains_key("encryption_method")
+        });
+        let body = match (object, encrypted) {
+            (Some(_), true) => {
+                status = BlockStatus::Encrypted;
+                artifact.finding(
+                    Severity::Error,
+                    "encrypted",
+                    &key,
+                    "the body is ciphertext and no key or algorithm is available: not migrated (never as plaintext)",
+                );
+                Body::Absent
+            }
+            (Some(object), false) => Body::Object {
+                key: key.clone(),
+                etag: object.etag.clone(),
+                size: object.size,
+            },
+            (None, _) => {
+                artifact.finding(
+                    Severity::Error,
+                    "dangling",
+                    &key,
+                    "indexed in block_index.json but the object is missing: header and signature kept in the report",
+                );
+                Body::Absent
+            }
+        };
+        if status == BlockStatus::Orphan {
+            artifact.finding(
+                Severity::Warning,
+                "orphan_object",
+                &key,
+                "object present but not in block_index.json (e.g. a second writer's block): migrated and flagged",
+            );
+        }
+
+        let mut evidence = Map::new();
+        evidence.insert("format".into(), json!("s3-layout-a"));
+        evidence.insert("generation".into(), json!(if v1 { "v1" } else { "v0" }));
+        evidence.insert("key".into(), json!(key));
+        evidence.insert("uuid".into(), json!(uuid));
+        if let Some(object) = object {
+            evidence.insert("etag".into(), json!(object.etag));
+            evidence.insert("content_length".into(), json!(object.size));
+            evidence.insert(
+                "object_metadata".into(),
+                Value::Object(string_map(object.metadata.iter())),
+            );
+        }
+        if let Some(entry) = entry {
+            evidence.insert("index_position".into(), json!(entry.position));
+            evidence.insert("index_header_json".into(), json!(entry.header.dumps()));
+        }
+        evidence.insert("timestamp".into(), json!(timestamp_token));
+        evidence.insert("previous_hash".into(), json!(previous_hash));
+        evidence.insert("signature".into(), json!(signature_text));
+        evidence.insert("signature_source".into(), json!(signature_source));
+        if !v1 && object.is_some() {
+            evidence.insert(
+                "note".into(),
+                json!("v0 object: no content hash was written; only the size can be checked"),
+            );
+        }
+        let user_metadata: Map<String, Value> = metadata
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| {
+                        k.strip_prefix("user_")
+                            .map(|k| (k.to_owned(), Value::String(v.clone())))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !user_metadata.is_empty() {
+            evidence.insert(
+                "user_metadata_keys".into(),
+                json!("lower-cased by S3; values are the exact strings stored"),
+            );
+        }
+        let declared_sha256 = if v1 {
+            metadata
+                .and_then(|m| m.get("block_hash"))
+                .map(|h| ("block_hash metadata".to_owned(), h.clone()))
+        } else {
+            None
+        };
+        headers.push(ChainHeader {
+            size: size_text
+                .as_deref()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            block_type: block_type.clone(),
+            version: version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(1),
+            timestamp_us,
+            uuid: block_id,
+            previous_hash: previous_hash.clone(),
+            flags: flags.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0),
+        });
+        times.push((
+            Seconds(timestamp_token.parse().unwrap_or(f64::NAN)),
+            key.clone(),
+        ));
+        blocks.push(LegacyBlock {
+            legacy_id: uuid.clone(),
+            block_id,
+            legacy_type: type_text(block_type.as_bytes()),
+            block_type: canonical_type(block_type.as_bytes()),
+            timestamp_us,
+            status,
+            evidence,
+            user_metadata,
+            body,
+            checks,
+            body_checks: BodyChecks {
+                declared_size: size_text.as_deref().and_then(|s| s.parse().ok()),
+                declared_sha256,
+                signature_expected: hmac.is_some() || signature_text.is_none(),
+                hmac,
+            },
+        });
+    }
+    apply_chain(&mut artifact, blocks, &headers, &times);
+    artifact.created_us = artifact.blocks.iter().map(|b| b.timestamp_us).min();
+    Ok(artifact)
+}
+
+/// Records every block's link, the gaps, forks and segments, and puts the blocks in chain
+/// order.
+fn apply_chain(
+    artifact: &mut LegacyArtifact,
+    mut blocks: Vec<LegacyBlock>,
+    headers: &[ChainHeader],
+    times: &[(Seconds, String)],
+) {
+    let analysis = chain::analyse(headers, times);
+    let ids: Vec<String> = blocks.iter().map(|b| b.legacy_id.clone()).collect();
+    for (i, link) in analysis.links.iter().enumerate() {
+        let block = &mut blocks[i];
+        let (check, described) = match link {
+            Link::Root => (Check::pass("chain_link"), "root".to_owned()),
+            Link::Parent(parent) => (
+                Check::pass("chain_link"),
+                format!("follows {}", ids[*parent]),
+            ),
+            Link::Gap(hash) => {
+                artifact.finding(
+                    Severity::Warning,
+                    "chain_gap",
+                    &block.legacy_id,
+                    format!("previous_hash {hash} matches no block here: its predecessor was deleted or never listed"),
+                );
+                (
+                    Check::unverifiable(
+                        "chain_link",
+                        format!("predecessor {hash} is not in the source"),
+                    ),
+                    format!("gap: predecessor {hash} not found"),
+                )
+            }
+        };
+        block.checks.push(check);
+        block.evidence.insert("chain".into(), json!(described));
+    }
+    for (parent, children) in &analysis.forks {
+        let names: Vec<&str> = children.iter().map(|c| ids[*c].as_str()).collect();
+        artifact.finding(
+            Severity::Info,
+            "chain_fork",
+            &ids[*parent],
+            format!(
+                "{} blocks name it as their predecessor: {}",
+                children.len(),
+                names.join(", ")
+            ),
+        );
+    }
+    if analysis.segments > 1 {
+        artifact.finding(
+            Severity::Info,
+            "chain_segments",
+            "",
+            format!("{} chain segments (several roots or gaps); independent segments are ordered by time", analysis.segments),
+        );
+    }
+    artifact
+        .file_level
+        .insert("chain_segments".into(), json!(analysis.segments));
+    let mut slots: Vec<Option<LegacyBlock>> = blocks.into_iter().map(Some).collect();
+    artifact.blocks = analysis
+        .order
+        .iter()
+        .filter_map(|&i| slots.get_mut(i).and_then(Option::take))
+        .collect();
+}

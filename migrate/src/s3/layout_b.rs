@@ -1,0 +1,327 @@
+//! Layout B (`UnifiedStorage` on AWS): `unified_index.json` plus one raw-payload object per
+//! block under `blocks/`, described by `maif_*` user metadata.
+//!
+//! There is no chain between distinct blocks. Updates overwrite the object in place (only
+//! the old payload's hash survives), and a soft delete writes a 0-byte `LIFE` deletion
+//! record while the target's data stays. The index order (first insertion) is the order.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value, json};
+
+use super::chain::Seconds;
+use super::{ListedObject, Listing, S3Source, python_us, string_map};
+use crate::error::Result;
+use crate::hmac::parse_signature;
+use crate::model::{
+    BlockStatus, Body, BodyChecks, Check, LegacyArtifact, LegacyBlock, Severity, SourceKind,
+    block_id_for, canonical_type, type_text,
+};
+use crate::pyjson::PyJson;
+
+const DELETED: u64 = 0x08;
+
+fn is_deletion_record(metadata: &BTreeMap<String, String>, size: u64) -> bool {
+    size == 0
+        && metadata
+            .get("maif_block_type")
+            .is_some_and(|t| t.trim() == "LIFE")
+        && metadata
+            .get("maif_meta_action")
+            .is_some_and(|a| a == "delete")
+        && metadata.contains_key("maif_meta_target_uuid")
+}
+
+pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact> {
+    let mut artifact = LegacyArtifact::new(SourceKind::S3LayoutB, source.url.clone());
+    let index_key = source.key("unified_index.json");
+    artifact
+        .file_level
+        .insert("index_key".into(), json!(index_key));
+    let mut index_order: Vec<(String, PyJson)> = Vec::new();
+    match &listing.unified_index {
+        Some(object) => {
+            let (body, parsed) = source.fetch_index(object).await?;
+            artifact.sections.push(("unified_index.json".into(), body));
+            artifact.file_level.insert("index_etag".into(), json!(object.etag));
+            match parsed {
+                Ok(index) => match index.get("blocks") {
+                    Some(PyJson::Array(headers)) => {
+                        for (i, header) in headers.iter().enumerate() {
+                            match header.get("uuid").and_then(PyJson::as_str) {
+                                Some(uuid) => index_order.push((uuid.to_owned(), header.clone())),
+                                None => artifact.finding(
+                                    Severity::Error,
+                                    "index_entry_unreadable",
+                                    format!("{index_key} blocks[{i}]"),
+                                    "index entry has no uuid; skipped",
+                                ),
+                            }
+                        }
+                    }
+                    _ => artifact.finding(
+                        Severity::Error,
+                        "index_unreadable",
+                        &index_key,
+                        "unified_index.json has no `blocks` list",
+                    ),
+                },
+                Err(e) => artifact.finding(Severity::Error, "index_unreadable", &index_key, e.to_string()),
+            }
+        }
+        None => artifact.finding(
+            Severity::Warning,
+            "index_missing",
+            &index_key,
+            "unified_index.json is missing: blocks are ordered by timestamp, which is lossy (an in-place update moves a block's timestamp)",
+        ),
+    }
+    let index_present = listing.unified_index.is_some();
+    artifact
+        .file_level
+        .insert("index_present".into(), json!(index_present));
+    for object in &listing.stray {
+        artifact.finding(
+            Severity::Warning,
+            "stray_object",
+            &object.key,
+            "not part of layout B (not unified_index.json or a direct child of blocks/): not migrated",
+        );
+    }
+
+    let objects: BTreeMap<String, &ListedObject> = listing
+        .blocks
+        .iter()
+        .map(|o| (o.key.rsplit('/').next().unwrap_or(&o.key).to_owned(), o))
+        .collect();
+    let index_headers: BTreeMap<&str, (usize, &PyJson)> = index_order
+        .iter()
+        .enumerate()
+        .map(|(i, (u, h))| (u.as_str(), (i, h)))
+        .collect();
+
+    // Deletion records fold into their target's evidence when the target is here.
+    let mut deletions: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    let mut folded: BTreeSet<String> = BTreeSet::new();
+    for (uuid, object) in &objects {
+        if is_deletion_record(&object.metadata, object.size)
+            && let Some(target) = object.metadata.get("maif_meta_target_uuid")
+            && objects.contains_key(target)
+        {
+            let mut record = Map::new();
+            record.insert("uuid".into(), json!(uuid));
+            record.insert("key".into(), json!(object.key));
+            record.insert("etag".into(), json!(object.etag));
+            record.insert(
+                "object_metadata".into(),
+                Value::Object(string_map(object.metadata.iter())),
+            );
+            let empty_hash = crate::model::sha256_hex(b"");
+            record.insert(
+                "block_hash_matches_empty_body".into(),
+                json!(object.metadata.get("maif_block_hash") == Some(&empty_hash)),
+            );
+            deletions.insert(target.clone(), record);
+            folded.insert(uuid.clone());
+        }
+    }
+
+    // Index order first, then unindexed objects by time.
+    let mut order: Vec<String> = index_order.iter().map(|(u, _)| u.clone()).collect();
+    let mut rest: Vec<(Seconds, String)> = objects
+        .iter()
+        .filter(|(u, _)| !index_headers.contains_key(u.as_str()))
+        .map(|(u, o)| {
+            let t = o
+                .metadata
+                .get("maif_timestamp")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(f64::NAN);
+            (Seconds(t), u.clone())
+        })
+        .collect();
+    rest.sort();
+    order.extend(rest.into_iter().map(|(_, u)| u));
+
+    let mut seen = BTreeSet::new();
+    for uuid in order {
+        if !seen.insert(uuid.clone()) {
+            continue;
+        }
+        let object = objects.get(&uuid).copied();
+        let header = index_headers.get(uuid.as_str()).map(|(_, h)| *h);
+        let position = index_headers.get(uuid.as_str()).map(|(i, _)| *i);
+        if folded.contains(&uuid) {
+            artifact.finding(
+                Severity::Info,
+                "deletion_record",
+                &uuid,
+                "LIFE deletion record: kept in its target's evidence, not migrated as content",
+            );
+            continue;
+        }
+        let metadata = object.map(|o| &o.metadata);
+        let text = |name: &str, index_name: &str| -> Option<String> {
+            metadata.and_then(|m| m.get(name).cloned()).or_else(|| {
+                match header.and_then(|h| h.get(index_name)) {
+                    Some(PyJson::String(s)) => Some(s.clone()),
+                    Some(PyJson::Number(t)) => Some(t.clone()),
+                    _ => None,
+                }
+            })
+        };
+        let key = object
+            .map(|o| o.key.clone())
+            .unwrap_or_else(|| source.key(&format!("blocks/{uuid}")));
+        let block_type = text("maif_block_type", "block_type").unwrap_or_default();
+        let timestamp_token = text("maif_timestamp", "timestamp").unwrap_or_default();
+        let version: u64 = text("maif_version", "version")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let previous_hash = text("maif_previous_hash", "previous_hash");
+        let index_flags = header
+            .and_then(|h| h.get("flags"))
+            .and_then(PyJson::as_u64)
+            .unwrap_or(0);
+        let mut checks = Vec::new();
+        let mut status = match (object, header) {
+            (Some(_), Some(_)) => BlockStatus::Live,
+            (Some(_), None) if index_present => BlockStatus::Orphan,
+            (Some(_), None) => BlockStatus::Live,
+            (None, _) => BlockStatus::Dangling,
+        };
+        if let Some(metadata) = metadata {
+            if is_deletion_record(metadata, object.map_or(0, |o| o.size)) {
+                status = BlockStatus::DeletionRecord;
+            } else if version > 1 && previous_hash.is_some() {
+                status = BlockStatus::OverwrittenInPlace;
+                artifact.finding(
+                    Severity::Info,
+                    "overwritten_in_place",
+                    &uuid,
+                    format!(
+                        "updated in place to version {version}: only the current payload exists; the previous payload's SHA-256 was {}",
+                        previous_hash.as_deref().unwrap_or("?")
+                    ),
+                );
+            }
+        }
+        if index_flags & DELETED != 0 && status != BlockStatus::Dangling {
+            status = BlockStatus::SoftDeleted;
+        }
+        if let (Some(metadata), Some(header)) = (metadata, header) {
+            let index_hash = header.get("block_hash").and_then(PyJson::as_str);
+            let object_hash = metadata.get("maif_block_hash").map(String::as_str);
+            checks.push(Check::expect("index_block_hash", index_hash == object_hash, || {
+                format!("unified_index.json says {index_hash:?}, object metadata says {object_hash:?}")
+            }));
+        }
+        let hmac = match metadata
+            .and_then(|m| m.get("maif_signature"))
+            .map(|s| parse_signature(s))
+        {
+            Some(Ok(signature)) => Some(signature),
+            Some(Err(reason)) => {
+                checks.push(Check::unverifiable(
+                    "hmac_signature",
+                    format!("signature JSON unreadable: {reason}"),
+                ));
+                None
+            }
+            None => None,
+        };
+        let signature_unreadable =
+            hmac.is_none() && metadata.is_some_and(|m| m.contains_key("maif_signature"));
+        let body = match object {
+            Some(object) => Body::Object {
+                key: key.clone(),
+                etag: object.etag.clone(),
+                size: object.size,
+            },
+            None => {
+                artifact.finding(
+                    Severity::Error,
+                    "dangling",
+                    &key,
+                    "indexed in unified_index.json but the object is missing: header kept in the report",
+                );
+                Body::Absent
+            }
+        };
+        if status == BlockStatus::Orphan {
+            artifact.finding(
+                Severity::Warning,
+                "orphan_object",
+                &key,
+                "object present but not in unified_index.json: migrated and flagged",
+            );
+        }
+        let mut evidence = Map::new();
+        evidence.insert("format".into(), json!("s3-layout-b"));
+        evidence.insert("key".into(), json!(key));
+        evidence.insert("uuid".into(), json!(uuid));
+        if let Some(object) = object {
+            evidence.insert("etag".into(), json!(object.etag));
+            evidence.insert("content_length".into(), json!(object.size));
+            evidence.insert(
+                "object_metadata".into(),
+                Value::Object(string_map(object.metadata.iter())),
+            );
+        }
+        if let (Some(header), Some(position)) = (header, position) {
+            evidence.insert("index_position".into(), json!(position));
+            evidence.insert("index_header_json".into(), json!(header.dumps()));
+        }
+        evidence.insert("timestamp".into(), json!(timestamp_token));
+        evidence.insert("previous_hash".into(), json!(previous_hash));
+        evidence.insert("version".into(), json!(version));
+        if let Some(record) = deletions.remove(&uuid) {
+            evidence.insert("deletion_record".into(), Value::Object(record));
+        }
+        if status == BlockStatus::OverwrittenInPlace {
+            evidence.insert("previous_version_sha256".into(), json!(previous_hash));
+            evidence.insert(
+                "note".into(),
+                json!("updated in place: the timestamp is the update time; the creation time and the old payload are lost in the source"),
+            );
+        }
+        let user_metadata: Map<String, Value> = metadata
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| {
+                        k.strip_prefix("maif_meta_")
+                            .map(|k| (k.to_owned(), Value::String(v.clone())))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let timestamp_us = python_us(&timestamp_token).unwrap_or(0);
+        let block_id = block_id_for(&uuid);
+        artifact.blocks.push(LegacyBlock {
+            legacy_id: uuid.clone(),
+            block_id,
+            legacy_type: type_text(block_type.as_bytes()),
+            block_type: canonical_type(block_type.as_bytes()),
+            timestamp_us,
+            status,
+            evidence,
+            user_metadata,
+            body,
+            checks,
+            body_checks: BodyChecks {
+                // The index `size` is 0 after an in-place update (a reference bug): trust
+                // the object's own metadata and body.
+                declared_size: metadata
+                    .and_then(|m| m.get("maif_size"))
+                    .and_then(|s| s.parse().ok()),
+                declared_sha256: metadata
+                    .and_then(|m| m.get("maif_block_hash"))
+                    .map(|h| ("maif_block_hash metadata".to_owned(), h.clone())),
+                hmac,
+                signature_expected: !signature_unreadable,
+            },
+        });
+    }
+    artifact.created_us = artifact.blocks.iter().map(|b| b.timestamp_us).min();
+    Ok(artifact)
+}

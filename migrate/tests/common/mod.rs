@@ -1,0 +1,108 @@
+//! Shared helpers for the migrator's tests.
+#![allow(dead_code)]
+
+#[path = "../../../tests/common/s3.rs"]
+pub mod s3;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use maif_store::SigningKey;
+use serde_json::Value;
+
+/// `../shared/fixtures` beside the checkout.
+pub fn fixtures() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
+    assert!(
+        dir.is_dir(),
+        "the legacy fixtures are expected at {} (../shared beside the checkout)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(future)
+}
+
+/// A fresh signing key written as PEM in `dir`.
+pub fn key_file(dir: &Path) -> PathBuf {
+    let path = dir.join("migrator.pem");
+    if !path.exists() {
+        SigningKey::generate()
+            .expect("key")
+            .write_pem_file(&path)
+            .expect("write key");
+    }
+    path
+}
+
+/// Runs `maif-migrate` with `args` (plus the S3 test environment when `s3`).
+pub fn migrate_cli(args: &[&str], s3: bool) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_maif-migrate"));
+    command.args(args);
+    if s3 {
+        for (k, v) in s3::cli_env() {
+            command.env(k, v);
+        }
+    }
+    command.output().expect("run maif-migrate")
+}
+
+/// Runs the CLI with `--report`, asserts the exit code, and returns the parsed report.
+pub fn migrate_with_report(dir: &Path, args: &[&str], s3: bool, exit: i32) -> Value {
+    let report = dir.join(format!("report-{}.json", uuid::Uuid::new_v4().simple()));
+    let mut all: Vec<&str> = args.to_vec();
+    let report_text = report.display().to_string();
+    all.extend(["--report", &report_text, "--quiet"]);
+    let output = migrate_cli(&all, s3);
+    assert_eq!(
+        output.status.code(),
+        Some(exit),
+        "maif-migrate {args:?}\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(&report).expect("report written")).expect("report JSON")
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// The report's blocks as (legacy id, status, verdict, sha256).
+pub fn report_blocks(report: &Value) -> Vec<(String, String, String, Option<String>)> {
+    report["blocks"]
+        .as_array()
+        .expect("blocks")
+        .iter()
+        .map(|b| {
+            (
+                b["legacy_id"].as_str().unwrap_or_default().to_owned(),
+                b["status"].as_str().unwrap_or_default().to_owned(),
+                b["verdict"].as_str().unwrap_or_default().to_owned(),
+                b["sha256"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+/// Names of the checks of one report block that have `result`.
+pub fn checks_with(block: &Value, result: &str) -> Vec<String> {
+    block["checks"]
+        .as_array()
+        .map(|checks| {
+            checks
+                .iter()
+                .filter(|c| c["result"] == result)
+                .map(|c| c["check"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
