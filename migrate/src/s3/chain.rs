@@ -175,7 +175,7 @@ mod tests {
             size: 0x26,
             block_type: "TEXT".into(),
             version: 1,
-            timestamp_us: crate::s3::python_us("1795241185.1241584").unwrap(),
+            timestamp_us: crate::s3::python_us("1795241185.1240911").unwrap(),
             uuid: *uuid::Uuid::parse_str("b40bff30-a9cd-4755-8668-3d8414aab594")
                 .unwrap()
                 .as_bytes(),
