@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use common::s3;
 use futures::TryStreamExt as _;
-use maif_store::artifact::{ArtifactReader, ConvertOptions, VerifyOptions, convert, verify};
+use maif_store::artifact::{ArtifactReader, VerifyOptions, verify};
 use maif_store::location::Location;
 use object_store::path::Path as ObjectPath;
 use object_store::{Attribute, Attributes, ObjectStore, PutOptions};
@@ -270,33 +270,7 @@ fn migrate_fixture(fixture: &str) {
     });
 
     // file -> S3 -> file is byte-identical.
-    let back = work.path().join("back.maif");
-    common::block_on(async {
-        let file = Location::parse(&out.display().to_string())
-            .unwrap()
-            .store()
-            .unwrap();
-        let objects = Arc::new(maif_store::store::ObjectBackend::new(
-            s3::store(&bucket),
-            ObjectPath::from("converted"),
-            format!("s3://{bucket}/converted"),
-        ));
-        convert(file, objects.clone(), ConvertOptions::default())
-            .await
-            .expect("file -> S3");
-        let back_store = Location::parse(&back.display().to_string())
-            .unwrap()
-            .store()
-            .unwrap();
-        convert(objects, back_store, ConvertOptions::default())
-            .await
-            .expect("S3 -> file");
-    });
-    assert_eq!(
-        std::fs::read(&out).unwrap(),
-        std::fs::read(&back).unwrap(),
-        "{fixture}: round trip"
-    );
+    common::verify_and_round_trip(&out, &bucket);
 
     // The source is untouched (the converted copy lives under another prefix).
     let after: BTreeMap<_, _> = snapshot(&store)

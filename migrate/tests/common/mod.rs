@@ -106,3 +106,39 @@ pub fn checks_with(block: &Value, result: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// Converts the file `out` to the object layout on the test S3 and back, and asserts the
+/// copy is byte-identical; also checks the file passes a full verify.
+pub fn verify_and_round_trip(out: &Path, bucket: &str) {
+    use maif_store::artifact::{ConvertOptions, VerifyOptions, convert, verify};
+    use maif_store::location::Location;
+    let back = out.with_extension("back.maif");
+    block_on(async {
+        let file = Location::parse(&out.display().to_string())
+            .unwrap()
+            .store()
+            .unwrap();
+        let report = verify(file.clone(), VerifyOptions::default())
+            .await
+            .expect("verify");
+        assert!(report.valid, "{}: {:?}", out.display(), report.problems);
+        let prefix = format!("converted/{}", uuid::Uuid::new_v4().simple());
+        let objects: std::sync::Arc<dyn maif_store::store::BlockStore> =
+            s3::backend(bucket, &prefix);
+        convert(file, objects.clone(), ConvertOptions::default())
+            .await
+            .expect("file -> S3");
+        let back_store = Location::parse(&back.display().to_string())
+            .unwrap()
+            .store()
+            .unwrap();
+        convert(objects, back_store, ConvertOptions::default())
+            .await
+            .expect("S3 -> file");
+    });
+    assert!(
+        std::fs::read(out).unwrap() == std::fs::read(&back).unwrap(),
+        "{}: file -> S3 -> file is not byte-identical",
+        out.display()
+    );
+}

@@ -1,0 +1,355 @@
+//! Every legacy local file and every Python SDK file in `../shared/fixtures`, migrated from
+//! disk with the CLI: the blocks, order, payloads, statuses and verdicts must match the
+//! fixture's expected contents, the output must verify and survive file -> S3 -> file byte
+//! for byte, and the source file must be unchanged.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+fn load_json(path: &Path) -> Value {
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// One expected migrated block: (legacy id, FourCC, payload sha256, status).
+type Want = (String, String, String, &'static str);
+
+/// Migrates `file` and checks the report against `want`; returns the report.
+fn migrate(file: &Path, extra: &[&str], exit: i32, want: &[Want], bucket: &str) -> Value {
+    let work = tempfile::tempdir().unwrap();
+    let source_bytes = std::fs::read(file).unwrap();
+    let out = work.path().join("out.maif");
+    let key = common::key_file(work.path());
+    let mut args = vec![
+        file.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let report = common::migrate_with_report(work.path(), &args, false, exit);
+    let name = file.display();
+    let blocks = report["blocks"].as_array().expect("blocks");
+    assert_eq!(blocks.len(), want.len(), "{name}: blocks {report}");
+    for (block, (id, fourcc, sha, status)) in blocks.iter().zip(want) {
+        assert_eq!(
+            block["legacy_id"].as_str(),
+            Some(id.as_str()),
+            "{name}: order"
+        );
+        assert_eq!(
+            block["block_type"].as_str(),
+            Some(fourcc.as_str()),
+            "{name} {id}: type"
+        );
+        assert_eq!(
+            block["sha256"].as_str(),
+            Some(sha.as_str()),
+            "{name} {id}: payload"
+        );
+        assert_eq!(
+            block["status"].as_str(),
+            Some(*status),
+            "{name} {id}: status"
+        );
+        assert_eq!(block["migrated"], true, "{name} {id}");
+    }
+    common::verify_and_round_trip(&out, bucket);
+    assert!(
+        std::fs::read(file).unwrap() == source_bytes,
+        "{name}: the source changed"
+    );
+    report
+}
+
+#[test]
+fn legacy_local_files() {
+    let bucket = common::s3::bucket("local-fixtures");
+    let dir = common::fixtures().join("legacy-local");
+    let expected = load_json(&dir.join("expected.json"));
+    for file in expected.as_array().expect("list") {
+        let name = file["file"].as_str().unwrap();
+        let status = |id: &str| match (name, id) {
+            ("block-storage-b.blk", "816ee182-70ec-48c1-b210-082b8768d2d9") => "superseded",
+            ("block-storage-b.blk", "ca099ce2-04bc-4cc1-a56b-011da4fc178d") => "update_record",
+            _ => "live",
+        };
+        let mut want: Vec<Want> = if let Some(records) = file["records_on_disk"]
+            .as_array()
+            .filter(|_| name.starts_with("unified"))
+        {
+            // The HDER record is the file header, not a block.
+            records
+                .iter()
+                .filter(|r| r["block_type"] != "HDER")
+                .map(|r| {
+                    let id = r["uuid"].as_str().unwrap();
+                    (
+                        id.to_owned(),
+                        r["block_type"].as_str().unwrap().to_owned(),
+                        r["data_sha256"].as_str().unwrap().to_owned(),
+                        status(id),
+                    )
+                })
+                .collect()
+        } else {
+            file["blocks"]
+                .as_array()
+                .expect("blocks")
+                .iter()
+                .map(|b| {
+                    // binary_format: zlib blocks migrate as their decoded text.
+                    let sha =
+                        if b["fourcc"].is_string() && b["flags"].as_u64().unwrap_or(0) & 1 != 0 {
+                            common::sha256_hex(b["text"].as_str().unwrap().as_bytes())
+                        } else {
+                            b["data_sha256"].as_str().unwrap().to_owned()
+                        };
+                    let id = b["block_id"].as_str().or(b["uuid"].as_str()).unwrap();
+                    let fourcc = b["fourcc"].as_str().or(b["block_type"].as_str()).unwrap();
+                    (id.to_owned(), fourcc.to_owned(), sha, status(id))
+                })
+                .collect()
+        };
+        // block_storage's failed update_block() still appended its record.
+        if let Some(update) = file["update_block"].as_object() {
+            let id = update["new_uuid"].as_str().unwrap();
+            want.push((
+                id.to_owned(),
+                "TEXT".into(),
+                update["new_data_sha256"].as_str().unwrap().to_owned(),
+                status(id),
+            ));
+        }
+        let report = migrate(&dir.join(name), &[], 0, &want, &bucket);
+        for block in report["blocks"].as_array().unwrap() {
+            assert!(
+                common::checks_with(block, "fail").is_empty(),
+                "{name}: {block}"
+            );
+        }
+        assert!(
+            report["source_checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["result"] == "pass"),
+            "{name}: {}",
+            report["source_checks"]
+        );
+    }
+}
+
+fn sdk_files() -> Vec<PathBuf> {
+    let dir = common::fixtures().join("python-sdk");
+    let mut files: Vec<PathBuf> = [dir.clone(), dir.join("edge")]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "maif"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 12, "python-sdk fixtures");
+    files
+}
+
+#[test]
+fn python_sdk_files() {
+    let bucket = common::s3::bucket("sdk-fixtures");
+    for file in sdk_files() {
+        let stem = file.file_stem().unwrap().to_str().unwrap().to_owned();
+        let expected = load_json(&file.with_file_name(format!("{stem}.expected.json")));
+        let inputs = file.with_file_name(format!("{stem}.inputs.json"));
+        let pin = inputs.exists().then(|| {
+            load_json(&inputs)["public_key_hex"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        });
+        let want: Vec<Want> = expected["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                (
+                    b["block_id"].as_str().unwrap().to_owned(),
+                    b["type"].as_str().unwrap().to_owned(),
+                    b["data_sha256"].as_str().unwrap().to_owned(),
+                    "live",
+                )
+            })
+            .collect();
+        let failing: Vec<String> = expected["checks_failed"]
+            .as_array()
+            .map(|c| c.iter().map(|v| v.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default();
+        let mut extra = Vec::new();
+        if let Some(pin) = &pin {
+            extra.extend(["--public-key", pin.as_str()]);
+        }
+        let exit = if failing.is_empty() { 0 } else { 1 };
+        let report = migrate(&file, &extra, exit, &want, &bucket);
+        // Exactly the expected failures, all on block 0 of the SDK-bug fixture.
+        let mut failed = Vec::new();
+        for (i, block) in report["blocks"].as_array().unwrap().iter().enumerate() {
+            for check in common::checks_with(block, "fail") {
+                failed.push(format!("block[{i}].{check}"));
+            }
+        }
+        for check in report["source_checks"].as_array().unwrap() {
+            if check["result"] == "fail" {
+                failed.push(check["check"].as_str().unwrap().to_owned());
+            }
+        }
+        let want_failed: Vec<String> = failing
+            .iter()
+            .map(|f| {
+                f.replace(".content_hash", ".sdk_content_hash")
+                    .replace(".signature_valid", ".sdk_signature")
+            })
+            .collect();
+        assert_eq!(failed, want_failed, "{stem}");
+        // Without a pinned key the embedded key proves consistency, not authorship.
+        let pinned = report["source_checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == "public_key_pinned")
+            .expect("public_key_pinned check");
+        assert_eq!(
+            pinned["result"],
+            if pin.is_some() {
+                "pass"
+            } else {
+                "unverifiable"
+            },
+            "{stem}"
+        );
+    }
+}
+
+#[test]
+fn keyless_forgery_of_an_sdk_file_is_refused() {
+    // sample_text with its text changed, content hash and Merkle root recomputed, and the
+    // SIGNED flag cleared: the Python SDK accepts it.
+    use sha2::Digest as _;
+    let original = std::fs::read(common::fixtures().join("python-sdk/sample_text.maif")).unwrap();
+    let mut forged = original.clone();
+    let block = 444;
+    let size = u32::from_be_bytes(forged[block..block + 4].try_into().unwrap()) as usize;
+    let metadata_len =
+        u32::from_be_bytes(forged[block + 360..block + 364].try_into().unwrap()) as usize;
+    let payload = block + 372..block + size - metadata_len;
+    forged[payload.start] ^= 0x20;
+    let data_hash = sha2::Sha256::digest(&forged[payload.clone()]);
+    let mut h = sha2::Sha256::new();
+    h.update(data_hash);
+    h.update(&forged[payload.end..block + size]);
+    let content_hash: [u8; 32] = h.finalize().into();
+    forged[block + 72..block + 104].copy_from_slice(&content_hash);
+    forged[block + 11] &= !1;
+    forged[152..184].copy_from_slice(&content_hash); // one leaf: the root is the leaf
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("forged.maif");
+    std::fs::write(&path, &forged).unwrap();
+    let report = common::migrate_with_report(
+        work.path(),
+        &[path.to_str().unwrap(), "--dry-run"],
+        false,
+        1,
+    );
+    let block = &report["blocks"][0];
+    assert_eq!(block["verdict"], "failed");
+    assert!(
+        common::checks_with(block, "fail").contains(&"sdk_signature".to_owned()),
+        "{block}"
+    );
+    let failed_source: Vec<&str> = report["source_checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["result"] == "fail")
+        .map(|c| c["check"].as_str().unwrap())
+        .collect();
+    for check in ["file_signature", "footer_hash"] {
+        assert!(
+            failed_source.contains(&check),
+            "{check} should fail: {failed_source:?}"
+        );
+    }
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let work = tempfile::tempdir().unwrap();
+    let key = common::key_file(work.path());
+    let out = work.path().join("out.maif");
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty", Vec::new(), "empty.bin"),
+        (
+            "random",
+            (0..4096u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect(),
+            "random.bin",
+        ),
+        (
+            "truncated sdk",
+            std::fs::read(common::fixtures().join("python-sdk/sample_text.maif")).unwrap()[..600]
+                .to_vec(),
+            "cut.maif",
+        ),
+    ];
+    for (what, bytes, file) in cases {
+        let path = work.path().join(file);
+        std::fs::write(&path, bytes).unwrap();
+        let output = common::migrate_cli(
+            &[
+                path.to_str().unwrap(),
+                out.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+            ],
+            false,
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{what}: {stderr}");
+        assert!(
+            stderr.contains(file),
+            "{what}: the error names the file: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+        assert!(!out.exists(), "{what}: nothing written");
+    }
+    // An existing artifact that is not a migration of this source is never added to.
+    let other = common::fixtures().join("legacy-local/binary-format-a.maif");
+    let first = common::migrate_cli(
+        &[
+            other.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+        false,
+    );
+    assert_eq!(first.status.code(), Some(0));
+    let again = common::migrate_cli(
+        &[
+            common::fixtures()
+                .join("legacy-local/binary-format-b.maif")
+                .to_str()
+                .unwrap(),
+            out.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+        false,
+    );
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not a migration of"), "{stderr}");
+}
