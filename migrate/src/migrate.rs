@@ -7,7 +7,7 @@
 //! every few hundred blocks, so an interrupted migration resumes where it stopped: blocks
 //! whose id the destination already holds are skipped.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -84,9 +84,32 @@ fn sections_block(artifact: &LegacyArtifact) -> Option<NewBlock> {
     {
         return None;
     }
-    let mut payload = Vec::with_capacity(artifact.sections.iter().map(|(_, b)| b.len()).sum());
+    // Checks and findings can be many (one per stray key); they go in the payload, where
+    // no metadata size limit applies.
+    let source_report = serde_json::to_vec(&json!({
+        "checks": artifact.checks,
+        "findings": artifact.findings,
+    }))
+    .unwrap_or_default();
+    let mut payload = Vec::with_capacity(
+        artifact
+            .sections
+            .iter()
+            .map(|(_, b)| b.len())
+            .sum::<usize>()
+            + source_report.len(),
+    );
     let mut sections = Vec::new();
-    for (name, bytes) in &artifact.sections {
+    let named: Vec<(&str, &[u8])> = artifact
+        .sections
+        .iter()
+        .map(|(name, bytes)| (name.as_str(), bytes.as_ref()))
+        .chain(std::iter::once((
+            "migration_source_report.json",
+            source_report.as_slice(),
+        )))
+        .collect();
+    for (name, bytes) in named {
         sections.push(json!({
             "name": name,
             "offset": payload.len(),
@@ -101,8 +124,8 @@ fn sections_block(artifact: &LegacyArtifact) -> Option<NewBlock> {
         "source": artifact.source,
         "file_level": artifact.file_level,
         "sections": sections,
-        "checks": artifact.checks,
-        "findings": artifact.findings,
+        "failed_checks": artifact.checks.iter().filter(|c| matches!(c.outcome, Outcome::Fail(_))).count(),
+        "findings": artifact.findings.len(),
     });
     let mut metadata = Map::new();
     metadata.insert("legacy".into(), legacy);
@@ -175,7 +198,8 @@ fn body_size(block: &LegacyBlock) -> u64 {
 /// What the destination already holds of this migration.
 struct Existing {
     writer: Option<ArtifactWriter>,
-    present: HashSet<[u8; 16]>,
+    /// Versions the destination already holds, per block id.
+    present: HashMap<[u8; 16], u32>,
     migrate_recorded: bool,
 }
 
@@ -209,7 +233,7 @@ async fn open_destination(
             .await?;
             return Ok(Existing {
                 writer: Some(writer),
-                present: HashSet::new(),
+                present: HashMap::new(),
                 migrate_recorded: false,
             });
         }
@@ -232,7 +256,10 @@ async fn open_destination(
             from.map_or("none", String::as_str)
         )));
     }
-    let present = reader.blocks().iter().map(|b| b.entry.block_id).collect();
+    let mut present = HashMap::new();
+    for block in reader.blocks() {
+        *present.entry(block.entry.block_id).or_insert(0u32) += 1;
+    }
     let migrate_recorded = reader
         .provenance()?
         .entries
@@ -263,7 +290,7 @@ pub async fn migrate(
     let mut existing = match (&destination, options.dry_run, options.key.take()) {
         (_, true, _) | (None, _, _) => Existing {
             writer: None,
-            present: HashSet::new(),
+            present: HashMap::new(),
             migrate_recorded: false,
         },
         (Some(store), false, Some(key)) => {
@@ -279,7 +306,7 @@ pub async fn migrate(
     let already_complete = existing.migrate_recorded;
 
     if let Some(writer) = existing.writer.as_mut()
-        && !existing.present.contains(&sections_block_id(&artifact))
+        && !existing.present.contains_key(&sections_block_id(&artifact))
         && let Some(block) = sections_block(&artifact)
     {
         writer.add(block).await?;
@@ -287,34 +314,32 @@ pub async fn migrate(
 
     let mut reports = Vec::with_capacity(artifact.blocks.len());
     let mut since_commit = (0usize, 0u64);
-    let mut written_ids: HashSet<[u8; 16]> = existing.present.clone();
+    let mut written_ids: HashSet<[u8; 16]> = existing.present.keys().copied().collect();
     let mut start = 0;
     while start < artifact.blocks.len() {
         // The next window: consecutive blocks up to the byte budget (at least one).
         let mut end = start;
         let mut bytes = 0u64;
         while end < artifact.blocks.len()
-            && (end == start || bytes + body_size(&artifact.blocks[end]) <= FETCH_WINDOW_BYTES)
+            && (end == start
+                || bytes.saturating_add(body_size(&artifact.blocks[end])) <= FETCH_WINDOW_BYTES)
         {
-            bytes += body_size(&artifact.blocks[end]);
+            bytes = bytes.saturating_add(body_size(&artifact.blocks[end]));
             end += 1;
         }
         let window: Vec<&LegacyBlock> = artifact.blocks[start..end].iter().collect();
-        // Blocks an earlier run already wrote need no fetch unless this is a dry run.
-        let needed: Vec<&LegacyBlock> = window
-            .iter()
-            .copied()
-            .filter(|b| !existing.present.contains(&b.block_id) || existing.writer.is_none())
-            .collect();
-        let mut bodies = fetch_window(source, &needed, options.concurrency)
-            .await?
-            .into_iter();
-        for block in window {
-            let already_present = existing.present.contains(&block.block_id);
-            let body = if !already_present || existing.writer.is_none() {
-                bodies.next().flatten()
-            } else {
-                None
+        // Blocks an earlier run already wrote are fetched and checked again too, so that
+        // their verdicts (and the provenance lists) are the same as in an uninterrupted run.
+        let bodies = fetch_window(source, &window, options.concurrency).await?;
+        for (block, body) in window.into_iter().zip(bodies) {
+            // A source may repeat an id (written as versions): skip only as many
+            // occurrences as the destination already holds.
+            let already_present = match existing.present.get_mut(&block.block_id) {
+                Some(versions) if *versions > 0 => {
+                    *versions -= 1;
+                    true
+                }
+                _ => false,
             };
             let mut checks = block.checks.clone();
             if let Some(body) = &body {
@@ -322,12 +347,6 @@ pub async fn migrate(
                     &block.body_checks,
                     body,
                     &options.legacy_keys,
-                ));
-            }
-            if matches!(block.body, Body::Absent) {
-                checks.push(Check::fail(
-                    "migrated",
-                    format!("{:?}: no payload to migrate", block.status),
                 ));
             }
             let verdict = Verdict::of(&checks);

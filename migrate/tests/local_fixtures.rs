@@ -325,6 +325,41 @@ fn bad_inputs_give_clear_errors() {
         assert!(!stderr.contains("panicked"), "{what}: {stderr}");
         assert!(!out.exists(), "{what}: nothing written");
     }
+    // The source is never a destination, and a legacy key must be the 32 raw bytes.
+    let source = work.path().join("source.maif");
+    std::fs::copy(
+        common::fixtures().join("legacy-local/binary-format-a.maif"),
+        &source,
+    )
+    .unwrap();
+    let before = std::fs::read(&source).unwrap();
+    let same = common::migrate_cli(
+        &[
+            source.to_str().unwrap(),
+            source.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+        false,
+    );
+    let stderr = String::from_utf8_lossy(&same.stderr);
+    assert_eq!(same.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("inside the source"), "{stderr}");
+    assert!(std::fs::read(&source).unwrap() == before);
+    let hex_key = work.path().join("hex.key");
+    std::fs::write(&hex_key, format!("{}\n", "ab".repeat(32))).unwrap();
+    let spec = format!("s1={}", hex_key.display());
+    let bad_key = common::migrate_cli(
+        &[source.to_str().unwrap(), "--dry-run", "--legacy-key", &spec],
+        false,
+    );
+    let stderr = String::from_utf8_lossy(&bad_key.stderr);
+    assert_eq!(bad_key.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("32 raw bytes") && stderr.contains("hex text"),
+        "{stderr}"
+    );
+
     // An existing artifact that is not a migration of this source is never added to.
     let other = common::fixtures().join("legacy-local/binary-format-a.maif");
     let first = common::migrate_cli(

@@ -4,169 +4,21 @@
 
 mod common;
 
+use common::legacy_gen::{Generated, HMAC_KEY, generate, index_json, upload};
+
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use common::s3;
-use futures::{StreamExt as _, TryStreamExt as _};
-use maif_migrate::hmac::hmac_sha256;
+use futures::TryStreamExt as _;
 use maif_store::artifact::{ArtifactReader, VerifyOptions, verify};
 use maif_store::location::Location;
 use maif_store::store::BlockStore;
+use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
-use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt as _, PutOptions};
 use serde_json::Value;
-
-const HMAC_KEY: [u8; 32] = [7u8; 32];
-
-/// One generated legacy block.
-struct Generated {
-    uuid: uuid::Uuid,
-    payload: Vec<u8>,
-    timestamp: String,
-    previous_hash: Option<String>,
-    signature: String,
-}
-
-/// The 72-byte little-endian header the legacy chain hashes (no payload).
-fn h72(block: &Generated) -> [u8; 72] {
-    let mut out = [0u8; 72];
-    out[0..4].copy_from_slice(&(block.payload.len() as u32).to_le_bytes());
-    out[4..8].copy_from_slice(b"TEXT");
-    out[8..12].copy_from_slice(&1u32.to_le_bytes());
-    let seconds: f64 = block.timestamp.parse().unwrap();
-    out[12..20].copy_from_slice(&((seconds * 1_000_000.0).trunc() as u64).to_le_bytes());
-    out[20..36].copy_from_slice(block.uuid.as_bytes());
-    if let Some(previous) = &block.previous_hash {
-        out[36..68].copy_from_slice(&previous.as_bytes()[..32]);
-    }
-    out
-}
-
-/// A linear chain of `n` blocks, in write order.
-fn generate(n: usize) -> Vec<Generated> {
-    let mut blocks: Vec<Generated> = Vec::with_capacity(n);
-    for i in 0..n {
-        let payload = format!("generated legacy block {i} {}", "x".repeat(i % 97)).into_bytes();
-        let timestamp = format!("1800000000.{:06}", i * 10 + 3);
-        let previous_hash = blocks.last().map(|b| common::sha256_hex(&h72(b)));
-        let nonce = format!("{:032x}", i);
-        let sig_ts = format!("1800000000.{:06}", i * 10 + 5);
-        let mac = hmac_sha256(
-            &HMAC_KEY,
-            &[&payload, b"default", sig_ts.as_bytes(), nonce.as_bytes()],
-        );
-        let signature = format!(
-            r#"{{"algorithm": "hmac-sha256", "key_id": "default", "timestamp": {sig_ts}, "nonce": "{nonce}", "signature": "{}"}}"#,
-            base64::engine::general_purpose::STANDARD.encode(mac)
-        );
-        blocks.push(Generated {
-            uuid: uuid::Uuid::new_v4(),
-            payload,
-            timestamp,
-            previous_hash,
-            signature,
-        });
-    }
-    blocks
-}
-
-fn metadata(block: &Generated, i: usize) -> Attributes {
-    let mut pairs: Vec<(&str, String)> = vec![
-        ("block_type", "TEXT".into()),
-        ("size", block.payload.len().to_string()),
-        ("version", "1".into()),
-        ("timestamp", block.timestamp.clone()),
-        ("content_type", "application/octet-stream".into()),
-        ("magic", "MAIF".into()),
-        ("block_hash", common::sha256_hex(&block.payload)),
-        ("uuid", block.uuid.to_string()),
-        ("flags", "0".into()),
-        ("metadata_size", "12".into()),
-        ("format_version", "1".into()),
-        ("signature", block.signature.clone()),
-        ("user_n", i.to_string()),
-    ];
-    if let Some(previous) = &block.previous_hash {
-        pairs.push(("previous_hash", previous.clone()));
-    }
-    let mut attributes = Attributes::new();
-    for (k, v) in pairs {
-        attributes.insert(Attribute::Metadata(k.into()), v.into());
-    }
-    attributes
-}
-
-/// `block_index.json` naming `indexed` (in the given order) plus `dangling` entries whose
-/// objects do not exist.
-fn index_json(prefix: &str, indexed: &[&Generated], dangling: &[&Generated]) -> String {
-    let all: Vec<&&Generated> = indexed.iter().chain(dangling).collect();
-    let positions: Vec<String> = all
-        .iter()
-        .enumerate()
-        .map(|(i, b)| format!("\"{}\": {i}", b.uuid))
-        .collect();
-    let headers: Vec<String> = all
-        .iter()
-        .map(|b| {
-            let previous = b.previous_hash.as_ref().map_or("null".to_owned(), |p| format!("\"{p}\""));
-            format!(
-                r#"{{"header": {{"size": {}, "block_type": "TEXT", "version": 1, "uuid": "{}", "timestamp": {}, "previous_hash": {previous}, "flags": 0}}, "s3_key": "{prefix}/data/{}"}}"#,
-                b.payload.len(),
-                b.uuid,
-                b.timestamp,
-                b.uuid
-            )
-        })
-        .collect();
-    let signatures: Vec<String> = all
-        .iter()
-        .map(|b| format!("\"{}\": {}", b.uuid, b.signature))
-        .collect();
-    format!(
-        r#"{{"block_index": {{{}}}, "blocks": [{}], "block_signatures": {{{}}}, "updated_at": 1800000999.5}}"#,
-        positions.join(", "),
-        headers.join(", "),
-        signatures.join(", ")
-    )
-}
-
-fn upload(store: &Arc<dyn ObjectStore>, prefix: &str, blocks: &[Generated], index: Option<String>) {
-    common::block_on(async {
-        futures::stream::iter(blocks.iter().enumerate())
-            .map(|(i, block)| {
-                let store = store.clone();
-                async move {
-                    store
-                        .put_opts(
-                            &ObjectPath::from(format!("{prefix}/data/{}", block.uuid)),
-                            block.payload.clone().into(),
-                            PutOptions {
-                                attributes: metadata(block, i),
-                                ..PutOptions::default()
-                            },
-                        )
-                        .await
-                }
-            })
-            .buffer_unordered(32)
-            .try_collect::<Vec<_>>()
-            .await
-            .expect("upload legacy blocks");
-        if let Some(index) = index {
-            store
-                .put(
-                    &ObjectPath::from(format!("{prefix}/block_index.json")),
-                    index.into_bytes().into(),
-                )
-                .await
-                .expect("upload index");
-        }
-    });
-}
 
 fn snapshot(store: &Arc<dyn ObjectStore>, prefix: &str) -> BTreeMap<String, (u64, Option<String>)> {
     common::block_on(
@@ -210,7 +62,7 @@ fn five_thousand_blocks_with_a_stale_index_and_a_resumed_run() {
     let work = tempfile::tempdir().unwrap();
     let bucket = s3::bucket("gen5000");
     let store = s3::store(&bucket);
-    let blocks = generate(N);
+    let blocks = generate(N, None);
     // A rebuilt index: uuid order (not write order), missing the last 25 blocks, which a
     // second writer added after the index was saved (orphans).
     let mut indexed: Vec<&Generated> = blocks[..N - 25].iter().collect();
@@ -302,7 +154,7 @@ fn missing_index_and_dangling_entries() {
     let work = tempfile::tempdir().unwrap();
     let bucket = s3::bucket("noindex");
     let store = s3::store(&bucket);
-    let blocks = generate(40);
+    let blocks = generate(40, None);
     // No index at all: listing order (uuid) is not the write order; the chain is.
     upload(&store, "p", &blocks, None);
     let before = snapshot(&store, "p");

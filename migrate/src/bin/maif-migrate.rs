@@ -80,15 +80,61 @@ fn legacy_key(spec: &str) -> Result<LegacyKey, MigrateError> {
         path: path.to_owned(),
         source,
     })?;
-    if key.is_empty() {
+    if key.len() != 32 {
+        let hint = if key
+            .iter()
+            .all(|b| b.is_ascii_hexdigit() || b.is_ascii_whitespace())
+        {
+            " (it looks like hex text: legacy session keys are 32 raw bytes; decode it first, e.g. `xxd -r -p`)"
+        } else {
+            ""
+        };
         return Err(MigrateError::Usage(format!(
-            "--legacy-key {label}: {path} is empty"
+            "--legacy-key {label}: {path} holds {} bytes, expected the 32 raw bytes of an HMAC-SHA256 session key{hint}",
+            key.len()
         )));
     }
     Ok(LegacyKey {
         label: label.to_owned(),
         key,
     })
+}
+
+/// Migration never writes to its source: a destination at or under the source prefix (or
+/// the source file itself) is refused.
+fn refuse_inside_source(source: &str, destination: &str) -> Result<(), MigrateError> {
+    let (Ok(source_location), Ok(destination_location)) =
+        (Location::parse(source), Location::parse(destination))
+    else {
+        return Ok(());
+    };
+    let inside = match (&source_location, &destination_location) {
+        (Location::File(a), Location::File(b)) => {
+            a == b
+                || std::fs::canonicalize(a)
+                    .ok()
+                    .zip(std::fs::canonicalize(b).ok())
+                    .is_some_and(|(a, b)| a == b)
+        }
+        (
+            Location::Objects {
+                store: a,
+                prefix: pa,
+            },
+            Location::Objects {
+                store: b,
+                prefix: pb,
+            }
+            | Location::ObjectFile { store: b, key: pb },
+        ) => a == b && (pa.is_empty() || pb == pa || pb.starts_with(&format!("{pa}/"))),
+        _ => false,
+    };
+    if inside {
+        return Err(MigrateError::Usage(format!(
+            "destination {destination} is inside the source {source}; migration never writes to its source"
+        )));
+    }
+    Ok(())
 }
 
 fn public_key(text: &str) -> Result<[u8; 32], MigrateError> {
@@ -138,7 +184,10 @@ async fn run(cli: Cli) -> Result<i32, MigrateError> {
         }
     };
     let destination = match (&cli.destination, cli.dry_run) {
-        (Some(text), false) => Some(Location::parse(text)?.store_with(&settings)?),
+        (Some(text), false) => {
+            refuse_inside_source(&cli.source, text)?;
+            Some(Location::parse(text)?.store_with(&settings)?)
+        }
         (None, false) => {
             return Err(MigrateError::Usage(
                 "a DESTINATION is required (or use --dry-run)".into(),

@@ -166,11 +166,20 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
         .file_level
         .insert("index_present".into(), json!(index.is_some()));
 
-    let objects: BTreeMap<String, &ListedObject> = listing
-        .data
-        .iter()
-        .map(|o| (key_uuid(&o.key).to_owned(), o))
-        .collect();
+    let mut objects: BTreeMap<String, &ListedObject> = BTreeMap::new();
+    for object in &listing.data {
+        if let Some(first) = objects.insert(key_uuid(&object.key).to_owned(), object) {
+            artifact.finding(
+                Severity::Error,
+                "uuid_collision",
+                &first.key,
+                format!(
+                    "{} names the same legacy uuid; only {} is migrated",
+                    first.key, object.key
+                ),
+            );
+        }
+    }
     let indexed: BTreeSet<String> = index
         .as_ref()
         .map(|i| i.entries.keys().cloned().collect())
@@ -236,7 +245,7 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
         let timestamp_us = python_us(&timestamp_token).unwrap_or(0);
         let block_id = block_id_for(uuid);
 
-        let mut checks = Vec::new();
+        let mut checks = super::header_value_checks(&timestamp_token, size_text.as_deref());
         let mut status = match (object, entry, index.is_some()) {
             (Some(_), Some(_), _) | (Some(_), None, false) => BlockStatus::Live,
             (Some(_), None, true) => BlockStatus::Orphan,

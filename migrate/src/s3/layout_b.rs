@@ -101,12 +101,15 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
         .collect();
 
     // Deletion records fold into their target's evidence when the target is here.
-    let mut deletions: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    let mut deletions: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let mut folded: BTreeSet<String> = BTreeSet::new();
     for (uuid, object) in &objects {
         if is_deletion_record(&object.metadata, object.size)
             && let Some(target) = object.metadata.get("maif_meta_target_uuid")
             && objects.contains_key(target)
+            && !objects
+                .get(target)
+                .is_some_and(|t| is_deletion_record(&t.metadata, t.size))
         {
             let mut record = Map::new();
             record.insert("uuid".into(), json!(uuid));
@@ -121,7 +124,10 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
                 "block_hash_matches_empty_body".into(),
                 json!(object.metadata.get("maif_block_hash") == Some(&empty_hash)),
             );
-            deletions.insert(target.clone(), record);
+            deletions
+                .entry(target.clone())
+                .or_default()
+                .push(Value::Object(record));
             folded.insert(uuid.clone());
         }
     }
@@ -183,7 +189,12 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
             .and_then(|h| h.get("flags"))
             .and_then(PyJson::as_u64)
             .unwrap_or(0);
-        let mut checks = Vec::new();
+        let mut checks = super::header_value_checks(
+            &timestamp_token,
+            metadata
+                .and_then(|m| m.get("maif_size"))
+                .map(String::as_str),
+        );
         let mut status = match (object, header) {
             (Some(_), Some(_)) => BlockStatus::Live,
             (Some(_), None) if index_present => BlockStatus::Orphan,
@@ -275,8 +286,12 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
         evidence.insert("timestamp".into(), json!(timestamp_token));
         evidence.insert("previous_hash".into(), json!(previous_hash));
         evidence.insert("version".into(), json!(version));
-        if let Some(record) = deletions.remove(&uuid) {
-            evidence.insert("deletion_record".into(), Value::Object(record));
+        if let Some(records) = deletions.remove(&uuid) {
+            // A deletion record says so even where the index does not (stale or missing).
+            if status != BlockStatus::Dangling {
+                status = BlockStatus::SoftDeleted;
+            }
+            evidence.insert("deletion_records".into(), Value::Array(records));
         }
         if status == BlockStatus::OverwrittenInPlace {
             evidence.insert("previous_version_sha256".into(), json!(previous_hash));

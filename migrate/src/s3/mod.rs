@@ -100,7 +100,9 @@ impl S3Source {
     /// children of `data/` and `blocks/` can be blocks: a layout-A artifact at `blocks/`
     /// seen from its parent has keys `blocks/data/<uuid>`, which are not `blocks/<seg>`.
     pub async fn list(&self) -> Result<Listing> {
-        let prefix = (!self.prefix.is_empty()).then(|| Path::from(self.prefix.as_str()));
+        let prefix = (!self.prefix.is_empty())
+            .then(|| object_path(&self.prefix))
+            .transpose()?;
         let objects: Vec<object_store::ObjectMeta> = self
             .store
             .list(prefix.as_ref())
@@ -167,7 +169,7 @@ impl S3Source {
         };
         let result = self
             .store
-            .get_opts(&Path::from(key), options)
+            .get_opts(&object_path(key)?, options)
             .await
             .map_err(Self::object_error(key))?;
         Ok(ObjectHead {
@@ -184,7 +186,7 @@ impl S3Source {
             if_match: etag.map(str::to_owned),
             ..GetOptions::default()
         };
-        let path = Path::from(key);
+        let path = object_path(key)?;
         let result = self
             .store
             .get_opts(&path, options)
@@ -217,6 +219,11 @@ impl S3Source {
         });
         Ok((body, parsed))
     }
+}
+
+/// A key exactly as listed (`Path::from` would percent-encode characters such as `~`).
+fn object_path(key: &str) -> Result<Path> {
+    Path::parse(key).map_err(|e| MigrateError::Usage(format!("object key {key:?}: {e}")))
 }
 
 /// The `x-amz-meta-*` attributes of a GET/HEAD response.
@@ -286,6 +293,18 @@ pub async fn read(
         }
         None => detect(source, &listing)?,
     };
+    // What belongs to the other layout is reported, never silently ignored.
+    let foreign: Vec<ListedObject> = match kind {
+        SourceKind::S3LayoutA => std::mem::take(&mut listing.blocks)
+            .into_iter()
+            .chain(listing.unified_index.take())
+            .collect(),
+        _ => std::mem::take(&mut listing.data)
+            .into_iter()
+            .chain(listing.block_index.take())
+            .collect(),
+    };
+    listing.stray.extend(foreign);
     let mut artifact = match kind {
         SourceKind::S3LayoutA => layout_a::build(source, listing).await?,
         _ => layout_b::build(source, listing).await?,
@@ -303,6 +322,22 @@ pub fn python_us(token: &str) -> Option<u64> {
     let seconds: f64 = token.trim().parse().ok()?;
     let us = (seconds * 1_000_000.0).trunc();
     (us.is_finite() && us >= 0.0 && us < u64::MAX as f64).then_some(us as u64)
+}
+
+/// Header values that must parse: an unreadable timestamp or size is reported, never
+/// silently read as 0.
+pub fn header_value_checks(timestamp_token: &str, size: Option<&str>) -> Vec<crate::model::Check> {
+    use crate::model::Check;
+    vec![
+        Check::expect("timestamp", python_us(timestamp_token).is_some(), || {
+            format!("timestamp {timestamp_token:?} is not a number of seconds; recorded as 0")
+        }),
+        Check::expect(
+            "size_metadata",
+            size.is_some_and(|s| s.trim().parse::<u64>().is_ok()),
+            || format!("size {size:?} is not a byte count"),
+        ),
+    ]
 }
 
 /// Metadata strings as a JSON object (strings stay strings).

@@ -4,6 +4,8 @@
 #[path = "../../../tests/common/s3.rs"]
 pub mod s3;
 
+pub mod legacy_gen;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
