@@ -9,7 +9,10 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 
-use super::{array, flag_names, to_usize, trailing_bytes, u16_be, u32_be, u64_be, uuid_text};
+use super::{
+    COMPRESSED, DELETED, DELTA_COMPRESSED, ENCRYPTED, SIGNED, array, flag_names, mark_deleted,
+    to_usize, trailing_bytes, u16_be, u32_be, u64_be, uuid_text, withhold_encrypted,
+};
 use crate::model::{
     Body, BodyChecks, Check, LegacyArtifact, LegacyBlock, Severity, SourceKind, block_id_for,
     canonical_type, sha256, sha256_hex, type_text,
@@ -21,12 +24,6 @@ const BLOCK_HEADER: usize = 80;
 const INDEX_ENTRY: usize = 16;
 /// The checksum field: 80..112. The writer's bug zeroes 96..128 instead (see `checksum`).
 const CHECKSUM_AT: usize = 80;
-
-const COMPRESSED: u32 = 0x01;
-const ENCRYPTED: u32 = 0x02;
-const SIGNED: u32 = 0x04;
-const DELETED: u32 = 0x08;
-const DELTA_COMPRESSED: u32 = 0x10;
 
 const FLAG_NAMES: &[(u32, &str)] = &[
     (COMPRESSED, "compressed"),
@@ -524,32 +521,11 @@ fn block(
         );
     }
     if head.flags & ENCRYPTED != 0 {
-        // No key or algorithm exists anywhere in the format: the body is never plaintext.
-        block.status = crate::model::BlockStatus::Encrypted;
-        block.body = Body::Absent;
-        block.body_checks = BodyChecks::default();
-        block
-            .evidence
-            .insert("stored_size".into(), json!(stored.len()));
-        block
-            .evidence
-            .insert("stored_sha256".into(), json!(sha256_hex(&stored)));
-        art.finding(
-            Severity::Error,
-            "encrypted",
-            legacy_id,
-            "encrypted body, no key or algorithm exists in this format; not migrated",
-        );
+        withhold_encrypted(&mut block, &stored, art);
         return block;
     }
     if head.flags & DELETED != 0 {
-        block.status = crate::model::BlockStatus::SoftDeleted;
-        art.finding(
-            Severity::Info,
-            "deleted_flag",
-            legacy_id.clone(),
-            "deleted flag set by the writer's caller; the data is present and migrated",
-        );
+        mark_deleted(&mut block, art);
     }
     if head.flags & DELTA_COMPRESSED != 0 {
         art.finding(

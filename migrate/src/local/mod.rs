@@ -11,7 +11,12 @@ pub mod unified;
 
 use std::collections::HashMap;
 
-use crate::model::{LegacyArtifact, Severity, SourceKind};
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::model::{
+    BlockStatus, Body, BodyChecks, LegacyArtifact, LegacyBlock, Severity, SourceKind, sha256_hex,
+};
 use crate::{MigrateError, Result};
 
 /// Which local legacy format `data` is, decided from bytes (never from the extension),
@@ -116,6 +121,48 @@ pub(crate) fn flag_names(flags: u32, names: &[(u32, &str)]) -> Vec<String> {
                 .map_or_else(|| format!("0x{mask:08x}"), |(_, n)| (*n).to_owned())
         })
         .collect()
+}
+
+/// The block flag bits binary_format and the unified format share (0x80 differs).
+pub(crate) const COMPRESSED: u32 = 0x01;
+pub(crate) const ENCRYPTED: u32 = 0x02;
+pub(crate) const SIGNED: u32 = 0x04;
+pub(crate) const DELETED: u32 = 0x08;
+pub(crate) const DELTA_COMPRESSED: u32 = 0x10;
+
+/// The encrypted flag: no key or algorithm exists anywhere in these formats, so the body is
+/// withheld (never migrated as plaintext); its size and hash stay as evidence.
+pub(crate) fn withhold_encrypted(
+    block: &mut LegacyBlock,
+    stored: &Bytes,
+    art: &mut LegacyArtifact,
+) {
+    block.status = BlockStatus::Encrypted;
+    block.body = Body::Absent;
+    block.body_checks = BodyChecks::default();
+    block
+        .evidence
+        .insert("stored_size".into(), json!(stored.len()));
+    block
+        .evidence
+        .insert("stored_sha256".into(), json!(sha256_hex(stored)));
+    art.finding(
+        Severity::Error,
+        "encrypted",
+        block.legacy_id.clone(),
+        "encrypted flag set and no key or algorithm exists in this format; not migrated",
+    );
+}
+
+/// The deleted flag: the data is still there, so it is migrated and marked.
+pub(crate) fn mark_deleted(block: &mut LegacyBlock, art: &mut LegacyArtifact) {
+    block.status = BlockStatus::SoftDeleted;
+    art.finding(
+        Severity::Info,
+        "deleted_flag",
+        block.legacy_id.clone(),
+        "deleted flag set; the data is present and migrated",
+    );
 }
 
 /// Reports the unreadable tail of a file, which is left out of the migration.

@@ -9,7 +9,10 @@ use std::ops::Range;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::{array, flag_names, to_usize, trailing_bytes, u32_be, u64_be};
+use super::{
+    COMPRESSED, DELETED, DELTA_COMPRESSED, ENCRYPTED, SIGNED, array, flag_names, mark_deleted,
+    to_usize, trailing_bytes, u32_be, u64_be, withhold_encrypted,
+};
 use crate::model::{
     BlockStatus, Body, BodyChecks, Check, LegacyArtifact, LegacyBlock, Severity, SourceKind,
     block_id_for, canonical_type, sha256_hex, type_text,
@@ -20,16 +23,12 @@ use crate::{MigrateError, Result};
 const HEADER: usize = 228;
 const HEADER_TYPE: &[u8; 4] = b"HDER";
 
-const COMPRESSED: u32 = 0x01;
-const ENCRYPTED: u32 = 0x02;
-const DELETED: u32 = 0x08;
-
 const FLAG_NAMES: &[(u32, &str)] = &[
     (COMPRESSED, "compressed"),
     (ENCRYPTED, "encrypted"),
-    (0x04, "signed"),
+    (SIGNED, "signed"),
     (DELETED, "deleted"),
-    (0x10, "delta_compressed"),
+    (DELTA_COMPRESSED, "delta_compressed"),
     (0x20, "semantic_indexed"),
     (0x40, "watermarked"),
     (0x80, "has_metadata"),
@@ -450,31 +449,11 @@ fn block(
         },
     };
     if rec.flags & ENCRYPTED != 0 {
-        block.status = BlockStatus::Encrypted;
-        block.body = Body::Absent;
-        block.body_checks = BodyChecks::default();
-        block
-            .evidence
-            .insert("stored_size".into(), json!(stored.len()));
-        block
-            .evidence
-            .insert("stored_sha256".into(), json!(sha256_hex(&stored)));
-        art.finding(
-            Severity::Error,
-            "encrypted",
-            legacy_id,
-            "encrypted flag set and no key or algorithm exists in this format; not migrated",
-        );
+        withhold_encrypted(&mut block, &stored, art);
         return block;
     }
     if rec.flags & DELETED != 0 {
-        block.status = BlockStatus::SoftDeleted;
-        art.finding(
-            Severity::Info,
-            "deleted_flag",
-            legacy_id.clone(),
-            "deleted flag set; the data is present and migrated",
-        );
+        mark_deleted(&mut block, art);
     }
     if rec.flags & COMPRESSED != 0 {
         art.finding(
