@@ -81,6 +81,28 @@ fn check_header(
     Ok(())
 }
 
+/// The 72-byte little-endian record header. The S3 layout-A hash chain hashes these same
+/// bytes (with no payload), so this is the one place they are written.
+pub(crate) fn encode_header(
+    size: u32,
+    block_type: [u8; 4],
+    version: u32,
+    timestamp_us: u64,
+    uuid: [u8; 16],
+    previous_hash: [u8; 32],
+    flags: u32,
+) -> [u8; HEADER] {
+    let mut out = [0u8; HEADER];
+    out[0..4].copy_from_slice(&size.to_le_bytes());
+    out[4..8].copy_from_slice(&block_type);
+    out[8..12].copy_from_slice(&version.to_le_bytes());
+    out[12..20].copy_from_slice(&timestamp_us.to_le_bytes());
+    out[20..36].copy_from_slice(&uuid);
+    out[36..68].copy_from_slice(&previous_hash);
+    out[68..72].copy_from_slice(&flags.to_le_bytes());
+    out
+}
+
 /// One record at `offset`, or why there is none.
 fn record(d: &[u8], offset: usize) -> Result<Record, String> {
     let remain = d.len().saturating_sub(offset);
@@ -412,6 +434,27 @@ mod tests {
         match &block.body {
             Body::Inline(b) => b,
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn encode_header_reproduces_every_stored_header() {
+        for name in ["block-storage-a.blk", "block-storage-b.blk"] {
+            let data = fixture(name);
+            let (records, stop) = walk(&data);
+            assert!(stop.is_none() && records.len() == 3);
+            for r in records {
+                let encoded = encode_header(
+                    r.size,
+                    r.block_type,
+                    r.version,
+                    r.timestamp,
+                    r.uuid,
+                    r.previous_hash,
+                    r.flags,
+                );
+                assert_eq!(&encoded[..], &data[r.offset..r.offset + HEADER], "{name}");
+            }
         }
     }
 

@@ -24,24 +24,28 @@ pub struct ChainHeader {
 }
 
 /// H72 with the type padded by `pad` (v1 writers pad with spaces, v0 with NULs).
+/// The writers packed `size` as a u32 (`struct.pack('<I')`), so only its low 32 bits count;
+/// `previous_hash` keeps its first 32 characters.
 pub fn h72(header: &ChainHeader, pad: u8) -> [u8; 72] {
-    let mut out = [0u8; 72];
-    out[0..4].copy_from_slice(&(header.size as u32).to_le_bytes());
     let mut block_type = [pad; 4];
     for (slot, byte) in block_type.iter_mut().zip(header.block_type.bytes()) {
         *slot = byte;
     }
-    out[4..8].copy_from_slice(&block_type);
-    out[8..12].copy_from_slice(&header.version.to_le_bytes());
-    out[12..20].copy_from_slice(&header.timestamp_us.to_le_bytes());
-    out[20..36].copy_from_slice(&header.uuid);
-    if let Some(previous) = &header.previous_hash {
-        for (slot, byte) in out[36..68].iter_mut().zip(previous.bytes()) {
+    let mut previous = [0u8; 32];
+    if let Some(text) = &header.previous_hash {
+        for (slot, byte) in previous.iter_mut().zip(text.bytes()) {
             *slot = byte;
         }
     }
-    out[68..72].copy_from_slice(&header.flags.to_le_bytes());
-    out
+    crate::local::block_storage::encode_header(
+        header.size as u32,
+        block_type,
+        header.version,
+        header.timestamp_us,
+        header.uuid,
+        previous,
+        header.flags,
+    )
 }
 
 /// How one block's `previous_hash` resolved.

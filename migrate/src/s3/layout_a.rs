@@ -3,12 +3,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::chain::{self, ChainHeader, Link, Seconds};
-use super::{ListedObject, Listing, S3Source, python_us, string_map};
+use super::{
+    ListedObject, Listing, S3Source, block_evidence, caller_metadata, python_us, read_signature,
+    string_map,
+};
 use crate::error::Result;
-use crate::hmac::parse_signature;
 use crate::model::{
     BlockStatus, Body, BodyChecks, Check, LegacyArtifact, LegacyBlock, Severity, SourceKind,
     block_id_for, canonical_type, type_text,
@@ -317,17 +319,7 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
             (None, Some(text)) => (Some(text.clone()), "block_index.json"),
             (None, None) => (None, "none"),
         };
-        let hmac = match signature_text.as_deref().map(parse_signature) {
-            Some(Ok(signature)) => Some(signature),
-            Some(Err(reason)) => {
-                checks.push(Check::unverifiable(
-                    "hmac_signature",
-                    format!("signature JSON unreadable: {reason}"),
-                ));
-                None
-            }
-            None => None,
-        };
+        let hmac = read_signature(signature_text.as_deref(), &mut checks);
         let encrypted = metadata.is_some_and(|m| {
             m.get("encrypted")
                 .or_else(|| m.get("user_encrypted"))
@@ -369,23 +361,14 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
             );
         }
 
-        let mut evidence = Map::new();
-        evidence.insert("format".into(), json!("s3-layout-a"));
+        let mut evidence = block_evidence(
+            "s3-layout-a",
+            &key,
+            uuid,
+            object,
+            entry.map(|e| (e.position, &e.header)),
+        );
         evidence.insert("generation".into(), json!(if v1 { "v1" } else { "v0" }));
-        evidence.insert("key".into(), json!(key));
-        evidence.insert("uuid".into(), json!(uuid));
-        if let Some(object) = object {
-            evidence.insert("etag".into(), json!(object.etag));
-            evidence.insert("content_length".into(), json!(object.size));
-            evidence.insert(
-                "object_metadata".into(),
-                Value::Object(string_map(object.metadata.iter())),
-            );
-        }
-        if let Some(entry) = entry {
-            evidence.insert("index_position".into(), json!(entry.position));
-            evidence.insert("index_header_json".into(), json!(entry.header.dumps()));
-        }
         evidence.insert("timestamp".into(), json!(timestamp_token));
         evidence.insert("previous_hash".into(), json!(previous_hash));
         evidence.insert("signature".into(), json!(signature_text));
@@ -396,22 +379,7 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
                 json!("v0 object: no content hash was written; only the size can be checked"),
             );
         }
-        let user_metadata: Map<String, Value> = metadata
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| {
-                        k.strip_prefix("user_")
-                            .map(|k| (k.to_owned(), Value::String(v.clone())))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !user_metadata.is_empty() {
-            evidence.insert(
-                "user_metadata_keys".into(),
-                json!("lower-cased by S3; values are the exact strings stored"),
-            );
-        }
+        let user_metadata = caller_metadata(metadata, "user_", &mut evidence);
         let declared_sha256 = if v1 {
             metadata
                 .and_then(|m| m.get("block_hash"))

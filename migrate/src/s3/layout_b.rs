@@ -10,9 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value, json};
 
 use super::chain::Seconds;
-use super::{ListedObject, Listing, S3Source, python_us, string_map};
+use super::{
+    ListedObject, Listing, S3Source, block_evidence, caller_metadata, python_us, read_signature,
+    string_map,
+};
 use crate::error::Result;
-use crate::hmac::parse_signature;
 use crate::model::{
     BlockStatus, Body, BodyChecks, Check, LegacyArtifact, LegacyBlock, Severity, SourceKind,
     block_id_for, canonical_type, type_text,
@@ -227,20 +229,12 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
                 format!("unified_index.json says {index_hash:?}, object metadata says {object_hash:?}")
             }));
         }
-        let hmac = match metadata
-            .and_then(|m| m.get("maif_signature"))
-            .map(|s| parse_signature(s))
-        {
-            Some(Ok(signature)) => Some(signature),
-            Some(Err(reason)) => {
-                checks.push(Check::unverifiable(
-                    "hmac_signature",
-                    format!("signature JSON unreadable: {reason}"),
-                ));
-                None
-            }
-            None => None,
-        };
+        let hmac = read_signature(
+            metadata
+                .and_then(|m| m.get("maif_signature"))
+                .map(String::as_str),
+            &mut checks,
+        );
         let signature_unreadable =
             hmac.is_none() && metadata.is_some_and(|m| m.contains_key("maif_signature"));
         let body = match object {
@@ -267,22 +261,7 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
                 "object present but not in unified_index.json: migrated and flagged",
             );
         }
-        let mut evidence = Map::new();
-        evidence.insert("format".into(), json!("s3-layout-b"));
-        evidence.insert("key".into(), json!(key));
-        evidence.insert("uuid".into(), json!(uuid));
-        if let Some(object) = object {
-            evidence.insert("etag".into(), json!(object.etag));
-            evidence.insert("content_length".into(), json!(object.size));
-            evidence.insert(
-                "object_metadata".into(),
-                Value::Object(string_map(object.metadata.iter())),
-            );
-        }
-        if let (Some(header), Some(position)) = (header, position) {
-            evidence.insert("index_position".into(), json!(position));
-            evidence.insert("index_header_json".into(), json!(header.dumps()));
-        }
+        let mut evidence = block_evidence("s3-layout-b", &key, &uuid, object, position.zip(header));
         evidence.insert("timestamp".into(), json!(timestamp_token));
         evidence.insert("previous_hash".into(), json!(previous_hash));
         evidence.insert("version".into(), json!(version));
@@ -300,16 +279,7 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
                 json!("updated in place: the timestamp is the update time; the creation time and the old payload are lost in the source"),
             );
         }
-        let user_metadata: Map<String, Value> = metadata
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| {
-                        k.strip_prefix("maif_meta_")
-                            .map(|k| (k.to_owned(), Value::String(v.clone())))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let user_metadata = caller_metadata(metadata, "maif_meta_", &mut evidence);
         let timestamp_us = python_us(&timestamp_token).unwrap_or(0);
         let block_id = block_id_for(&uuid);
         artifact.blocks.push(LegacyBlock {

@@ -340,6 +340,76 @@ pub fn header_value_checks(timestamp_token: &str, size: Option<&str>) -> Vec<cra
     ]
 }
 
+/// The evidence every S3 layout keeps for a block, verbatim: where it lives, what its object
+/// said, and its entry in the legacy index (as JSON text, numbers as written).
+pub fn block_evidence(
+    format: &str,
+    key: &str,
+    uuid: &str,
+    object: Option<&ListedObject>,
+    index_entry: Option<(usize, &PyJson)>,
+) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::json;
+    let mut evidence = serde_json::Map::new();
+    evidence.insert("format".into(), json!(format));
+    evidence.insert("key".into(), json!(key));
+    evidence.insert("uuid".into(), json!(uuid));
+    if let Some(object) = object {
+        evidence.insert("etag".into(), json!(object.etag));
+        evidence.insert("content_length".into(), json!(object.size));
+        evidence.insert(
+            "object_metadata".into(),
+            serde_json::Value::Object(string_map(object.metadata.iter())),
+        );
+    }
+    if let Some((position, header)) = index_entry {
+        evidence.insert("index_position".into(), json!(position));
+        evidence.insert("index_header_json".into(), json!(header.dumps()));
+    }
+    evidence
+}
+
+/// The caller's metadata: the object metadata named `<prefix><key>`, prefix stripped,
+/// values the exact strings S3 returned (S3 lower-cased the keys; the evidence says so).
+pub fn caller_metadata(
+    metadata: Option<&BTreeMap<String, String>>,
+    prefix: &str,
+    evidence: &mut serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let caller: serde_json::Map<String, serde_json::Value> = metadata
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| {
+            k.strip_prefix(prefix)
+                .map(|k| (k.to_owned(), serde_json::Value::String(v.clone())))
+        })
+        .collect();
+    if !caller.is_empty() {
+        evidence.insert(
+            "user_metadata_keys".into(),
+            serde_json::json!("lower-cased by S3; values are the exact strings stored"),
+        );
+    }
+    caller
+}
+
+/// Reads a legacy signature JSON text; an unreadable one is reported as unverifiable.
+pub fn read_signature(
+    text: Option<&str>,
+    checks: &mut Vec<crate::model::Check>,
+) -> Option<crate::model::LegacyHmac> {
+    match crate::hmac::parse_signature(text?) {
+        Ok(signature) => Some(signature),
+        Err(reason) => {
+            checks.push(crate::model::Check::unverifiable(
+                "hmac_signature",
+                format!("signature JSON unreadable: {reason}"),
+            ));
+            None
+        }
+    }
+}
+
 /// Metadata strings as a JSON object (strings stay strings).
 pub fn string_map<'a>(
     pairs: impl Iterator<Item = (&'a String, &'a String)>,
