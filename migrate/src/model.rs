@@ -301,8 +301,7 @@ pub fn block_id_for(legacy_id: &str) -> [u8; 16] {
     match uuid::Uuid::parse_str(legacy_id) {
         Ok(id) => *id.as_bytes(),
         Err(_) => {
-            use sha2::Digest as _;
-            let digest = sha2::Sha256::digest(legacy_id.as_bytes());
+            let digest = sha256(legacy_id.as_bytes());
             let mut id = [0u8; 16];
             id.copy_from_slice(&digest[..16]);
             id
@@ -310,14 +309,9 @@ pub fn block_id_for(legacy_id: &str) -> [u8; 16] {
     }
 }
 
+pub use maif_store::format::digest::{sha256, sha256_parts};
+
 /// Hex SHA-256.
 pub fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(data))
-}
-
-/// Raw SHA-256.
-pub fn sha256(data: &[u8]) -> [u8; 32] {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(data).into()
+    hex::encode(sha256(data))
 }

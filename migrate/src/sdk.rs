@@ -492,7 +492,7 @@ fn read_blocks(art: &mut LegacyArtifact, data: &Bytes, layout: &Layout, key: &Ke
         let digest = model::sha256(payload);
         let content_hash = match &parsed {
             Ok(value) if value.is_empty_object() => digest,
-            _ => model::sha256(&[&digest[..], meta].concat()),
+            _ => model::sha256_parts(&[&digest[..], meta]),
         };
         let masked = (flags & !STATUS_MASK).to_be_bytes();
         let signed: [&[u8]; 6] = [
@@ -630,7 +630,7 @@ fn merkle_root(leaves: &[[u8; 32]]) -> [u8; 32] {
         }
         level = level
             .chunks_exact(2)
-            .map(|p| model::sha256(&[p[0], p[1]].concat()))
+            .map(|p| model::sha256_parts(&[&p[0], &p[1]]))
             .collect();
     }
     level.first().copied().unwrap_or([0; 32])
