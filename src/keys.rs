@@ -57,6 +57,11 @@ impl SigningKey {
         Self(ed25519_dalek::SigningKey::from_bytes(seed))
     }
 
+    /// A second handle on the same key (for a task that signs on its own).
+    pub fn clone_key(&self) -> Self {
+        Self(self.0.clone())
+    }
+
     /// The 32-byte public key.
     pub fn public_key(&self) -> [u8; 32] {
         self.0.verifying_key().to_bytes()

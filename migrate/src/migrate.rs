@@ -209,7 +209,7 @@ async fn open_destination(
     key: SigningKey,
     agent_id: &str,
 ) -> Result<Existing> {
-    match store.head().await {
+    match store.latest().await {
         Ok(_) => {}
         Err(StoreError::NotFound { .. }) => {
             let mut custom = std::collections::BTreeMap::new();
@@ -241,12 +241,9 @@ async fn open_destination(
     }
     // Something is there: resume only a migration of this very source.
     let reader = ArtifactReader::open(store.clone()).await?;
-    let metadata =
-        maif_store::format::metadata::MetadataSection::decode(&reader.head().metadata_section)
-            .and_then(|m| m.metadata())
-            .map_err(|e| {
-                MigrateError::Usage(format!("{}: unreadable metadata: {e}", store.location()))
-            })?;
+    let metadata = reader.metadata().map_err(|e| {
+        MigrateError::Usage(format!("{}: unreadable metadata: {e}", store.location()))
+    })?;
     let from = metadata.custom.get("migrated_from");
     if from != Some(&artifact.source) {
         return Err(MigrateError::Usage(format!(
@@ -257,12 +254,12 @@ async fn open_destination(
         )));
     }
     let mut present = HashMap::new();
-    for block in reader.blocks() {
+    for block in reader.blocks().await?.iter() {
         *present.entry(block.entry.block_id).or_insert(0u32) += 1;
     }
     let migrate_recorded = reader
-        .provenance()?
-        .entries
+        .provenance()
+        .await?
         .iter()
         .any(|e| e.action == Action::Migrate);
     let writer = if migrate_recorded {
@@ -441,7 +438,7 @@ pub async fn migrate(
         } else {
             details
         };
-        writer.record_event(Action::Migrate, details)?;
+        writer.record_event(Action::Migrate, details).await?;
         writer.commit().await?;
     }
     if let (Some(store), false) = (&destination, options.dry_run) {

@@ -1,17 +1,21 @@
-//! Byte-exact conversion between any two stores: the records and the committed tail are
-//! copied as they are, so the destination holds the same artifact (same signatures, same
-//! chain, same Merkle root) and rebuilding a single file from it gives the same bytes.
+//! Byte-exact conversion between any two stores: the base, every record and every commit's
+//! segment and trailer are copied as they are, commit by commit, so the destination holds
+//! the same artifact (same signatures, chain, Merkle roots, index runs) and the single-file
+//! image rebuilt from it is the same bytes.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use super::verify::check_commit;
+use super::commit::{Commit, find_latest, read_parts};
+use super::reader::{ArtifactReader, walk_commits};
 use crate::error::{Error, Result};
-use crate::format::{IndexEntry, RecordView};
-use crate::store::{BlockStore, ImportPrefix, StoreError, Tail};
+use crate::format::layout::commit_object_start;
+use crate::format::{IndexEntry, RecordView, TRAILER_LEN};
+use crate::store::{BlockStore, StoreError};
 
 /// How a conversion runs.
 #[derive(Clone)]
@@ -49,6 +53,7 @@ pub struct ConvertReport {
     pub source: String,
     pub destination: String,
     pub records: u64,
+    pub commits: u64,
     /// Records copied in this run.
     pub records_copied: u64,
     /// Records an interrupted earlier run had already stored.
@@ -62,65 +67,123 @@ pub struct ConvertReport {
 
 /// Copies the artifact at `source` to `destination`, which must not hold another artifact.
 ///
-/// The source's commit is verified first (a tampered artifact is not copied), and each record
-/// is re-hashed as it passes. Re-running an interrupted conversion finishes it without
-/// copying again what is already there.
+/// The source's newest commit is verified first and every commit's link to its predecessor
+/// is checked (a tampered artifact is not copied), and each record is re-hashed as it passes.
+/// Re-running an interrupted conversion finishes it without copying again what is already
+/// there. Commits land in order, each after its records, so an interrupted conversion to the
+/// object layout leaves nothing or an earlier commit of the same artifact, never a commit
+/// whose records are missing; a single-file destination appears only when complete.
 pub async fn convert(
     source: Arc<dyn BlockStore>,
     destination: Arc<dyn BlockStore>,
     options: ConvertOptions,
 ) -> Result<ConvertReport> {
     let started = Instant::now();
-    let head = source.head().await?;
-    check_commit(&head)?;
+    let reader = ArtifactReader::open(source.clone()).await?;
+    let newest = reader.commit().clone();
     let mut report = ConvertReport {
         source: source.location(),
         destination: destination.location(),
-        records: head.trailer.record_count,
+        records: newest.record_count(),
+        commits: newest.seq() + 1,
         records_copied: 0,
         records_resumed: 0,
         bytes_copied: 0,
         already_converted: false,
-        merkle_root: hex::encode(head.trailer.merkle_root),
+        merkle_root: hex::encode(newest.header().merkle_root),
         seconds: 0.0,
     };
-    match destination.head().await {
+    let commits = walk_commits(reader.index(), &newest).await?;
+    match find_latest(destination.as_ref()).await {
         Ok(existing) => {
-            if existing.trailer == head.trailer
-                && existing.file_header == head.file_header
-                && existing.metadata_section == head.metadata_section
-            {
+            let matching = commits
+                .get(existing.commit.seq() as usize)
+                .is_some_and(|c| c.digest == existing.commit.digest);
+            if existing.commit.digest == newest.digest {
                 report.already_converted = true;
                 report.seconds = started.elapsed().as_secs_f64();
                 return Ok(report);
             }
-            return Err(Error::Store(StoreError::AlreadyExists {
-                location: destination.location(),
-            }));
-        }
-        Err(StoreError::NotFound { .. }) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let mut session = destination
-        .begin_import(ImportPrefix {
-            file_header: head.file_header.to_vec(),
-            metadata_section: head.metadata_section.to_vec(),
-        })
-        .await?;
-    let entries = &head.index.entries;
-    let present = session.present(entries).await?;
-    let progress = options.on_progress.clone();
-    let mut missing: Vec<IndexEntry> = Vec::new();
-    for (entry, here) in entries.iter().zip(&present) {
-        if *here {
-            report.records_resumed += 1;
-            if let Some(progress) = &progress {
-                progress(entry.record_len);
+            if !matching {
+                return Err(Error::Store(StoreError::AlreadyExists {
+                    location: destination.location(),
+                }));
             }
-        } else {
-            missing.push(*entry);
+            // An earlier commit of this very artifact: an interrupted conversion; resume.
+        }
+        Err(Error::Store(StoreError::NotFound { .. })) => {}
+        Err(e) => return Err(e),
+    }
+    let base = source.base().await?;
+    let mut session = destination.begin_import(&base).await?;
+    let done_commits = session.present_commits().await?;
+    let progress = options.on_progress.clone();
+    let mut previous_count = 0;
+    for commit in &commits {
+        let header = commit.header();
+        let prefix = reader
+            .index()
+            .read_segment(commit.reference(), 0..header.head_len())
+            .await?;
+        let parts = read_parts(reader.index(), commit, &prefix).await?;
+        let entries: Vec<IndexEntry> = parts
+            .new_entries(previous_count)
+            .into_iter()
+            .map(|e| e.entry)
+            .collect();
+        previous_count = header.record_count;
+        let present = session.present(&entries).await?;
+        let mut missing = Vec::new();
+        for (entry, here) in entries.iter().zip(&present) {
+            if *here {
+                report.records_resumed += 1;
+                if let Some(progress) = &progress {
+                    progress(entry.record_len);
+                }
+            } else {
+                missing.push(*entry);
+            }
+        }
+        copy_records(&source, &missing, &options, session.as_mut(), &mut report).await?;
+        if !done_commits.contains(&header.seq) {
+            let bytes = commit_bytes(source.as_ref(), commit, &base).await?;
+            session.put_commit(commit.reference(), bytes).await?;
         }
     }
+    session.finish().await?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// A commit's bytes as a commit object holds them: its segment and trailer, after the base
+/// for commit 0.
+pub(crate) async fn commit_bytes(
+    store: &dyn BlockStore,
+    commit: &Commit,
+    base: &crate::store::Base,
+) -> Result<Bytes> {
+    let header = commit.header();
+    let segment = store
+        .read_segment(
+            commit.reference(),
+            0..header.segment_len + TRAILER_LEN as u64,
+        )
+        .await?;
+    if commit_object_start(header.seq, header.segment_offset) == 0 {
+        let mut out = base.to_vec();
+        out.extend_from_slice(&segment);
+        return Ok(Bytes::from(out));
+    }
+    Ok(segment)
+}
+
+async fn copy_records(
+    source: &Arc<dyn BlockStore>,
+    missing: &[IndexEntry],
+    options: &ConvertOptions,
+    session: &mut dyn crate::store::ImportSession,
+    report: &mut ConvertReport,
+) -> Result<()> {
     let largest = missing
         .iter()
         .map(|e| e.record_len)
@@ -129,10 +192,9 @@ pub async fn convert(
         .max(1);
     let in_flight = (options.max_in_flight_bytes / largest)
         .clamp(1, options.concurrency.max(1) as u64) as usize;
-    let source_ref = source.clone();
     // Each fetch runs as its own task, so transfers keep going while this loop writes.
-    let mut records = stream::iter(missing.into_iter().map(move |entry| {
-        let source = source_ref.clone();
+    let mut records = stream::iter(missing.iter().copied().map(|entry| {
+        let source = source.clone();
         let fetch = async move {
             let bytes = source.read_record(&entry).await?;
             // Hash on a blocking thread: records are re-hashed in parallel and the runtime
@@ -163,44 +225,9 @@ pub async fn convert(
         session.put_record(&entry, bytes).await?;
         report.records_copied += 1;
         report.bytes_copied += entry.record_len;
-        if let Some(progress) = &progress {
+        if let Some(progress) = &options.on_progress {
             progress(entry.record_len);
         }
     }
-    session
-        .commit(Tail {
-            provenance_section: head.provenance_section.to_vec(),
-            index_section: head.index_section.to_vec(),
-            trailer: head.trailer.to_bytes().to_vec(),
-        })
-        .await?;
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
-}
-
-/// Writes the single-file image of the artifact at `source` to `out`, streaming record by
-/// record (the bytes `maif convert` would produce for a `.maif` destination).
-pub async fn write_image(
-    source: &dyn BlockStore,
-    out: &mut (dyn std::io::Write + Send),
-) -> Result<u64> {
-    let head = source.head().await?;
-    let io = |e: std::io::Error| Error::Invalid(format!("writing the image: {e}"));
-    out.write_all(&head.file_header).map_err(io)?;
-    out.write_all(&head.metadata_section).map_err(io)?;
-    let mut written = (head.file_header.len() + head.metadata_section.len()) as u64;
-    for entry in &head.index.entries {
-        let bytes = source.read_record(entry).await?;
-        out.write_all(&bytes).map_err(io)?;
-        written += bytes.len() as u64;
-    }
-    for part in [
-        &head.provenance_section[..],
-        &head.index_section[..],
-        &head.trailer.to_bytes()[..],
-    ] {
-        out.write_all(part).map_err(io)?;
-        written += part.len() as u64;
-    }
-    Ok(written)
+    Ok(())
 }

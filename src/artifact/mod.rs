@@ -1,17 +1,23 @@
-//! Artifacts: the signing writer, the verifying reader, versions and provenance, on top of
-//! any [`BlockStore`](crate::store::BlockStore).
+//! Artifacts: the signing writer, the verifying reader, versions and provenance, proofs,
+//! verification, recovery and conversion, on top of any
+//! [`BlockStore`](crate::store::BlockStore).
 
+mod commit;
 mod convert;
+mod index;
+mod proof;
 mod reader;
 mod recover;
 mod verify;
 mod writer;
 
-pub use convert::{ConvertOptions, ConvertReport, convert, write_image};
+pub use commit::{Commit, Identity};
+pub use convert::{ConvertOptions, ConvertReport, convert};
+pub use proof::{PROOF_VERSION, ProofCheck, prove_consistency, prove_inclusion, verify_proof};
 pub use reader::{ArtifactReader, Block, BlockInfo};
 pub use recover::{RecoverReport, RecoveryMode, recover_file};
 pub use verify::{Problem, VerifyOptions, VerifyReport, verify};
-pub use writer::{ArtifactWriter, BlockRef, CreateOptions, NewBlock};
+pub use writer::{ArtifactWriter, BlockRef, CreateOptions, DEFAULT_MAX_RETRIES, NewBlock};
 
 use crate::error::{Error, Result};
 

@@ -1,25 +1,33 @@
-//! The verifying reader: opens an artifact only if its commit verifies, and checks each record
-//! it returns against the committed digest.
+//! The verifying reader: opens an artifact only if its newest commit verifies, finds blocks
+//! through the index runs, and checks each record it returns against the committed digest.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use serde_json::{Map, Value};
 
-use super::{format_id, verify::check_commit};
+use super::commit::{Commit, Identity, check_commit, complete_commits, find_latest, read_parts};
+use super::format_id;
+use super::index::Index;
 use crate::error::{Error, Result};
 use crate::format::compression::decompress;
-use crate::format::{BlockHeader, FourCC, IndexEntry, ProvenanceSection, RecordView};
+use crate::format::run::RunEntry;
+use crate::format::segment::SEGMENT_HEADER_LEN;
+use crate::format::{
+    ArtifactMetadata, BlockHeader, FourCC, IndexEntry, ProvenanceEntry, RecordView, SegmentHeader,
+};
 use crate::keys::PublicKey;
-use crate::store::{BlockStore, Head};
+use crate::store::{BlockStore, CommitRef};
 
-/// A block as listed: its index entry and its version number.
+/// Records fetched at once by full verification and by metadata scans.
+pub(crate) const READ_CONCURRENCY: usize = 16;
+
+/// A block as listed: its index entry, position and version number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockInfo {
-    /// Position in record order.
-    pub position: usize,
+    /// Position in record order (its Merkle leaf index).
+    pub position: u64,
     /// 1 for the first record of this id, 2 for the next, ...
     pub version: u32,
     pub entry: IndexEntry,
@@ -28,6 +36,25 @@ pub struct BlockInfo {
 impl BlockInfo {
     pub fn id(&self) -> String {
         format_id(&self.entry.block_id)
+    }
+
+    fn context(&self) -> String {
+        format!(
+            "block #{} {} at offset {}",
+            self.position,
+            self.id(),
+            self.entry.offset
+        )
+    }
+}
+
+impl From<RunEntry> for BlockInfo {
+    fn from(entry: RunEntry) -> Self {
+        Self {
+            position: entry.position,
+            version: entry.version,
+            entry: entry.entry,
+        }
     }
 }
 
@@ -53,36 +80,42 @@ impl Block {
 #[derive(Debug)]
 pub struct ArtifactReader {
     store: Arc<dyn BlockStore>,
-    head: Head,
-    key: PublicKey,
-    blocks: Vec<BlockInfo>,
-    by_id: HashMap<[u8; 16], Vec<usize>>,
+    index: Index,
+    identity: Identity,
+    commit: Commit,
+    /// Set when the newest commit was found complete past the newest intact trailer.
+    completed_from_uncommitted: bool,
     check_digests: bool,
+    listing: Mutex<Option<Arc<Vec<BlockInfo>>>>,
 }
 
 impl ArtifactReader {
-    /// Opens the committed state after checking its Merkle root and commit signature.
+    /// Opens the newest commit after checking it belongs to this artifact and its signature
+    /// verifies. This reads the header, the metadata and the newest segment's head: a few
+    /// small reads whatever the artifact's size.
     pub async fn open(store: Arc<dyn BlockStore>) -> Result<Self> {
-        let head = store.head().await?;
-        let key = check_commit(&head)?;
-        let mut by_id: HashMap<[u8; 16], Vec<usize>> = HashMap::new();
-        let mut blocks = Vec::with_capacity(head.index.entries.len());
-        for (position, entry) in head.index.entries.iter().enumerate() {
-            let versions = by_id.entry(entry.block_id).or_default();
-            versions.push(position);
-            blocks.push(BlockInfo {
-                position,
-                version: versions.len() as u32,
-                entry: *entry,
-            });
-        }
+        let identity = Identity::read(store.as_ref()).await?;
+        let found = find_latest(store.as_ref()).await?;
+        check_commit(&found.commit, &identity)?;
+        let index = Index::new(store.clone());
+        let (commit, prefix, completed) = match &found.uncommitted {
+            Some(range) => {
+                match complete_commits(&store, &found.commit, range.clone(), &identity.key).await? {
+                    Some((commit, prefix)) => (commit, prefix, true),
+                    None => (found.commit, found.prefix, false),
+                }
+            }
+            None => (found.commit, found.prefix, false),
+        };
+        index.remember_segment(commit.reference(), prefix);
         Ok(Self {
             store,
-            head,
-            key,
-            blocks,
-            by_id,
+            index,
+            identity,
+            commit,
+            completed_from_uncommitted: completed,
             check_digests: true,
+            listing: Mutex::new(None),
         })
     }
 
@@ -93,69 +126,117 @@ impl ArtifactReader {
         self
     }
 
-    pub fn head(&self) -> &Head {
-        &self.head
+    /// The newest commit.
+    pub fn commit(&self) -> &Commit {
+        &self.commit
+    }
+
+    /// Whether the newest commit lost its trailer (an append interrupted after its data was
+    /// durable, or a damaged trailer) and was found complete and signed in the bytes after
+    /// the newest intact trailer. The next append writes its trailer back.
+    pub fn completed_from_uncommitted(&self) -> bool {
+        self.completed_from_uncommitted
+    }
+
+    /// The file header, metadata, key and chain seed.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The metadata section's fields.
+    pub fn metadata(&self) -> Result<ArtifactMetadata> {
+        self.identity
+            .metadata
+            .metadata()
+            .map_err(Error::format("metadata section"))
     }
 
     pub fn public_key(&self) -> PublicKey {
-        self.key
+        self.identity.key
     }
 
     pub fn store(&self) -> &Arc<dyn BlockStore> {
         &self.store
     }
 
-    /// Every record in order.
-    pub fn blocks(&self) -> &[BlockInfo] {
-        &self.blocks
+    /// Number of records.
+    pub fn record_count(&self) -> u64 {
+        self.commit.record_count()
+    }
+
+    /// Every record in order. This reads every live index run (once; later calls reuse it).
+    pub async fn blocks(&self) -> Result<Arc<Vec<BlockInfo>>> {
+        if let Some(listing) = self.listing.lock().ok().and_then(|l| l.clone()) {
+            return Ok(listing);
+        }
+        let entries = self
+            .index
+            .list(self.commit.header().newest_run, self.commit.record_count())
+            .await?;
+        let listing: Arc<Vec<BlockInfo>> =
+            Arc::new(entries.into_iter().map(BlockInfo::from).collect());
+        if let Ok(mut cached) = self.listing.lock() {
+            *cached = Some(listing.clone());
+        }
+        Ok(listing)
     }
 
     /// The latest version of every block id, in order of first appearance.
-    pub fn latest_blocks(&self) -> Vec<BlockInfo> {
-        let mut latest: Vec<(usize, BlockInfo)> = self
-            .by_id
-            .values()
-            .filter_map(|positions| Some((*positions.first()?, self.blocks[*positions.last()?])))
-            .collect();
-        latest.sort_by_key(|(first, _)| *first);
-        latest.into_iter().map(|(_, info)| info).collect()
+    pub async fn latest_blocks(&self) -> Result<Vec<BlockInfo>> {
+        let blocks = self.blocks().await?;
+        let mut latest: std::collections::HashMap<[u8; 16], (u64, BlockInfo)> =
+            std::collections::HashMap::new();
+        for info in blocks.iter() {
+            latest
+                .entry(info.entry.block_id)
+                .and_modify(|(_, newest)| *newest = *info)
+                .or_insert((info.position, *info));
+        }
+        let mut out: Vec<(u64, BlockInfo)> = latest.into_values().collect();
+        out.sort_by_key(|(first, _)| *first);
+        Ok(out.into_iter().map(|(_, info)| info).collect())
+    }
+
+    /// Version `version` (1-based) of `block_id`, or the latest when `None`, found through
+    /// the index runs without listing them.
+    pub async fn find(&self, block_id: &[u8; 16], version: Option<u32>) -> Result<BlockInfo> {
+        let newest = self.commit.header().newest_run;
+        if let Some(entry) = self.index.find(newest, block_id, version).await? {
+            return Ok(entry.into());
+        }
+        let latest = self.index.find(newest, block_id, None).await?;
+        match (latest, version) {
+            (Some(latest), Some(wanted)) => Err(Error::NoSuchVersion {
+                block_id: format_id(block_id),
+                version: wanted,
+                latest: latest.version,
+            }),
+            _ => Err(Error::UnknownBlock {
+                block_id: format_id(block_id),
+            }),
+        }
     }
 
     /// Every version of `block_id`, oldest first.
-    pub fn versions(&self, block_id: &[u8; 16]) -> Vec<BlockInfo> {
-        self.by_id
-            .get(block_id)
-            .map(|positions| positions.iter().map(|p| self.blocks[*p]).collect())
-            .unwrap_or_default()
-    }
-
-    /// Version `version` (1-based) of `block_id`, or the latest when `None`.
-    pub fn find(&self, block_id: &[u8; 16], version: Option<u32>) -> Result<BlockInfo> {
-        let positions = self
-            .by_id
-            .get(block_id)
-            .ok_or_else(|| Error::UnknownBlock {
-                block_id: format_id(block_id),
-            })?;
-        let latest = positions.len() as u32;
-        let wanted = version.unwrap_or(latest);
-        if wanted == 0 || wanted > latest {
-            return Err(Error::NoSuchVersion {
-                block_id: format_id(block_id),
-                version: wanted,
-                latest,
-            });
-        }
-        Ok(self.blocks[positions[(wanted - 1) as usize]])
+    pub async fn versions(&self, block_id: &[u8; 16]) -> Result<Vec<BlockInfo>> {
+        Ok(self
+            .blocks()
+            .await?
+            .iter()
+            .filter(|b| b.entry.block_id == *block_id)
+            .copied()
+            .collect())
     }
 
     /// Records of type `block_type`, in order.
-    pub fn by_type(&self, block_type: FourCC) -> Vec<BlockInfo> {
-        self.blocks
+    pub async fn by_type(&self, block_type: FourCC) -> Result<Vec<BlockInfo>> {
+        Ok(self
+            .blocks()
+            .await?
             .iter()
             .filter(|b| b.entry.block_type == block_type)
             .copied()
-            .collect()
+            .collect())
     }
 
     /// The header and metadata of a record, without its data (one ranged read).
@@ -165,50 +246,39 @@ impl ArtifactReader {
     ) -> Result<(BlockHeader, Map<String, Value>)> {
         let len = crate::format::block::prefix_len(info.entry.metadata_len);
         let bytes = self.store.read_record_range(&info.entry, 0..len).await?;
-        let context = || {
-            format!(
-                "block #{} {} at offset {}",
-                info.position,
-                info.id(),
-                info.entry.offset
-            )
-        };
         let (header, metadata) = crate::format::block::decode_prefix(&bytes)
-            .map_err(|e| Error::format(context())(e.at(info.entry.offset)))?;
+            .map_err(|e| Error::format(info.context())(e.at(info.entry.offset)))?;
+        if header.block_id != info.entry.block_id || header.block_type != info.entry.block_type {
+            return Err(Error::Verification(format!(
+                "{}: the record does not match its index entry",
+                info.context()
+            )));
+        }
         let metadata = crate::format::block::parse_block_metadata(metadata)
-            .map_err(|e| Error::format(context())(e.at(info.entry.offset)))?;
+            .map_err(|e| Error::format(info.context())(e.at(info.entry.offset)))?;
         Ok((header, metadata))
     }
 
     /// Records whose metadata has `key` equal to `value` (a string value, or the JSON text of
     /// any other value).
     pub async fn find_by_metadata(&self, key: &str, value: &str) -> Result<Vec<BlockInfo>> {
-        let candidates = self
-            .blocks
+        let blocks = self.blocks().await?;
+        let candidates: Vec<BlockInfo> = blocks
             .iter()
-            .filter(|info| info.entry.metadata_len > 0);
-        let read: Vec<_> = stream::iter(candidates)
-            .map(|info| async move {
-                self.read_metadata(info)
-                    .await
-                    .map(|(_, metadata)| (*info, metadata))
-            })
-            .buffered(super::verify::READ_CONCURRENCY)
-            .collect()
-            .await;
-        let mut out = Vec::new();
-        for result in read {
-            let (info, metadata) = result?;
-            let matches = match metadata.get(key) {
+            .filter(|info| info.entry.metadata_len > 0)
+            .copied()
+            .collect();
+        let read = self.read_metadata_many(&candidates).await?;
+        Ok(candidates
+            .into_iter()
+            .zip(read)
+            .filter(|(_, (_, metadata))| match metadata.get(key) {
                 Some(Value::String(s)) => s == value,
                 Some(other) => *other == value,
                 None => false,
-            };
-            if matches {
-                out.push(info);
-            }
-        }
-        Ok(out)
+            })
+            .map(|(info, _)| info)
+            .collect())
     }
 
     /// The header and metadata of each of `infos`, in order, fetched concurrently.
@@ -218,7 +288,7 @@ impl ArtifactReader {
     ) -> Result<Vec<(BlockHeader, Map<String, Value>)>> {
         stream::iter(infos)
             .map(|info| self.read_metadata(info))
-            .buffered(super::verify::READ_CONCURRENCY)
+            .buffered(READ_CONCURRENCY)
             .collect::<Vec<_>>()
             .await
             .into_iter()
@@ -229,32 +299,24 @@ impl ArtifactReader {
     /// [`trust_records`](Self::trust_records)), and decompresses its data.
     pub async fn read(&self, info: &BlockInfo) -> Result<Block> {
         let bytes = self.store.read_record(&info.entry).await?;
-        let context = || {
-            format!(
-                "block #{} {} at offset {}",
-                info.position,
-                info.id(),
-                info.entry.offset
-            )
-        };
         let record = RecordView::decode(&bytes)
-            .map_err(|e| Error::format(context())(e.at(info.entry.offset)))?;
+            .map_err(|e| Error::format(info.context())(e.at(info.entry.offset)))?;
         if record.header.block_id != info.entry.block_id
             || record.header.block_type != info.entry.block_type
         {
             return Err(Error::Verification(format!(
                 "{}: the record does not match its index entry",
-                context()
+                info.context()
             )));
         }
         if self.check_digests && record.digest() != info.entry.digest {
             return Err(Error::Verification(format!(
                 "{}: content digest does not match the committed digest: the record was altered",
-                context()
+                info.context()
             )));
         }
         if record.header.encryption != 0 {
-            return Err(Error::format(context())(
+            return Err(Error::format(info.context())(
                 crate::format::FormatError::UnsupportedEncryption {
                     code: record.header.encryption,
                 },
@@ -269,7 +331,7 @@ impl ArtifactReader {
                     record.data,
                     record.header.uncompressed_size,
                 )
-                .map_err(|e| Error::format(context())(e))?,
+                .map_err(|e| Error::format(info.context())(e))?,
             )
         };
         let metadata_bytes = bytes.slice(record.metadata_range());
@@ -283,13 +345,83 @@ impl ArtifactReader {
 
     /// Convenience: the block `block_id` at `version` (latest when `None`).
     pub async fn get(&self, block_id: &[u8; 16], version: Option<u32>) -> Result<Block> {
-        let info = self.find(block_id, version)?;
+        let info = self.find(block_id, version).await?;
         self.read(&info).await
     }
 
-    /// The provenance entries.
-    pub fn provenance(&self) -> Result<ProvenanceSection> {
-        ProvenanceSection::decode(&self.head.provenance_section)
-            .map_err(Error::format("provenance section"))
+    /// Every commit from the creation to the newest, oldest first, each checked to name its
+    /// predecessor. This reads every commit's head.
+    pub async fn commits(&self) -> Result<Vec<Commit>> {
+        walk_commits(&self.index, &self.commit).await
     }
+
+    /// Every provenance entry, oldest first (this reads every commit's segment).
+    pub async fn provenance(&self) -> Result<Vec<ProvenanceEntry>> {
+        let mut entries = Vec::new();
+        for commit in self.commits().await? {
+            let prefix = self
+                .index
+                .read_segment(commit.reference(), 0..commit.header().head_len())
+                .await?;
+            entries.extend(read_parts(&self.index, &commit, &prefix).await?.provenance);
+        }
+        Ok(entries)
+    }
+
+    /// The live index runs, newest first.
+    pub async fn live_runs(&self) -> Result<Vec<crate::format::RunRef>> {
+        self.index.live_runs(self.commit.header().newest_run).await
+    }
+
+    pub(crate) fn index(&self) -> &Index {
+        &self.index
+    }
+}
+
+/// Reads the head of commit `commit` of a chain.
+pub(crate) async fn read_commit(index: &Index, commit: CommitRef) -> Result<Commit> {
+    let header_bytes = index
+        .read_segment(commit, 0..SEGMENT_HEADER_LEN as u64)
+        .await?;
+    let context = format!("commit {} at byte {}", commit.seq, commit.segment_offset);
+    let header = SegmentHeader::decode(&header_bytes).map_err(|e| Error::Format {
+        context: context.clone(),
+        source: e.at(commit.segment_offset),
+    })?;
+    let prefix = index.read_segment(commit, 0..header.head_len()).await?;
+    Commit::decode(&prefix).map_err(|e| Error::Format {
+        context,
+        source: e.at(commit.segment_offset),
+    })
+}
+
+/// Every commit from 0 to `newest`, oldest first, following each commit's link to its
+/// predecessor and checking the link's digest.
+pub(crate) async fn walk_commits(index: &Index, newest: &Commit) -> Result<Vec<Commit>> {
+    let mut chain = vec![newest.clone()];
+    while let Some(current) = chain.last() {
+        let header = current.header();
+        if header.seq == 0 {
+            break;
+        }
+        let previous = read_commit(
+            index,
+            CommitRef {
+                seq: header.seq - 1,
+                segment_offset: header.previous_segment_offset,
+            },
+        )
+        .await?;
+        if previous.digest != header.previous_commit || previous.seq() != header.seq - 1 {
+            return Err(Error::Verification(format!(
+                "{} names a predecessor that is not commit {} at byte {}",
+                current.describe(),
+                header.seq - 1,
+                header.previous_segment_offset
+            )));
+        }
+        chain.push(previous);
+    }
+    chain.reverse();
+    Ok(chain)
 }

@@ -1,34 +1,46 @@
 //! Recovery of a damaged single file into a new, valid artifact.
+//!
+//! 1. **Committed state** (no key needed): the newest commit that verifies in full, back to
+//!    the creation, is copied byte for byte. That is the newest commit with an intact
+//!    trailer, or a complete, signed commit whose trailer alone was lost (its trailer is
+//!    written after it). Bytes past it are discarded and counted.
+//! 2. **Re-signed** (the artifact's key needed): when the newest commit is damaged, the
+//!    newest commit that verifies is kept byte for byte, then every intact record after it
+//!    that still chains and verifies is kept byte for byte too, and one new commit (with a
+//!    `recover` provenance entry) is signed over them. If not even the creation survives but
+//!    the header and metadata do, the creation is signed anew.
+//!
+//! The source is never modified, and the output appears only once complete.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
-use super::format_id;
-use super::writer::{TailInputs, build_tail};
+use super::commit::{Commit, Identity, complete_commits, find_latest};
+use super::index::Index;
+use super::reader::read_commit;
+use super::verify::{VerifyOptions, VerifyReport, verify_target};
+use super::writer::ArtifactWriter;
 use crate::error::{Error, Result};
-use crate::format::codec::Reader;
-use crate::format::digest::{Digest, SignedKind, chain_link, genesis_digest};
-use crate::format::merkle::merkle_root;
-use crate::format::provenance::ProvenanceEntry;
-use crate::format::{
-    Action, BLOCK_HEADER_LEN, BlockHeader, FILE_HEADER_LEN, FileHeader, IndexEntry,
-    MetadataSection, ProvenanceSection, RecordView, SIGNATURE_LEN,
-};
-use crate::keys::{PublicKey, SigningKey};
-use crate::store::{BlockStore, FileStore, Genesis, Tail};
+use crate::format::block::BLOCK_HEADER_LEN;
+use crate::format::digest::{SignedKind, chain_link};
+use crate::format::segment::{SEGMENT_HEADER_LEN, SEGMENT_MAGIC};
+use crate::format::{Action, BlockHeader, RecordView, SegmentHeader, TRAILER_LEN};
+use crate::keys::SigningKey;
+use crate::store::file::publish_new_file;
+use crate::store::{BlockStore, CommitRef, FileStore, StoreError};
 
 /// How the recovered artifact was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecoveryMode {
-    /// The source's last committed state was intact (possibly via its rollback journal) and
-    /// was copied byte for byte; no key was needed.
+    /// The newest commit that verifies was copied byte for byte; no key was needed.
     CommittedState,
-    /// No committed state survived: the intact prefix of records was kept byte for byte and
-    /// a new commit was signed with the artifact's key.
+    /// Intact records after the newest valid commit were kept byte for byte and a new commit
+    /// was signed with the artifact's key.
     Resigned,
 }
 
@@ -37,316 +49,308 @@ pub enum RecoveryMode {
 pub struct RecoverReport {
     pub mode: RecoveryMode,
     pub records_recovered: u64,
-    /// Provenance entries kept from the source.
-    pub provenance_salvaged: u64,
-    /// Bytes of the source past the recovered prefix.
+    /// Commits kept byte for byte from the source.
+    pub commits_kept: u64,
+    /// Records kept after the newest valid commit and committed anew.
+    pub records_salvaged: u64,
+    /// Bytes of the source not in the output.
     pub bytes_discarded: u64,
-    pub used_journal: bool,
+    /// The newest commit had lost its trailer, which was written after it.
+    pub trailer_restored: bool,
 }
 
+/// How many older commits recovery tries when the newest ones do not verify.
+const OLDER_COMMITS_TRIED: usize = 16;
+
 /// Rebuilds a valid artifact at `destination` (which must not exist) from the file at
-/// `source`, which is never modified.
-///
-/// If the source's last committed state is intact, it is copied exactly. Otherwise the
-/// longest prefix of records whose digests, chain links and signatures hold is kept, and a
-/// new commit (with the surviving provenance and a `recover` entry) is signed with `key`,
-/// which must be the artifact's own key.
+/// `source`, which is never modified. See the module documentation for the two modes.
 pub async fn recover_file(
     source: &Path,
     destination: &Path,
     key: Option<&SigningKey>,
 ) -> Result<RecoverReport> {
-    let source_store: Arc<dyn BlockStore> = Arc::new(FileStore::new(source));
-    let image = FileStore::new(source).image()?;
-    let used_journal = FileStore::new(source).read_journal()?.is_some();
-    if let Ok(head) = source_store.head().await {
-        let report = super::verify(source_store.clone(), super::VerifyOptions::default()).await?;
-        if report.valid {
-            let committed_len = head.trailer.provenance_offset;
-            let genesis = Genesis {
-                file_header: head.file_header.to_vec(),
-                metadata_section: head.metadata_section.to_vec(),
-                tail: Tail {
-                    provenance_section: head.provenance_section.to_vec(),
-                    index_section: head.index_section.to_vec(),
-                    trailer: head.trailer.to_bytes().to_vec(),
-                },
-            };
-            let records = &image[head.trailer.records_offset as usize..committed_len as usize];
-            write_image(destination, &genesis, records)?;
-            let full_len = head.trailer.file_len().unwrap_or(0);
-            return Ok(RecoverReport {
-                mode: RecoveryMode::CommittedState,
-                records_recovered: head.trailer.record_count,
-                provenance_salvaged: ProvenanceSection::decode(&head.provenance_section)
-                    .map_or(0, |p| p.entries.len() as u64),
-                bytes_discarded: (image.len() as u64).saturating_sub(full_len),
-                used_journal,
-            });
+    if destination.exists() {
+        return Err(Error::Store(StoreError::AlreadyExists {
+            location: destination.display().to_string(),
+        }));
+    }
+    let name = source.display().to_string();
+    let file_store = Arc::new(FileStore::new(source));
+    let image = file_store.image()?;
+    let store: Arc<dyn BlockStore> = file_store;
+    let identity = Identity::read(store.as_ref()).await.map_err(|e| {
+        Error::Invalid(format!(
+            "{name}: the file header or metadata section is damaged, so nothing can be recovered: {e}"
+        ))
+    })?;
+
+    // The newest commits, newest first: the completed one (if any), then the chain back.
+    let mut candidates: Vec<(Commit, bool)> = Vec::new();
+    if let Ok(found) = find_latest(store.as_ref()).await {
+        if let Some(range) = found.uncommitted.clone()
+            && let Ok(Some((commit, _))) =
+                complete_commits(&store, &found.commit, range, &identity.key).await
+        {
+            candidates.push((commit, true));
+        }
+        candidates.push((found.commit, false));
+    }
+    let index = Index::new(store.clone());
+    let mut valid: Option<(Commit, bool)> = None;
+    let mut tried = 0;
+    let newest = candidates.first().map(|(c, _)| c.digest);
+    let mut next = candidates
+        .into_iter()
+        .collect::<std::collections::VecDeque<_>>();
+    while let Some((commit, completed)) = next.pop_front() {
+        tried += 1;
+        let mut report = empty_report(&name);
+        let checked = verify_target(
+            store.clone(),
+            &identity,
+            &commit,
+            completed,
+            VerifyOptions::default(),
+            &mut report,
+        )
+        .await;
+        if checked.is_ok() && report.problems.is_empty() {
+            valid = Some((commit, completed));
+            break;
+        }
+        if tried >= OLDER_COMMITS_TRIED || commit.seq() == 0 || !next.is_empty() {
+            continue;
+        }
+        let header = commit.header();
+        if let Ok(previous) = read_commit(
+            &index,
+            CommitRef {
+                seq: header.seq - 1,
+                segment_offset: header.previous_segment_offset,
+            },
+        )
+        .await
+        {
+            next.push_back((previous, false));
         }
     }
-    salvage(source, destination, &image, key, used_journal)
+
+    // The newest commit verifying means nothing committed is lost: bytes after it were
+    // never committed. Otherwise, without a key, an older commit is the answer only when
+    // nothing after it could be saved anyway.
+    let newest_is_valid = valid.as_ref().map(|(c, _)| c.digest) == newest;
+    if let Some((commit, completed)) = &valid
+        && (newest_is_valid
+            || key.is_none()
+                && salvage_records(&image, &identity, Some(commit))
+                    .records
+                    .is_empty())
+    {
+        write_prefix(destination, &image, commit, *completed)?;
+        return Ok(RecoverReport {
+            mode: RecoveryMode::CommittedState,
+            records_recovered: commit.record_count(),
+            commits_kept: commit.seq() + 1,
+            records_salvaged: 0,
+            bytes_discarded: (image.len() as u64).saturating_sub(commit.end()),
+            trailer_restored: *completed,
+        });
+    }
+
+    let salvage = salvage_records(&image, &identity, valid.as_ref().map(|(c, _)| c));
+    let Some(key) = key else {
+        return Err(Error::Invalid(format!(
+            "{name}: {}; {} intact records ({} bytes) after it can be recovered, but the new \
+             commit must be signed: pass --key with the artifact's key ({})",
+            match &valid {
+                Some((commit, _)) => format!(
+                    "the newest commits are damaged, and commit {} ({} records) is the newest that verifies",
+                    commit.seq(),
+                    commit.record_count()
+                ),
+                None => "no commit verifies".into(),
+            },
+            salvage.records.len(),
+            salvage.records.iter().map(|r| r.len() as u64).sum::<u64>(),
+            hex::encode(identity.key.to_bytes())
+        )));
+    };
+    if key.public_key() != identity.key.to_bytes() {
+        return Err(Error::KeyMismatch {
+            artifact: hex::encode(identity.key.to_bytes()),
+            given: hex::encode(key.public_key()),
+        });
+    }
+    resign(destination, &image, &identity, valid, salvage, key, &name).await
 }
 
-fn write_image(destination: &Path, genesis: &Genesis, records: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(destination)?;
-        file.write_all(&genesis.file_header)?;
-        file.write_all(&genesis.metadata_section)?;
-        file.write_all(records)?;
-        file.write_all(&genesis.tail.provenance_section)?;
-        file.write_all(&genesis.tail.index_section)?;
-        file.write_all(&genesis.tail.trailer)?;
-        file.sync_all()?;
-        crate::store::file::sync_dir(destination)
+fn empty_report(location: &str) -> VerifyReport {
+    VerifyReport {
+        location: location.to_string(),
+        valid: false,
+        mode: "full",
+        record_count: 0,
+        commits_checked: 0,
+        newest_commit: None,
+        provenance_entries: 0,
+        signatures_checked: 0,
+        bytes_hashed: 0,
+        merkle_root: None,
+        public_key: None,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    }
+}
+
+/// Writes `image[..commit.end()]` (with the commit's trailer when it had lost it) to
+/// `destination`, which appears only once complete.
+fn write_prefix(destination: &Path, image: &[u8], commit: &Commit, completed: bool) -> Result<()> {
+    let end = commit.end() as usize;
+    let trailer_at = end - TRAILER_LEN;
+    let trailer = commit.trailer().to_bytes();
+    let parts: Vec<&[u8]> = if completed {
+        vec![&image[..trailer_at], &trailer]
+    } else {
+        vec![&image[..end]]
     };
-    write().map_err(|e| {
-        Error::Store(crate::store::StoreError::Io {
+    match publish_new_file(destination, &parts) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Error::Store(StoreError::AlreadyExists {
+            location: destination.display().to_string(),
+        })),
+        Err(source) => Err(Error::Store(StoreError::Io {
             location: destination.display().to_string(),
             action: "writing the recovered artifact".into(),
-            source: e,
-        })
-    })
+            source,
+        })),
+    }
 }
 
-fn salvage(
-    source: &Path,
-    destination: &Path,
-    image: &[u8],
-    key: Option<&SigningKey>,
-    used_journal: bool,
-) -> Result<RecoverReport> {
-    let name = source.display().to_string();
-    let header_bytes = image.get(..FILE_HEADER_LEN).ok_or_else(|| {
-        Error::Invalid(format!(
-            "{name}: {} bytes hold no complete file header: nothing to recover",
-            image.len()
-        ))
-    })?;
-    FileHeader::decode(header_bytes).map_err(Error::format(format!("{name}: file header")))?;
-    let metadata_len = MetadataSection::peek_len(&image[FILE_HEADER_LEN..])
-        .map_err(Error::format(format!("{name}: metadata section")))?;
-    let records_offset = FILE_HEADER_LEN + metadata_len;
-    let metadata_bytes = image.get(FILE_HEADER_LEN..records_offset).ok_or_else(|| {
-        Error::Invalid(format!(
-            "{name}: the metadata section is cut off: nothing to recover"
-        ))
-    })?;
-    let metadata = MetadataSection::decode(metadata_bytes)
-        .map_err(Error::format(format!("{name}: metadata section")))?;
-    let public = PublicKey::from_bytes(
-        &metadata
-            .public_key()
-            .map_err(Error::format(format!("{name}: metadata section")))?,
-    )?;
-    let genesis = genesis_digest(header_bytes, metadata_bytes);
+/// Records after the newest valid commit that still chain and verify.
+struct Salvage {
+    records: Vec<Bytes>,
+}
 
-    // Forward scan: keep records while each decodes, links to its predecessor and is signed.
-    let mut entries: Vec<IndexEntry> = Vec::new();
-    let mut at = records_offset;
-    let mut previous = genesis;
-    while let Some(header_bytes) = image.get(at..at + BLOCK_HEADER_LEN) {
-        let Ok(header) = BlockHeader::decode(header_bytes) else {
-            break;
-        };
-        let Ok(len) = header.record_len() else { break };
-        let Some(bytes) = usize::try_from(len)
-            .ok()
-            .and_then(|len| image.get(at..at.checked_add(len)?))
+/// Scans forward from the end of `valid` (or the base), keeping records while each decodes,
+/// links to its predecessor and carries a valid signature, and stepping over the segments and
+/// trailers of the damaged commits between them.
+fn salvage_records(image: &Bytes, identity: &Identity, valid: Option<&Commit>) -> Salvage {
+    let mut at = valid.map_or(identity.base.len(), Commit::end) as usize;
+    let mut previous = valid.map_or(identity.genesis, |c| c.header().last_record_digest);
+    let mut records = Vec::new();
+    while at < image.len() {
+        if image[at..].starts_with(&SEGMENT_MAGIC)
+            && let Some(header) = image
+                .get(at..at + SEGMENT_HEADER_LEN)
+                .and_then(|b| SegmentHeader::decode(b).ok())
+            && header.segment_offset == at as u64
+        {
+            at += (header.segment_len + TRAILER_LEN as u64) as usize;
+            continue;
+        }
+        let Some(header) = image
+            .get(at..at + BLOCK_HEADER_LEN)
+            .and_then(|b| BlockHeader::decode(b).ok())
         else {
             break;
         };
-        let Ok(record) = RecordView::decode(bytes) else {
+        let Some(bytes) = header
+            .record_len()
+            .ok()
+            .and_then(|len| usize::try_from(len).ok())
+            .and_then(|len| {
+                Some(image.slice(at..at.checked_add(len).filter(|e| *e <= image.len())?))
+            })
+        else {
+            break;
+        };
+        let Ok(record) = RecordView::decode(&bytes) else {
             break;
         };
         let digest = record.digest();
         if header.prev_link != chain_link(&previous)
             || record.metadata_json().is_err()
-            || !public.verify_strict(SignedKind::Block, &digest, record.signature)
+            || !identity
+                .key
+                .verify_strict(SignedKind::Block, &digest, record.signature)
         {
             break;
         }
-        entries.push(IndexEntry {
-            offset: at as u64,
-            record_len: len,
-            block_id: header.block_id,
-            block_type: header.block_type,
-            metadata_len: header.metadata_len,
-            timestamp_us: header.timestamp_us,
-            digest,
-        });
         previous = digest;
         at += bytes.len();
+        records.push(bytes);
     }
-    let records_end = at;
+    Salvage { records }
+}
 
-    // Salvage provenance entries that follow, while they chain, verify and agree with the
-    // recovered records.
-    let mut kept: Vec<ProvenanceEntry> = Vec::new();
-    let mut matched = 0usize;
-    if let Some(rest) = image.get(records_end..) {
-        let mut r = Reader::new(rest, "provenance section");
-        if r.magic(&crate::format::provenance::PROVENANCE_MAGIC, "magic")
-            .is_ok()
-            && r.u64("entry_count").is_ok()
-        {
-            let mut link = [0u8; 32];
-            while let Ok(entry) = ProvenanceEntry::read(&mut r) {
-                let Ok(digest) = entry.digest() else { break };
-                if entry.previous != link
-                    || !public.verify_strict(SignedKind::Provenance, &digest, &entry.signature)
-                {
-                    break;
-                }
-                match entry.action {
-                    Action::Create if kept.is_empty() && entry.subject == genesis => {}
-                    Action::AddBlock | Action::Update if !kept.is_empty() => {
-                        if entries.get(matched).map(|e| e.digest) != Some(entry.subject) {
-                            break;
-                        }
-                        matched += 1;
-                    }
-                    // A sealed artifact stays sealed through recovery.
-                    Action::Finalize if !kept.is_empty() && matched == entries.len() => {}
-                    Action::Create | Action::AddBlock | Action::Update | Action::Finalize => break,
-                    _ if !kept.is_empty() => {}
-                    _ => break,
-                }
-                link = digest;
-                kept.push(entry);
+async fn resign(
+    destination: &Path,
+    image: &Bytes,
+    identity: &Identity,
+    valid: Option<(Commit, bool)>,
+    salvage: Salvage,
+    key: &SigningKey,
+    name: &str,
+) -> Result<RecoverReport> {
+    // Build beside the destination, then link it into place.
+    let mut temp_name = destination.as_os_str().to_owned();
+    temp_name.push(format!(".recover-{}", uuid::Uuid::new_v4().simple()));
+    let temp = PathBuf::from(temp_name);
+    let result = async {
+        let store: Arc<dyn BlockStore> = Arc::new(FileStore::new(&temp));
+        let (mut writer, commits_kept) = match &valid {
+            Some((commit, completed)) => {
+                write_prefix(&temp, image, commit, *completed)?;
+                (
+                    ArtifactWriter::open(store.clone(), key.clone_key()).await?,
+                    commit.seq() + 1,
+                )
             }
-        }
-    }
-
-    let Some(key) = key else {
-        return Err(Error::Invalid(format!(
-            "{name}: no committed state survives; {} intact records ({} bytes) can be recovered, \
-             but the new commit must be signed: pass --key with the artifact's key ({})",
-            entries.len(),
-            records_end - records_offset,
-            hex::encode(public.to_bytes())
-        )));
-    };
-    if key.public_key() != public.to_bytes() {
-        return Err(Error::KeyMismatch {
-            artifact: hex::encode(public.to_bytes()),
-            given: hex::encode(key.public_key()),
-        });
-    }
-
-    let sign = |mut entry: ProvenanceEntry| -> Result<ProvenanceEntry> {
-        let digest = entry.digest().map_err(Error::format("provenance entry"))?;
-        entry.signature = key.sign(SignedKind::Provenance, &digest);
-        Ok(entry)
-    };
-    let salvaged = kept.len() as u64;
-    let now = super::now_us();
-    let agent = metadata.metadata().map(|m| m.agent_id).unwrap_or_default();
-    let mut head: Digest = match kept.last() {
-        Some(entry) => entry.digest().map_err(Error::format("provenance entry"))?,
-        None => {
-            let create = sign(ProvenanceEntry {
-                action: Action::Create,
-                flags: 0,
-                timestamp_us: FileHeader::decode(header_bytes)
-                    .map(|h| h.created_us)
-                    .unwrap_or(now),
-                previous: [0u8; 32],
-                subject: genesis,
-                details: serde_json::to_vec(&json!({"agent": agent, "recovered": true}))
-                    .unwrap_or_default(),
-                signature: [0u8; SIGNATURE_LEN],
-            })?;
-            let digest = create.digest().map_err(Error::format("provenance entry"))?;
-            kept.push(create);
-            digest
-        }
-    };
-    // Records whose provenance entries were lost get entries rebuilt from the records.
-    let mut seen = std::collections::HashSet::new();
-    for entry in &entries[..matched] {
-        seen.insert(entry.block_id);
-    }
-    for entry in &entries[matched..] {
-        let action = if seen.insert(entry.block_id) {
-            Action::AddBlock
-        } else {
-            Action::Update
+            None => (
+                ArtifactWriter::create_on_base(store.clone(), key.clone_key(), &identity.base)
+                    .await?,
+                0,
+            ),
         };
-        let rebuilt = sign(ProvenanceEntry {
-            action,
-            flags: 0,
-            timestamp_us: entry.timestamp_us,
-            previous: head,
-            subject: entry.digest,
-            details: serde_json::to_vec(&json!({
-                "agent": agent,
-                "block_id": format_id(&entry.block_id),
-                "block_type": entry.block_type.to_string(),
-                "rebuilt_by_recovery": true,
-            }))
-            .unwrap_or_default(),
-            signature: [0u8; SIGNATURE_LEN],
+        let kept = valid.as_ref().map_or(0, |(c, _)| c.end());
+        let salvaged = salvage.records.len() as u64;
+        for record in salvage.records {
+            writer.add_signed_record(record).await?;
+        }
+        let mut details = Map::new();
+        details.insert("source".into(), Value::String(name.to_string()));
+        details.insert("records_salvaged".into(), json!(salvaged));
+        details.insert("commits_kept".into(), json!(commits_kept));
+        writer.record_event(Action::Recover, details).await?;
+        writer.commit().await?;
+        let records = writer.record_count();
+        Ok::<_, Error>(RecoverReport {
+            mode: RecoveryMode::Resigned,
+            records_recovered: records,
+            commits_kept,
+            records_salvaged: salvaged,
+            bytes_discarded: (image.len() as u64).saturating_sub(kept),
+            trailer_restored: valid.as_ref().is_some_and(|(_, completed)| *completed),
+        })
+    }
+    .await;
+    let result = result.and_then(|report| {
+        std::fs::hard_link(&temp, destination).map_err(|source| {
+            Error::Store(StoreError::Io {
+                location: destination.display().to_string(),
+                action: "publishing the recovered artifact".into(),
+                source,
+            })
         })?;
-        head = rebuilt
-            .digest()
-            .map_err(Error::format("provenance entry"))?;
-        kept.push(rebuilt);
-    }
-    let discarded = (image.len() - records_end) as u64;
-    let recover = sign(ProvenanceEntry {
-        action: Action::Recover,
-        flags: 0,
-        timestamp_us: now,
-        previous: head,
-        subject: merkle_root(&entries.iter().map(|e| e.digest).collect::<Vec<_>>()),
-        details: serde_json::to_vec(&json!({
-            "agent": agent,
-            "source": name,
-            "records_recovered": entries.len(),
-            "provenance_salvaged": salvaged,
-            "bytes_discarded": discarded,
-        }))
-        .unwrap_or_default(),
-        signature: [0u8; SIGNATURE_LEN],
-    })?;
-    head = recover
-        .digest()
-        .map_err(Error::format("provenance entry"))?;
-    kept.push(recover);
-    let mut provenance_entries = Vec::new();
-    for entry in &kept {
-        entry
-            .encode(&mut provenance_entries)
-            .map_err(Error::format("provenance entry"))?;
-    }
-    let tail = build_tail(
-        key,
-        TailInputs {
-            file_header: header_bytes,
-            metadata_section: metadata_bytes,
-            provenance_entries: &provenance_entries,
-            provenance_count: kept.len() as u64,
-            provenance_head: head,
-            entries: &entries,
-            committed_us: now,
-        },
-    );
-    let genesis = Genesis {
-        file_header: header_bytes.to_vec(),
-        metadata_section: metadata_bytes.to_vec(),
-        tail,
-    };
-    write_image(destination, &genesis, &image[records_offset..records_end])?;
-    Ok(RecoverReport {
-        mode: RecoveryMode::Resigned,
-        records_recovered: entries.len() as u64,
-        provenance_salvaged: salvaged,
-        bytes_discarded: discarded,
-        used_journal,
-    })
+        crate::store::file::sync_dir(destination).map_err(|source| {
+            Error::Store(StoreError::Io {
+                location: destination.display().to_string(),
+                action: "publishing the recovered artifact".into(),
+                source,
+            })
+        })?;
+        Ok(report)
+    });
+    let _ = std::fs::remove_file(&temp);
+    result
 }

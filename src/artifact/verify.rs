@@ -1,29 +1,38 @@
-//! Verification: quick (trailer, stored digests, Merkle root, commit signature) and full
-//! (every record re-hashed, every signature, every chain link, the provenance).
+//! Verification.
+//!
+//! Quick verification checks the newest commit: it belongs to this artifact (its chain
+//! seed), its signature verifies, its frontier gives its Merkle root, and its trailer is the
+//! one its segment implies. It reads a few hundred bytes, whatever the artifact's size.
+//!
+//! Full verification checks everything back to the creation: every commit's signature,
+//! link to its predecessor, trailer and counts; every provenance entry (chain and meaning);
+//! every index run against the entries it summarises (the records its commit added and the
+//! runs it absorbed); the Merkle frontier of every commit, grown leaf by leaf; and every
+//! record (re-hashed, its chain link, its signature). Records are hashed and signatures
+//! checked on every core.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
-/// Records fetched at once by full verification and by metadata scans.
-pub(crate) const READ_CONCURRENCY: usize = 16;
-
+use super::commit::{Commit, Identity, complete_commits, find_latest, read_parts};
 use super::format_id;
-use crate::error::{Error, Result};
-use crate::format::digest::{Digest, SignedKind, chain_link, commit_digest, genesis_digest};
-use crate::format::merkle::merkle_root;
-use crate::format::{
-    Action, FileHeader, IndexEntry, MetadataSection, ProvenanceSection, RecordView,
-};
-use crate::keys::{PublicKey, SignatureCheck, verify_many};
-use crate::store::{AuditFinding, BlockStore, Head, StoreError};
+use super::index::Index;
+use super::reader::{READ_CONCURRENCY, walk_commits};
+use crate::error::Result;
+use crate::format::digest::{Digest, SignedKind, chain_link};
+use crate::format::run::{RunEntry, RunRef};
+use crate::format::{Action, Frontier, IndexEntry, RecordView, TRAILER_LEN, Trailer};
+use crate::keys::{SignatureCheck, verify_many};
+use crate::store::{AuditFinding, BlockStore, StoreError};
 
 /// How thoroughly to verify.
 #[derive(Debug, Clone, Copy)]
 pub struct VerifyOptions {
-    /// Only the trailer, stored digests, Merkle root and commit signature; no record is read.
+    /// Only the newest commit: its signature, chain seed, Merkle frontier and trailer.
     pub quick: bool,
     /// Check every signature individually with strict semantics instead of in batches.
     pub strict: bool,
@@ -51,13 +60,13 @@ impl Default for VerifyOptions {
 pub struct Problem {
     /// Position of the record in record order, when the problem is about a record.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub record: Option<usize>,
+    pub record: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub block_id: Option<String>,
     /// Byte offset (in the single-file image) of the structure at fault.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
-    /// Which part of the artifact: `record`, `provenance`, `commit`, `trailer`, ...
+    /// Which part of the artifact: `record`, `commit`, `provenance`, `index`, `trailer`, ...
     pub area: String,
     pub reason: String,
 }
@@ -88,6 +97,10 @@ pub struct VerifyReport {
     pub valid: bool,
     pub mode: &'static str,
     pub record_count: u64,
+    /// Commits checked (every commit in full mode, the newest in quick mode).
+    pub commits_checked: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub newest_commit: Option<u64>,
     pub provenance_entries: u64,
     pub signatures_checked: u64,
     pub bytes_hashed: u64,
@@ -96,11 +109,12 @@ pub struct VerifyReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
     pub problems: Vec<Problem>,
-    /// Findings that do not make the artifact invalid (e.g. orphaned record objects).
+    /// Findings that do not make the artifact invalid (orphaned record objects, bytes after
+    /// the newest commit).
     pub warnings: Vec<Problem>,
 }
 
-fn problem(area: &str, offset: Option<u64>, reason: impl Into<String>) -> Problem {
+pub(crate) fn problem(area: &str, offset: Option<u64>, reason: impl Into<String>) -> Problem {
     Problem {
         record: None,
         block_id: None,
@@ -110,7 +124,7 @@ fn problem(area: &str, offset: Option<u64>, reason: impl Into<String>) -> Proble
     }
 }
 
-fn record_problem(position: usize, entry: &IndexEntry, reason: impl Into<String>) -> Problem {
+fn record_problem(position: u64, entry: &IndexEntry, reason: impl Into<String>) -> Problem {
     Problem {
         record: Some(position),
         block_id: Some(format_id(&entry.block_id)),
@@ -120,78 +134,24 @@ fn record_problem(position: usize, entry: &IndexEntry, reason: impl Into<String>
     }
 }
 
-/// The public key the metadata names, checked for validity.
-pub(crate) fn artifact_key(head: &Head) -> Result<PublicKey> {
-    let metadata = MetadataSection::decode(&head.metadata_section)
-        .map_err(Error::format("metadata section"))?;
-    let bytes = metadata
-        .public_key()
-        .map_err(Error::format("metadata section"))?;
-    Ok(PublicKey::from_bytes(&bytes)?)
-}
-
-fn commit_digest_of(head: &Head) -> Digest {
-    commit_digest(
-        &head.file_header,
-        &head.metadata_section,
-        &head.provenance_section,
-        &head.index_section,
-        &head.trailer.signed_fields(),
-        &head.trailer.merkle_root,
+/// Whether a store error means "the bytes are not what they claim" (a problem to report)
+/// rather than a failure to read (an error to return).
+fn is_bad_bytes(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::Torn { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::Format { .. }
+            | StoreError::OutOfRange { .. }
     )
 }
 
-/// The quick checks, returning every problem found (empty when the commit is sound).
-fn quick_problems(head: &Head, key: &PublicKey, strict: bool) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    let root = merkle_root(&head.index.digests());
-    if root != head.trailer.merkle_root {
-        problems.push(problem(
-            "trailer",
-            None,
-            format!(
-                "Merkle root {} does not match the stored record digests (they give {})",
-                hex::encode(head.trailer.merkle_root),
-                hex::encode(root)
-            ),
-        ));
+fn bad_bytes(error: &crate::Error) -> bool {
+    match error {
+        crate::Error::Store(e) => is_bad_bytes(e),
+        crate::Error::Verification(_) | crate::Error::Format { .. } | crate::Error::Key(_) => true,
+        _ => false,
     }
-    let digest = commit_digest_of(head);
-    let signature_ok = if strict {
-        key.verify_strict(SignedKind::Commit, &digest, &head.trailer.commit_signature)
-    } else {
-        verify_many(
-            key,
-            &[SignatureCheck {
-                kind: SignedKind::Commit,
-                digest,
-                signature: head.trailer.commit_signature,
-            }],
-            1,
-            false,
-        )
-        .is_empty()
-    };
-    if !signature_ok {
-        problems.push(problem(
-            "commit",
-            None,
-            "the artifact signature does not verify: header, metadata, provenance, index or trailer were altered",
-        ));
-    }
-    problems
-}
-
-/// Quick verification of a committed head, as done on every open: fails unless the commit
-/// signature and Merkle root hold. Returns the artifact's key.
-pub(crate) fn check_commit(head: &Head) -> Result<PublicKey> {
-    FileHeader::decode(&head.file_header).map_err(Error::format("file header"))?;
-    let key = artifact_key(head)?;
-    let problems = quick_problems(head, &key, false);
-    if let Some(first) = problems.first() {
-        return Err(Error::Verification(first.to_string()));
-    }
-    Ok(key)
 }
 
 /// Verifies the artifact at `store`.
@@ -204,6 +164,8 @@ pub async fn verify(store: Arc<dyn BlockStore>, options: VerifyOptions) -> Resul
         valid: false,
         mode: if options.quick { "quick" } else { "full" },
         record_count: 0,
+        commits_checked: 0,
+        newest_commit: None,
         provenance_entries: 0,
         signatures_checked: 0,
         bytes_hashed: 0,
@@ -212,72 +174,180 @@ pub async fn verify(store: Arc<dyn BlockStore>, options: VerifyOptions) -> Resul
         problems: Vec::new(),
         warnings: Vec::new(),
     };
-    let head = match store.head().await {
-        Ok(head) => head,
-        Err(
-            e @ (StoreError::Torn { .. } | StoreError::Corrupt { .. } | StoreError::Format { .. }),
-        ) => {
+    let identity = match Identity::read(store.as_ref()).await {
+        Ok(identity) => identity,
+        Err(e) if bad_bytes(&e) => {
+            report
+                .problems
+                .push(problem("structure", Some(0), e.to_string()));
+            return Ok(report);
+        }
+        Err(e) => return Err(e),
+    };
+    report.public_key = Some(hex::encode(identity.key.to_bytes()));
+    let found = match find_latest(store.as_ref()).await {
+        Ok(found) => found,
+        Err(e) if bad_bytes(&e) => {
             report
                 .problems
                 .push(problem("structure", None, e.to_string()));
             return Ok(report);
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
-    report.record_count = head.trailer.record_count;
-    report.merkle_root = Some(hex::encode(head.trailer.merkle_root));
-    if let Err(e) = FileHeader::decode(&head.file_header) {
-        report
-            .problems
-            .push(problem("file header", Some(0), e.to_string()));
-        return Ok(report);
-    }
-    let key = match artifact_key(&head) {
-        Ok(key) => key,
-        Err(e) => {
-            report
-                .problems
-                .push(problem("metadata section", Some(32), e.to_string()));
-            return Ok(report);
+    let mut target = found.commit;
+    let mut completed = false;
+    if let Some(range) = found.uncommitted {
+        match complete_commits(&store, &target, range.clone(), &identity.key).await {
+            Ok(Some((commit, _))) => {
+                report.warnings.push(problem(
+                    "trailer",
+                    Some(commit.header().segment_offset + commit.header().segment_len),
+                    format!(
+                        "commit {} has no intact trailer, but its segment is complete and signed and every record it adds is intact: an append was interrupted after its data was written, or its trailer was damaged; readers use it, and the next append writes its trailer back",
+                        commit.seq()
+                    ),
+                ));
+                target = commit;
+                completed = true;
+            }
+            Ok(None) => report.warnings.push(problem(
+                "storage",
+                Some(range.start),
+                format!(
+                    "{} bytes after the newest commit are not committed (an interrupted append); the next append discards them",
+                    range.end - range.start
+                ),
+            )),
+            Err(e) if bad_bytes(&e) => report.warnings.push(problem(
+                "storage",
+                Some(range.start),
+                format!("bytes after the newest commit could not be examined: {e}"),
+            )),
+            Err(e) => return Err(e),
         }
-    };
-    report.public_key = Some(hex::encode(key.to_bytes()));
+    }
+    verify_target(store, &identity, &target, completed, options, &mut report).await?;
+    report.valid = report.problems.is_empty();
+    Ok(report)
+}
+
+/// Verifies the artifact up to commit `target` (the newest, or an older one when recovery
+/// looks for the newest commit that holds).
+pub(crate) async fn verify_target(
+    store: Arc<dyn BlockStore>,
+    identity: &Identity,
+    target: &Commit,
+    completed: bool,
+    options: VerifyOptions,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    let header = target.header();
+    report.record_count = header.record_count;
+    report.newest_commit = Some(header.seq);
+    report.merkle_root = Some(hex::encode(header.merkle_root));
+    report.provenance_entries = header.provenance_count;
     if let Some(expected) = options.expected_key
-        && expected != key.to_bytes()
+        && expected != identity.key.to_bytes()
     {
         report.problems.push(problem(
             "metadata section",
-            Some(32),
+            Some(crate::format::FILE_HEADER_LEN as u64),
             format!(
                 "signed by {}, but the expected key is {}",
-                hex::encode(key.to_bytes()),
+                hex::encode(identity.key.to_bytes()),
                 hex::encode(expected)
             ),
         ));
     }
-    report
-        .problems
-        .extend(quick_problems(&head, &key, options.strict));
-    report.signatures_checked = 1;
-    if !options.quick {
-        full_checks(store.as_ref(), &head, &key, options, &mut report).await?;
+    let index = Index::new(store.clone());
+    if options.quick {
+        report.commits_checked = 1;
+        report.signatures_checked = 1;
+        check_commit_identity(target, identity, report);
+        if !commit_signature_ok(target, identity, options.strict) {
+            report.problems.push(signature_problem(target));
+        }
+        if !completed {
+            check_trailer(&index, target, report).await?;
+        }
+        return Ok(());
     }
-    // Listing every object is a full-verification cost; quick verification reads no records.
-    let findings = if options.quick {
-        Vec::new()
-    } else {
-        store.audit(&head).await?
+    let commits = match walk_commits(&index, target).await {
+        Ok(commits) => commits,
+        Err(e) if bad_bytes(&e) => {
+            report.problems.push(problem(
+                "commit",
+                Some(header.segment_offset),
+                format!("the chain of commits does not lead back to the creation: {e}"),
+            ));
+            return Ok(());
+        }
+        Err(e) => return Err(e),
     };
-    for finding in findings {
+    let mut chain = ChainCheck::new(identity);
+    let mut signatures = Vec::with_capacity(header.record_count as usize + commits.len());
+    let mut owners = Vec::with_capacity(signatures.capacity());
+    for commit in &commits {
+        report.commits_checked += 1;
+        check_commit_identity(commit, identity, report);
+        signatures.push(SignatureCheck {
+            kind: SignedKind::Commit,
+            digest: commit.digest,
+            signature: commit.head.signature,
+        });
+        owners.push(signature_problem(commit));
+        if !(completed && commit.seq() == target.seq()) {
+            check_trailer(&index, commit, report).await?;
+        }
+        match chain.check(&index, commit, report).await {
+            Ok(()) => {}
+            Err(e) if bad_bytes(&e) => {
+                report.problems.push(problem(
+                    "commit",
+                    Some(commit.header().segment_offset),
+                    format!("commit {}: {e}", commit.seq()),
+                ));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    check_records(
+        store.as_ref(),
+        &chain.entries,
+        identity.genesis,
+        options,
+        &mut signatures,
+        &mut owners,
+        report,
+    )
+    .await?;
+    let failures = verify_many(&identity.key, &signatures, options.threads, options.strict);
+    report.signatures_checked += signatures.len() as u64;
+    for failure in failures {
+        report.problems.push(owners[failure].clone());
+    }
+    let digests: HashSet<Digest> = chain.entries.iter().map(|(_, e)| e.digest).collect();
+    for finding in store.audit(&digests, header.seq).await? {
         match finding {
-            AuditFinding::MissingRecord { position, key } => {
-                if let Some(entry) = head.index.entries.get(position) {
-                    let missing = record_problem(position, entry, format!("record object {key} is missing"));
-                    if !report.problems.iter().any(|p| p.record == Some(position)) {
-                        report.problems.push(missing);
-                    }
+            AuditFinding::MissingRecord { digest, key } => {
+                if let Some((position, entry)) =
+                    chain.entries.iter().find(|(_, e)| e.digest == digest)
+                    && !report.problems.iter().any(|p| p.record == Some(*position))
+                {
+                    report.problems.push(record_problem(
+                        *position,
+                        entry,
+                        format!("record object {key} is missing"),
+                    ));
                 }
             }
+            AuditFinding::MissingCommit { seq, key } => report.problems.push(problem(
+                "storage",
+                None,
+                format!("commit object {key} (commit {seq}) is missing"),
+            )),
             AuditFinding::Orphan { key, size } => report.warnings.push(problem(
                 "storage",
                 None,
@@ -292,11 +362,401 @@ pub async fn verify(store: Arc<dyn BlockStore>, options: VerifyOptions) -> Resul
             )),
         }
     }
-    report.valid = report.problems.is_empty();
-    Ok(report)
+    report
+        .problems
+        .sort_by_key(|p| (p.record.is_none(), p.record, p.offset));
+    report.problems.dedup();
+    Ok(())
+}
+
+fn signature_problem(commit: &Commit) -> Problem {
+    problem(
+        "commit",
+        Some(commit.header().segment_offset),
+        format!(
+            "commit {}: the commit signature does not verify: its segment was altered",
+            commit.seq()
+        ),
+    )
+}
+
+fn commit_signature_ok(commit: &Commit, identity: &Identity, strict: bool) -> bool {
+    if strict {
+        return commit.signed_by(&identity.key);
+    }
+    verify_many(
+        &identity.key,
+        &[SignatureCheck {
+            kind: SignedKind::Commit,
+            digest: commit.digest,
+            signature: commit.head.signature,
+        }],
+        1,
+        false,
+    )
+    .is_empty()
+}
+
+fn check_commit_identity(commit: &Commit, identity: &Identity, report: &mut VerifyReport) {
+    if commit.header().genesis != identity.genesis {
+        report.problems.push(problem(
+            "commit",
+            Some(commit.header().segment_offset),
+            format!(
+                "commit {} names another artifact's header and metadata (chain seed {})",
+                commit.seq(),
+                hex::encode(commit.header().genesis)
+            ),
+        ));
+    }
+}
+
+/// The trailer after `commit`'s segment must be the one its segment implies.
+async fn check_trailer(index: &Index, commit: &Commit, report: &mut VerifyReport) -> Result<()> {
+    let header = commit.header();
+    let at = header.segment_offset + header.segment_len;
+    let bytes = match index
+        .read_segment(
+            commit.reference(),
+            header.segment_len..header.segment_len + TRAILER_LEN as u64,
+        )
+        .await
+    {
+        Ok(bytes) => bytes,
+        Err(e) if bad_bytes(&e) => {
+            report.problems.push(problem(
+                "trailer",
+                Some(at),
+                format!("commit {}'s trailer cannot be read: {e}", commit.seq()),
+            ));
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    match Trailer::decode_at(&bytes, at) {
+        Ok(trailer) if trailer == commit.trailer() => {}
+        Ok(_) => report.problems.push(problem(
+            "trailer",
+            Some(at),
+            format!(
+                "commit {}'s trailer does not locate its segment or carries another Merkle root",
+                commit.seq()
+            ),
+        )),
+        Err(e) => report.problems.push(problem(
+            "trailer",
+            Some(at),
+            format!("commit {}'s trailer: {e}", commit.seq()),
+        )),
+    }
+    Ok(())
+}
+
+/// State carried from commit to commit by full verification.
+struct ChainCheck<'a> {
+    identity: &'a Identity,
+    previous: Option<Commit>,
+    frontier: Frontier,
+    provenance_head: Digest,
+    provenance_count: u64,
+    /// Versions so far, by block id.
+    versions: HashMap<[u8; 16], u32>,
+    /// The live runs, oldest first, with their entries.
+    live: Vec<(RunRef, Vec<RunEntry>)>,
+    /// Every record's index entry, in position order.
+    entries: Vec<(u64, IndexEntry)>,
+    sealed_at: Option<u64>,
+}
+
+impl<'a> ChainCheck<'a> {
+    fn new(identity: &'a Identity) -> Self {
+        Self {
+            identity,
+            previous: None,
+            frontier: Frontier::new(),
+            provenance_head: [0u8; 32],
+            provenance_count: 0,
+            versions: HashMap::new(),
+            live: Vec::new(),
+            entries: Vec::new(),
+            sealed_at: None,
+        }
+    }
+
+    async fn check(
+        &mut self,
+        index: &Index,
+        commit: &Commit,
+        report: &mut VerifyReport,
+    ) -> Result<()> {
+        let header = *commit.header();
+        let at = Some(header.segment_offset);
+        // Problems gathered here and reported at the end, so the checks can share them.
+        let mut problems: Vec<Problem> = Vec::new();
+        let mut flag = |reason: String| {
+            problems.push(problem(
+                "commit",
+                at,
+                format!("commit {}: {reason}", header.seq),
+            ));
+        };
+        let expected_seq = self.previous.as_ref().map_or(0, |p| p.seq() + 1);
+        if header.seq != expected_seq {
+            flag(format!(
+                "is number {} where {expected_seq} was expected",
+                header.seq
+            ));
+        }
+        let records_start = self
+            .previous
+            .as_ref()
+            .map_or(self.identity.base.len(), Commit::end);
+        if header.records_start != records_start {
+            flag(format!(
+                "says its records start at {} but the previous commit ends at {records_start}",
+                header.records_start
+            ));
+        }
+        if let Some(sealed) = self.sealed_at {
+            flag(format!(
+                "follows commit {sealed}, which finalized the artifact"
+            ));
+        }
+        let previous_count = self.frontier.size();
+        if header.record_count != previous_count + header.records_added {
+            flag(format!(
+                "counts {} records after adding {} to {previous_count}",
+                header.record_count, header.records_added
+            ));
+        }
+        if header.provenance_count != self.provenance_count + header.provenance_added {
+            flag(format!(
+                "counts {} provenance entries after adding {} to {}",
+                header.provenance_count, header.provenance_added, self.provenance_count
+            ));
+        }
+        let prefix = index
+            .read_segment(commit.reference(), 0..header.segment_len)
+            .await?;
+        let parts = read_parts(index, commit, &prefix).await?;
+        report.bytes_hashed += header.segment_len;
+
+        // The index run: this commit's new entries and the runs it absorbed, exactly.
+        let new_entries = parts.new_entries(previous_count);
+        match (&parts.run, &header.newest_run) {
+            (Some((run_head, run_entries)), Some(run_ref)) => {
+                let mut absorbed: Vec<RunEntry> = Vec::new();
+                loop {
+                    let top = self.live.last().map(|(r, _)| *r);
+                    if top == run_head.older {
+                        break;
+                    }
+                    match self.live.pop() {
+                        Some((_, entries)) => absorbed.extend(entries),
+                        None => {
+                            flag("its index run names an older run that is not live".into());
+                            break;
+                        }
+                    }
+                }
+                let mut old: Vec<RunEntry> = run_entries
+                    .iter()
+                    .filter(|e| e.position < previous_count)
+                    .copied()
+                    .collect();
+                absorbed.sort_unstable_by_key(RunEntry::key);
+                old.sort_unstable_by_key(RunEntry::key);
+                if old != absorbed {
+                    flag(format!(
+                        "its index run does not hold exactly the {} entries of the runs it replaces ({} found)",
+                        absorbed.len(),
+                        old.len()
+                    ));
+                }
+                self.live.push((*run_ref, run_entries.clone()));
+            }
+            (None, newest) => {
+                if *newest != self.live.last().map(|(r, _)| *r) {
+                    flag("names a newest index run that is not the newest live run".into());
+                }
+            }
+            (Some(_), None) => flag("holds an index run but names none".into()),
+        }
+        let positions_ok = new_entries
+            .iter()
+            .enumerate()
+            .all(|(n, e)| e.position == previous_count + n as u64);
+        if new_entries.len() as u64 != header.records_added || !positions_ok {
+            flag(format!(
+                "adds {} records but its index run holds {} new entries, or not positions {previous_count}..{}",
+                header.records_added,
+                new_entries.len(),
+                header.record_count
+            ));
+        }
+        let mut offset = header.records_start;
+        for e in &new_entries {
+            if e.entry.offset != offset {
+                flag(format!(
+                    "record #{} is indexed at {} but the previous record ends at {offset}",
+                    e.position, e.entry.offset
+                ));
+            }
+            offset = e.entry.offset.saturating_add(e.entry.record_len);
+            let expected_version = self.versions.get(&e.entry.block_id).map_or(1, |v| v + 1);
+            if e.version != expected_version {
+                flag(format!(
+                    "record #{} ({}) is indexed as version {} but is version {expected_version}",
+                    e.position,
+                    format_id(&e.entry.block_id),
+                    e.version
+                ));
+            }
+            self.versions.insert(e.entry.block_id, expected_version);
+            self.entries.push((e.position, e.entry));
+        }
+        if offset != header.segment_offset {
+            flag(format!(
+                "its records end at {offset} but its segment starts at {}",
+                header.segment_offset
+            ));
+        }
+        let last_record = new_entries.last().map_or_else(
+            || {
+                self.previous
+                    .as_ref()
+                    .map_or(self.identity.genesis, |p| p.header().last_record_digest)
+            },
+            |e| e.entry.digest,
+        );
+        if header.last_record_digest != last_record {
+            flag("names a last record digest that is not its last record's".into());
+        }
+
+        // Provenance: the chain, and what each entry says.
+        let provenance_at = header.segment_offset + header.provenance_at();
+        let mut entry_at = provenance_at;
+        let mut next_record = new_entries.iter();
+        let mut finalizes = false;
+        for (n, entry) in parts.provenance.iter().enumerate() {
+            let number = self.provenance_count + n as u64;
+            let mut pflag = |reason: String| {
+                problems.push(problem(
+                    "provenance",
+                    Some(entry_at),
+                    format!("entry #{number} ({}): {reason}", entry.action.name()),
+                ));
+            };
+            let digest = match entry.digest() {
+                Ok(d) => d,
+                Err(e) => {
+                    pflag(e.to_string());
+                    break;
+                }
+            };
+            if entry.previous != self.provenance_head {
+                pflag("does not link to the previous entry".into());
+            }
+            if entry.details_json().is_err() {
+                pflag("details are not a JSON object".into());
+            }
+            match entry.action {
+                Action::Create => {
+                    if number != 0 {
+                        pflag("create must be the first entry, and only the first".into());
+                    } else if entry.subject != self.identity.genesis {
+                        pflag("does not name this artifact's header and metadata".into());
+                    }
+                }
+                Action::AddBlock | Action::Update => match next_record.next() {
+                    Some(record) if record.entry.digest == entry.subject => {
+                        self.frontier.append(&record.entry.digest);
+                        if entry.action == Action::AddBlock && record.version != 1 {
+                            pflag(format!(
+                                "adds block {} which already exists",
+                                format_id(&record.entry.block_id)
+                            ));
+                        }
+                        if entry.action == Action::Update && record.version == 1 {
+                            pflag(format!(
+                                "updates block {} which did not exist",
+                                format_id(&record.entry.block_id)
+                            ));
+                        }
+                    }
+                    Some(record) => {
+                        self.frontier.append(&record.entry.digest);
+                        pflag(format!(
+                            "names digest {} but record #{} has {}",
+                            hex::encode(entry.subject),
+                            record.position,
+                            hex::encode(record.entry.digest)
+                        ));
+                    }
+                    None => pflag("names a record this commit does not add".into()),
+                },
+                Action::Finalize | Action::Convert | Action::Migrate | Action::Recover => {
+                    if entry.subject != self.frontier.root() {
+                        pflag("does not name the Merkle root of the records before it".into());
+                    }
+                    finalizes |= entry.action == Action::Finalize;
+                }
+                Action::Unknown(_) => {}
+            }
+            if number == 0 && entry.action != Action::Create {
+                pflag("the first entry must be create".into());
+            }
+            self.provenance_head = digest;
+            entry_at += entry.encoded_len() as u64;
+        }
+        let unnamed = next_record.count();
+        if unnamed > 0 {
+            problems.push(problem(
+                "provenance",
+                Some(provenance_at),
+                format!(
+                    "commit {}: {unnamed} of the records it adds have no add_block or update entry",
+                    header.seq
+                ),
+            ));
+            for record in new_entries.iter().skip(new_entries.len() - unnamed) {
+                self.frontier.append(&record.entry.digest);
+            }
+        }
+        self.provenance_count += parts.provenance.len() as u64;
+        let mut flag = |reason: String| {
+            problems.push(problem(
+                "commit",
+                at,
+                format!("commit {}: {reason}", header.seq),
+            ));
+        };
+        if self.provenance_head != header.provenance_head {
+            flag("its provenance head is not the digest of its last entry".into());
+        }
+        if finalizes != header.is_sealed() {
+            flag(if finalizes {
+                "has a finalize entry but is not marked sealed".into()
+            } else {
+                "is marked sealed without a finalize entry".into()
+            });
+        }
+        if header.is_sealed() {
+            self.sealed_at = Some(header.seq);
+        }
+        if self.frontier != *commit.frontier() {
+            flag("its Merkle frontier is not the tree of the records so far".into());
+            // Carry on from what the commit says, so later problems are its own.
+            self.frontier = commit.frontier().clone();
+        }
+        self.previous = Some(commit.clone());
+        report.problems.extend(problems);
+        Ok(())
+    }
 }
 
 /// One record's findings, computed on a worker thread.
+#[derive(Default)]
 struct RecordCheck {
     prev_link: Option<[u8; 8]>,
     digest: Option<Digest>,
@@ -304,13 +764,8 @@ struct RecordCheck {
     problems: Vec<Problem>,
 }
 
-fn check_record(position: usize, entry: &IndexEntry, bytes: &[u8]) -> RecordCheck {
-    let mut out = RecordCheck {
-        prev_link: None,
-        digest: None,
-        signature: None,
-        problems: Vec::new(),
-    };
+fn check_record(position: u64, entry: &IndexEntry, bytes: &[u8]) -> RecordCheck {
+    let mut out = RecordCheck::default();
     let record = match RecordView::decode(bytes) {
         Ok(record) => record,
         Err(e) => {
@@ -383,75 +838,61 @@ fn check_record(position: usize, entry: &IndexEntry, bytes: &[u8]) -> RecordChec
     out
 }
 
-async fn full_checks(
+async fn check_records(
     store: &dyn BlockStore,
-    head: &Head,
-    key: &PublicKey,
+    entries: &[(u64, IndexEntry)],
+    genesis: Digest,
     options: VerifyOptions,
+    signatures: &mut Vec<SignatureCheck>,
+    owners: &mut Vec<Problem>,
     report: &mut VerifyReport,
 ) -> Result<()> {
-    let entries = &head.index.entries;
-    let genesis = genesis_digest(&head.file_header, &head.metadata_section);
-    let mut signatures: Vec<SignatureCheck> = Vec::with_capacity(entries.len() * 2);
-    // What each signature belongs to, for naming failures.
-    let mut owners: Vec<Problem> = Vec::with_capacity(entries.len() * 2);
     let mut previous_digest = genesis;
     // Records are read in chunks of bounded total size and hashed on worker threads.
     const CHUNK_BYTES: u64 = 64 << 20;
-    let mut position = 0usize;
-    while position < entries.len() {
-        let mut end = position;
+    let mut start = 0usize;
+    while start < entries.len() {
+        let mut end = start;
         let mut chunk_bytes = 0u64;
-        while end < entries.len() && (end == position || chunk_bytes < CHUNK_BYTES) {
-            chunk_bytes += entries[end].record_len;
+        while end < entries.len() && (end == start || chunk_bytes < CHUNK_BYTES) {
+            chunk_bytes += entries[end].1.record_len;
             end += 1;
         }
         // Fetched concurrently: on an object store each read is a round trip.
-        let fetched: Vec<_> = stream::iter(&entries[position..end])
-            .map(|entry| store.read_record(entry))
+        let fetched: Vec<_> = stream::iter(&entries[start..end])
+            .map(|(_, entry)| store.read_record(entry))
             .buffered(READ_CONCURRENCY)
             .collect()
             .await;
         let mut chunk = Vec::with_capacity(fetched.len());
         for (i, result) in fetched.into_iter().enumerate() {
+            let (position, entry) = &entries[start + i];
             chunk.push(match result {
                 Ok(bytes) => Some(bytes),
-                Err(
-                    e @ (StoreError::OutOfRange { .. }
-                    | StoreError::NotFound { .. }
-                    | StoreError::Corrupt { .. }),
-                ) => {
-                    report.problems.push(record_problem(
-                        position + i,
-                        &entries[position + i],
-                        e.to_string(),
-                    ));
+                Err(e) if is_bad_bytes(&e) || matches!(e, StoreError::NotFound { .. }) => {
+                    report
+                        .problems
+                        .push(record_problem(*position, entry, e.to_string()));
                     None
                 }
                 Err(e) => return Err(e.into()),
             });
         }
-        let results = hash_chunk(
-            position,
-            &entries[position..position + chunk.len()],
-            &chunk,
-            options.threads,
-        );
+        let results = hash_chunk(&entries[start..end], &chunk, options.threads);
         for (i, result) in results.into_iter().enumerate() {
-            let at = position + i;
-            let entry = &entries[at];
+            let (position, entry) = &entries[start + i];
             report.bytes_hashed += chunk[i].as_ref().map_or(0, |b| b.len() as u64);
             report.problems.extend(result.problems);
             if let Some(link) = result.prev_link
                 && link != chain_link(&previous_digest)
             {
                 report.problems.push(record_problem(
-                    at,
+                    *position,
                     entry,
                     format!(
                         "hash chain broken: the header links to {} but the previous {} starts {}",
                         hex::encode(link),
-                        if at == 0 {
+                        if *position == 0 {
                             "chain seed"
                         } else {
                             "record digest"
@@ -466,32 +907,23 @@ async fn full_checks(
                     digest,
                     signature,
                 });
-                owners.push(record_problem(at, entry, "block signature does not verify"));
+                owners.push(record_problem(
+                    *position,
+                    entry,
+                    "block signature does not verify",
+                ));
             }
-            // The index digest is what the Merkle root and the next link commit to.
+            // The indexed digest is what the Merkle root and the next link commit to.
             previous_digest = entry.digest;
         }
-        position += chunk.len();
+        start = end;
     }
-
-    check_provenance(head, genesis, &mut signatures, &mut owners, report);
-
-    let failures = verify_many(key, &signatures, options.threads, options.strict);
-    report.signatures_checked += signatures.len() as u64;
-    for failure in failures {
-        report.problems.push(owners[failure].clone());
-    }
-    report
-        .problems
-        .sort_by_key(|p| (p.record.is_none(), p.record, p.offset));
-    report.problems.dedup();
     Ok(())
 }
 
 fn hash_chunk(
-    base: usize,
-    entries: &[IndexEntry],
-    chunk: &[Option<bytes::Bytes>],
+    entries: &[(u64, IndexEntry)],
+    chunk: &[Option<Bytes>],
     threads: usize,
 ) -> Vec<RecordCheck> {
     let threads = threads.clamp(1, chunk.len().max(1));
@@ -500,21 +932,14 @@ fn hash_chunk(
         let workers: Vec<_> = chunk
             .chunks(per_thread)
             .zip(entries.chunks(per_thread))
-            .enumerate()
-            .map(|(t, (bytes_part, entry_part))| {
+            .map(|(bytes_part, entry_part)| {
                 scope.spawn(move || {
                     bytes_part
                         .iter()
                         .zip(entry_part)
-                        .enumerate()
-                        .map(|(i, (bytes, entry))| match bytes {
-                            Some(bytes) => check_record(base + t * per_thread + i, entry, bytes),
-                            None => RecordCheck {
-                                prev_link: None,
-                                digest: None,
-                                signature: None,
-                                problems: Vec::new(),
-                            },
+                        .map(|(bytes, (position, entry))| match bytes {
+                            Some(bytes) => check_record(*position, entry, bytes),
+                            None => RecordCheck::default(),
                         })
                         .collect::<Vec<_>>()
                 })
@@ -528,135 +953,4 @@ fn hash_chunk(
             })
             .collect()
     })
-}
-
-fn check_provenance(
-    head: &Head,
-    genesis: Digest,
-    signatures: &mut Vec<SignatureCheck>,
-    owners: &mut Vec<Problem>,
-    report: &mut VerifyReport,
-) {
-    let base = head.trailer.provenance_offset;
-    let section = match ProvenanceSection::decode(&head.provenance_section) {
-        Ok(section) => section,
-        Err(e) => {
-            report
-                .problems
-                .push(problem("provenance", Some(base), e.at(base).to_string()));
-            return;
-        }
-    };
-    report.provenance_entries = section.entries.len() as u64;
-    let mut offset = base + ProvenanceSection::PREFIX_LEN as u64;
-    let mut previous = [0u8; 32];
-    let mut record_at = 0usize;
-    let mut seen_ids: HashSet<[u8; 16]> = HashSet::new();
-    let entries = &head.index.entries;
-    let mut finalized = false;
-    for (n, entry) in section.entries.iter().enumerate() {
-        let here = Some(offset);
-        let mut flag = |reason: String| {
-            report.problems.push(problem(
-                "provenance",
-                here,
-                format!("entry #{n} ({}): {reason}", entry.action.name()),
-            ));
-        };
-        let digest = match entry.digest() {
-            Ok(d) => d,
-            Err(e) => {
-                flag(e.to_string());
-                offset += entry.encoded_len() as u64;
-                continue;
-            }
-        };
-        if entry.previous != previous {
-            flag("does not link to the previous entry".into());
-        }
-        if finalized && entry.action != Action::Recover {
-            flag("follows the finalize entry".into());
-        }
-        if entry.details_json().is_err() {
-            flag("details are not a JSON object".into());
-        }
-        match entry.action {
-            Action::Create => {
-                if n != 0 {
-                    flag("create must be the first entry".into());
-                } else if entry.subject != genesis {
-                    flag("does not name this artifact's header and metadata".into());
-                }
-            }
-            Action::AddBlock | Action::Update => match entries.get(record_at) {
-                Some(record) if record.digest == entry.subject => {
-                    let known = !seen_ids.insert(record.block_id);
-                    if entry.action == Action::AddBlock && known {
-                        flag(format!(
-                            "adds block {} which already exists",
-                            format_id(&record.block_id)
-                        ));
-                    }
-                    if entry.action == Action::Update && !known {
-                        flag(format!(
-                            "updates block {} which did not exist",
-                            format_id(&record.block_id)
-                        ));
-                    }
-                    record_at += 1;
-                }
-                Some(record) => {
-                    flag(format!(
-                        "names digest {} but record #{record_at} has {}",
-                        hex::encode(entry.subject),
-                        hex::encode(record.digest)
-                    ));
-                    record_at += 1;
-                }
-                None => flag("names a record the artifact does not hold".into()),
-            },
-            Action::Finalize => finalized = true,
-            _ => {}
-        }
-        if n == 0 && entry.action != Action::Create {
-            flag("the first entry must be create".into());
-        }
-        signatures.push(SignatureCheck {
-            kind: SignedKind::Provenance,
-            digest,
-            signature: entry.signature,
-        });
-        owners.push(problem(
-            "provenance",
-            here,
-            format!(
-                "entry #{n} ({}): signature does not verify",
-                entry.action.name()
-            ),
-        ));
-        previous = digest;
-        offset += entry.encoded_len() as u64;
-    }
-    if section.entries.is_empty() {
-        report
-            .problems
-            .push(problem("provenance", Some(base), "no create entry"));
-    }
-    if record_at < entries.len() {
-        report.problems.push(problem(
-            "provenance",
-            Some(base),
-            format!(
-                "records #{record_at}..#{} have no add_block or update entry",
-                entries.len() - 1
-            ),
-        ));
-    }
-    if previous != head.trailer.provenance_head && !section.entries.is_empty() {
-        report.problems.push(problem(
-            "trailer",
-            None,
-            "the provenance head in the trailer is not the digest of the last entry",
-        ));
-    }
 }

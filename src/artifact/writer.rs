@@ -1,27 +1,42 @@
 //! The signing writer.
+//!
+//! A writer holds the newest commit's head (a few hundred bytes, whatever the artifact's
+//! size) and appends on top of it: each block becomes a signed record sent to the store at
+//! once, and [`ArtifactWriter::commit`] appends one segment (the new provenance entries, the
+//! new index run, the Merkle frontier) signed once. Nothing committed is ever rewritten.
+//!
+//! If another writer committed first, the store refuses the commit; the writer then reads
+//! the newest commit, re-links its pending blocks on top of it (their content digests and
+//! compressed bytes are kept; only headers, record digests and signatures are redone) and
+//! tries again, up to [`ArtifactWriter::with_max_retries`] times.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
+use super::commit::{Commit, Identity, complete_commits, find_latest};
+use super::index::{Index, plan_run};
 use super::{format_id, format_time, now_us};
 use crate::error::{Error, Result};
-use crate::format::block::{UnsignedRecord, encode_record};
+use crate::format::block::{BLOCK_HEADER_LEN, BlockHeader, MAX_BLOCK_METADATA_LEN};
 use crate::format::compression::{COMPRESSION_NONE, COMPRESSION_ZSTD, zstd_compress};
 use crate::format::digest::{
-    Digest, SignedKind, chain_link, commit_digest, genesis_digest, record_digest,
+    Digest, SignedKind, chain_link, commit_digest, content_digest, genesis_digest, record_digest,
 };
-use crate::format::merkle::merkle_root;
+use crate::format::merkle::empty_root;
 use crate::format::metadata::SIGNATURE_ALGORITHM;
-use crate::format::provenance::ProvenanceEntry;
+use crate::format::provenance::{ProvenanceEntry, encode_entries};
+use crate::format::run::{RunEntry, encode_run};
+use crate::format::segment::{FLAG_SEALED, FRONTIER_AT, SegmentHeader, encode_segment};
 use crate::format::{
-    Action, ArtifactMetadata, FILE_HEADER_LEN, FileHeader, FourCC, IndexEntry, IndexSection,
-    MetadataSection, ProvenanceSection, SIGNATURE_LEN, Trailer,
+    Action, ArtifactMetadata, FileHeader, FourCC, Frontier, IndexEntry, MetadataSection,
+    RecordView, SIGNATURE_LEN, Trailer,
 };
-use crate::keys::SigningKey;
-use crate::store::{AppendSession, BlockStore, Genesis, Head, HeadParts, Tail};
+use crate::keys::{PublicKey, SigningKey};
+use crate::store::{AppendSession, Base, BlockStore, RecordBytes, StoreError};
 
 /// What `create` puts in the header and metadata section.
 #[derive(Debug, Clone, Default)]
@@ -41,9 +56,9 @@ pub struct CreateOptions {
 pub struct NewBlock {
     pub block_type: FourCC,
     /// Payload bytes, uncompressed (typed framings already applied).
-    pub data: Vec<u8>,
+    pub data: Bytes,
     /// Exact block metadata bytes (empty, or a JSON object).
-    pub metadata: Vec<u8>,
+    pub metadata: Bytes,
     /// zstd level when the block is to be compressed.
     pub zstd_level: Option<i32>,
     /// Block id; random for a new block when `None`.
@@ -53,11 +68,11 @@ pub struct NewBlock {
 }
 
 impl NewBlock {
-    pub fn new(block_type: FourCC, data: Vec<u8>) -> Self {
+    pub fn new(block_type: FourCC, data: impl Into<Bytes>) -> Self {
         Self {
             block_type,
-            data,
-            metadata: Vec::new(),
+            data: data.into(),
+            metadata: Bytes::new(),
             zstd_level: None,
             block_id: None,
             timestamp_us: None,
@@ -67,11 +82,17 @@ impl NewBlock {
     /// Sets the metadata from a JSON object (serialised once, keys sorted).
     pub fn with_metadata(mut self, metadata: &Map<String, Value>) -> Self {
         self.metadata = if metadata.is_empty() {
-            Vec::new()
+            Bytes::new()
         } else {
             let sorted: BTreeMap<&String, &Value> = metadata.iter().collect();
-            serde_json::to_vec(&sorted).unwrap_or_default()
+            Bytes::from(serde_json::to_vec(&sorted).unwrap_or_default())
         };
+        self
+    }
+
+    /// Sets the exact metadata bytes (empty, or a JSON object).
+    pub fn with_metadata_bytes(mut self, metadata: impl Into<Bytes>) -> Self {
+        self.metadata = metadata.into();
         self
     }
 
@@ -96,38 +117,77 @@ impl NewBlock {
 pub struct BlockRef {
     pub block_id: [u8; 16],
     pub version: u32,
-    pub position: usize,
+    /// Position in record order (its Merkle leaf index).
+    pub position: u64,
+    /// Offset in the single-file image.
     pub offset: u64,
     pub digest: Digest,
 }
 
 type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
+/// A block after the work that does not depend on where it lands: compression, metadata
+/// check and content digest.
+#[derive(Debug, Clone)]
+struct PreparedBlock {
+    block_id: [u8; 16],
+    block_type: FourCC,
+    compression: u8,
+    uncompressed_size: u64,
+    timestamp_us: u64,
+    metadata: Bytes,
+    /// Stored bytes (compressed when `compression != 0`).
+    data: Bytes,
+    content: Digest,
+    /// The caller named the id (so it must be checked against the index).
+    explicit_id: bool,
+    action: Action,
+}
+
+/// A pending block once linked onto the chain.
+#[derive(Debug, Clone, Copy)]
+struct Placed {
+    entry: IndexEntry,
+    position: u64,
+    version: u32,
+}
+
+#[derive(Debug, Clone)]
+enum Pending {
+    Block(Box<PreparedBlock>),
+    Event {
+        action: Action,
+        details: Map<String, Value>,
+    },
+}
+
 /// Appends signed blocks to an artifact. Records go to the store as they are added; nothing
 /// becomes visible to readers until [`ArtifactWriter::commit`].
 pub struct ArtifactWriter {
     store: Arc<dyn BlockStore>,
     key: SigningKey,
-    agent_id: String,
+    public: PublicKey,
+    index: Index,
     clock: Clock,
-    head: Head,
-    /// Bytes of the committed provenance entries (the section without its 16-byte prefix).
-    provenance_entries: Vec<u8>,
-    provenance_count: u64,
-    provenance_head: Digest,
-    entries: Vec<IndexEntry>,
-    versions: HashMap<[u8; 16], u32>,
-    last_digest: Digest,
-    pending_provenance: Vec<ProvenanceEntry>,
+    max_retries: u32,
+    /// The newest commit this writer builds on.
+    commit: Commit,
+    agent_id: Option<String>,
+    pending: Vec<Pending>,
+    /// The pending blocks as linked onto `commit` (one per `Pending::Block`, in order).
+    placed: Vec<Placed>,
+    /// Versions the pending blocks give their ids.
+    pending_versions: HashMap<[u8; 16], u32>,
     session: Option<Box<dyn AppendSession>>,
-    finalized: bool,
+    merkle_hashes: u64,
 }
 
 impl std::fmt::Debug for ArtifactWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ArtifactWriter")
             .field("store", &self.store.location())
-            .field("records", &self.entries.len())
+            .field("commit", &self.commit.seq())
+            .field("pending", &self.pending.len())
             .finish_non_exhaustive()
     }
 }
@@ -137,66 +197,14 @@ fn details(value: Value) -> Vec<u8> {
     serde_json::to_vec(&value).unwrap_or_default()
 }
 
-fn sign_entry(key: &SigningKey, mut entry: ProvenanceEntry) -> Result<ProvenanceEntry> {
-    let digest = entry.digest().map_err(Error::format("provenance entry"))?;
-    entry.signature = key.sign(SignedKind::Provenance, &digest);
-    Ok(entry)
+/// Jittered exponential backoff before retry `attempt` (1-based).
+fn backoff(attempt: u32) -> Duration {
+    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]);
+    Duration::from_millis((5u64 << attempt.min(7)) + jitter)
 }
 
-/// Builds the signed tail for the given committed state.
-pub(crate) struct TailInputs<'a> {
-    pub file_header: &'a [u8],
-    pub metadata_section: &'a [u8],
-    pub provenance_entries: &'a [u8],
-    pub provenance_count: u64,
-    pub provenance_head: Digest,
-    pub entries: &'a [IndexEntry],
-    pub committed_us: u64,
-}
-
-pub(crate) fn build_tail(key: &SigningKey, inputs: TailInputs<'_>) -> Tail {
-    let mut provenance_section =
-        Vec::with_capacity(ProvenanceSection::PREFIX_LEN + inputs.provenance_entries.len());
-    provenance_section.extend_from_slice(&crate::format::provenance::PROVENANCE_MAGIC);
-    provenance_section.extend_from_slice(&inputs.provenance_count.to_le_bytes());
-    provenance_section.extend_from_slice(inputs.provenance_entries);
-    let index = IndexSection {
-        entries: inputs.entries.to_vec(),
-    };
-    let index_section = index.to_bytes();
-    let records_offset = (inputs.file_header.len() + inputs.metadata_section.len()) as u64;
-    let provenance_offset = inputs
-        .entries
-        .last()
-        .map_or(records_offset, |e| e.offset + e.record_len);
-    let digests = index.digests();
-    let mut trailer = Trailer {
-        records_offset,
-        provenance_offset,
-        provenance_len: provenance_section.len() as u64,
-        index_offset: provenance_offset + provenance_section.len() as u64,
-        index_len: index_section.len() as u64,
-        record_count: inputs.entries.len() as u64,
-        committed_us: inputs.committed_us,
-        provenance_head: inputs.provenance_head,
-        commit_signature: [0u8; SIGNATURE_LEN],
-        merkle_root: merkle_root(&digests),
-    };
-    let digest = commit_digest(
-        inputs.file_header,
-        inputs.metadata_section,
-        &provenance_section,
-        &index_section,
-        &trailer.signed_fields(),
-        &trailer.merkle_root,
-    );
-    trailer.commit_signature = key.sign(SignedKind::Commit, &digest);
-    Tail {
-        provenance_section,
-        index_section,
-        trailer: trailer.to_bytes().to_vec(),
-    }
-}
+/// Default number of times a commit is retried after another writer committed first.
+pub const DEFAULT_MAX_RETRIES: u32 = 40;
 
 impl ArtifactWriter {
     /// Creates a new artifact at `store`, signed by `key`, and opens it for appending.
@@ -209,9 +217,13 @@ impl ArtifactWriter {
         let artifact_id = options
             .artifact_id
             .unwrap_or_else(|| *uuid::Uuid::new_v4().as_bytes());
-        let header = FileHeader::new(created_us, artifact_id).to_bytes();
+        let file_header = FileHeader::new(created_us, artifact_id).to_bytes();
         let metadata = ArtifactMetadata {
-            format_version: "3.0".into(),
+            format_version: format!(
+                "{}.{}",
+                crate::format::file_header::MAJOR_VERSION,
+                crate::format::file_header::MINOR_VERSION
+            ),
             agent_id: options.agent_id.clone(),
             created_at: format_time(created_us),
             content_type: options.content_type,
@@ -224,320 +236,801 @@ impl ArtifactWriter {
         let metadata_section = MetadataSection::from_metadata(&metadata)
             .and_then(|m| m.to_bytes())
             .map_err(Error::format("metadata section"))?;
-        let genesis = genesis_digest(&header, &metadata_section);
-        let create = sign_entry(
-            &key,
-            ProvenanceEntry {
-                action: Action::Create,
-                flags: 0,
-                timestamp_us: created_us,
-                previous: [0u8; 32],
-                subject: genesis,
-                details: details(json!({
-                    "agent": options.agent_id,
-                    "artifact_id": format_id(&artifact_id),
-                })),
-                signature: [0u8; SIGNATURE_LEN],
-            },
-        )?;
-        let mut entry_bytes = Vec::new();
-        create
-            .encode(&mut entry_bytes)
-            .map_err(Error::format("provenance entry"))?;
-        let tail = build_tail(
-            &key,
-            TailInputs {
-                file_header: &header,
-                metadata_section: &metadata_section,
-                provenance_entries: &entry_bytes,
-                provenance_count: 1,
-                provenance_head: create.digest().map_err(Error::format("provenance entry"))?,
-                entries: &[],
-                committed_us: created_us,
-            },
-        );
-        store
-            .create(Genesis {
-                file_header: header.to_vec(),
-                metadata_section,
-                tail,
-            })
-            .await?;
-        let mut writer = Self::open(store, key).await?;
+        let base = Base {
+            file_header: Bytes::copy_from_slice(&file_header),
+            metadata_section: Bytes::from(metadata_section),
+        };
+        let create_details = json!({
+            "agent": options.agent_id,
+            "artifact_id": format_id(&artifact_id),
+        });
+        let mut writer =
+            Self::create_commit_zero(store, key, &base, created_us, create_details).await?;
+        writer.agent_id = Some(options.agent_id);
         if let Some(fixed) = options.created_us {
             writer.set_clock(move || fixed);
         }
         Ok(writer)
     }
 
-    /// Opens an existing artifact for appending. The key must be the artifact's own, and the
-    /// committed state must verify (a writer never extends a tampered artifact).
-    pub async fn open(store: Arc<dyn BlockStore>, key: SigningKey) -> Result<Self> {
-        let head = store.head().await?;
-        let public_key = super::verify::check_commit(&head)?;
-        if public_key.to_bytes() != key.public_key() {
-            return Err(Error::KeyMismatch {
-                artifact: hex::encode(public_key.to_bytes()),
-                given: hex::encode(key.public_key()),
-            });
-        }
-        let provenance = ProvenanceSection::decode(&head.provenance_section)
-            .map_err(Error::format("provenance section"))?;
-        let finalized = provenance
-            .entries
-            .iter()
-            .any(|e| e.action == Action::Finalize);
-        let metadata = MetadataSection::decode(&head.metadata_section)
+    /// Creates an artifact on an existing file header and metadata section (their exact
+    /// bytes), as recovery does when not even the creation commit survived.
+    pub(crate) async fn create_on_base(
+        store: Arc<dyn BlockStore>,
+        key: SigningKey,
+        base: &Base,
+    ) -> Result<Self> {
+        let header = FileHeader::decode(&base.file_header).map_err(Error::format("file header"))?;
+        let agent = MetadataSection::decode(&base.metadata_section)
             .and_then(|m| m.metadata())
-            .map_err(Error::format("metadata section"))?;
-        let mut versions = HashMap::new();
-        for entry in &head.index.entries {
-            *versions.entry(entry.block_id).or_insert(0u32) += 1;
-        }
-        let last_digest = head.index.entries.last().map_or_else(
-            || genesis_digest(&head.file_header, &head.metadata_section),
-            |e| e.digest,
-        );
-        Ok(Self {
-            store,
-            key,
-            agent_id: metadata.agent_id,
-            clock: Arc::new(now_us),
-            provenance_entries: head.provenance_section[ProvenanceSection::PREFIX_LEN..].to_vec(),
-            provenance_count: provenance.entries.len() as u64,
-            provenance_head: head.trailer.provenance_head,
-            entries: head.index.entries.clone(),
-            versions,
-            last_digest,
-            pending_provenance: Vec::new(),
-            session: None,
-            finalized,
-            head,
-        })
+            .map(|m| m.agent_id)
+            .unwrap_or_default();
+        let details = json!({"agent": agent, "recovered": true});
+        Self::create_commit_zero(store, key, base, header.created_us, details).await
     }
 
-    /// Replaces the clock used for record and provenance timestamps (for reproducible files).
+    async fn create_commit_zero(
+        store: Arc<dyn BlockStore>,
+        key: SigningKey,
+        base: &Base,
+        created_us: u64,
+        create_details: Value,
+    ) -> Result<Self> {
+        let genesis = genesis_digest(&base.file_header, &base.metadata_section);
+        let create = ProvenanceEntry {
+            action: Action::Create,
+            flags: 0,
+            timestamp_us: created_us,
+            previous: [0u8; 32],
+            subject: genesis,
+            details: details(create_details),
+        };
+        let provenance = encode_entries(std::slice::from_ref(&create))
+            .map_err(Error::format("provenance entry"))?;
+        let base_len = base.len();
+        let frontier = Frontier::new();
+        let header = SegmentHeader {
+            seq: 0,
+            committed_us: created_us,
+            segment_offset: base_len,
+            segment_len: FRONTIER_AT as u64 + provenance.len() as u64,
+            records_start: base_len,
+            record_count: 0,
+            records_added: 0,
+            provenance_count: 1,
+            provenance_added: 1,
+            provenance_len: provenance.len() as u64,
+            run_len: 0,
+            flags: 0,
+            genesis,
+            previous_commit: [0u8; 32],
+            previous_segment_offset: 0,
+            last_record_digest: genesis,
+            provenance_head: create.digest().map_err(Error::format("provenance entry"))?,
+            merkle_root: empty_root(),
+            newest_run: None,
+        };
+        let header_bytes = header.to_bytes();
+        let digest = commit_digest(&header_bytes, &[]);
+        let signature = key.sign(SignedKind::Commit, &digest);
+        let segment = encode_segment(&header, &signature, &frontier, &[], &provenance);
+        let trailer = Trailer {
+            segment_offset: header.segment_offset,
+            segment_len: header.segment_len,
+            merkle_root: header.merkle_root,
+        };
+        let mut genesis_bytes = base.to_vec();
+        genesis_bytes.extend_from_slice(&segment);
+        genesis_bytes.extend_from_slice(&trailer.to_bytes());
+        store.create(Bytes::from(genesis_bytes)).await?;
+        let commit = Commit::decode(&segment).map_err(Error::format("the commit just made"))?;
+        let public = PublicKey::from_bytes(&key.public_key())?;
+        Ok(Self::with_commit(
+            store,
+            key,
+            public,
+            commit,
+            Bytes::from(segment),
+        ))
+    }
+
+    fn with_commit(
+        store: Arc<dyn BlockStore>,
+        key: SigningKey,
+        public: PublicKey,
+        commit: Commit,
+        prefix: Bytes,
+    ) -> Self {
+        let index = Index::new(store.clone());
+        index.remember_segment(commit.reference(), prefix);
+        Self {
+            store,
+            key,
+            public,
+            index,
+            clock: Arc::new(now_us),
+            max_retries: DEFAULT_MAX_RETRIES,
+            commit,
+            agent_id: None,
+            pending: Vec::new(),
+            placed: Vec::new(),
+            pending_versions: HashMap::new(),
+            session: None,
+            merkle_hashes: 0,
+        }
+    }
+
+    /// Opens an existing artifact for appending. The key must be the artifact's own, and the
+    /// newest commit must verify (a writer never extends a tampered artifact). Opening reads
+    /// the newest commit's head only, whatever the artifact's size.
+    pub async fn open(store: Arc<dyn BlockStore>, key: SigningKey) -> Result<Self> {
+        let public = PublicKey::from_bytes(&key.public_key())?;
+        let (commit, prefix) = Self::load_newest(&store, &public).await?;
+        Ok(Self::with_commit(store, key, public, commit, prefix))
+    }
+
+    /// The newest commit, checked under `public`, completed first if it lost its trailer.
+    async fn load_newest(
+        store: &Arc<dyn BlockStore>,
+        public: &PublicKey,
+    ) -> Result<(Commit, Bytes)> {
+        let found = find_latest(store.as_ref()).await?;
+        if !found.commit.signed_by(public) {
+            // Tell a wrong key from a damaged commit.
+            let identity = Identity::read(store.as_ref()).await?;
+            if identity.key.to_bytes() != public.to_bytes() {
+                return Err(Error::KeyMismatch {
+                    artifact: hex::encode(identity.key.to_bytes()),
+                    given: hex::encode(public.to_bytes()),
+                });
+            }
+            return Err(Error::Verification(format!(
+                "{}: the commit signature does not verify: the segment was altered",
+                found.commit.describe()
+            )));
+        }
+        if let Some(uncommitted) = found.uncommitted.clone()
+            && let Some(completed) =
+                complete_commits(store, &found.commit, uncommitted, public).await?
+        {
+            return Ok(completed);
+        }
+        Ok((found.commit, found.prefix))
+    }
+
+    /// Replaces the clock used for record, provenance and commit timestamps (for
+    /// reproducible files).
     pub fn set_clock(&mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) {
         self.clock = Arc::new(clock);
     }
 
+    /// How many times a commit is retried when another writer committed first (default
+    /// [`DEFAULT_MAX_RETRIES`]).
+    pub fn with_max_retries(mut self, max_retries: u32) -> Self {
+        self.max_retries = max_retries;
+        self
+    }
+
+    /// The newest commit this writer builds on.
+    pub fn last_commit(&self) -> &Commit {
+        &self.commit
+    }
+
     /// Records committed so far plus those pending.
-    pub fn record_count(&self) -> usize {
-        self.entries.len()
+    pub fn record_count(&self) -> u64 {
+        self.commit.record_count() + self.placed.len() as u64
+    }
+
+    /// SHA-256 computations spent on the Merkle tree by this writer's commits so far.
+    pub fn merkle_hashes(&self) -> u64 {
+        self.merkle_hashes
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.commit.header().is_sealed() {
+            return Err(Error::Finalized);
+        }
+        Ok(())
     }
 
     /// Appends a new block (a fresh id unless `block.block_id` names one not yet used).
     pub async fn add(&mut self, block: NewBlock) -> Result<BlockRef> {
-        if let Some(id) = block.block_id
-            && self.versions.contains_key(&id)
-        {
-            return Err(Error::Invalid(format!(
-                "block {} already exists; use update to add a new version",
-                format_id(&id)
-            )));
-        }
-        self.append(block, Action::AddBlock).await
+        Ok(self.add_all(vec![(block, Action::AddBlock)]).await?[0])
     }
 
     /// Appends a new version of the existing block `block_id`.
     pub async fn update(&mut self, block_id: [u8; 16], block: NewBlock) -> Result<BlockRef> {
-        if !self.versions.contains_key(&block_id) {
-            return Err(Error::UnknownBlock {
-                block_id: format_id(&block_id),
-            });
-        }
-        self.append(block.with_id(block_id), Action::Update).await
+        Ok(self
+            .add_all(vec![(block.with_id(block_id), Action::Update)])
+            .await?[0])
     }
 
-    async fn append(&mut self, block: NewBlock, action: Action) -> Result<BlockRef> {
-        if self.finalized {
-            return Err(Error::Finalized);
-        }
-        let block_id = block
-            .block_id
-            .unwrap_or_else(|| *uuid::Uuid::new_v4().as_bytes());
-        let timestamp_us = block.timestamp_us.unwrap_or_else(|| (self.clock)());
-        let uncompressed_size = block.data.len() as u64;
-        let (compression, data) = match block.zstd_level {
-            Some(level) => (
-                COMPRESSION_ZSTD,
-                zstd_compress(&block.data, level)
-                    .map_err(Error::format("compressing block data"))?,
-            ),
-            None => (COMPRESSION_NONE, block.data),
-        };
-        crate::format::block::parse_block_metadata(&block.metadata)
-            .map_err(Error::format("block metadata"))?;
-        let unsigned = UnsignedRecord {
-            block_id,
-            block_type: block.block_type,
-            compression,
-            uncompressed_size,
-            timestamp_us,
-            metadata: block.metadata,
-            data,
-        };
-        let header = unsigned
-            .header(chain_link(&self.last_digest))
-            .map_err(Error::format("block header"))?;
-        let header_bytes = header.to_bytes();
-        let digest = record_digest(&header_bytes, &unsigned.metadata, &unsigned.data);
-        let signature = self.key.sign(SignedKind::Block, &digest);
-        let record = encode_record(&header, &unsigned.metadata, &unsigned.data, &signature);
-        let offset = self
-            .entries
-            .last()
-            .map_or(self.head.trailer.records_offset, |e| {
-                e.offset + e.record_len
-            });
-        let entry = IndexEntry {
-            offset,
-            record_len: record.len() as u64,
-            block_id,
-            block_type: block.block_type,
-            metadata_len: header.metadata_len,
-            timestamp_us,
-            digest,
-        };
-        if self.session.is_none() {
-            self.session = Some(self.store.begin_append(&self.head).await?);
-        }
-        if let Some(session) = self.session.as_mut() {
-            session.put_record(&entry, Bytes::from(record)).await?;
-        }
-        let version = {
-            let count = self.versions.entry(block_id).or_insert(0);
-            *count += 1;
-            *count
-        };
-        self.entries.push(entry);
-        self.last_digest = digest;
-        self.push_provenance(
-            action,
-            timestamp_us,
-            digest,
-            json!({
-                "agent": self.agent_id,
-                "block_id": format_id(&block_id),
-                "block_type": block.block_type.to_string(),
-                "version": version,
-            }),
-        )?;
-        Ok(BlockRef {
-            block_id,
-            version,
-            position: self.entries.len() - 1,
-            offset,
-            digest,
-        })
+    /// Appends several new blocks at once: their compression, hashing and signing run on
+    /// every core.
+    pub async fn add_batch(&mut self, blocks: Vec<NewBlock>) -> Result<Vec<BlockRef>> {
+        self.add_all(blocks.into_iter().map(|b| (b, Action::AddBlock)).collect())
+            .await
     }
 
-    fn push_provenance(
-        &mut self,
-        action: Action,
-        timestamp_us: u64,
-        subject: Digest,
-        detail: Value,
-    ) -> Result<()> {
+    /// Appends a record that is already signed, byte for byte (recovery keeps salvaged
+    /// records exactly). It must link to the chain where it lands and carry a valid
+    /// signature under this writer's key; it becomes a new version if its id exists.
+    pub(crate) async fn add_signed_record(&mut self, record: Bytes) -> Result<BlockRef> {
+        self.check_open()?;
+        let view = RecordView::decode(&record).map_err(Error::format("salvaged record"))?;
         let previous = self
-            .pending_provenance
+            .placed
             .last()
-            .map(|e| e.digest().map_err(Error::format("provenance entry")))
-            .transpose()?
-            .unwrap_or(self.provenance_head);
-        let entry = sign_entry(
-            &self.key,
-            ProvenanceEntry {
-                action,
-                flags: 0,
-                timestamp_us,
-                previous,
-                subject,
-                details: details(detail),
-                signature: [0u8; SIGNATURE_LEN],
+            .map_or(self.commit.header().last_record_digest, |p| p.entry.digest);
+        let digest = view.digest();
+        if view.header.prev_link != chain_link(&previous)
+            || !self
+                .public
+                .verify_strict(SignedKind::Block, &digest, view.signature)
+        {
+            return Err(Error::Verification(format!(
+                "record of block {} does not link to the chain here or is not signed by this key",
+                format_id(&view.header.block_id)
+            )));
+        }
+        let id = view.header.block_id;
+        let existing = match self.pending_versions.get(&id) {
+            Some(version) => Some(*version),
+            None => self
+                .index
+                .find(self.commit.header().newest_run, &id, None)
+                .await?
+                .map(|e| e.version),
+        };
+        let version = existing.map_or(1, |v| v + 1);
+        let prepared = PreparedBlock {
+            block_id: id,
+            block_type: view.header.block_type,
+            compression: view.header.compression,
+            uncompressed_size: view.header.uncompressed_size,
+            timestamp_us: view.header.timestamp_us,
+            metadata: record.slice(view.metadata_range()),
+            data: record.slice(view.data_range()),
+            content: view.content_digest(),
+            explicit_id: true,
+            action: if version == 1 {
+                Action::AddBlock
+            } else {
+                Action::Update
             },
-        )?;
-        self.pending_provenance.push(entry);
-        Ok(())
+        };
+        self.pending_versions.insert(id, version);
+        let first = self.pending.len();
+        self.pending.push(Pending::Block(Box::new(prepared)));
+        match self.place(first, vec![version]).await {
+            Ok(refs) if refs.first().is_some_and(|r| r.digest == digest) => Ok(refs[0]),
+            Ok(_) => Err(Error::Invalid(
+                "internal: a salvaged record did not keep its bytes".into(),
+            )),
+            Err(e) => {
+                self.pending.truncate(first);
+                self.pending_versions.remove(&id);
+                Err(e)
+            }
+        }
+    }
+
+    async fn add_all(&mut self, blocks: Vec<(NewBlock, Action)>) -> Result<Vec<BlockRef>> {
+        self.check_open()?;
+        let clock = self.clock.clone();
+        let prepared = prepare_all(blocks, &*clock)?;
+        let count = prepared.len();
+        let versions_before = self.pending_versions.clone();
+        let mut versions = Vec::with_capacity(count);
+        for block in &prepared {
+            match self.version_for(block).await {
+                Ok(version) => versions.push(version),
+                Err(e) => {
+                    self.pending_versions = versions_before;
+                    return Err(e);
+                }
+            }
+        }
+        let first = self.pending.len();
+        self.pending
+            .extend(prepared.into_iter().map(|b| Pending::Block(Box::new(b))));
+        match self.place(first, versions).await {
+            Ok(refs) => Ok(refs),
+            Err(Error::Store(StoreError::Conflict { reason, .. })) => {
+                tracing::info!(%reason, "the artifact changed before this append began; rebasing");
+                if let Err(e) = self.rebase().await {
+                    self.pending.truncate(first);
+                    return Err(e);
+                }
+                Ok(self.placed[self.placed.len() - count..]
+                    .iter()
+                    .map(|p| self.block_ref(p))
+                    .collect())
+            }
+            Err(e) => {
+                // These blocks are not pending; the blocks pending before them are placed
+                // again on a fresh session (the failed one is abandoned with its records).
+                self.pending.truncate(first);
+                if self.rebase().await.is_err() {
+                    self.abandon();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn block_ref(&self, placed: &Placed) -> BlockRef {
+        BlockRef {
+            block_id: placed.entry.block_id,
+            version: placed.version,
+            position: placed.position,
+            offset: placed.entry.offset,
+            digest: placed.entry.digest,
+        }
+    }
+
+    /// The version a pending block gets on top of the newest commit and the blocks pending
+    /// before it (checking that an added id is new and an updated one exists).
+    async fn version_for(&mut self, block: &PreparedBlock) -> Result<u32> {
+        let id = block.block_id;
+        let existing = match self.pending_versions.get(&id) {
+            Some(version) => Some(*version),
+            None if block.explicit_id || block.action == Action::Update => self
+                .index
+                .find(self.commit.header().newest_run, &id, None)
+                .await?
+                .map(|e| e.version),
+            // A fresh random id (122 random bits) is new.
+            None => None,
+        };
+        let version = match (block.action, existing) {
+            (Action::Update, None) => {
+                return Err(Error::UnknownBlock {
+                    block_id: format_id(&id),
+                });
+            }
+            (Action::Update, Some(v)) => v + 1,
+            (_, Some(_)) => {
+                return Err(Error::Invalid(format!(
+                    "block {} already exists; use update to add a new version",
+                    format_id(&id)
+                )));
+            }
+            (_, None) => 1,
+        };
+        self.pending_versions.insert(id, version);
+        Ok(version)
+    }
+
+    /// Links the pending blocks from `first` on (with the given versions) onto the chain,
+    /// signs them on every core and sends them to the store.
+    async fn place(&mut self, first: usize, versions: Vec<u32>) -> Result<Vec<BlockRef>> {
+        let blocks: Vec<PreparedBlock> = self.pending[first..]
+            .iter()
+            .filter_map(|p| match p {
+                Pending::Block(b) => Some((**b).clone()),
+                Pending::Event { .. } => None,
+            })
+            .collect();
+        if self.session.is_none() && !blocks.is_empty() {
+            self.session = Some(self.store.begin_append(&self.commit.append_base()).await?);
+        }
+        let mut previous = self
+            .placed
+            .last()
+            .map_or(self.commit.header().last_record_digest, |p| p.entry.digest);
+        let mut offset = self
+            .placed
+            .last()
+            .map_or(self.commit.end(), |p| p.entry.offset + p.entry.record_len);
+        let mut position = self.record_count();
+        // Sequential: each header links to the previous record digest (a small hash).
+        let mut linked = Vec::with_capacity(blocks.len());
+        for (block, version) in blocks.iter().zip(&versions) {
+            let header = block_header(block, chain_link(&previous))?;
+            let header_bytes = header.to_bytes();
+            let digest = record_digest(&header_bytes, &block.content);
+            let record_len = header.record_len().map_err(Error::format("block header"))?;
+            let entry = IndexEntry {
+                offset,
+                record_len,
+                block_id: block.block_id,
+                block_type: block.block_type,
+                metadata_len: header.metadata_len,
+                timestamp_us: block.timestamp_us,
+                digest,
+            };
+            linked.push((
+                header_bytes,
+                Placed {
+                    entry,
+                    position,
+                    version: *version,
+                },
+            ));
+            previous = digest;
+            offset += record_len;
+            position += 1;
+        }
+        // Parallel: one Ed25519 signature per record.
+        let digests: Vec<Digest> = linked.iter().map(|(_, p)| p.entry.digest).collect();
+        let signatures = sign_all(&self.key, &digests);
+        let mut refs = Vec::with_capacity(linked.len());
+        for ((block, (header_bytes, placed)), signature) in
+            blocks.iter().zip(linked).zip(signatures)
+        {
+            let record = RecordBytes {
+                parts: vec![
+                    Bytes::copy_from_slice(&header_bytes),
+                    block.metadata.clone(),
+                    block.data.clone(),
+                    Bytes::copy_from_slice(&signature),
+                ],
+            };
+            let session = self.session.as_mut().ok_or_else(|| {
+                Error::Invalid("internal: no append session for a pending block".into())
+            })?;
+            session.put_record(&placed.entry, record).await?;
+            refs.push(self.block_ref(&placed));
+            self.placed.push(placed);
+        }
+        Ok(refs)
+    }
+
+    /// Drops everything pending: the writer is back at its newest commit.
+    fn abandon(&mut self) {
+        self.session = None;
+        self.pending.clear();
+        self.placed.clear();
+        self.pending_versions.clear();
+    }
+
+    /// Reads the newest commit and links every pending item onto it again.
+    async fn rebase(&mut self) -> Result<()> {
+        self.session = None;
+        let (commit, prefix) = Self::load_newest(&self.store, &self.public).await?;
+        self.index = Index::new(self.store.clone());
+        self.index.remember_segment(commit.reference(), prefix);
+        self.commit = commit;
+        self.check_open()?;
+        self.placed.clear();
+        self.pending_versions.clear();
+        let blocks: Vec<PreparedBlock> = self
+            .pending
+            .iter()
+            .filter_map(|p| match p {
+                Pending::Block(b) => Some((**b).clone()),
+                Pending::Event { .. } => None,
+            })
+            .collect();
+        let mut versions = Vec::with_capacity(blocks.len());
+        for block in &blocks {
+            versions.push(self.version_for(block).await?);
+        }
+        let blocks_only: Vec<Pending> = blocks
+            .into_iter()
+            .map(|b| Pending::Block(Box::new(b)))
+            .collect();
+        // `place` reads blocks from `pending`; give it the blocks alone, then restore.
+        let all = std::mem::replace(&mut self.pending, blocks_only);
+        let result = self.place(0, versions).await;
+        self.pending = all;
+        result.map(|_| ())
     }
 
     /// Records an artifact-level provenance event (convert, migrate, ...) with `details`
     /// merged into the entry's JSON; the subject is the Merkle root at that point.
-    pub fn record_event(&mut self, action: Action, detail: Map<String, Value>) -> Result<()> {
-        if self.finalized {
-            return Err(Error::Finalized);
+    pub async fn record_event(&mut self, action: Action, detail: Map<String, Value>) -> Result<()> {
+        self.check_open()?;
+        if self.agent_id.is_none() {
+            let identity = Identity::read(self.store.as_ref()).await?;
+            self.agent_id = Some(
+                identity
+                    .metadata
+                    .metadata()
+                    .map(|m| m.agent_id)
+                    .unwrap_or_default(),
+            );
         }
-        let root = merkle_root(&self.entries.iter().map(|e| e.digest).collect::<Vec<_>>());
         let mut detail = detail;
-        detail.insert("agent".into(), Value::String(self.agent_id.clone()));
-        detail.insert("record_count".into(), json!(self.entries.len()));
-        let now = (self.clock)();
-        self.push_provenance(action, now, root, Value::Object(detail))
+        detail.insert(
+            "agent".into(),
+            Value::String(self.agent_id.clone().unwrap_or_default()),
+        );
+        self.pending.push(Pending::Event {
+            action,
+            details: detail,
+        });
+        Ok(())
     }
 
     /// Seals the artifact: a finalize entry, committed; later appends are refused.
     pub async fn finalize(&mut self) -> Result<()> {
-        self.record_event(Action::Finalize, Map::new())?;
-        self.commit().await?;
-        self.finalized = true;
-        Ok(())
+        self.record_event(Action::Finalize, Map::new()).await?;
+        self.commit().await
     }
 
     /// Makes everything added since the last commit durable and visible. When this returns,
-    /// a crash can no longer lose those blocks.
+    /// a crash can no longer lose those blocks. If another writer committed first, the
+    /// pending blocks are re-linked on top of its commit and the commit is tried again.
     pub async fn commit(&mut self) -> Result<()> {
-        if self.pending_provenance.is_empty() {
+        if self.pending.is_empty() {
             return Ok(());
         }
-        let mut provenance_entries = self.provenance_entries.clone();
-        for entry in &self.pending_provenance {
-            entry
-                .encode(&mut provenance_entries)
-                .map_err(Error::format("provenance entry"))?;
+        let mut attempt = 0;
+        loop {
+            match self.try_commit().await {
+                Ok(()) => return Ok(()),
+                Err(Error::Store(StoreError::Conflict { reason, .. }))
+                    if attempt < self.max_retries =>
+                {
+                    attempt += 1;
+                    let wait = backoff(attempt);
+                    tracing::info!(attempt, %reason, "commit conflict; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    self.rebase().await?;
+                }
+                Err(e @ Error::Store(StoreError::Unknown { .. })) => {
+                    // The commit may have landed: re-linking the blocks could add them twice.
+                    self.abandon();
+                    return Err(e);
+                }
+                Err(e) => {
+                    // The failed session took its records with it; place them again so a
+                    // later commit is complete.
+                    if self.rebase().await.is_err() {
+                        self.abandon();
+                    }
+                    return Err(e);
+                }
+            }
         }
-        let new_count = self.provenance_count + self.pending_provenance.len() as u64;
-        let new_head = self
-            .pending_provenance
-            .last()
-            .map(|e| e.digest().map_err(Error::format("provenance entry")))
-            .transpose()?
-            .unwrap_or(self.provenance_head);
-        let tail = build_tail(
-            &self.key,
-            TailInputs {
-                file_header: &self.head.file_header,
-                metadata_section: &self.head.metadata_section,
-                provenance_entries: &provenance_entries,
-                provenance_count: new_count,
-                provenance_head: new_head,
-                entries: &self.entries,
-                committed_us: (self.clock)(),
-            },
-        );
-        let session = match self.session.take() {
-            Some(session) => session,
-            None => self.store.begin_append(&self.head).await?,
-        };
-        let committed = HeadParts {
-            file_header: self.head.file_header.clone(),
-            metadata_section: self.head.metadata_section.clone(),
-            provenance_section: tail.provenance_section.clone().into(),
-            index_section: tail.index_section.clone().into(),
-            trailer: tail.trailer.clone().into(),
-        };
-        session.commit(tail).await?;
-        self.provenance_entries = provenance_entries;
-        self.provenance_count = new_count;
-        self.provenance_head = new_head;
-        self.pending_provenance.clear();
-        // The committed state is what was just written; no need to read it back.
-        self.head = Head::from_parts(committed)
-            .map_err(|(context, source)| Error::Format { context, source })?;
-        Ok(())
     }
 
-    /// The artifact's first record offset (for callers computing layouts).
-    pub fn records_offset(&self) -> u64 {
-        (FILE_HEADER_LEN + self.head.metadata_section.len()) as u64
+    async fn try_commit(&mut self) -> Result<()> {
+        self.check_open()?;
+        if self.session.is_none() {
+            self.session = Some(self.store.begin_append(&self.commit.append_base()).await?);
+        }
+        let base = self.commit.header();
+        let seq = base.seq + 1;
+        let committed_us = (self.clock)();
+        // Provenance entries, in order, chained from the newest head.
+        let mut frontier = self.commit.frontier().clone();
+        let mut hashes = 0u64;
+        let mut entries = Vec::with_capacity(self.pending.len());
+        let mut head = base.provenance_head;
+        let mut placed = self.placed.iter();
+        let mut sealed = false;
+        for item in &self.pending {
+            let entry = match item {
+                Pending::Block(block) => {
+                    let p = placed.next().ok_or_else(|| {
+                        Error::Invalid("internal: a pending block was not placed".into())
+                    })?;
+                    hashes += u64::from(frontier.append(&p.entry.digest));
+                    ProvenanceEntry {
+                        action: block.action,
+                        flags: 0,
+                        timestamp_us: block.timestamp_us,
+                        previous: head,
+                        subject: p.entry.digest,
+                        details: details(json!({
+                            "block_id": format_id(&block.block_id),
+                            "block_type": block.block_type.to_string(),
+                            "version": p.version,
+                        })),
+                    }
+                }
+                Pending::Event { action, details: d } => {
+                    let (root, computed) = frontier.root_counting();
+                    hashes += u64::from(computed);
+                    let mut d = d.clone();
+                    d.insert("record_count".into(), json!(frontier.size()));
+                    sealed |= *action == Action::Finalize;
+                    ProvenanceEntry {
+                        action: *action,
+                        flags: 0,
+                        timestamp_us: committed_us,
+                        previous: head,
+                        subject: root,
+                        details: details(Value::Object(d)),
+                    }
+                }
+            };
+            head = entry.digest().map_err(Error::format("provenance entry"))?;
+            entries.push(entry);
+        }
+        let provenance = encode_entries(&entries).map_err(Error::format("provenance entry"))?;
+        let new_entries: Vec<RunEntry> = self
+            .placed
+            .iter()
+            .map(|p| RunEntry {
+                entry: p.entry,
+                position: p.position,
+                version: p.version,
+            })
+            .collect();
+        let run = plan_run(&self.index, base.newest_run, new_entries).await?;
+        let (root, computed) = frontier.root_counting();
+        hashes += u64::from(computed);
+        let segment_offset = self
+            .placed
+            .last()
+            .map_or(self.commit.end(), |p| p.entry.offset + p.entry.record_len);
+        let run_at = FRONTIER_AT as u64 + Frontier::encoded_len(frontier.size());
+        let encoded = run
+            .as_ref()
+            .map(|run| encode_run(&run.entries, run.older.as_ref()))
+            .transpose()
+            .map_err(Error::format("index run"))?;
+        let run_bytes = encoded.as_ref().map_or(&[][..], |e| &e.bytes[..]);
+        let header = SegmentHeader {
+            seq,
+            committed_us,
+            segment_offset,
+            segment_len: run_at + run_bytes.len() as u64 + provenance.len() as u64,
+            records_start: self.commit.end(),
+            record_count: frontier.size(),
+            records_added: self.placed.len() as u64,
+            provenance_count: base.provenance_count + entries.len() as u64,
+            provenance_added: entries.len() as u64,
+            provenance_len: provenance.len() as u64,
+            run_len: run_bytes.len() as u64,
+            flags: if sealed { FLAG_SEALED } else { 0 },
+            genesis: base.genesis,
+            previous_commit: self.commit.digest,
+            previous_segment_offset: base.segment_offset,
+            last_record_digest: self
+                .placed
+                .last()
+                .map_or(base.last_record_digest, |p| p.entry.digest),
+            provenance_head: head,
+            merkle_root: root,
+            newest_run: match &encoded {
+                Some(e) => Some(e.reference(seq, segment_offset, run_at)),
+                None => base.newest_run,
+            },
+        };
+        let header_bytes = header.to_bytes();
+        let digest = commit_digest(&header_bytes, &frontier.to_bytes());
+        let signature = self.key.sign(SignedKind::Commit, &digest);
+        let segment = Bytes::from(encode_segment(
+            &header,
+            &signature,
+            &frontier,
+            run_bytes,
+            &provenance,
+        ));
+        let trailer = Trailer {
+            segment_offset,
+            segment_len: header.segment_len,
+            merkle_root: root,
+        };
+        let session = self
+            .session
+            .take()
+            .ok_or_else(|| Error::Invalid("internal: no append session".into()))?;
+        session
+            .commit(seq, segment.clone(), trailer.to_bytes())
+            .await?;
+        // The committed state is what was just written; no need to read it back.
+        let commit = Commit::decode(&segment).map_err(Error::format("the commit just made"))?;
+        self.index.remember_segment(commit.reference(), segment);
+        self.commit = commit;
+        self.merkle_hashes += hashes;
+        self.pending.clear();
+        self.placed.clear();
+        self.pending_versions.clear();
+        Ok(())
     }
+}
+
+/// The header of `block`'s record once linked to `prev_link`.
+fn block_header(block: &PreparedBlock, prev_link: [u8; 8]) -> Result<BlockHeader> {
+    let metadata_len = u32::try_from(block.metadata.len())
+        .ok()
+        .filter(|len| *len <= MAX_BLOCK_METADATA_LEN)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "block {}: metadata of {} bytes exceeds the {MAX_BLOCK_METADATA_LEN}-byte limit",
+                format_id(&block.block_id),
+                block.metadata.len()
+            ))
+        })?;
+    Ok(BlockHeader {
+        block_id: block.block_id,
+        block_type: block.block_type,
+        flags: 0,
+        compression: block.compression,
+        encryption: 0,
+        metadata_len,
+        data_offset: BLOCK_HEADER_LEN as u32 + metadata_len,
+        data_size: block.data.len() as u64,
+        uncompressed_size: block.uncompressed_size,
+        timestamp_us: block.timestamp_us,
+        prev_link,
+    })
+}
+
+/// Worker threads for the parallel parts of writing.
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Runs `work` over `items` on every core, keeping the order.
+fn parallel_map<T: Sync, U: Send>(items: &[T], work: impl Fn(&T) -> U + Sync) -> Vec<U> {
+    let threads = threads().min(items.len());
+    if threads <= 1 {
+        return items.iter().map(&work).collect();
+    }
+    let per = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = items
+            .chunks(per)
+            .map(|chunk| {
+                let work = &work;
+                scope.spawn(move || chunk.iter().map(work).collect::<Vec<_>>())
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
+}
+
+fn prepare_all(
+    blocks: Vec<(NewBlock, Action)>,
+    clock: &(dyn Fn() -> u64 + Send + Sync),
+) -> Result<Vec<PreparedBlock>> {
+    let now = clock();
+    let work = |(block, action): &(NewBlock, Action)| -> Result<PreparedBlock> {
+        crate::format::block::parse_block_metadata(&block.metadata)
+            .map_err(Error::format("block metadata"))?;
+        let (compression, data) = match block.zstd_level {
+            Some(level) => (
+                COMPRESSION_ZSTD,
+                Bytes::from(
+                    zstd_compress(&block.data, level)
+                        .map_err(Error::format("compressing block data"))?,
+                ),
+            ),
+            None => (COMPRESSION_NONE, block.data.clone()),
+        };
+        Ok(PreparedBlock {
+            block_id: block
+                .block_id
+                .unwrap_or_else(|| *uuid::Uuid::new_v4().as_bytes()),
+            block_type: block.block_type,
+            compression,
+            uncompressed_size: block.data.len() as u64,
+            timestamp_us: block.timestamp_us.unwrap_or(now),
+            content: content_digest(&block.metadata, &data),
+            metadata: block.metadata.clone(),
+            data,
+            explicit_id: block.block_id.is_some(),
+            action: *action,
+        })
+    };
+    let worth_threads =
+        blocks.len() > 1 && blocks.iter().map(|(b, _)| b.data.len()).sum::<usize>() > 64 * 1024;
+    if worth_threads {
+        parallel_map(&blocks, work).into_iter().collect()
+    } else {
+        blocks.iter().map(work).collect()
+    }
+}
+
+fn sign_all(key: &SigningKey, digests: &[Digest]) -> Vec<[u8; SIGNATURE_LEN]> {
+    if digests.len() < 8 {
+        return digests
+            .iter()
+            .map(|d| key.sign(SignedKind::Block, d))
+            .collect();
+    }
+    parallel_map(digests, |d| key.sign(SignedKind::Block, d))
 }

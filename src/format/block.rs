@@ -5,7 +5,7 @@
 
 use super::FormatError;
 use super::codec::{Reader, Writer};
-use super::digest::{Digest, record_digest};
+use super::digest::{Digest, content_digest, record_digest};
 use super::fourcc::FourCC;
 
 /// Encoded size of a block header.
@@ -180,9 +180,14 @@ impl<'a> RecordView<'a> {
         start..start + self.data.len()
     }
 
-    /// The record digest (header, metadata and data; not the signature).
+    /// The content digest (metadata and data).
+    pub fn content_digest(&self) -> Digest {
+        content_digest(self.metadata, self.data)
+    }
+
+    /// The record digest (header and content digest; not the signature).
     pub fn digest(&self) -> Digest {
-        record_digest(self.header_bytes, self.metadata, self.data)
+        record_digest(self.header_bytes, &self.content_digest())
     }
 
     /// Parses the metadata JSON; empty metadata is an empty object.

@@ -9,27 +9,32 @@ use sha2::{Digest as _, Sha256};
 /// A SHA-256 output.
 pub type Digest = [u8; 32];
 
-/// Pre-image tag of a block record digest.
-pub const BLOCK_DOMAIN: &[u8] = b"MAIF-3.0/block\0";
+/// Pre-image tag of a record's content digest (its metadata and data).
+pub const CONTENT_DOMAIN: &[u8] = b"MAIF-3.1/content\0";
+/// Pre-image tag of a block record digest (its header and content digest).
+pub const BLOCK_DOMAIN: &[u8] = b"MAIF-3.1/block\0";
 /// Pre-image tag of the chain seed (the link of the first record).
-pub const GENESIS_DOMAIN: &[u8] = b"MAIF-3.0/genesis\0";
+pub const GENESIS_DOMAIN: &[u8] = b"MAIF-3.1/genesis\0";
 /// Pre-image tag of a provenance entry digest.
-pub const PROVENANCE_DOMAIN: &[u8] = b"MAIF-3.0/provenance\0";
-/// Pre-image tag of the artifact commit digest.
-pub const COMMIT_DOMAIN: &[u8] = b"MAIF-3.0/commit\0";
+pub const PROVENANCE_DOMAIN: &[u8] = b"MAIF-3.1/provenance\0";
+/// Pre-image tag of a commit digest (a segment header and its Merkle frontier).
+pub const COMMIT_DOMAIN: &[u8] = b"MAIF-3.1/commit\0";
+/// Pre-image tag of an index run's head (its header and page directory).
+pub const RUN_DOMAIN: &[u8] = b"MAIF-3.1/run\0";
+/// Pre-image tag of one page of an index run.
+pub const RUN_PAGE_DOMAIN: &[u8] = b"MAIF-3.1/run-page\0";
 
 /// Signed-message tag of a block signature.
-pub const SIGN_BLOCK: &[u8] = b"MAIF-3.0/sign/block\0";
-/// Signed-message tag of a provenance entry signature.
-pub const SIGN_PROVENANCE: &[u8] = b"MAIF-3.0/sign/provenance\0";
-/// Signed-message tag of the artifact commit signature.
-pub const SIGN_COMMIT: &[u8] = b"MAIF-3.0/sign/commit\0";
+pub const SIGN_BLOCK: &[u8] = b"MAIF-3.1/sign/block\0";
+/// Signed-message tag of a commit signature.
+pub const SIGN_COMMIT: &[u8] = b"MAIF-3.1/sign/commit\0";
 
 /// What a signature vouches for; selects the signing tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignedKind {
+    /// A block record (its record digest).
     Block,
-    Provenance,
+    /// A commit (its commit digest), which authenticates everything else.
     Commit,
 }
 
@@ -37,7 +42,6 @@ impl SignedKind {
     fn tag(self) -> &'static [u8] {
         match self {
             SignedKind::Block => SIGN_BLOCK,
-            SignedKind::Provenance => SIGN_PROVENANCE,
             SignedKind::Commit => SIGN_COMMIT,
         }
     }
@@ -66,14 +70,22 @@ pub fn sha256(bytes: &[u8]) -> Digest {
     Sha256::digest(bytes).into()
 }
 
-/// Digest of a block record: `SHA-256(BLOCK_DOMAIN | header | metadata | data)`.
-/// The signature that follows the data is not part of it.
-pub fn record_digest(header: &[u8], metadata: &[u8], data: &[u8]) -> Digest {
-    sha256_parts(&[BLOCK_DOMAIN, header, metadata, data])
+/// The content digest of a record: `SHA-256(CONTENT_DOMAIN | metadata | data)`. It does not
+/// depend on the chain, so writers and verifiers hash the bulk of every record in parallel.
+pub fn content_digest(metadata: &[u8], data: &[u8]) -> Digest {
+    sha256_parts(&[CONTENT_DOMAIN, metadata, data])
+}
+
+/// Digest of a block record: `SHA-256(BLOCK_DOMAIN | header | content digest)`. The header
+/// carries the lengths that split the content, and the chain link, so this small hash is the
+/// only sequential step of writing a chain of records.
+pub fn record_digest(header: &[u8], content: &Digest) -> Digest {
+    sha256_parts(&[BLOCK_DOMAIN, header, content])
 }
 
 /// The chain seed: `SHA-256(GENESIS_DOMAIN | file header | metadata section)`. The first
-/// record links to it, which binds every block to this artifact's identity and public key.
+/// record links to it, and every commit names it, which binds every block and every commit to
+/// this artifact's identity and public key.
 pub fn genesis_digest(file_header: &[u8], metadata_section: &[u8]) -> Digest {
     sha256_parts(&[GENESIS_DOMAIN, file_header, metadata_section])
 }
@@ -90,28 +102,22 @@ pub fn provenance_digest(entry_header: &[u8], details: &[u8]) -> Digest {
     sha256_parts(&[PROVENANCE_DOMAIN, entry_header, details])
 }
 
-/// Digest of a commit, the message the artifact signature covers:
-/// `SHA-256(COMMIT_DOMAIN | file header | SHA-256(metadata section) | SHA-256(provenance
-/// section) | SHA-256(index section) | trailer bytes 0..96 | Merkle root)`.
+/// Digest of a commit, the message the commit signature covers:
+/// `SHA-256(COMMIT_DOMAIN | segment header | Merkle frontier)`.
 ///
-/// The trailer bytes cover every offset and count, the commit time and the provenance head,
-/// so truncation, reordering, removal, and replacing the metadata (and so the key) all change
-/// this digest.
-pub fn commit_digest(
-    file_header: &[u8],
-    metadata_section: &[u8],
-    provenance_section: &[u8],
-    index_section: &[u8],
-    trailer_signed_fields: &[u8],
-    merkle_root: &Digest,
-) -> Digest {
-    sha256_parts(&[
-        COMMIT_DOMAIN,
-        file_header,
-        &sha256(metadata_section),
-        &sha256(provenance_section),
-        &sha256(index_section),
-        trailer_signed_fields,
-        merkle_root,
-    ])
+/// The header names the chain seed, the previous commit's digest, every count and offset, the
+/// provenance head, the Merkle root and the head hash of the newest index run, so this one
+/// digest authenticates every byte a reader relies on.
+pub fn commit_digest(segment_header: &[u8], frontier: &[u8]) -> Digest {
+    sha256_parts(&[COMMIT_DOMAIN, segment_header, frontier])
+}
+
+/// Digest of an index run's head: `SHA-256(RUN_DOMAIN | run header | directory)`.
+pub fn run_head_digest(run_header: &[u8], directory: &[u8]) -> Digest {
+    sha256_parts(&[RUN_DOMAIN, run_header, directory])
+}
+
+/// Digest of one page of an index run: `SHA-256(RUN_PAGE_DOMAIN | page)`.
+pub fn run_page_digest(page: &[u8]) -> Digest {
+    sha256_parts(&[RUN_PAGE_DOMAIN, page])
 }

@@ -32,8 +32,8 @@ pub enum FormatError {
         found: String,
         expected: String,
     },
-    /// The file header names a major version this build cannot read.
-    #[error("unsupported MAIF version {major}.{minor}: this build reads major version 3 only")]
+    /// The file header names a version this build cannot read.
+    #[error("unsupported MAIF version {major}.{minor}: {}", version_hint(*major, *minor))]
     UnsupportedVersion { major: u8, minor: u8 },
     /// A field holds a value the format forbids.
     #[error("{structure}: field `{field}` at byte {offset}: {reason}")]
@@ -56,6 +56,15 @@ pub enum FormatError {
     /// A block's data does not decompress to its declared size.
     #[error("decompression failed: {reason}")]
     Decompression { reason: String },
+}
+
+fn version_hint(major: u8, minor: u8) -> &'static str {
+    if (major, minor) == (3, 0) {
+        "3.0 is the pre-release layout that rewrote its tail on every commit; this build reads \
+         the append-only 3.1 layout only"
+    } else {
+        "this build reads MAIF 3.1 only"
+    }
 }
 
 impl FormatError {

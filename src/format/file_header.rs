@@ -9,11 +9,12 @@ pub const FILE_MAGIC: [u8; 4] = *b"MAIF";
 pub const FILE_HEADER_LEN: usize = 32;
 /// The major version this build writes and reads.
 pub const MAJOR_VERSION: u8 = 3;
-/// The minor version this build writes. Readers accept any minor of major 3.
-pub const MINOR_VERSION: u8 = 0;
+/// The minor version this build writes and reads: 3.1 is the append-only commit layout.
+/// 3.0, the pre-release layout that rewrote its tail on every commit, is refused by name.
+pub const MINOR_VERSION: u8 = 1;
 
-/// The file header. Written once at creation and never rewritten, so that appends only ever
-/// touch the tail of the file; the counts the MAIF 3.0 text keeps here live in the trailer.
+/// The file header. Written once at creation and never rewritten: appends only ever add bytes
+/// at the end of the file; the counts the MAIF 3.0 text keeps here live in each commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileHeader {
     pub major: u8,
@@ -54,13 +55,14 @@ impl FileHeader {
         bytes
     }
 
-    /// Decodes exactly 32 bytes.
+    /// Decodes exactly 32 bytes. The version is checked before anything else is read, so a
+    /// file of another version is named as such rather than reported as damaged.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let mut r = Reader::new(bytes, "file header");
         r.magic(&FILE_MAGIC, "magic")?;
         let major = r.u8("major_version")?;
         let minor = r.u8("minor_version")?;
-        if major != MAJOR_VERSION {
+        if (major, minor) != (MAJOR_VERSION, MINOR_VERSION) {
             return Err(FormatError::UnsupportedVersion { major, minor });
         }
         let header = FileHeader {

@@ -1,105 +1,54 @@
-//! How the sections of a single file fit together, checked without trusting any one field.
+//! How a single-file image is laid out, and how the object layout names its objects.
 //!
 //! ```text
-//! | file header (32) | metadata section | record 0 | ... | record n-1 | provenance | index | trailer (196) |
-//! 0                  32                 records_offset               provenance_offset       file_len
+//! | file header (32) | metadata section | segment 0 | trailer 0 |        <- commit 0 (creation)
+//! | record ... record | segment 1 | trailer 1 |                         <- commit 1
+//! | record ... record | segment 2 | trailer 2 | ...                     <- every later commit
 //! ```
+//!
+//! Nothing is ever rewritten: a commit appends its records, its segment and its trailer. The
+//! object layout holds the same bytes: one object per record (named by its digest) and one
+//! object per commit holding that commit's segment and trailer (commit 0's object also holds
+//! the file header and metadata section), so the file is the concatenation, in commit order,
+//! of each commit's records and its commit object.
 
-use super::FormatError;
+use super::digest::Digest;
 use super::file_header::FILE_HEADER_LEN;
-use super::index::IndexSection;
-use super::trailer::{TRAILER_LEN, Trailer};
 
-/// Byte ranges of each section of a committed file image of `image_len` bytes, as the trailer
-/// locates them, after checking they tile the image exactly.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sections {
-    pub metadata: std::ops::Range<u64>,
-    pub records: std::ops::Range<u64>,
-    pub provenance: std::ops::Range<u64>,
-    pub index: std::ops::Range<u64>,
-    pub trailer: std::ops::Range<u64>,
+/// Smallest possible metadata section: the 4-byte length of an empty JSON.
+pub const MIN_METADATA_SECTION_LEN: usize = 4;
+/// The shortest prefix that can hold a file header and a metadata length.
+pub const MIN_BASE_LEN: u64 = (FILE_HEADER_LEN + MIN_METADATA_SECTION_LEN) as u64;
+
+/// Directory of record objects under an artifact's prefix.
+pub const RECORDS_DIR: &str = "blocks";
+/// Directory of commit objects under an artifact's prefix.
+pub const COMMITS_DIR: &str = "commits";
+/// The best-effort hint naming the newest commit, kept only on stores that do not list in
+/// lexicographic order (local folders).
+pub const LATEST_HINT: &str = "latest";
+
+/// Name of the record object of the record whose digest is `digest`.
+pub fn record_object_name(digest: &Digest) -> String {
+    hex::encode(digest)
 }
 
-fn invalid(field: &'static str, reason: String) -> FormatError {
-    FormatError::InvalidField {
-        structure: "file layout",
-        field,
-        offset: 0,
-        reason,
-    }
+/// Name of the object of commit `seq`: `u64::MAX - seq` zero-padded to 20 digits, so that
+/// the newest commit is the first name a lexicographic listing returns.
+pub fn commit_object_name(seq: u64) -> String {
+    format!("{:020}", u64::MAX - seq)
 }
 
-/// Checks that `trailer` describes an image of exactly `image_len` bytes.
-pub fn sections(trailer: &Trailer, image_len: u64) -> Result<Sections, FormatError> {
-    let min_records_offset = FILE_HEADER_LEN as u64 + 4;
-    if trailer.records_offset < min_records_offset {
-        return Err(invalid(
-            "records_offset",
-            format!(
-                "{} is inside the file header and metadata length",
-                trailer.records_offset
-            ),
-        ));
-    }
-    let file_len = trailer
-        .file_len()
-        .ok_or_else(|| invalid("index_len", "the sections overflow a 64-bit length".into()))?;
-    if file_len != image_len {
-        return Err(invalid(
-            "file_len",
-            format!("the trailer describes a file of {file_len} bytes but it has {image_len}"),
-        ));
-    }
-    let trailer_offset = file_len - TRAILER_LEN as u64;
-    Ok(Sections {
-        metadata: FILE_HEADER_LEN as u64..trailer.records_offset,
-        records: trailer.records_offset..trailer.provenance_offset,
-        provenance: trailer.provenance_offset..trailer.index_offset,
-        index: trailer.index_offset..trailer_offset,
-        trailer: trailer_offset..file_len,
-    })
+/// The commit sequence number a commit object's name encodes, if it is one.
+pub fn parse_commit_object_name(name: &str) -> Option<u64> {
+    (name.len() == 20 && name.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| name.parse::<u64>().ok())
+        .flatten()
+        .map(|inverted| u64::MAX - inverted)
 }
 
-/// Checks that the index entries tile the records region in order, one per record the
-/// trailer counts.
-pub fn check_index(trailer: &Trailer, index: &IndexSection) -> Result<(), FormatError> {
-    if index.entries.len() as u64 != trailer.record_count {
-        return Err(invalid(
-            "record_count",
-            format!(
-                "the trailer counts {} records but the index holds {}",
-                trailer.record_count,
-                index.entries.len()
-            ),
-        ));
-    }
-    let mut expected = trailer.records_offset;
-    for (position, entry) in index.entries.iter().enumerate() {
-        if entry.offset != expected {
-            return Err(invalid(
-                "index",
-                format!(
-                    "entry {position} starts at {} but the previous record ends at {expected}",
-                    entry.offset
-                ),
-            ));
-        }
-        expected = entry.end().ok_or_else(|| {
-            invalid(
-                "index",
-                format!("entry {position}: offset + length overflows"),
-            )
-        })?;
-    }
-    if expected != trailer.provenance_offset {
-        return Err(invalid(
-            "index",
-            format!(
-                "records end at {expected} but the provenance section starts at {}",
-                trailer.provenance_offset
-            ),
-        ));
-    }
-    Ok(())
+/// Image offset of the first byte of commit `seq`'s object: commit 0's object starts with the
+/// file header; every later one starts with its segment.
+pub fn commit_object_start(seq: u64, segment_offset: u64) -> u64 {
+    if seq == 0 { 0 } else { segment_offset }
 }

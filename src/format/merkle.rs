@@ -6,7 +6,121 @@
 
 use sha2::{Digest as _, Sha256};
 
+use super::FormatError;
 use super::digest::Digest;
+
+/// Root of the empty tree: SHA-256 of nothing.
+pub fn empty_root() -> Digest {
+    Sha256::digest([]).into()
+}
+
+/// The Merkle frontier of a tree of `size` leaves (RFC 9162's compact range `[0, size)`): the
+/// roots of the perfect subtrees the tree decomposes into, largest (leftmost) first, one for
+/// each set bit of `size`. It is all a writer needs to append leaves and compute the root, and
+/// it is what every commit stores: at most 64 hashes, 7 at a million leaves.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Frontier {
+    size: u64,
+    hashes: Vec<Digest>,
+}
+
+impl Frontier {
+    /// The frontier of the empty tree.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of leaves.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The subtree roots, largest first.
+    pub fn hashes(&self) -> &[Digest] {
+        &self.hashes
+    }
+
+    /// Encoded length of the frontier of a tree of `size` leaves.
+    pub fn encoded_len(size: u64) -> u64 {
+        32 * u64::from(size.count_ones())
+    }
+
+    /// Appends the leaf for `record_digest` and returns how many SHA-256 computations that
+    /// took: one leaf hash plus one node hash per subtree it completes (on average under two,
+    /// at most `1 + log2(size)`).
+    pub fn append(&mut self, record_digest: &Digest) -> u32 {
+        let mut hash = leaf_hash(record_digest);
+        let mut hashes_computed = 1;
+        let mut size = self.size;
+        while size & 1 == 1 {
+            // The lowest set bit of `size` is a subtree of the size the new one just reached.
+            let Some(left) = self.hashes.pop() else { break };
+            hash = node_hash(&left, &hash);
+            hashes_computed += 1;
+            size >>= 1;
+        }
+        self.hashes.push(hash);
+        self.size += 1;
+        hashes_computed
+    }
+
+    /// The RFC 9162 root of the tree (a right fold of the subtree roots).
+    pub fn root(&self) -> Digest {
+        self.root_counting().0
+    }
+
+    /// The root and the number of node hashes computed for it (`popcount(size) - 1`).
+    pub fn root_counting(&self) -> (Digest, u32) {
+        let Some((last, rest)) = self.hashes.split_last() else {
+            return (empty_root(), 0);
+        };
+        let mut root = *last;
+        let mut computed = 0;
+        for left in rest.iter().rev() {
+            root = node_hash(left, &root);
+            computed += 1;
+        }
+        (root, computed)
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        for hash in &self.hashes {
+            out.extend_from_slice(hash);
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.hashes.len() * 32);
+        self.encode(&mut out);
+        out
+    }
+
+    /// Decodes the frontier of a tree of `size` leaves from exactly `32 * popcount(size)`
+    /// bytes.
+    pub fn decode(size: u64, bytes: &[u8]) -> Result<Self, FormatError> {
+        let expected = Self::encoded_len(size);
+        if bytes.len() as u64 != expected {
+            return Err(FormatError::InvalidField {
+                structure: "merkle frontier",
+                field: "hashes",
+                offset: 0,
+                reason: format!(
+                    "a tree of {size} leaves has a {expected}-byte frontier, found {} bytes",
+                    bytes.len()
+                ),
+            });
+        }
+        let hashes = bytes
+            .chunks_exact(32)
+            .map(|chunk| {
+                let mut hash = [0u8; 32];
+                hash.copy_from_slice(chunk);
+                hash
+            })
+            .collect();
+        Ok(Self { size, hashes })
+    }
+}
 
 /// Hash of a leaf for the record whose digest is `record_digest`.
 pub fn leaf_hash(record_digest: &Digest) -> Digest {
@@ -31,7 +145,7 @@ pub fn node_hash(left: &Digest, right: &Digest) -> Digest {
 /// same root as RFC 9162's recursive split because the split point is always a power of two.
 pub fn merkle_root(record_digests: &[Digest]) -> Digest {
     if record_digests.is_empty() {
-        return Sha256::digest([]).into();
+        return empty_root();
     }
     // The leaf level is never stored: each pair of leaves is hashed straight into its parent,
     // which halves the memory traffic of the largest level.
@@ -67,7 +181,7 @@ fn largest_power_of_two_below(n: usize) -> usize {
 fn subtree_root(leaves: &[Digest]) -> Digest {
     // `leaves` are leaf hashes here.
     match leaves.len() {
-        0 => Sha256::digest([]).into(),
+        0 => empty_root(),
         1 => leaves[0],
         n => {
             let k = largest_power_of_two_below(n);

@@ -1,18 +1,19 @@
-//! The provenance section: a hash-chained list of signed entries.
+//! Provenance entries: a hash chain of events (create, add_block, update, finalize, ...).
+//!
+//! Entries carry no signature of their own. Each commit's segment holds the entries that
+//! commit added, and the commit signature covers the chain's head, so one signature per
+//! commit authenticates every entry (FORMAT.md explains the trade-off).
 
 use super::FormatError;
-use super::block::SIGNATURE_LEN;
 use super::codec::{Reader, Writer, len_u32};
 use super::digest::{Digest, provenance_digest};
 
-/// Magic at the start of the provenance section.
-pub const PROVENANCE_MAGIC: [u8; 8] = *b"MAIFPROV";
 /// Encoded size of an entry header.
 pub const ENTRY_HEADER_LEN: usize = 80;
 /// Largest details JSON of one entry.
 pub const MAX_DETAILS_LEN: u32 = 1024 * 1024;
-/// Smallest encoded entry (header and signature, empty details).
-pub const MIN_ENTRY_LEN: usize = ENTRY_HEADER_LEN + SIGNATURE_LEN;
+/// Smallest encoded entry (a header with empty details).
+pub const MIN_ENTRY_LEN: usize = ENTRY_HEADER_LEN;
 
 /// What a provenance entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,8 +77,7 @@ impl Action {
     }
 }
 
-/// One provenance entry:
-/// `header (80) | details JSON (details_len) | signature (64)`.
+/// One provenance entry: `header (80) | details JSON (details_len)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProvenanceEntry {
     pub action: Action,
@@ -88,14 +88,13 @@ pub struct ProvenanceEntry {
     pub previous: Digest,
     /// What the action applies to (see [`Action`]).
     pub subject: Digest,
-    /// UTF-8 JSON object: agent, block id, source, counts...
+    /// UTF-8 JSON object: block id, source, counts...
     pub details: Vec<u8>,
-    pub signature: [u8; SIGNATURE_LEN],
 }
 
 impl ProvenanceEntry {
     /// The 80 header bytes (part of the digest).
-    pub fn header_bytes(&self) -> Result<Vec<u8>, FormatError> {
+    pub fn header_bytes(&self) -> Result<[u8; ENTRY_HEADER_LEN], FormatError> {
         let details_len = len_u32(self.details.len(), "provenance entry", "details_len")?;
         if details_len > MAX_DETAILS_LEN {
             return Err(FormatError::InvalidField {
@@ -113,22 +112,23 @@ impl ProvenanceEntry {
         out.put_u64(self.timestamp_us);
         out.put_bytes(&self.previous);
         out.put_bytes(&self.subject);
-        Ok(out)
+        let mut header = [0u8; ENTRY_HEADER_LEN];
+        header.copy_from_slice(&out);
+        Ok(header)
     }
 
-    /// The entry digest (header and details; not the signature).
+    /// The entry digest (header and details).
     pub fn digest(&self) -> Result<Digest, FormatError> {
         Ok(provenance_digest(&self.header_bytes()?, &self.details))
     }
 
     pub fn encoded_len(&self) -> usize {
-        ENTRY_HEADER_LEN + self.details.len() + SIGNATURE_LEN
+        ENTRY_HEADER_LEN + self.details.len()
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), FormatError> {
         out.put_bytes(&self.header_bytes()?);
         out.put_bytes(&self.details);
-        out.put_bytes(&self.signature);
         Ok(())
     }
 
@@ -152,7 +152,6 @@ impl ProvenanceEntry {
         let previous = r.array("previous")?;
         let subject = r.array("subject")?;
         let details = r.take(u64::from(details_len), "details")?.to_vec();
-        let signature = r.array("signature")?;
         Ok(Self {
             action,
             flags,
@@ -160,7 +159,6 @@ impl ProvenanceEntry {
             previous,
             subject,
             details,
-            signature,
         })
     }
 
@@ -178,73 +176,44 @@ impl ProvenanceEntry {
     }
 }
 
-/// The provenance section: `magic (8) | entry count (u64) | entries`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ProvenanceSection {
-    pub entries: Vec<ProvenanceEntry>,
+/// Encodes `entries` back to back (the provenance part of a segment).
+pub fn encode_entries(entries: &[ProvenanceEntry]) -> Result<Vec<u8>, FormatError> {
+    let mut out = Vec::with_capacity(entries.iter().map(ProvenanceEntry::encoded_len).sum());
+    for entry in entries {
+        entry.encode(&mut out)?;
+    }
+    Ok(out)
 }
 
-impl ProvenanceSection {
-    pub const PREFIX_LEN: usize = 16;
-
-    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), FormatError> {
-        out.put_bytes(&PROVENANCE_MAGIC);
-        out.put_u64(self.entries.len() as u64);
-        for entry in &self.entries {
-            entry.encode(out)?;
-        }
-        Ok(())
+/// Decodes exactly `count` entries from `bytes`, with nothing left over. A count the bytes
+/// cannot hold is rejected before anything is reserved.
+pub fn decode_entries(bytes: &[u8], count: u64) -> Result<Vec<ProvenanceEntry>, FormatError> {
+    let mut r = Reader::new(bytes, "provenance part");
+    if count > (bytes.len() / MIN_ENTRY_LEN) as u64 {
+        return Err(FormatError::InvalidField {
+            structure: "provenance part",
+            field: "entry count",
+            offset: 0,
+            reason: format!("{count} entries cannot fit in {} bytes", bytes.len()),
+        });
     }
-
-    pub fn to_bytes(&self) -> Result<Vec<u8>, FormatError> {
-        let mut out = Vec::with_capacity(
-            Self::PREFIX_LEN
-                + self
-                    .entries
-                    .iter()
-                    .map(ProvenanceEntry::encoded_len)
-                    .sum::<usize>(),
-        );
-        self.encode(&mut out)?;
-        Ok(out)
+    let mut entries = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        // The cursor spans the whole part, so errors already carry part offsets.
+        entries.push(ProvenanceEntry::read(&mut r)?);
     }
+    r.finish()?;
+    Ok(entries)
+}
 
-    /// Decodes exactly one section.
-    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
-        let mut r = Reader::new(bytes, "provenance section");
-        let section = Self::read(&mut r)?;
-        r.finish()?;
-        Ok(section)
+/// Digest of the last of `entries`, chained from `previous_head` (the head before them).
+pub fn chain_head(
+    previous_head: Digest,
+    entries: &[ProvenanceEntry],
+) -> Result<Digest, FormatError> {
+    let mut head = previous_head;
+    for entry in entries {
+        head = entry.digest()?;
     }
-
-    /// Reads one section from the cursor (used by the forward scan, which does not know the
-    /// section's length in advance).
-    pub fn read(r: &mut Reader<'_>) -> Result<Self, FormatError> {
-        r.magic(&PROVENANCE_MAGIC, "magic")?;
-        let count = r.u64("entry_count")?;
-        // Each entry takes at least MIN_ENTRY_LEN bytes: reject counts the input cannot hold
-        // before reserving anything.
-        if count > (r.remaining() / MIN_ENTRY_LEN) as u64 {
-            return Err(r.invalid(
-                "entry_count",
-                8,
-                format!(
-                    "{count} entries cannot fit in the {} bytes that remain",
-                    r.remaining()
-                ),
-            ));
-        }
-        let mut entries = Vec::with_capacity(count as usize);
-        for _ in 0..count {
-            entries.push(ProvenanceEntry::read(r)?);
-        }
-        Ok(Self { entries })
-    }
-
-    /// Digest of the last entry, or zero if there is none.
-    pub fn head(&self) -> Result<Digest, FormatError> {
-        self.entries
-            .last()
-            .map_or(Ok([0u8; 32]), ProvenanceEntry::digest)
-    }
+    Ok(head)
 }

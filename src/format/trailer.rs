@@ -1,92 +1,75 @@
-//! The fixed-size trailer that ends every single file.
+//! The fixed-size trailer that ends every commit: a locator for the commit's segment.
+//!
+//! ```text
+//! 0          8                 16               24        28                        60
+//! +----------+-----------------+----------------+---------+-------------------------+
+//! |"MAIFTRLR"| segment_offset  | segment_len    | crc32c  | merkle_root (32)        |
+//! +----------+-----------------+----------------+---------+-------------------------+
+//! ```
+//!
+//! The trailer holds nothing that is not in the signed segment it locates: every field is a
+//! function of that segment, so anyone can recompute a trailer that was torn or damaged, and
+//! a forged trailer can only point at a segment whose own signature then has to hold. Its
+//! CRC tells a torn or damaged trailer from a complete one before any field is trusted, and
+//! `segment_offset + segment_len` must equal the trailer's own offset, so a trailer copied
+//! anywhere else does not count. The last 32 bytes of every committed file are the Merkle
+//! root, as in MAIF 3.0.
 
 use super::FormatError;
-use super::block::SIGNATURE_LEN;
 use super::codec::{Reader, Writer};
 use super::digest::Digest;
 
 /// Magic at the start of the trailer.
 pub const TRAILER_MAGIC: [u8; 8] = *b"MAIFTRLR";
 /// Encoded size of the trailer.
-pub const TRAILER_LEN: usize = 196;
-/// Bytes 0..96 of the trailer: the fields the commit digest covers directly.
-pub const TRAILER_SIGNED_LEN: usize = 96;
-const CRC_OFFSET: usize = 160;
-const ROOT_OFFSET: usize = 164;
+pub const TRAILER_LEN: usize = 60;
+const SEGMENT_OFFSET_AT: usize = TRAILER_MAGIC.len();
+const SEGMENT_LEN_AT: usize = SEGMENT_OFFSET_AT + 8;
+const CRC_AT: usize = SEGMENT_LEN_AT + 8;
+const ROOT_AT: usize = CRC_AT + 4;
 
-/// Locates everything after the header and seals the commit.
-///
-/// The last 32 bytes of a file are the Merkle root, as in MAIF 3.0.
+/// Where the segment of the commit this trailer ends starts, and how long it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Trailer {
-    /// Offset of the first record (`32 + metadata section length`).
-    pub records_offset: u64,
-    /// Offset of the provenance section, one past the last record.
-    pub provenance_offset: u64,
-    pub provenance_len: u64,
-    pub index_offset: u64,
-    pub index_len: u64,
-    pub record_count: u64,
-    /// When this state was committed, microseconds since the Unix epoch.
-    pub committed_us: u64,
-    /// Digest of the last provenance entry.
-    pub provenance_head: Digest,
-    /// Ed25519 signature over the commit digest.
-    pub commit_signature: [u8; SIGNATURE_LEN],
+    /// Offset of the segment in the single-file image.
+    pub segment_offset: u64,
+    /// Length of the segment (header through its last part; the trailer follows it).
+    pub segment_len: u64,
+    /// Merkle root after this commit (a copy of the segment header's).
     pub merkle_root: Digest,
 }
 
 impl Trailer {
-    /// Offset of the trailer itself (one past the index).
+    /// Offset of the trailer itself: one past the segment.
     pub fn trailer_offset(&self) -> Option<u64> {
-        self.index_offset.checked_add(self.index_len)
+        self.segment_offset.checked_add(self.segment_len)
     }
 
-    /// Length of the whole file this trailer ends.
-    pub fn file_len(&self) -> Option<u64> {
+    /// Offset one past the trailer: the length of the image this trailer ends.
+    pub fn end(&self) -> Option<u64> {
         self.trailer_offset()?.checked_add(TRAILER_LEN as u64)
     }
 
-    /// The 96 bytes the commit digest covers.
-    pub fn signed_fields(&self) -> [u8; TRAILER_SIGNED_LEN] {
-        let mut out = Vec::with_capacity(TRAILER_SIGNED_LEN);
-        out.put_bytes(&TRAILER_MAGIC);
-        out.put_u64(self.records_offset);
-        out.put_u64(self.provenance_offset);
-        out.put_u64(self.provenance_len);
-        out.put_u64(self.index_offset);
-        out.put_u64(self.index_len);
-        out.put_u64(self.record_count);
-        out.put_u64(self.committed_us);
-        out.put_bytes(&self.provenance_head);
-        let mut fields = [0u8; TRAILER_SIGNED_LEN];
-        fields.copy_from_slice(&out);
-        fields
-    }
-
     fn crc(bytes: &[u8; TRAILER_LEN]) -> u32 {
-        let crc = crc32c::crc32c(&bytes[..CRC_OFFSET]);
-        crc32c::crc32c_append(crc, &bytes[ROOT_OFFSET..])
+        let crc = crc32c::crc32c(&bytes[..CRC_AT]);
+        crc32c::crc32c_append(crc, &bytes[ROOT_AT..])
     }
 
     pub fn to_bytes(&self) -> [u8; TRAILER_LEN] {
         let mut out = Vec::with_capacity(TRAILER_LEN);
-        out.put_bytes(&self.signed_fields());
-        out.put_bytes(&self.commit_signature);
+        out.put_bytes(&TRAILER_MAGIC);
+        out.put_u64(self.segment_offset);
+        out.put_u64(self.segment_len);
         out.put_u32(0);
         out.put_bytes(&self.merkle_root);
         let mut bytes = [0u8; TRAILER_LEN];
         bytes.copy_from_slice(&out);
         let crc = Self::crc(&bytes);
-        bytes[CRC_OFFSET..ROOT_OFFSET].copy_from_slice(&crc.to_le_bytes());
+        bytes[CRC_AT..ROOT_AT].copy_from_slice(&crc.to_le_bytes());
         bytes
     }
 
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        out.put_bytes(&self.to_bytes());
-    }
-
-    /// Decodes exactly 196 bytes, checking magic and CRC32C before trusting any field.
+    /// Decodes exactly 60 bytes, checking the magic and the CRC32C before trusting any field.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let mut r = Reader::new(bytes, "trailer");
         r.magic(&TRAILER_MAGIC, "magic")?;
@@ -107,52 +90,51 @@ impl Trailer {
                 }
             }
         })?;
-        let trailer = Trailer {
-            records_offset: r.u64("records_offset")?,
-            provenance_offset: r.u64("provenance_offset")?,
-            provenance_len: r.u64("provenance_len")?,
-            index_offset: r.u64("index_offset")?,
-            index_len: r.u64("index_len")?,
-            record_count: r.u64("record_count")?,
-            committed_us: r.u64("committed")?,
-            provenance_head: r.array("provenance_head")?,
-            commit_signature: r.array("commit_signature")?,
-            merkle_root: {
-                let stored_crc = r.u32("crc32c")?;
-                let computed = Self::crc(fixed);
-                if stored_crc != computed {
-                    return Err(r.invalid(
-                        "crc32c",
-                        4,
-                        format!("stored 0x{stored_crc:08x}, computed 0x{computed:08x}: the trailer is damaged or torn"),
-                    ));
-                }
-                r.array("merkle_root")?
-            },
-        };
-        r.finish()?;
-        let invalid = |field, offset, reason: &str| FormatError::InvalidField {
-            structure: "trailer",
-            field,
-            offset,
-            reason: reason.into(),
-        };
-        if trailer.provenance_offset < trailer.records_offset {
-            return Err(invalid("provenance_offset", 16, "precedes records_offset"));
-        }
-        if trailer
-            .provenance_offset
-            .checked_add(trailer.provenance_len)
-            != Some(trailer.index_offset)
-        {
-            return Err(invalid(
-                "index_offset",
-                32,
-                "does not follow the provenance section",
+        let segment_offset = r.u64("segment_offset")?;
+        let segment_len = r.u64("segment_len")?;
+        let stored_crc = r.u32("crc32c")?;
+        let computed = Self::crc(fixed);
+        if stored_crc != computed {
+            return Err(r.invalid(
+                "crc32c",
+                4,
+                format!(
+                    "stored 0x{stored_crc:08x}, computed 0x{computed:08x}: the trailer is damaged or torn"
+                ),
             ));
         }
-        if trailer.file_len().is_none() {
-            return Err(invalid("index_len", 40, "overflows the file length"));
+        let merkle_root = r.array("merkle_root")?;
+        r.finish()?;
+        let trailer = Trailer {
+            segment_offset,
+            segment_len,
+            merkle_root,
+        };
+        if trailer.end().is_none() {
+            return Err(FormatError::InvalidField {
+                structure: "trailer",
+                field: "segment_len",
+                offset: SEGMENT_LEN_AT as u64,
+                reason: "the segment's end overflows a 64-bit offset".into(),
+            });
+        }
+        Ok(trailer)
+    }
+
+    /// Decodes the trailer at image offset `at` and checks that it locates the segment that
+    /// ends exactly where the trailer begins.
+    pub fn decode_at(bytes: &[u8], at: u64) -> Result<Self, FormatError> {
+        let trailer = Self::decode(bytes).map_err(|e| e.at(at))?;
+        if trailer.trailer_offset() != Some(at) {
+            return Err(FormatError::InvalidField {
+                structure: "trailer",
+                field: "segment_offset",
+                offset: at + SEGMENT_OFFSET_AT as u64,
+                reason: format!(
+                    "locates a segment at {} of {} bytes, which does not end at the trailer's offset {at}",
+                    trailer.segment_offset, trailer.segment_len
+                ),
+            });
         }
         Ok(trailer)
     }

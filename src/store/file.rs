@@ -1,27 +1,32 @@
 //! The single-file backend: the whole artifact in one file on a local file system.
 //!
-//! # Durability
+//! # Commit protocol (two-phase, append-only)
 //!
-//! A committed file is `header | metadata | records | tail`, where the tail is provenance,
-//! index and trailer. An append overwrites the tail, so before touching the file it saves
-//! the committed tail to a rollback journal beside it (`<file>-journal`):
+//! A committed file is `base | segment 0 | trailer 0 | records | segment 1 | trailer 1 | ...`
+//! and nothing in it is ever rewritten. An append, under an exclusive lock on the file:
 //!
-//! 1. write the journal (old tail and where it starts), `fsync` it, `fsync` the directory;
-//! 2. write the new records where the old tail began (a writer thread takes them through a
-//!    queue of two, so hashing and signing the next record overlaps writing this one), then
-//!    the new tail after them;
-//! 3. `fsync` the file (and truncate it if it shrank);
-//! 4. delete the journal, `fsync` the directory. Only now does the append return.
+//! 1. writes its records and its segment after the base commit's trailer (small records are
+//!    gathered into large writes; large ones go through a writer thread so hashing and
+//!    signing the next record overlaps writing this one), then `fdatasync`s;
+//! 2. writes the commit's trailer right after the segment and `fdatasync`s again. Only now
+//!    does the append return.
 //!
-//! A crash before step 4 leaves a journal, and the journal always describes the last state
-//! that was committed: readers then see that state (records from the file, tail from the
-//! journal) without writing anything, and the next writer rolls the file back to it before
-//! appending. A crash during step 1 leaves a torn journal (its CRC fails) over an untouched
-//! file, and it is ignored. So a crash at any moment loses at most the append in flight.
+//! The trailer is the commit point, and it is written only once everything it commits is
+//! durable, so a reader that finds an intact trailer at the end of the file trusts it without
+//! re-reading the commit: two `fdatasync`s per commit, and opening costs a few small reads
+//! whatever the file's size. (One `fdatasync` would do only if readers re-hashed the newest
+//! commit on every open; FORMAT.md discusses the choice.)
 //!
-//! Writers take an exclusive lock on the file for the whole append; readers take a shared
-//! lock while they read the tail, so they never observe a half-written tail. Committed record
-//! bytes are never modified, which is what makes handing out slices of a memory map sound.
+//! A crash leaves the file ending in bytes past the newest intact trailer. Readers find that
+//! trailer by scanning back over those bytes (which needs no lock in the common case of an
+//! intact end, and a shared lock otherwise, so they never scan bytes a writer is changing),
+//! and report the bytes as uncommitted; they never write. The artifact layer decides whether
+//! those bytes hold a complete, signed commit whose trailer alone is missing or damaged (then
+//! readers use it and the next append writes its trailer back) or an interrupted append (the
+//! next append truncates it). Nothing outside the file is ever consulted.
+//!
+//! Writers take an exclusive lock on the file for the whole append. Committed bytes never
+//! change, which is what makes handing out slices of a memory map sound.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -35,23 +40,44 @@ use std::thread::JoinHandle;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{AppendSession, BlockStore, Genesis, Head, HeadParts, StoreError, Tail};
+use super::{
+    AppendBase, AppendSession, Base, BlockStore, CommitRef, ImportSession, Latest, RecordBytes,
+    StoreError,
+};
 use crate::format::file_header::FILE_HEADER_LEN;
-use crate::format::journal::Journal;
-use crate::format::{FileHeader, FormatError, IndexEntry, TRAILER_LEN, Trailer, layout};
+use crate::format::layout::commit_object_start;
+use crate::format::segment::SEGMENT_HEADER_LEN;
+use crate::format::trailer::TRAILER_MAGIC;
+use crate::format::{
+    FileHeader, FormatError, IndexEntry, MetadataSection, SegmentHeader, TRAILER_LEN, Trailer,
+};
 
 /// An artifact stored as one file.
 #[derive(Debug)]
 pub struct FileStore {
     path: PathBuf,
-    /// The most recent memory map of the file, shared by every read.
+    /// The most recent memory map of the file, shared by every read of committed bytes.
     mapping: Mutex<Option<Bytes>>,
-    /// A read handle for large reads.
+    /// A read handle for `pread`s.
     reader: Mutex<Option<Arc<File>>>,
+    /// One past the newest trailer this handle has seen intact: bytes below it never change.
+    committed_end: Mutex<u64>,
 }
 
 /// Reads at least this long are copied with `pread` instead of sliced from the map.
 const PREAD_MIN: u64 = 64 * 1024;
+/// How much of the newest segment `latest` reads (the head, and a small run, fit).
+pub const SEGMENT_PREFIX_READ: u64 = 64 * 1024;
+/// Chunk size of the backward scan for the newest intact trailer.
+const SCAN_CHUNK: u64 = 1 << 20;
+
+fn io_error(location: &str, action: &str, source: std::io::Error) -> StoreError {
+    StoreError::Io {
+        location: location.to_string(),
+        action: action.to_string(),
+        source,
+    }
+}
 
 impl FileStore {
     pub fn new(path: impl Into<PathBuf>) -> Self {
@@ -59,11 +85,56 @@ impl FileStore {
             path: path.into(),
             mapping: Mutex::new(None),
             reader: Mutex::new(None),
+            committed_end: Mutex::new(0),
         }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn io(&self, action: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+        let action = action.into();
+        move |source| io_error(&self.location(), &action, source)
+    }
+
+    fn format_err(
+        &self,
+        context: impl Into<String>,
+    ) -> impl FnOnce(FormatError) -> StoreError + '_ {
+        let context = context.into();
+        move |source| StoreError::Format {
+            location: self.location(),
+            context,
+            source,
+        }
+    }
+
+    fn torn(&self, reason: impl Into<String>) -> StoreError {
+        StoreError::Torn {
+            location: self.location(),
+            reason: reason.into(),
+        }
+    }
+
+    fn open_existing(&self, write: bool) -> Result<File, StoreError> {
+        OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(&self.path)
+            .map_err(|source| {
+                if source.kind() == std::io::ErrorKind::NotFound {
+                    StoreError::NotFound {
+                        location: self.location(),
+                    }
+                } else {
+                    io_error(&self.location(), "opening", source)
+                }
+            })
     }
 
     fn reader(&self) -> Result<Arc<File>, StoreError> {
@@ -80,223 +151,181 @@ impl FileStore {
     }
 
     /// The file's current bytes as a read-only memory map (for recovery, which must look at
-    /// bytes past any committed state without loading the file into memory).
+    /// every byte without loading the file into memory).
     pub fn image(&self) -> Result<Bytes, StoreError> {
-        self.map(&self.open_existing(false)?)
+        map(&self.open_existing(false)?, &self.location())
     }
 
-    /// Path of the rollback journal of `path`.
-    pub fn journal_path(path: &Path) -> PathBuf {
-        let mut name = path.as_os_str().to_owned();
-        name.push("-journal");
-        PathBuf::from(name)
-    }
-
-    fn location(&self) -> String {
-        self.path.display().to_string()
-    }
-
-    fn io(&self, action: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-        let action = action.into();
-        move |source| StoreError::Io {
-            location: self.location(),
-            action,
-            source,
-        }
-    }
-
-    fn open_existing(&self, write: bool) -> Result<File, StoreError> {
-        OpenOptions::new()
-            .read(true)
-            .write(write)
-            .open(&self.path)
-            .map_err(|source| {
-                if source.kind() == std::io::ErrorKind::NotFound {
-                    StoreError::NotFound {
-                        location: self.location(),
-                    }
-                } else {
-                    StoreError::Io {
-                        location: self.location(),
-                        action: "opening".into(),
-                        source,
-                    }
-                }
-            })
-    }
-
-    /// Maps the whole file and caches the map for reads.
-    fn map(&self, file: &File) -> Result<Bytes, StoreError> {
-        let len = file.metadata().map_err(self.io("reading metadata"))?.len();
-        let bytes = if len == 0 {
-            Bytes::new()
-        } else {
-            // SAFETY: the map is read-only. This library never modifies bytes of a committed
-            // record and only rewrites the tail under an exclusive lock; readers copy what
-            // they need of the tail while holding a shared lock. Another program truncating
-            // the file under us is outside what any memory-mapped reader can defend against.
-            #[allow(unsafe_code)]
-            let map = unsafe { memmap2::Mmap::map(file) }.map_err(self.io("memory-mapping"))?;
-            Bytes::from_owner(map)
-        };
-        if let Ok(mut cached) = self.mapping.lock() {
-            *cached = Some(bytes.clone());
-        }
-        Ok(bytes)
-    }
-
-    /// The rollback journal, if one exists and is intact (a torn journal is `None`).
-    pub fn read_journal(&self) -> Result<Option<Journal>, StoreError> {
-        let journal_path = Self::journal_path(&self.path);
-        match std::fs::read(&journal_path) {
-            Ok(bytes) => match Journal::decode(&bytes) {
-                Ok(journal) => Ok(Some(journal)),
-                // Torn while being written: the file was not touched yet.
-                Err(_) => Ok(None),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StoreError::Io {
-                location: journal_path.display().to_string(),
-                action: "reading the rollback journal".into(),
-                source,
-            }),
-        }
-    }
-
-    fn format_err(
-        &self,
-        context: impl Into<String>,
-    ) -> impl FnOnce(FormatError) -> StoreError + '_ {
-        let context = context.into();
-        move |source| StoreError::Format {
-            location: self.location(),
-            context,
-            source,
-        }
-    }
-
-    /// The committed state of the image `prefix | tail`, where `tail` starts at
-    /// `prefix.len()` and ends with the trailer.
-    fn parse_head(&self, prefix: Bytes, tail: Bytes) -> Result<Head, StoreError> {
-        let torn = |reason: String| StoreError::Torn {
-            location: self.location(),
-            reason,
-        };
-        let image_len = (prefix.len() + tail.len()) as u64;
-        if image_len < (FILE_HEADER_LEN + 4 + TRAILER_LEN) as u64 {
-            if prefix.len() + tail.len() >= 4
-                && !prefix.starts_with(b"MAIF")
-                && !tail.starts_with(b"MAIF")
-            {
-                return Err(StoreError::Corrupt {
+    /// Reads `range` of the file with `pread`; fails with `OutOfRange` if the file is shorter.
+    fn pread(&self, file: &File, range: Range<u64>, what: &str) -> Result<Vec<u8>, StoreError> {
+        let mut buffer = vec![0u8; (range.end - range.start) as usize];
+        file.read_exact_at(&mut buffer, range.start).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                StoreError::OutOfRange {
                     location: self.location(),
-                    reason: "not a MAIF file (no MAIF magic at byte 0)".into(),
-                });
+                    what: format!("{what} (bytes {range:?})"),
+                }
+            } else {
+                io_error(&self.location(), &format!("reading {what}"), e)
             }
-            return Err(torn(format!(
-                "{image_len} bytes is shorter than the smallest artifact"
-            )));
-        }
-        let header_bytes = if prefix.len() >= FILE_HEADER_LEN {
-            prefix.slice(..FILE_HEADER_LEN)
-        } else {
-            return Err(torn("the file header is incomplete".into()));
-        };
-        FileHeader::decode(&header_bytes).map_err(self.format_err("file header at byte 0"))?;
-        let trailer_bytes = tail.slice(tail.len().saturating_sub(TRAILER_LEN)..);
-        let trailer = Trailer::decode(&trailer_bytes)
-            .map_err(|e| torn(format!("no valid trailer at the end: {e}")))?;
-        let sections = layout::sections(&trailer, image_len).map_err(|e| torn(e.to_string()))?;
-        if sections.provenance.start < prefix.len() as u64 {
-            return Err(torn(
-                "the trailer places the tail inside the records".into(),
-            ));
-        }
-        let tail_base = prefix.len() as u64;
-        let from_tail = |range: &Range<u64>| -> Result<Bytes, StoreError> {
-            if range.start < tail_base {
-                return Err(torn("a tail section starts before the tail".into()));
-            }
-            Ok(tail.slice((range.start - tail_base) as usize..(range.end - tail_base) as usize))
-        };
-        let parts = HeadParts {
-            file_header: header_bytes,
-            metadata_section: prefix
-                .slice(sections.metadata.start as usize..sections.metadata.end as usize),
-            provenance_section: from_tail(&sections.provenance)?,
-            index_section: from_tail(&sections.index)?,
-            trailer: trailer_bytes,
-        };
-        Head::from_parts(parts).map_err(|(context, source)| StoreError::Format {
-            location: self.location(),
-            context,
-            source,
-        })
+        })?;
+        Ok(buffer)
     }
 
-    /// Reads the committed state; the caller holds at least a shared lock on `file`.
-    fn head_locked(&self, file: &File) -> Result<Head, StoreError> {
-        let image = self.map(file)?;
-        // Say what the file is before blaming a missing trailer.
-        if image.len() >= 4 && !image.starts_with(b"MAIF") {
+    /// Reads committed bytes: a slice of the memory map when short and below the committed
+    /// end this handle has seen, a `pread` otherwise.
+    fn read_committed(&self, range: Range<u64>, what: &str) -> Result<Bytes, StoreError> {
+        let committed_end = self.committed_end.lock().map_or(0, |end| *end);
+        if range.end - range.start < PREAD_MIN && range.end <= committed_end {
+            let cached = self.mapping.lock().ok().and_then(|m| m.clone());
+            let image = match cached {
+                Some(image) if range.end <= image.len() as u64 => image,
+                _ => {
+                    let image = map(&self.open_existing(false)?, &self.location())?;
+                    if let Ok(mut cached) = self.mapping.lock() {
+                        *cached = Some(image.clone());
+                    }
+                    image
+                }
+            };
+            if range.end <= image.len() as u64 {
+                return Ok(image.slice(range.start as usize..range.end as usize));
+            }
+        }
+        // Long reads are copied out with pread: slices of the map would keep every page a
+        // full pass touches resident in this process. Bytes past the committed end may be
+        // truncated by a writer at any time, and a map would fault on them.
+        Ok(Bytes::from(self.pread(&*self.reader()?, range, what)?))
+    }
+
+    /// The base's length, after checking the file starts like a MAIF file of this version.
+    fn base_len(&self, file: &File, len: u64) -> Result<u64, StoreError> {
+        let prefix = self.pread(
+            file,
+            0..len.min((FILE_HEADER_LEN + 4) as u64),
+            "the file header",
+        )?;
+        if prefix.len() >= 4 && !prefix.starts_with(b"MAIF") {
             return Err(StoreError::Corrupt {
                 location: self.location(),
                 reason: "not a MAIF file (no MAIF magic at byte 0)".into(),
             });
         }
-        if let Some(header) = image.get(..FILE_HEADER_LEN) {
-            FileHeader::decode(header).map_err(self.format_err("file header at byte 0"))?;
+        if prefix.len() < FILE_HEADER_LEN + 4 {
+            return Err(self.torn(format!("{len} bytes is shorter than the smallest artifact")));
         }
-        if let Some(journal) = self.read_journal()? {
-            let end = usize::try_from(journal.records_end)
+        FileHeader::decode(&prefix[..FILE_HEADER_LEN])
+            .map_err(self.format_err("file header at byte 0"))?;
+        let metadata_len = MetadataSection::peek_len(&prefix[FILE_HEADER_LEN..]).map_err(|e| {
+            StoreError::Format {
+                location: self.location(),
+                context: "metadata section".into(),
+                source: e.at(FILE_HEADER_LEN as u64),
+            }
+        })?;
+        let base_len = (FILE_HEADER_LEN + metadata_len) as u64;
+        if base_len > len {
+            return Err(self.torn(format!(
+                "the metadata section ends at {base_len} but the file has {len} bytes"
+            )));
+        }
+        Ok(base_len)
+    }
+
+    /// The newest trailer that is intact at its own position, and where it is. The caller
+    /// holds at least a shared lock unless it only takes the fast path (an intact end).
+    fn newest_trailer(
+        &self,
+        file: &File,
+        len: u64,
+        base_len: u64,
+        scan: bool,
+    ) -> Result<Option<(Trailer, u64)>, StoreError> {
+        let valid = |bytes: &[u8], at: u64| {
+            Trailer::decode_at(bytes, at)
                 .ok()
-                .filter(|end| *end <= image.len())
-                .ok_or_else(|| StoreError::Corrupt {
-                    location: self.location(),
-                    reason: format!(
-                        "the rollback journal says records end at {} but the file has {} bytes",
-                        journal.records_end,
-                        image.len()
-                    ),
-                })?;
-            return self.parse_head(image.slice(..end), Bytes::from(journal.tail));
+                .filter(|t| t.segment_offset >= base_len)
+        };
+        if len >= base_len + TRAILER_LEN as u64 {
+            let at = len - TRAILER_LEN as u64;
+            let bytes = self.pread(file, at..len, "the trailer")?;
+            if let Some(trailer) = valid(&bytes, at) {
+                return Ok(Some((trailer, at)));
+            }
         }
-        // Split at the trailer's provenance offset so the tail slices come from `tail`.
-        let split = image
-            .len()
-            .checked_sub(TRAILER_LEN)
-            .and_then(|at| Trailer::decode(&image[at..]).ok())
-            .and_then(|t| usize::try_from(t.provenance_offset).ok())
-            .filter(|at| *at <= image.len());
-        match split {
-            Some(split) => self.parse_head(image.slice(..split), image.slice(split..)),
-            // No usable trailer: let the tail parser name the exact trailer error.
-            None => self.parse_head(
-                image.slice(..image.len().saturating_sub(TRAILER_LEN)),
-                image.slice(image.len().saturating_sub(TRAILER_LEN)..),
-            ),
+        if !scan {
+            return Ok(None);
+        }
+        // Scan back chunk by chunk; chunks overlap by a trailer so none is split unseen.
+        let mut end = len;
+        while end > base_len {
+            let start = end.saturating_sub(SCAN_CHUNK).max(base_len);
+            let chunk_end = (end + TRAILER_LEN as u64 - 1).min(len);
+            let chunk = self.pread(
+                file,
+                start..chunk_end,
+                "the file while looking for the newest commit",
+            )?;
+            let mut at = chunk.len();
+            while let Some(found) = chunk[..at]
+                .windows(TRAILER_MAGIC.len())
+                .rposition(|w| w == TRAILER_MAGIC)
+            {
+                let offset = start + found as u64;
+                if let Some(bytes) = chunk.get(found..found + TRAILER_LEN)
+                    && let Some(trailer) = valid(bytes, offset)
+                {
+                    return Ok(Some((trailer, offset)));
+                }
+                at = found;
+            }
+            end = start;
+        }
+        Ok(None)
+    }
+
+    /// The newest commit: the file's length, the newest intact trailer and its position. With
+    /// `scan` false only an intact end counts (`None` otherwise); with `scan` true the caller
+    /// holds a lock and the bytes past the newest trailer are scanned over.
+    fn find_latest(
+        &self,
+        file: &File,
+        scan: bool,
+    ) -> Result<Option<(u64, Trailer, u64)>, StoreError> {
+        let len = file.metadata().map_err(self.io("reading metadata"))?.len();
+        let base_len = self.base_len(file, len)?;
+        match self.newest_trailer(file, len, base_len, scan)? {
+            Some((trailer, at)) => Ok(Some((len, trailer, at))),
+            None if !scan => Ok(None),
+            None => Err(self.torn("no intact trailer: not even the creation was committed")),
         }
     }
 
-    /// Restores the last committed state from the journal, if there is one. The caller holds
-    /// the exclusive lock.
-    fn roll_back(&self, file: &File) -> Result<bool, StoreError> {
-        let journal_path = Self::journal_path(&self.path);
-        let Some(journal) = self.read_journal()? else {
-            if journal_path.exists() {
-                remove_durably(&journal_path)
-                    .map_err(self.io("removing a torn rollback journal"))?;
-            }
-            return Ok(false);
+    fn latest_from(&self, file: &File, scan: bool) -> Result<Option<Latest>, StoreError> {
+        let Some((len, trailer, at)) = self.find_latest(file, scan)? else {
+            return Ok(None);
         };
-        tracing::warn!(path = %self.location(), "rolling back an interrupted append");
-        file.set_len(journal.records_end)
-            .map_err(self.io("truncating for rollback"))?;
-        file.write_all_at(&journal.tail, journal.records_end)
-            .map_err(self.io("restoring the committed tail"))?;
-        file.sync_all().map_err(self.io("syncing the rollback"))?;
-        remove_durably(&journal_path).map_err(self.io("removing the rollback journal"))?;
-        Ok(true)
+        let end = at + TRAILER_LEN as u64;
+        if let Ok(mut committed) = self.committed_end.lock() {
+            *committed = (*committed).max(end);
+        }
+        let prefix_end = at.min(trailer.segment_offset + SEGMENT_PREFIX_READ);
+        let prefix = self.pread(
+            file,
+            trailer.segment_offset..prefix_end,
+            "the newest segment",
+        )?;
+        let header = SegmentHeader::decode(prefix.get(..SEGMENT_HEADER_LEN).unwrap_or(&prefix))
+            .map_err(|e| StoreError::Format {
+                location: self.location(),
+                context: format!("segment at byte {}", trailer.segment_offset),
+                source: e.at(trailer.segment_offset),
+            })?;
+        Ok(Some(Latest {
+            seq: header.seq,
+            segment_prefix: Bytes::from(prefix),
+            uncommitted: (len > end).then_some(end..len),
+        }))
     }
 
     fn lock(&self, file: &File, exclusive: bool) -> Result<(), StoreError> {
@@ -307,6 +336,24 @@ impl FileStore {
         };
         result.map_err(self.io("locking"))
     }
+}
+
+fn map(file: &File, location: &str) -> Result<Bytes, StoreError> {
+    let len = file
+        .metadata()
+        .map_err(|e| io_error(location, "reading metadata", e))?
+        .len();
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: the map is read-only, and this library never modifies committed bytes: appends
+    // only add bytes at the end, and the only truncation is of bytes past the newest intact
+    // trailer, which readers take from `pread`, never from a map. Another program truncating
+    // the file under us is outside what any memory-mapped reader can defend against.
+    #[allow(unsafe_code)]
+    let map =
+        unsafe { memmap2::Mmap::map(file) }.map_err(|e| io_error(location, "memory-mapping", e))?;
+    Ok(Bytes::from_owner(map))
 }
 
 /// `fsync`s the directory holding `path`, so a created, renamed or removed entry is durable.
@@ -323,22 +370,80 @@ fn remove_durably(path: &Path) -> std::io::Result<()> {
     sync_dir(path)
 }
 
+/// Writes `bytes` to a new temporary file beside `path`, makes it durable and links it to
+/// `path` (a hard link never replaces an existing file, so the loser of two creators gets
+/// `AlreadyExists`). Returns `Ok(false)` if `path` exists.
+pub(crate) fn publish_new_file(path: &Path, bytes: &[&[u8]]) -> std::io::Result<bool> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+    let temp = PathBuf::from(name);
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
+        for part in bytes {
+            file.write_all(part)?;
+        }
+        file.sync_all()?;
+        std::fs::hard_link(&temp, path)
+    })();
+    let _ = std::fs::remove_file(&temp);
+    match result {
+        Ok(()) => sync_dir(path).map(|()| true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 #[async_trait]
 impl BlockStore for FileStore {
     fn location(&self) -> String {
         FileStore::location(self)
     }
 
-    async fn head(&self) -> Result<Head, StoreError> {
+    async fn latest(&self) -> Result<Latest, StoreError> {
         let file = self.open_existing(false)?;
+        // An intact end needs no lock: committed bytes never change, and a trailer at the end
+        // is only ever written after everything it commits.
+        if let Some(latest) = self.latest_from(&file, false)? {
+            return Ok(latest);
+        }
+        // Otherwise look again under a shared lock, so that no writer is mid-append while the
+        // bytes past the newest trailer are scanned and reported.
         self.lock(&file, false)?;
-        let head = self.head_locked(&file);
+        let latest = self.latest_from(&file, true);
         let _ = file.unlock();
-        head
+        latest?.ok_or_else(|| self.torn("no intact trailer"))
     }
 
-    async fn read_record(&self, entry: &IndexEntry) -> Result<Bytes, StoreError> {
-        self.read_record_range(entry, 0..entry.record_len).await
+    async fn base(&self) -> Result<Base, StoreError> {
+        let file = self.reader()?;
+        let len = file.metadata().map_err(self.io("reading metadata"))?.len();
+        let base_len = self.base_len(&file, len)?;
+        let bytes = Bytes::from(self.pread(&file, 0..base_len, "the file header and metadata")?);
+        Ok(Base {
+            file_header: bytes.slice(..FILE_HEADER_LEN),
+            metadata_section: bytes.slice(FILE_HEADER_LEN..),
+        })
+    }
+
+    async fn read_segment(
+        &self,
+        commit: CommitRef,
+        range: Range<u64>,
+    ) -> Result<Bytes, StoreError> {
+        let start = commit.segment_offset.checked_add(range.start);
+        let end = commit.segment_offset.checked_add(range.end);
+        match (start, end) {
+            (Some(start), Some(end)) if start <= end => {
+                self.read_committed(start..end, &format!("commit {}'s segment", commit.seq))
+            }
+            _ => Err(StoreError::OutOfRange {
+                location: self.location(),
+                what: format!("bytes {range:?} of commit {}'s segment", commit.seq),
+            }),
+        }
     }
 
     async fn read_record_range(
@@ -346,141 +451,137 @@ impl BlockStore for FileStore {
         entry: &IndexEntry,
         range: Range<u64>,
     ) -> Result<Bytes, StoreError> {
-        let location = self.location();
-        let Range { start, end } = super::image_range(&location, entry, &range)?;
-        let out_of_range = || StoreError::OutOfRange {
-            location: location.clone(),
-            what: format!("bytes {range:?} of the record at offset {}", entry.offset),
-        };
-        if end - start >= PREAD_MIN {
-            // Large reads are copied out with pread: slices of the map would keep every page a
-            // full pass touches resident in this process, so converting or verifying a
-            // multi-GiB file would show its whole size as RSS.
-            let file = self.reader()?;
-            let mut buffer = vec![0u8; (end - start) as usize];
-            file.read_exact_at(&mut buffer, start).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    out_of_range()
-                } else {
-                    StoreError::Io {
-                        location: self.location(),
-                        action: format!("reading the record at offset {}", entry.offset),
-                        source: e,
-                    }
-                }
-            })?;
-            return Ok(Bytes::from(buffer));
-        }
-        let cached = self.mapping.lock().ok().and_then(|m| m.clone());
-        let image = match cached {
-            Some(image) if end <= image.len() as u64 => image,
-            _ => self.map(&self.open_existing(false)?)?,
-        };
-        if end > image.len() as u64 {
-            return Err(out_of_range());
-        }
-        Ok(image.slice(start as usize..end as usize))
+        let image = super::image_range(&self.location(), entry, &range)?;
+        self.read_committed(image, &format!("the record at offset {}", entry.offset))
     }
 
-    async fn create(&self, genesis: Genesis) -> Result<(), StoreError> {
+    async fn read_uncommitted(&self, range: Range<u64>) -> Result<Bytes, StoreError> {
+        let file = self.open_existing(false)?;
+        self.lock(&file, false)?;
+        let bytes = self.pread(&file, range, "bytes past the newest commit");
+        let _ = file.unlock();
+        Ok(Bytes::from(bytes?))
+    }
+
+    async fn create(&self, genesis: Bytes) -> Result<(), StoreError> {
         if self.path.exists() {
             return Err(StoreError::AlreadyExists {
                 location: self.location(),
             });
         }
-        let mut name = self.path.as_os_str().to_owned();
-        name.push(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
-        let temp = PathBuf::from(name);
-        let result = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&temp)?;
-            file.write_all(&genesis.file_header)?;
-            file.write_all(&genesis.metadata_section)?;
-            file.write_all(&genesis.tail.provenance_section)?;
-            file.write_all(&genesis.tail.index_section)?;
-            file.write_all(&genesis.tail.trailer)?;
-            file.sync_all()?;
-            // A hard link never replaces an existing file, so two creators cannot clobber
-            // each other; the loser sees AlreadyExists.
-            std::fs::hard_link(&temp, &self.path)
-        })();
-        let _ = std::fs::remove_file(&temp);
-        match result {
-            Ok(()) => sync_dir(&self.path).map_err(self.io("syncing the directory")),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                Err(StoreError::AlreadyExists {
-                    location: self.location(),
-                })
-            }
-            Err(source) => Err(StoreError::Io {
+        match publish_new_file(&self.path, &[&genesis]) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StoreError::AlreadyExists {
                 location: self.location(),
-                action: "creating".into(),
-                source,
             }),
+            Err(source) => Err(io_error(&self.location(), "creating", source)),
         }
     }
 
-    async fn begin_import(
-        &self,
-        prefix: super::ImportPrefix,
-    ) -> Result<Box<dyn AppendSession>, StoreError> {
-        Ok(Box::new(self.begin_import_sync(prefix)?))
-    }
-
-    async fn begin_append(&self, base: &Head) -> Result<Box<dyn AppendSession>, StoreError> {
+    async fn begin_append(&self, base: &AppendBase) -> Result<Box<dyn AppendSession>, StoreError> {
         let file = self.open_existing(true)?;
         self.lock(&file, true)?;
-        self.roll_back(&file)?;
-        let current = self.head_locked(&file)?;
-        if current.trailer != base.trailer {
+        let unlock_on_error = |e: StoreError| {
             let _ = file.unlock();
-            return Err(StoreError::Conflict {
-                location: self.location(),
-                reason: format!(
-                    "another writer committed since this append began ({} records now, {} expected)",
-                    current.trailer.record_count, base.trailer.record_count
-                ),
-            });
+            e
+        };
+        let (len, _, at) = self
+            .find_latest(&file, true)
+            .map_err(unlock_on_error)?
+            .ok_or_else(|| unlock_on_error(self.torn("no intact trailer")))?;
+        let committed_end = at + TRAILER_LEN as u64;
+        let base_trailer_at = base.commit.segment_offset + base.segment_len;
+        let conflict = |reason: String| StoreError::Conflict {
+            location: self.location(),
+            reason,
+        };
+        if base_trailer_at == at {
+            // The base is the newest intact commit: whatever follows it is an interrupted
+            // append, which the caller has judged not to be a complete commit.
+        } else if base_trailer_at >= committed_end && base.end() <= len {
+            // The base is a complete, signed commit after the newest intact trailer (checked
+            // by the caller); restore its trailer, provided its bytes are still the ones the
+            // caller checked.
+            let header = self
+                .pread(
+                    &file,
+                    base.commit.segment_offset
+                        ..base.commit.segment_offset + SEGMENT_HEADER_LEN as u64,
+                    "the commit to complete",
+                )
+                .map_err(unlock_on_error)?;
+            let current = SegmentHeader::decode(&header).ok();
+            if current.map(|h| (h.seq, h.segment_len)) != Some((base.commit.seq, base.segment_len))
+            {
+                let _ = file.unlock();
+                return Err(conflict("the commit being completed changed".into()));
+            }
+            tracing::warn!(path = %self.location(), seq = base.commit.seq, "writing back the trailer of a complete commit whose trailer was missing or damaged");
+            file.write_all_at(&base.trailer, base_trailer_at)
+                .map_err(|e| {
+                    unlock_on_error(io_error(&self.location(), "writing back a trailer", e))
+                })?;
+        } else {
+            let _ = file.unlock();
+            return Err(conflict(format!(
+                "another writer committed since this append began (the newest commit now ends at byte {committed_end})"
+            )));
         }
-        let mut old_tail = Vec::with_capacity(
-            current.provenance_section.len() + current.index_section.len() + TRAILER_LEN,
-        );
-        old_tail.extend_from_slice(&current.provenance_section);
-        old_tail.extend_from_slice(&current.index_section);
-        old_tail.extend_from_slice(&current.trailer.to_bytes());
+        if len > base.end() {
+            tracing::warn!(path = %self.location(), bytes = len - base.end(), "discarding an interrupted append");
+        }
+        file.set_len(base.end()).map_err(|e| {
+            unlock_on_error(io_error(
+                &self.location(),
+                "truncating an interrupted append",
+                e,
+            ))
+        })?;
+        if base_trailer_at != at {
+            file.sync_data().map_err(|e| {
+                unlock_on_error(io_error(&self.location(), "syncing a restored trailer", e))
+            })?;
+        }
         Ok(Box::new(FileAppend {
             path: self.path.clone(),
             file: Some(Arc::new(file)),
             pipeline: None,
-            journal: Journal {
-                records_end: current.trailer.provenance_offset,
-                tail: old_tail,
-            },
-            journal_written: false,
-            next_offset: current.trailer.provenance_offset,
+            buffer: Vec::new(),
+            buffer_at: base.end(),
+            base_end: base.end(),
+            next_offset: base.end(),
+            touched: false,
         }))
+    }
+
+    async fn begin_import(&self, base: &Base) -> Result<Box<dyn ImportSession>, StoreError> {
+        Ok(Box::new(self.begin_import_sync(base)?))
     }
 }
 
 /// Records waiting for the writer thread; bounds the memory an append holds.
 const PIPELINE_DEPTH: usize = 2;
-/// Records smaller than this are written inline rather than through the writer thread.
-const PIPELINE_MIN_RECORD: usize = 64 * 1024;
+/// Records smaller than this are gathered into large writes rather than sent to the writer
+/// thread.
+const PIPELINE_MIN_RECORD: u64 = 64 * 1024;
+/// Small records are written once this many bytes have gathered.
+const WRITE_BUFFER: usize = 1 << 20;
 
 /// A thread that writes records while the caller hashes and signs the next ones.
 struct Pipeline {
-    sender: SyncSender<(u64, Bytes)>,
+    sender: SyncSender<(u64, RecordBytes)>,
     worker: JoinHandle<std::io::Result<()>>,
 }
 
 impl Pipeline {
     fn start(file: Arc<File>) -> Self {
-        let (sender, receiver) = sync_channel::<(u64, Bytes)>(PIPELINE_DEPTH);
+        let (sender, receiver) = sync_channel::<(u64, RecordBytes)>(PIPELINE_DEPTH);
         let worker = std::thread::spawn(move || {
-            for (offset, record) in receiver {
-                file.write_all_at(&record, offset)?;
+            for (mut offset, record) in receiver {
+                for part in &record.parts {
+                    file.write_all_at(part, offset)?;
+                    offset += part.len() as u64;
+                }
             }
             Ok(())
         });
@@ -501,76 +602,112 @@ struct FileAppend {
     path: PathBuf,
     file: Option<Arc<File>>,
     pipeline: Option<Pipeline>,
-    journal: Journal,
-    journal_written: bool,
+    /// Small records gathered for one write at `buffer_at`.
+    buffer: Vec<u8>,
+    buffer_at: u64,
+    /// Where the base commit ends: the file is cut back here if the append fails.
+    base_end: u64,
     next_offset: u64,
+    /// Whether any byte past `base_end` may have been written.
+    touched: bool,
 }
 
 impl FileAppend {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
     fn io(&self, action: &str) -> impl FnOnce(std::io::Error) -> StoreError {
-        let location = self.path.display().to_string();
+        let location = self.location();
         let action = action.to_string();
-        move |source| StoreError::Io {
-            location,
-            action,
-            source,
-        }
+        move |source| io_error(&location, &action, source)
     }
 
     fn file(&self) -> Result<&Arc<File>, StoreError> {
         self.file.as_ref().ok_or_else(|| StoreError::Corrupt {
-            location: self.path.display().to_string(),
+            location: self.location(),
             reason: "append session used after it ended".into(),
         })
     }
 
-    fn write_journal(&mut self) -> Result<(), StoreError> {
-        if self.journal_written {
+    fn flush_buffer(&mut self) -> Result<(), StoreError> {
+        if self.buffer.is_empty() {
             return Ok(());
         }
-        let journal_path = FileStore::journal_path(&self.path);
-        let write = || -> std::io::Result<()> {
-            let mut journal = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&journal_path)?;
-            journal.write_all(&self.journal.to_bytes())?;
-            journal.sync_all()?;
-            sync_dir(&journal_path)
-        };
-        write().map_err(self.io("writing the rollback journal"))?;
-        self.journal_written = true;
+        self.touched = true;
+        self.file()?
+            .write_all_at(&self.buffer, self.buffer_at)
+            .map_err(self.io("writing records"))?;
+        self.buffer_at += self.buffer.len() as u64;
+        self.buffer.clear();
         Ok(())
+    }
+
+    fn write_and_sync(&mut self, segment: &[u8], trailer: &[u8]) -> Result<(), StoreError> {
+        self.flush_buffer()?;
+        if let Some(pipeline) = self.pipeline.take() {
+            pipeline.finish().map_err(self.io("writing a record"))?;
+        }
+        self.touched = true;
+        let file = self.file()?.clone();
+        file.write_all_at(segment, self.next_offset)
+            .map_err(self.io("writing the commit segment"))?;
+        // Phase 1: every record and the segment are durable before the trailer exists.
+        file.sync_data().map_err(self.io("syncing the commit"))?;
+        file.write_all_at(trailer, self.next_offset + segment.len() as u64)
+            .map_err(self.io("writing the trailer"))?;
+        // Phase 2: the trailer, and with it the commit, is durable.
+        file.sync_data().map_err(self.io("syncing the trailer"))
+    }
+
+    /// Cuts the file back to the base commit after a failed or abandoned append, so no
+    /// reader or later writer ever sees its bytes.
+    fn roll_back(&mut self) {
+        if let Some(pipeline) = self.pipeline.take() {
+            let _ = pipeline.finish();
+        }
+        if self.touched
+            && let Some(file) = self.file.as_ref()
+            && let Err(e) = file.set_len(self.base_end)
+        {
+            tracing::error!(path = %self.location(), error = %e, "could not cut back an abandoned append; readers ignore its bytes and the next writer discards them");
+        }
+        self.touched = false;
     }
 }
 
 #[async_trait]
 impl AppendSession for FileAppend {
-    async fn put_record(&mut self, entry: &IndexEntry, record: Bytes) -> Result<(), StoreError> {
-        if entry.offset != self.next_offset || entry.record_len != record.len() as u64 {
+    async fn put_record(
+        &mut self,
+        entry: &IndexEntry,
+        record: RecordBytes,
+    ) -> Result<(), StoreError> {
+        let len = record.len();
+        if entry.offset != self.next_offset || entry.record_len != len {
             return Err(StoreError::Corrupt {
-                location: self.path.display().to_string(),
+                location: self.location(),
                 reason: format!(
-                    "record for offset {} ({} bytes) put out of order: the next record goes at {}",
-                    entry.offset,
-                    record.len(),
-                    self.next_offset
+                    "record for offset {} ({len} bytes) put out of order: the next record goes at {}",
+                    entry.offset, self.next_offset
                 ),
             });
         }
-        self.write_journal()?;
-        let len = record.len() as u64;
-        if record.len() < PIPELINE_MIN_RECORD {
-            // A hand-off to the writer thread costs more than writing a small record here.
-            // Writes go to distinct offsets and only the commit's fsync makes any durable, so
-            // the two paths need no ordering between them.
-            self.file()?
-                .write_all_at(&record, self.next_offset)
-                .map_err(self.io("writing a record"))?;
+        if len < PIPELINE_MIN_RECORD {
+            if self.buffer.is_empty() {
+                self.buffer_at = self.next_offset;
+            }
+            for part in &record.parts {
+                self.buffer.extend_from_slice(part);
+            }
             self.next_offset += len;
+            if self.buffer.len() >= WRITE_BUFFER {
+                self.flush_buffer()?;
+            }
             return Ok(());
         }
+        self.flush_buffer()?;
+        self.touched = true;
         if self.pipeline.is_none() {
             self.pipeline = Some(Pipeline::start(self.file()?.clone()));
         }
@@ -583,52 +720,37 @@ impl AppendSession for FileAppend {
             let result = self.pipeline.take().map_or(Ok(()), Pipeline::finish);
             result.map_err(self.io("writing a record"))?;
             return Err(StoreError::Corrupt {
-                location: self.path.display().to_string(),
+                location: self.location(),
                 reason: "the record writer stopped".into(),
             });
         }
         self.next_offset += len;
+        self.buffer_at = self.next_offset;
         Ok(())
     }
 
-    async fn commit(mut self: Box<Self>, tail: Tail) -> Result<(), StoreError> {
-        self.write_journal()?;
-        if let Some(pipeline) = self.pipeline.take() {
-            pipeline.finish().map_err(self.io("writing a record"))?;
+    async fn commit(
+        mut self: Box<Self>,
+        _seq: u64,
+        segment: Bytes,
+        trailer: [u8; TRAILER_LEN],
+    ) -> Result<(), StoreError> {
+        let result = self.write_and_sync(&segment, &trailer);
+        if result.is_err() {
+            self.roll_back();
+        } else {
+            self.touched = false;
         }
-        let file = self.file()?;
-        let mut offset = self.next_offset;
-        for part in [&tail.provenance_section, &tail.index_section, &tail.trailer] {
-            file.write_all_at(part, offset)
-                .map_err(self.io("writing the tail"))?;
-            offset += part.len() as u64;
-        }
-        file.set_len(offset)
-            .map_err(self.io("setting the file length"))?;
-        file.sync_all().map_err(self.io("syncing the file"))?;
-        remove_durably(&FileStore::journal_path(&self.path))
-            .map_err(self.io("removing the rollback journal"))?;
-        self.journal_written = false;
         if let Some(file) = self.file.take() {
             let _ = file.unlock();
         }
-        Ok(())
+        result
     }
 }
 
 impl Drop for FileAppend {
     fn drop(&mut self) {
-        if let Some(pipeline) = self.pipeline.take() {
-            let _ = pipeline.finish();
-        }
-        // An append abandoned after it touched the file: restore the committed tail now
-        // rather than leaving it to the next writer.
-        if self.journal_written
-            && let Some(file) = self.file.as_ref()
-            && let Err(e) = FileStore::new(self.path.clone()).roll_back(file)
-        {
-            tracing::error!(path = %self.path.display(), error = %e, "rollback of an abandoned append failed; the journal remains and the next open uses it");
-        }
+        self.roll_back();
         if let Some(file) = self.file.take() {
             let _ = file.unlock();
         }
@@ -643,7 +765,7 @@ pub fn partial_path(path: &Path) -> PathBuf {
 }
 
 /// An import into a single file: the image is built in `<file>.maif-partial` and published
-/// with a hard link (create-only) on commit. A partial left by an interrupted import is
+/// with a hard link (create-only) when finished. A partial left by an interrupted import is
 /// reused: the records it holds intact are kept and not sent again.
 struct FileImport {
     path: PathBuf,
@@ -651,7 +773,6 @@ struct FileImport {
     file: Arc<File>,
     /// The partial's bytes when the import began (what `present` checks against).
     existing: Bytes,
-    next_offset: u64,
     /// Writes large records on a writer thread, as appends do.
     pipeline: Option<Pipeline>,
     /// Bytes written since the last background flush was started.
@@ -659,26 +780,24 @@ struct FileImport {
     /// Background `fdatasync`s, so the disk works while the copy goes on rather than all at
     /// the final sync.
     flushes: Vec<JoinHandle<std::io::Result<()>>>,
+    written: u64,
 }
 
 /// An import starts a background flush after this many bytes.
 const IMPORT_FLUSH_EVERY: u64 = 64 << 20;
 
 impl FileStore {
-    fn begin_import_sync(&self, prefix: super::ImportPrefix) -> Result<FileImport, StoreError> {
+    fn begin_import_sync(&self, base: &Base) -> Result<FileImport, StoreError> {
         if self.path.exists() {
             return Err(StoreError::AlreadyExists {
                 location: self.location(),
             });
         }
         let partial = partial_path(&self.path);
+        let location = partial.display().to_string();
         let io = |action: &'static str| {
-            let location = partial.display().to_string();
-            move |source| StoreError::Io {
-                location,
-                action: action.into(),
-                source,
-            }
+            let location = location.clone();
+            move |source| io_error(&location, action, source)
         };
         let file = OpenOptions::new()
             .read(true)
@@ -691,8 +810,7 @@ impl FileStore {
             location: self.location(),
             reason: format!("another import is writing {}", partial.display()),
         })?;
-        let mut fixed = prefix.file_header.clone();
-        fixed.extend_from_slice(&prefix.metadata_section);
+        let fixed = base.to_vec();
         let existing = std::fs::read(&partial).map_err(io("reading the partial file"))?;
         let existing = if existing.starts_with(&fixed) {
             Bytes::from(existing)
@@ -708,16 +826,56 @@ impl FileStore {
             partial,
             file: Arc::new(file),
             existing,
-            next_offset: fixed.len() as u64,
             pipeline: None,
             unflushed: 0,
             flushes: Vec::new(),
+            written: fixed.len() as u64,
         })
     }
 }
 
+impl FileImport {
+    fn location(&self) -> String {
+        self.partial.display().to_string()
+    }
+
+    fn write_at(&mut self, offset: u64, bytes: Bytes) -> Result<(), StoreError> {
+        let len = bytes.len() as u64;
+        if len < PIPELINE_MIN_RECORD {
+            self.file
+                .write_all_at(&bytes, offset)
+                .map_err(|e| io_error(&self.location(), "writing", e))?;
+        } else {
+            let file = self.file.clone();
+            let pipeline = self.pipeline.get_or_insert_with(|| Pipeline::start(file));
+            if pipeline
+                .sender
+                .send((offset, RecordBytes::from(bytes)))
+                .is_err()
+            {
+                let result = self.pipeline.take().map_or(Ok(()), Pipeline::finish);
+                result.map_err(|e| io_error(&self.location(), "writing", e))?;
+                return Err(StoreError::Corrupt {
+                    location: self.location(),
+                    reason: "the record writer stopped".into(),
+                });
+            }
+        }
+        self.written = self.written.max(offset + len);
+        self.unflushed += len;
+        if self.unflushed >= IMPORT_FLUSH_EVERY {
+            self.unflushed = 0;
+            let file = self.file.clone();
+            self.flushes.retain(|f| !f.is_finished());
+            self.flushes
+                .push(std::thread::spawn(move || file.sync_data()));
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
-impl AppendSession for FileImport {
+impl ImportSession for FileImport {
     async fn present(&mut self, entries: &[IndexEntry]) -> Result<Vec<bool>, StoreError> {
         Ok(entries
             .iter()
@@ -736,10 +894,9 @@ impl AppendSession for FileImport {
     }
 
     async fn put_record(&mut self, entry: &IndexEntry, record: Bytes) -> Result<(), StoreError> {
-        let location = self.partial.display().to_string();
         if entry.record_len != record.len() as u64 {
             return Err(StoreError::Corrupt {
-                location,
+                location: self.location(),
                 reason: format!(
                     "record for offset {} has {} bytes, its entry says {}",
                     entry.offset,
@@ -748,57 +905,25 @@ impl AppendSession for FileImport {
                 ),
             });
         }
-        let io_error = |source| StoreError::Io {
-            location: location.clone(),
-            action: "writing a record".into(),
-            source,
-        };
-        if record.len() < PIPELINE_MIN_RECORD {
-            self.file
-                .write_all_at(&record, entry.offset)
-                .map_err(io_error)?;
-        } else {
-            let file = self.file.clone();
-            let pipeline = self.pipeline.get_or_insert_with(|| Pipeline::start(file));
-            if pipeline.sender.send((entry.offset, record)).is_err() {
-                let result = self.pipeline.take().map_or(Ok(()), Pipeline::finish);
-                result.map_err(io_error)?;
-                return Err(StoreError::Corrupt {
-                    location,
-                    reason: "the record writer stopped".into(),
-                });
-            }
-        }
-        self.next_offset = self.next_offset.max(entry.offset + entry.record_len);
-        self.unflushed += entry.record_len;
-        if self.unflushed >= IMPORT_FLUSH_EVERY {
-            self.unflushed = 0;
-            let file = self.file.clone();
-            self.flushes.retain(|f| !f.is_finished());
-            self.flushes
-                .push(std::thread::spawn(move || file.sync_data()));
-        }
-        Ok(())
+        self.write_at(entry.offset, record)
     }
 
-    async fn commit(mut self: Box<Self>, tail: Tail) -> Result<(), StoreError> {
-        let trailer =
-            crate::format::Trailer::decode(&tail.trailer).map_err(|source| StoreError::Format {
-                location: self.partial.display().to_string(),
-                context: "imported trailer".into(),
-                source,
-            })?;
+    async fn put_commit(&mut self, commit: CommitRef, bytes: Bytes) -> Result<(), StoreError> {
+        self.write_at(
+            commit_object_start(commit.seq, commit.segment_offset),
+            bytes,
+        )
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<(), StoreError> {
+        let location = self.location();
         let io = |action: &'static str| {
-            let location = self.partial.display().to_string();
-            move |source| StoreError::Io {
-                location,
-                action: action.into(),
-                source,
-            }
+            let location = location.clone();
+            move |source| io_error(&location, action, source)
         };
-        // Every record must be on disk before the tail that commits them.
+        // Every byte must be on disk before the file is published.
         if let Some(pipeline) = self.pipeline.take() {
-            pipeline.finish().map_err(io("writing a record"))?;
+            pipeline.finish().map_err(io("writing"))?;
         }
         for flush in std::mem::take(&mut self.flushes) {
             flush
@@ -806,15 +931,8 @@ impl AppendSession for FileImport {
                 .unwrap_or_else(|_| Err(std::io::Error::other("a flush thread panicked")))
                 .map_err(io("flushing"))?;
         }
-        let mut offset = trailer.provenance_offset;
-        for part in [&tail.provenance_section, &tail.index_section, &tail.trailer] {
-            self.file
-                .write_all_at(part, offset)
-                .map_err(io("writing the tail"))?;
-            offset += part.len() as u64;
-        }
         self.file
-            .set_len(offset)
+            .set_len(self.written)
             .map_err(io("setting the length"))?;
         self.file.sync_all().map_err(io("syncing"))?;
         match std::fs::hard_link(&self.partial, &self.path) {
@@ -825,11 +943,11 @@ impl AppendSession for FileImport {
                 });
             }
             Err(source) => {
-                return Err(StoreError::Io {
-                    location: self.path.display().to_string(),
-                    action: "publishing the imported file".into(),
+                return Err(io_error(
+                    &self.path.display().to_string(),
+                    "publishing the imported file",
                     source,
-                });
+                ));
             }
         }
         remove_durably(&self.partial).map_err(io("removing the partial file"))?;

@@ -1,21 +1,28 @@
-//! Where artifacts live. A [`BlockStore`] moves opaque record bytes and the committed tail;
-//! it never parses a signature nor re-encodes a record. The artifact layer (`crate::artifact`)
-//! does all signing and verification on top of this one contract.
+//! Where artifacts live. A [`BlockStore`] moves opaque bytes: records, commit segments and
+//! trailers, the file header and metadata. It never parses a signature nor re-encodes a
+//! record; the artifact layer (`crate::artifact`) does all decoding, signing and
+//! verification on top of this one contract.
+//!
+//! Every byte has one address in the single-file image (see `format::layout`), and every
+//! store serves the same image: a single file holds it contiguously, the object layout holds
+//! one object per record and one per commit, and a single file stored as one object holds
+//! it whole. Commits are append-only everywhere: nothing once committed is ever rewritten.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::format::{FormatError, IndexEntry, IndexSection, Trailer};
+use crate::format::{Digest, FormatError, IndexEntry, TRAILER_LEN};
 
 pub mod file;
 pub mod object;
 pub mod object_file;
 
 pub use file::FileStore;
-pub use object::ObjectBackend;
+pub use object::{ListingOrder, ObjectBackend};
 pub use object_file::ObjectFile;
 
 /// Errors from a store.
@@ -52,6 +59,15 @@ pub enum StoreError {
     /// The store cannot do this by its nature.
     #[error("{location}: {reason}")]
     Unsupported { location: String, reason: String },
+    /// The outcome of a write is unknown: the request failed in a way that leaves open
+    /// whether the store acted, and reading back did not settle it.
+    #[error("{location}: {what}: the outcome is unknown ({reason}); {how_to_check}")]
+    Unknown {
+        location: String,
+        what: String,
+        reason: String,
+        how_to_check: String,
+    },
     /// An object-store request failed (after the store's own retries).
     #[error("{location}: {action} object {key}: {source}")]
     Object {
@@ -68,125 +84,102 @@ pub enum StoreError {
     },
 }
 
-/// The committed state of an artifact: everything except the records' bytes, each part
-/// exactly as stored.
-#[derive(Clone)]
-pub struct Head {
-    pub file_header: Bytes,
-    pub metadata_section: Bytes,
-    pub provenance_section: Bytes,
-    pub index_section: Bytes,
-    pub index: IndexSection,
-    pub trailer: Trailer,
+/// One commit, as a store addresses it: its sequence number and where its segment lies in
+/// the single-file image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CommitRef {
+    pub seq: u64,
+    pub segment_offset: u64,
 }
 
-impl fmt::Debug for Head {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Head")
-            .field("records", &self.index.entries.len())
-            .field("trailer", &self.trailer)
-            .finish_non_exhaustive()
+/// The newest commit a store holds, as found by [`BlockStore::latest`].
+#[derive(Debug, Clone)]
+pub struct Latest {
+    pub seq: u64,
+    /// The first bytes of its segment: at least the segment head whenever the store holds
+    /// that much (more is read on demand).
+    pub segment_prefix: Bytes,
+    /// Single files only: bytes after the newest intact trailer. They are an append that was
+    /// interrupted, or a commit whose trailer was damaged; the artifact layer decides which.
+    pub uncommitted: Option<Range<u64>>,
+}
+
+/// The fixed prefix of every artifact: its file header and metadata section, exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Base {
+    pub file_header: Bytes,
+    pub metadata_section: Bytes,
+}
+
+impl Base {
+    pub fn len(&self) -> u64 {
+        (self.file_header.len() + self.metadata_section.len()) as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.file_header.is_empty() && self.metadata_section.is_empty()
+    }
+
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len() as usize);
+        out.extend_from_slice(&self.file_header);
+        out.extend_from_slice(&self.metadata_section);
+        out
     }
 }
 
-/// The stored parts of a committed state, before they are checked.
-#[derive(Debug, Clone)]
-pub struct HeadParts {
-    pub file_header: Bytes,
-    pub metadata_section: Bytes,
-    pub provenance_section: Bytes,
-    pub index_section: Bytes,
-    pub trailer: Bytes,
+/// The commit an append builds on: where its segment is and its trailer's exact bytes. A
+/// single file whose newest commit lost its trailer (an append interrupted after its data was
+/// durable, or a damaged trailer) gets it written back when an append builds on that commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendBase {
+    pub commit: CommitRef,
+    pub segment_len: u64,
+    pub trailer: [u8; TRAILER_LEN],
 }
 
-impl Head {
-    /// Decodes the parts and checks they agree: each section decodes exactly, the trailer's
-    /// offsets and lengths match the parts, and the index tiles the records. An error names
-    /// the section and its offset in the single-file image. Every backend opens through this.
-    pub fn from_parts(parts: HeadParts) -> Result<Head, (String, FormatError)> {
-        use crate::format::file_header::FILE_HEADER_LEN;
-        use crate::format::{FileHeader, MetadataSection, ProvenanceSection, layout};
-        fn at(
-            what: &'static str,
-            offset: u64,
-        ) -> impl FnOnce(FormatError) -> (String, FormatError) {
-            move |e| (format!("{what} at byte {offset}"), e.at(offset))
-        }
-        FileHeader::decode(&parts.file_header).map_err(at("file header", 0))?;
-        MetadataSection::decode(&parts.metadata_section)
-            .map_err(at("metadata section", FILE_HEADER_LEN as u64))?;
-        let trailer = Trailer::decode(&parts.trailer).map_err(|e| ("trailer".to_string(), e))?;
-        let mismatch = |field: &'static str, reason: String| {
-            (
-                "trailer".to_string(),
-                FormatError::InvalidField {
-                    structure: "trailer",
-                    field,
-                    offset: 0,
-                    reason,
-                },
-            )
-        };
-        let records_offset = (FILE_HEADER_LEN + parts.metadata_section.len()) as u64;
-        if trailer.records_offset != records_offset {
-            return Err(mismatch(
-                "records_offset",
-                format!(
-                    "{} but the metadata section ends at {records_offset}",
-                    trailer.records_offset
-                ),
-            ));
-        }
-        if trailer.provenance_len != parts.provenance_section.len() as u64 {
-            return Err(mismatch(
-                "provenance_len",
-                format!(
-                    "{} but the provenance section has {} bytes",
-                    trailer.provenance_len,
-                    parts.provenance_section.len()
-                ),
-            ));
-        }
-        if trailer.index_len != parts.index_section.len() as u64 {
-            return Err(mismatch(
-                "index_len",
-                format!(
-                    "{} but the index section has {} bytes",
-                    trailer.index_len,
-                    parts.index_section.len()
-                ),
-            ));
-        }
-        ProvenanceSection::decode(&parts.provenance_section)
-            .map_err(at("provenance section", trailer.provenance_offset))?;
-        let index = IndexSection::decode(&parts.index_section)
-            .map_err(at("index section", trailer.index_offset))?;
-        layout::check_index(&trailer, &index).map_err(|e| ("index".to_string(), e))?;
-        Ok(Head {
-            file_header: parts.file_header,
-            metadata_section: parts.metadata_section,
-            provenance_section: parts.provenance_section,
-            index_section: parts.index_section,
-            index,
-            trailer,
-        })
+impl AppendBase {
+    /// Image offset one past the base commit's trailer, where the next commit's records go.
+    pub fn end(&self) -> u64 {
+        self.commit.segment_offset + self.segment_len + TRAILER_LEN as u64
     }
 }
 
-/// A new committed tail: what an append or a creation writes after the records.
-#[derive(Debug, Clone)]
-pub struct Tail {
-    pub provenance_section: Vec<u8>,
-    pub index_section: Vec<u8>,
-    pub trailer: Vec<u8>,
+/// A record to store, as the pieces it is written from (so a large payload is never copied
+/// into a contiguous buffer just to be written).
+#[derive(Debug, Clone, Default)]
+pub struct RecordBytes {
+    pub parts: Vec<Bytes>,
 }
 
-/// A brand-new artifact's fixed prefix and first tail.
-#[derive(Debug, Clone)]
-pub struct Genesis {
-    pub file_header: Vec<u8>,
-    pub metadata_section: Vec<u8>,
-    pub tail: Tail,
+impl RecordBytes {
+    pub fn len(&self) -> u64 {
+        self.parts.iter().map(|p| p.len() as u64).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parts.iter().all(Bytes::is_empty)
+    }
+
+    /// The record as one buffer (copies unless it is one part already).
+    pub fn to_bytes(&self) -> Bytes {
+        match self.parts.as_slice() {
+            [one] => one.clone(),
+            parts => {
+                let mut out = Vec::with_capacity(self.len() as usize);
+                for part in parts {
+                    out.extend_from_slice(part);
+                }
+                Bytes::from(out)
+            }
+        }
+    }
+}
+
+impl From<Bytes> for RecordBytes {
+    fn from(bytes: Bytes) -> Self {
+        Self { parts: vec![bytes] }
+    }
 }
 
 /// The bytes `range` of the record `entry` as a range of the single-file image, or
@@ -220,11 +213,16 @@ pub trait BlockStore: Send + Sync + fmt::Debug {
     /// Human-readable location (path or URL) for messages.
     fn location(&self) -> String;
 
-    /// The committed state, or [`StoreError::NotFound`].
-    async fn head(&self) -> Result<Head, StoreError>;
+    /// The newest commit, or [`StoreError::NotFound`].
+    async fn latest(&self) -> Result<Latest, StoreError>;
 
-    /// The bytes of one record, as described by its index entry.
-    async fn read_record(&self, entry: &IndexEntry) -> Result<Bytes, StoreError>;
+    /// The file header and metadata section.
+    async fn base(&self) -> Result<Base, StoreError>;
+
+    /// Bytes `range` of commit `commit`'s segment, counted from the segment's first byte
+    /// (the range may run into the trailer that follows it).
+    async fn read_segment(&self, commit: CommitRef, range: Range<u64>)
+    -> Result<Bytes, StoreError>;
 
     /// A byte range within one record (e.g. header and metadata only).
     async fn read_record_range(
@@ -233,64 +231,103 @@ pub trait BlockStore: Send + Sync + fmt::Debug {
         range: Range<u64>,
     ) -> Result<Bytes, StoreError>;
 
-    /// Creates the artifact; fails with [`StoreError::AlreadyExists`] if there is one.
-    async fn create(&self, genesis: Genesis) -> Result<(), StoreError>;
-
-    /// Starts copying an existing artifact here: records go in with
-    /// [`AppendSession::put_record`], and [`AppendSession::commit`] with the source's tail
-    /// creates the artifact, atomically, with exactly `prefix`'s header and metadata. Fails
-    /// with [`StoreError::AlreadyExists`] if an artifact is already here. An interrupted
-    /// import leaves no artifact, and a new import of the same source resumes from what the
-    /// interrupted one stored (see [`AppendSession::present`]).
-    async fn begin_import(
-        &self,
-        prefix: ImportPrefix,
-    ) -> Result<Box<dyn AppendSession>, StoreError>;
-
-    /// Store-specific findings about `head` beyond its bytes: record objects that are missing,
-    /// left over by interrupted appends, or keys that do not belong to the layout. Stores
-    /// with nothing to add return nothing.
-    async fn audit(&self, head: &Head) -> Result<Vec<AuditFinding>, StoreError> {
-        let _ = head;
-        Ok(Vec::new())
+    /// The bytes of one record, as described by its index entry.
+    async fn read_record(&self, entry: &IndexEntry) -> Result<Bytes, StoreError> {
+        self.read_record_range(entry, 0..entry.record_len).await
     }
 
-    /// Starts appending records on top of `base`. The returned session commits only if the
-    /// store's committed state is still `base` (otherwise [`StoreError::Conflict`]).
-    async fn begin_append(&self, base: &Head) -> Result<Box<dyn AppendSession>, StoreError>;
+    /// Bytes of the single-file image that no commit accounts for (see
+    /// [`Latest::uncommitted`]). Only stores that hold an image in one piece have any.
+    async fn read_uncommitted(&self, range: Range<u64>) -> Result<Bytes, StoreError> {
+        let _ = range;
+        Err(StoreError::Unsupported {
+            location: self.location(),
+            reason: "this store holds no uncommitted bytes".into(),
+        })
+    }
+
+    /// Creates the artifact from its first commit: the base, commit 0's segment and its
+    /// trailer, in image order. Fails with [`StoreError::AlreadyExists`] if there is one.
+    async fn create(&self, genesis: Bytes) -> Result<(), StoreError>;
+
+    /// Starts an append on top of `base`. The session's commit lands only if `base` is still
+    /// the newest commit; otherwise it fails with [`StoreError::Conflict`] and nothing of it
+    /// is visible.
+    async fn begin_append(&self, base: &AppendBase) -> Result<Box<dyn AppendSession>, StoreError>;
+
+    /// Starts copying an existing artifact here, commit by commit, in image order: each
+    /// commit's records, then its commit bytes. Fails with [`StoreError::AlreadyExists`] if a
+    /// different artifact is here. A new import of the same source resumes an interrupted
+    /// one (see [`ImportSession::present`]).
+    async fn begin_import(&self, base: &Base) -> Result<Box<dyn ImportSession>, StoreError>;
+
+    /// Store-specific findings beyond the bytes: for the object layout, record objects that
+    /// are missing or that no commit references, and keys outside the layout. `records` are
+    /// the digests of every committed record; `commits` is the newest commit's number.
+    async fn audit(
+        &self,
+        records: &HashSet<Digest>,
+        newest_commit: u64,
+    ) -> Result<Vec<AuditFinding>, StoreError> {
+        let _ = (records, newest_commit);
+        Ok(Vec::new())
+    }
 }
 
 /// One finding of [`BlockStore::audit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditFinding {
-    /// The index names a record whose object does not exist (the artifact is damaged).
-    MissingRecord { position: usize, key: String },
+    /// A committed record has no object (the artifact is damaged).
+    MissingRecord { digest: Digest, key: String },
+    /// A commit object between the first and the newest is missing.
+    MissingCommit { seq: u64, key: String },
     /// A record object no commit references (left by an interrupted append or import).
     Orphan { key: String, size: u64 },
     /// An object under the prefix that is not part of the layout.
     Unexpected { key: String },
 }
 
-/// The fixed prefix of an artifact being imported: its exact header and metadata bytes.
-#[derive(Debug, Clone)]
-pub struct ImportPrefix {
-    pub file_header: Vec<u8>,
-    pub metadata_section: Vec<u8>,
-}
-
 /// An append in progress. Dropping it without `commit` leaves the last committed state.
 #[async_trait]
 pub trait AppendSession: Send {
-    /// Which of `entries` this session already holds intact (left by an interrupted import),
-    /// so a copy can skip reading and sending them. Appends hold nothing in advance.
-    async fn present(&mut self, entries: &[IndexEntry]) -> Result<Vec<bool>, StoreError> {
-        Ok(vec![false; entries.len()])
-    }
-
     /// Stores one record; `entry` is its index entry (offset in the single-file image,
     /// length, digest). Records must be put in order.
+    async fn put_record(
+        &mut self,
+        entry: &IndexEntry,
+        record: RecordBytes,
+    ) -> Result<(), StoreError>;
+
+    /// Makes the appended records and commit `seq` the committed state, durably. `segment`
+    /// is the commit's segment (which starts right after the last record) and `trailer` its
+    /// trailer.
+    async fn commit(
+        self: Box<Self>,
+        seq: u64,
+        segment: Bytes,
+        trailer: [u8; TRAILER_LEN],
+    ) -> Result<(), StoreError>;
+}
+
+/// A copy in progress ([`BlockStore::begin_import`]).
+#[async_trait]
+pub trait ImportSession: Send {
+    /// Which of `entries` this destination already holds intact (left by an interrupted
+    /// import), so a copy can skip reading and sending them.
+    async fn present(&mut self, entries: &[IndexEntry]) -> Result<Vec<bool>, StoreError>;
+
+    /// Which commits this destination already holds (by sequence number).
+    async fn present_commits(&mut self) -> Result<HashSet<u64>, StoreError> {
+        Ok(HashSet::new())
+    }
+
+    /// Stores one record.
     async fn put_record(&mut self, entry: &IndexEntry, record: Bytes) -> Result<(), StoreError>;
 
-    /// Makes the appended records and `tail` the committed state, durably.
-    async fn commit(self: Box<Self>, tail: Tail) -> Result<(), StoreError>;
+    /// Stores commit `commit`'s bytes: its segment and trailer (commit 0's also start with
+    /// the base). Every record of the commit has been put before.
+    async fn put_commit(&mut self, commit: CommitRef, bytes: Bytes) -> Result<(), StoreError>;
+
+    /// Publishes the copy, durably.
+    async fn finish(self: Box<Self>) -> Result<(), StoreError>;
 }

@@ -1,44 +1,59 @@
-//! The object-store backend: one artifact = one prefix, made of record objects and index
-//! objects, over any `object_store` implementation (S3, a local folder, memory).
+//! The object-store backend: one artifact = one prefix, over any `object_store`
+//! implementation (S3, a local folder, memory).
 //!
 //! ```text
-//! <prefix>/blocks/<record digest hex>          one object per record, its exact bytes; create-only
-//! <prefix>/index/<generation, 20 digits>.json  one object per commit; create-only
-//! <prefix>/index/latest                        hint: the newest generation (may lag, never leads)
+//! <prefix>/blocks/<record digest, 64 hex>      one object per record, its exact bytes     create-only
+//! <prefix>/commits/<u64::MAX - seq, 20 digits> one object per commit: segment + trailer   create-only
+//!                                              (commit 0's starts with header + metadata)
+//! <prefix>/latest                              hint: newest commit number (local folders only)
 //! ```
 //!
-//! A commit writes the records (create-only; an existing object of the same name already
-//! holds the same bytes, so re-uploads are idempotent and a resumed copy is safe), then the
-//! next generation's index object with create-only semantics. Two writers racing for the same
-//! generation cannot both succeed: the loser gets [`StoreError::Conflict`], re-reads the head
-//! and retries. A crash anywhere leaves the last committed generation readable; records it
-//! uploaded without committing are orphans that `verify` reports.
+//! # Commit strategy
 //!
-//! Create-only writes work on S3 (`If-None-Match: *`), on local folders (hard links) and in
-//! memory. Overwrite-with-`If-Match` would need one mutable index object, but the local
-//! folder store does not implement it, so every commit is a new object instead; the two
-//! generations before the newest are deleted after each commit.
+//! A commit uploads its records (create-only and named by digest, so a repeated upload is
+//! harmless and a resumed copy is safe), then creates the next commit object with
+//! `PutMode::Create`. That create is the commit point: of two writers that built on the same
+//! commit, exactly one creates the next number and the other gets
+//! [`StoreError::Conflict`]. Commit objects are never deleted, so a writer that stalls after
+//! reading commit `n` can never re-create `n + 1` after others went on (the create fails, its
+//! blocks stay invisible, and it retries on top of the newest commit), and every commit names
+//! its predecessor's digest. When a create fails in a way that leaves open whether the store
+//! acted (a dropped connection, or `AlreadyExists` from the client's own retry), the writer
+//! reads the object back: the same bytes mean the commit landed.
+//!
+//! Finding the newest commit: on stores that list keys in lexicographic order (S3, memory)
+//! the inverted, zero-padded names make the newest commit the first key of one LIST. Local
+//! folders list in no order, so the backend keeps a best-effort hint (`latest`, written after
+//! each commit; it may lag, never lead) and walks forward from it with HEADs, listing every
+//! commit only when the hint is missing.
+//!
+//! A single-block append costs four requests: the LIST, a GET of the newest segment's head,
+//! the record PUT and the commit PUT (plus the hint PUT on local folders).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::file::SEGMENT_PREFIX_READ;
 use super::{
-    AppendSession, AuditFinding, BlockStore, Genesis, Head, HeadParts, ImportPrefix, StoreError,
-    Tail,
+    AppendBase, AppendSession, AuditFinding, Base, BlockStore, CommitRef, ImportSession, Latest,
+    RecordBytes, StoreError,
 };
-use crate::format::IndexEntry;
-use crate::format::object_index::{
-    IndexObject, index_object_name, parse_index_object_name, record_object_name,
+use crate::format::file_header::FILE_HEADER_LEN;
+use crate::format::layout::{
+    COMMITS_DIR, LATEST_HINT, RECORDS_DIR, commit_object_name, commit_object_start,
+    parse_commit_object_name, record_object_name,
 };
+use crate::format::metadata::MAX_METADATA_LEN;
+use crate::format::{Digest, IndexEntry, MetadataSection, TRAILER_LEN};
 
 /// Default number of object requests in flight per append.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -46,6 +61,19 @@ pub const DEFAULT_CONCURRENCY: usize = 16;
 pub const MULTIPART_THRESHOLD: usize = 32 << 20;
 /// Size of each part of a multipart upload.
 pub const PART_SIZE: usize = 16 << 20;
+/// Attempts at a create-only upload that fails on the way (object_store does not retry
+/// `PutMode::Create` after a dropped connection; repeating it is safe because the key
+/// names the content or the outcome is read back).
+const PUT_ATTEMPTS: u32 = 4;
+
+/// How a store lists keys, which decides how the newest commit is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListingOrder {
+    /// Keys come back in lexicographic order (S3, memory): one LIST finds the newest commit.
+    Lexicographic,
+    /// No order is promised (local folders): a hint and HEAD probes find it.
+    Unordered,
+}
 
 /// An artifact stored under a prefix of an object store.
 #[derive(Debug, Clone)]
@@ -54,6 +82,9 @@ pub struct ObjectBackend {
     prefix: Path,
     url: String,
     concurrency: usize,
+    listing: ListingOrder,
+    /// The file header and metadata, once read (they never change).
+    base: Arc<OnceLock<Base>>,
 }
 
 fn object_error(url: &str, key: &Path, action: &str, source: object_store::Error) -> StoreError {
@@ -70,14 +101,49 @@ fn object_error(url: &str, key: &Path, action: &str, source: object_store::Error
     }
 }
 
+fn create_only() -> PutOptions {
+    PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
+    }
+}
+
+fn is_already_there(error: &object_store::Error) -> bool {
+    matches!(
+        error,
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }
+    )
+}
+
+/// Splits a commit-0 object (or any prefix of one that holds the whole base) into the base
+/// and what follows it.
+fn split_base(bytes: &Bytes) -> Option<(Base, Bytes)> {
+    let metadata_len = MetadataSection::peek_len(bytes.get(FILE_HEADER_LEN..)?).ok()?;
+    let base_len = FILE_HEADER_LEN + metadata_len;
+    if bytes.len() < base_len {
+        return None;
+    }
+    Some((
+        Base {
+            file_header: bytes.slice(..FILE_HEADER_LEN),
+            metadata_section: bytes.slice(FILE_HEADER_LEN..base_len),
+        },
+        bytes.slice(base_len..),
+    ))
+}
+
 impl ObjectBackend {
-    /// The artifact under `prefix` of `store`; `url` names it in messages.
+    /// The artifact under `prefix` of `store`; `url` names it in messages. The newest commit
+    /// is found as on a store that lists in no particular order; use
+    /// [`with_listing_order`](Self::with_listing_order) for S3 and memory.
     pub fn new(store: Arc<dyn ObjectStore>, prefix: Path, url: impl Into<String>) -> Self {
         Self {
             store,
             prefix,
             url: url.into(),
             concurrency: DEFAULT_CONCURRENCY,
+            listing: ListingOrder::Unordered,
+            base: Arc::new(OnceLock::new()),
         }
     }
 
@@ -87,31 +153,30 @@ impl ObjectBackend {
         self
     }
 
-    pub fn prefix(&self) -> &Path {
-        &self.prefix
-    }
-
-    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
-        &self.store
+    /// Declares how the store lists keys.
+    pub fn with_listing_order(mut self, listing: ListingOrder) -> Self {
+        self.listing = listing;
+        self
     }
 
     /// Key of the record object with digest `digest`.
-    pub fn record_key(&self, digest: &crate::format::Digest) -> Path {
+    pub fn record_key(&self, digest: &Digest) -> Path {
         self.prefix
             .clone()
-            .join("blocks")
+            .join(RECORDS_DIR)
             .join(record_object_name(digest))
     }
 
-    fn index_key(&self, generation: u64) -> Path {
+    /// Key of commit `seq`'s object.
+    pub fn commit_key(&self, seq: u64) -> Path {
         self.prefix
             .clone()
-            .join("index")
-            .join(index_object_name(generation))
+            .join(COMMITS_DIR)
+            .join(commit_object_name(seq))
     }
 
-    fn latest_key(&self) -> Path {
-        self.prefix.clone().join("index").join("latest")
+    fn hint_key(&self) -> Path {
+        self.prefix.clone().join(LATEST_HINT)
     }
 
     fn err(&self, key: &Path, action: &str) -> impl FnOnce(object_store::Error) -> StoreError + '_ {
@@ -120,10 +185,10 @@ impl ObjectBackend {
         move |source| object_error(&self.url, &key, &action, source)
     }
 
-    fn missing_record(&self, key: &Path) -> StoreError {
+    fn missing(&self, key: &Path, what: &str) -> StoreError {
         StoreError::Corrupt {
             location: self.url.clone(),
-            reason: format!("record object {key} is missing"),
+            reason: format!("{what} object {key} is missing"),
         }
     }
 
@@ -135,146 +200,135 @@ impl ObjectBackend {
         }
     }
 
-    /// The newest committed generation, or `None` when there is no artifact.
-    async fn latest_generation(&self) -> Result<Option<u64>, StoreError> {
-        let hint = match self.store.get(&self.latest_key()).await {
-            Ok(result) => {
-                let bytes = result
-                    .bytes()
-                    .await
-                    .map_err(self.err(&self.latest_key(), "reading"))?;
-                std::str::from_utf8(&bytes)
-                    .ok()
-                    .and_then(|t| t.trim().parse::<u64>().ok())
-            }
-            Err(object_store::Error::NotFound { .. }) => None,
-            Err(e) => return Err(self.err(&self.latest_key(), "reading")(e)),
-        };
-        let mut generation = match hint {
-            Some(g) if self.exists(&self.index_key(g)).await? => g,
-            _ => match self.list_generations().await?.into_iter().max() {
-                Some(g) => g,
-                None => return Ok(None),
+    async fn get(
+        &self,
+        key: &Path,
+        range: Option<Range<u64>>,
+    ) -> Result<Option<Bytes>, StoreError> {
+        let result = match range {
+            Some(range) => self.store.get_range(key, range).await,
+            None => match self.store.get(key).await {
+                Ok(result) => result.bytes().await,
+                Err(e) => Err(e),
             },
         };
-        // The hint is written after the commit, so it may lag: walk forward.
-        while self.exists(&self.index_key(generation + 1)).await? {
-            generation += 1;
+        match result {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(key, "reading")(e)),
         }
-        Ok(Some(generation))
     }
 
-    async fn list_generations(&self) -> Result<Vec<u64>, StoreError> {
-        let prefix = self.prefix.clone().join("index");
+    /// Every commit number present (one full LIST of `commits/`).
+    async fn list_commits(&self) -> Result<Vec<u64>, StoreError> {
+        let dir = self.prefix.clone().join(COMMITS_DIR);
         let objects: Vec<_> = self
             .store
-            .list(Some(&prefix))
+            .list(Some(&dir))
             .try_collect()
             .await
-            .map_err(self.err(&prefix, "listing"))?;
+            .map_err(self.err(&dir, "listing"))?;
         Ok(objects
             .iter()
-            .filter_map(|meta| meta.location.filename().and_then(parse_index_object_name))
+            .filter_map(|meta| meta.location.filename().and_then(parse_commit_object_name))
             .collect())
     }
 
-    async fn read_index(&self, generation: u64) -> Result<Head, StoreError> {
-        let key = self.index_key(generation);
-        let bytes = self
-            .store
-            .get(&key)
-            .await
-            .map_err(self.err(&key, "reading"))?
-            .bytes()
-            .await
-            .map_err(self.err(&key, "reading"))?;
-        let format_error = |context: String, source| StoreError::Format {
-            location: format!("{} (object {key})", self.url),
-            context,
-            source,
-        };
-        let object =
-            IndexObject::decode(&bytes).map_err(|e| format_error("index object".into(), e))?;
-        if object.generation != generation {
-            return Err(StoreError::Corrupt {
-                location: format!("{} (object {key})", self.url),
-                reason: format!("the index object says generation {}", object.generation),
-            });
+    /// The newest commit number, or `None` when there is no artifact.
+    async fn newest_seq(&self) -> Result<Option<u64>, StoreError> {
+        match self.listing {
+            ListingOrder::Lexicographic => {
+                let dir = self.prefix.clone().join(COMMITS_DIR);
+                let mut listing = self.store.list(Some(&dir));
+                // Only the first page is fetched: the newest commit sorts first.
+                while let Some(meta) = listing.next().await {
+                    let meta = meta.map_err(self.err(&dir, "listing"))?;
+                    if let Some(seq) = meta.location.filename().and_then(parse_commit_object_name) {
+                        return Ok(Some(seq));
+                    }
+                }
+                Ok(None)
+            }
+            ListingOrder::Unordered => {
+                let hint = self
+                    .get(&self.hint_key(), None)
+                    .await?
+                    .and_then(|bytes| std::str::from_utf8(&bytes).ok()?.trim().parse::<u64>().ok());
+                let mut seq = match hint {
+                    Some(seq) if self.exists(&self.commit_key(seq)).await? => seq,
+                    _ => match self.list_commits().await?.into_iter().max() {
+                        Some(seq) => seq,
+                        None => return Ok(None),
+                    },
+                };
+                // The hint is written after the commit, so it may lag: walk forward.
+                while self.exists(&self.commit_key(seq + 1)).await? {
+                    seq += 1;
+                }
+                Ok(Some(seq))
+            }
         }
-        Head::from_parts(HeadParts {
-            file_header: object.file_header.into(),
-            metadata_section: object.metadata_section.into(),
-            provenance_section: object.provenance_section.into(),
-            index_section: object.index_section.into(),
-            trailer: object.trailer.into(),
-        })
-        .map_err(|(context, source)| format_error(context, source))
     }
 
-    async fn head_with_generation(&self) -> Result<(Head, u64), StoreError> {
-        // A generation can be deleted between finding it and reading it (two commits landed
-        // meanwhile); look again a few times before giving up.
+    async fn write_hint(&self, seq: u64) {
+        if self.listing == ListingOrder::Unordered
+            && let Err(e) = self
+                .store
+                .put(&self.hint_key(), PutPayload::from(seq.to_string()))
+                .await
+        {
+            tracing::warn!(location = %self.url, error = %e, "could not update the newest-commit hint");
+        }
+    }
+
+    /// Creates commit `seq`'s object, create-only, and settles every outcome: `Ok` when the
+    /// object holds `bytes` (whoever wrote it), `Conflict` when it holds other bytes.
+    async fn create_commit(&self, seq: u64, bytes: Bytes) -> Result<(), StoreError> {
+        let key = self.commit_key(seq);
         let mut last_error = None;
-        for _ in 0..5 {
-            let Some(generation) = self.latest_generation().await? else {
-                return Err(StoreError::NotFound {
-                    location: self.url.clone(),
-                });
-            };
-            match self.read_index(generation).await {
-                Ok(head) => return Ok((head, generation)),
-                Err(e @ StoreError::NotFound { .. }) => last_error = Some(e),
-                Err(e) => return Err(e),
+        for attempt in 1..=PUT_ATTEMPTS {
+            let outcome = self
+                .store
+                .put_opts(&key, PutPayload::from(bytes.clone()), create_only())
+                .await;
+            match outcome {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    let already_there = is_already_there(&e);
+                    // The create failed, or failed to report: the object decides. An object
+                    // with our bytes is our commit (the client may have retried a create the
+                    // server had already performed).
+                    match self.get(&key, None).await {
+                        Ok(Some(stored)) if stored == bytes => return Ok(()),
+                        Ok(Some(_)) => {
+                            return Err(StoreError::Conflict {
+                                location: self.url.clone(),
+                                reason: format!("commit {seq} was made by another writer"),
+                            });
+                        }
+                        Ok(None) if already_there => {
+                            // A 412 for a key that does not exist: a conflicting request was
+                            // in flight. Try again.
+                        }
+                        Ok(None) => {}
+                        Err(read_error) => {
+                            tracing::warn!(location = %self.url, %read_error, "reading back a commit");
+                        }
+                    }
+                    tracing::info!(location = %self.url, attempt, error = %e, "retrying a commit");
+                    last_error = Some(e.to_string());
+                }
             }
         }
-        Err(last_error.unwrap_or(StoreError::NotFound {
+        Err(StoreError::Unknown {
             location: self.url.clone(),
-        }))
-    }
-
-    async fn write_index(&self, generation: u64, object: IndexObject) -> Result<(), StoreError> {
-        let key = self.index_key(generation);
-        let bytes = object.to_bytes().map_err(|source| StoreError::Format {
-            location: self.url.clone(),
-            context: "index object".into(),
-            source,
-        })?;
-        let options = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
-        match self
-            .store
-            .put_opts(&key, PutPayload::from(bytes), options)
-            .await
-        {
-            Ok(_) => {}
-            Err(
-                object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. },
-            ) => {
-                return Err(StoreError::Conflict {
-                    location: self.url.clone(),
-                    reason: format!("generation {generation} was committed by another writer"),
-                });
-            }
-            Err(e) => return Err(self.err(&key, "committing")(e)),
-        }
-        // Best effort from here: the commit is durable already.
-        let latest = self.latest_key();
-        if let Err(e) = self
-            .store
-            .put(&latest, PutPayload::from(generation.to_string()))
-            .await
-        {
-            tracing::warn!(location = %self.url, error = %e, "could not update the latest-generation hint");
-        }
-        for old in generation.saturating_sub(3)..generation.saturating_sub(1) {
-            if old >= 1 {
-                let _ = self.store.delete(&self.index_key(old)).await;
-            }
-        }
-        Ok(())
+            what: format!("creating commit {seq} ({key})"),
+            reason: last_error.unwrap_or_default(),
+            how_to_check: format!(
+                "`maif verify {}` shows whether commit {seq} landed",
+                self.url
+            ),
+        })
     }
 
     /// Every object under the prefix (for verification's accounting).
@@ -285,25 +339,36 @@ impl ObjectBackend {
             .await
             .map_err(self.err(&self.prefix, "listing"))
     }
+
+    fn uploader(&self) -> Uploader {
+        Uploader {
+            backend: self.clone(),
+            uploads: JoinSet::new(),
+            permits: Arc::new(Semaphore::new(self.concurrency)),
+        }
+    }
 }
 
+/// Uploads one record object, create-only: an existing object of that name already holds
+/// these bytes (the name is their digest), so `AlreadyExists` is success.
 async fn upload(
     store: Arc<dyn ObjectStore>,
     key: Path,
-    record: Bytes,
+    record: RecordBytes,
 ) -> Result<(), object_store::Error> {
-    if record.len() >= MULTIPART_THRESHOLD {
-        // Content-addressed: an object that exists already holds these bytes.
+    let len = record.len();
+    if len >= MULTIPART_THRESHOLD as u64 {
         match store.head(&key).await {
-            Ok(meta) if meta.size == record.len() as u64 => return Ok(()),
+            Ok(meta) if meta.size == len => return Ok(()),
             Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
+        let bytes = record.to_bytes();
         let mut upload = store.put_multipart(&key).await?;
         let mut parts = Vec::new();
-        for start in (0..record.len()).step_by(PART_SIZE) {
-            let end = (start + PART_SIZE).min(record.len());
-            parts.push(upload.put_part(PutPayload::from(record.slice(start..end))));
+        for start in (0..bytes.len()).step_by(PART_SIZE) {
+            let end = (start + PART_SIZE).min(bytes.len());
+            parts.push(upload.put_part(PutPayload::from(bytes.slice(start..end))));
         }
         let sent = futures::future::try_join_all(parts).await;
         if let Err(e) = sent {
@@ -313,20 +378,73 @@ async fn upload(
         upload.complete().await?;
         return Ok(());
     }
-    let options = PutOptions {
-        mode: PutMode::Create,
-        ..PutOptions::default()
-    };
-    match store
-        .put_opts(&key, PutPayload::from(record), options)
-        .await
-    {
-        Ok(_)
-        | Err(
-            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
-        ) => Ok(()),
-        Err(e) => Err(e),
+    let payload: PutPayload = record.parts.into_iter().collect();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match store.put_opts(&key, payload.clone(), create_only()).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_already_there(&e) => return Ok(()),
+            Err(e)
+                if attempt < PUT_ATTEMPTS && !matches!(e, object_store::Error::NotFound { .. }) =>
+            {
+                tracing::info!(%key, attempt, error = %e, "retrying a record upload");
+            }
+            Err(e) => return Err(e),
+        }
     }
+}
+
+/// Record uploads in flight, bounded by the backend's concurrency.
+struct Uploader {
+    backend: ObjectBackend,
+    uploads: JoinSet<Result<(), StoreError>>,
+    permits: Arc<Semaphore>,
+}
+
+impl Uploader {
+    async fn put(&mut self, digest: &Digest, record: RecordBytes) -> Result<(), StoreError> {
+        while let Some(done) = self.uploads.try_join_next() {
+            flatten(&self.backend.url, done)?;
+        }
+        // Waiting for a permit bounds the records held in memory to the concurrency.
+        let permit =
+            self.permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| StoreError::Corrupt {
+                    location: self.backend.url.clone(),
+                    reason: e.to_string(),
+                })?;
+        let key = self.backend.record_key(digest);
+        let store = self.backend.store.clone();
+        let url = self.backend.url.clone();
+        self.uploads.spawn(async move {
+            let result = upload(store, key.clone(), record).await;
+            drop(permit);
+            result.map_err(|e| object_error(&url, &key, "uploading a record", e))
+        });
+        Ok(())
+    }
+
+    /// Waits for every upload.
+    async fn drain(&mut self) -> Result<(), StoreError> {
+        while let Some(done) = self.uploads.join_next().await {
+            flatten(&self.backend.url, done)?;
+        }
+        Ok(())
+    }
+}
+
+fn flatten(
+    url: &str,
+    done: Result<Result<(), StoreError>, tokio::task::JoinError>,
+) -> Result<(), StoreError> {
+    done.map_err(|e| StoreError::Corrupt {
+        location: url.to_string(),
+        reason: format!("an upload task failed: {e}"),
+    })?
 }
 
 #[async_trait]
@@ -335,26 +453,84 @@ impl BlockStore for ObjectBackend {
         self.url.clone()
     }
 
-    async fn head(&self) -> Result<Head, StoreError> {
-        Ok(self.head_with_generation().await?.0)
+    async fn latest(&self) -> Result<Latest, StoreError> {
+        let Some(seq) = self.newest_seq().await? else {
+            return Err(StoreError::NotFound {
+                location: self.url.clone(),
+            });
+        };
+        let key = self.commit_key(seq);
+        let range = if seq == 0 {
+            // Commit 0's object starts with the base (at most 64 KiB of metadata).
+            0..(FILE_HEADER_LEN as u64 + 4 + u64::from(MAX_METADATA_LEN) + SEGMENT_PREFIX_READ)
+        } else {
+            0..SEGMENT_PREFIX_READ
+        };
+        let bytes = self
+            .get(&key, Some(range))
+            .await?
+            .ok_or_else(|| self.missing(&key, "commit"))?;
+        let segment_prefix = if seq == 0 {
+            let (base, rest) = split_base(&bytes).ok_or_else(|| StoreError::Corrupt {
+                location: format!("{} (object {key})", self.url),
+                reason: "commit 0 does not start with a file header and metadata section".into(),
+            })?;
+            let _ = self.base.set(base);
+            rest
+        } else {
+            bytes
+        };
+        Ok(Latest {
+            seq,
+            segment_prefix,
+            uncommitted: None,
+        })
     }
 
-    async fn read_record(&self, entry: &IndexEntry) -> Result<Bytes, StoreError> {
-        let key = self.record_key(&entry.digest);
-        let bytes = match self.store.get(&key).await {
-            Ok(result) => result.bytes().await.map_err(self.err(&key, "reading"))?,
-            Err(object_store::Error::NotFound { .. }) => return Err(self.missing_record(&key)),
-            Err(e) => return Err(self.err(&key, "reading")(e)),
+    async fn base(&self) -> Result<Base, StoreError> {
+        if let Some(base) = self.base.get() {
+            return Ok(base.clone());
+        }
+        let key = self.commit_key(0);
+        let bytes = self
+            .get(
+                &key,
+                Some(0..(FILE_HEADER_LEN as u64 + 4 + u64::from(MAX_METADATA_LEN))),
+            )
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                location: self.url.clone(),
+            })?;
+        let (base, _) = split_base(&bytes).ok_or_else(|| StoreError::Corrupt {
+            location: format!("{} (object {key})", self.url),
+            reason: "commit 0 does not start with a file header and metadata section".into(),
+        })?;
+        let _ = self.base.set(base.clone());
+        Ok(base)
+    }
+
+    async fn read_segment(
+        &self,
+        commit: CommitRef,
+        range: Range<u64>,
+    ) -> Result<Bytes, StoreError> {
+        let key = self.commit_key(commit.seq);
+        let shift = commit.segment_offset - commit_object_start(commit.seq, commit.segment_offset);
+        let out_of_range = || StoreError::OutOfRange {
+            location: self.url.clone(),
+            what: format!("bytes {range:?} of commit {}'s segment", commit.seq),
         };
-        if bytes.len() as u64 != entry.record_len {
-            return Err(StoreError::Corrupt {
-                location: format!("{} (object {key})", self.url),
-                reason: format!(
-                    "the record object has {} bytes, the index says {}",
-                    bytes.len(),
-                    entry.record_len
-                ),
-            });
+        let start = range.start.checked_add(shift).ok_or_else(out_of_range)?;
+        let end = range.end.checked_add(shift).ok_or_else(out_of_range)?;
+        if start >= end {
+            return Ok(Bytes::new());
+        }
+        let bytes = self
+            .get(&key, Some(start..end))
+            .await?
+            .ok_or_else(|| self.missing(&key, "commit"))?;
+        if bytes.len() as u64 != end - start {
+            return Err(out_of_range());
         }
         Ok(bytes)
     }
@@ -374,116 +550,55 @@ impl BlockStore for ObjectBackend {
         if range.is_empty() {
             return Ok(Bytes::new());
         }
-        match self.store.get_range(&key, range).await {
-            Ok(bytes) => Ok(bytes),
-            Err(object_store::Error::NotFound { .. }) => Err(self.missing_record(&key)),
-            Err(e) => Err(self.err(&key, "reading")(e)),
-        }
-    }
-
-    async fn create(&self, genesis: Genesis) -> Result<(), StoreError> {
-        if self.latest_generation().await?.is_some() {
-            return Err(StoreError::AlreadyExists {
-                location: self.url.clone(),
-            });
-        }
-        let object = IndexObject {
-            generation: 1,
-            file_header: genesis.file_header,
-            metadata_section: genesis.metadata_section,
-            provenance_section: genesis.tail.provenance_section,
-            index_section: genesis.tail.index_section,
-            trailer: genesis.tail.trailer,
-        };
-        match self.write_index(1, object).await {
-            Err(StoreError::Conflict { .. }) => Err(StoreError::AlreadyExists {
-                location: self.url.clone(),
-            }),
-            other => other,
-        }
-    }
-
-    async fn begin_append(&self, base: &Head) -> Result<Box<dyn AppendSession>, StoreError> {
-        let (current, generation) = self.head_with_generation().await?;
-        if current.trailer != base.trailer {
-            return Err(StoreError::Conflict {
-                location: self.url.clone(),
+        let whole = range == (0..entry.record_len);
+        let bytes = self
+            .get(&key, (!whole).then_some(range.clone()))
+            .await?
+            .ok_or_else(|| self.missing(&key, "record"))?;
+        if bytes.len() as u64 != range.end - range.start {
+            return Err(StoreError::Corrupt {
+                location: format!("{} (object {key})", self.url),
                 reason: format!(
-                    "another writer committed since this append began ({} records now, {} expected)",
-                    current.trailer.record_count, base.trailer.record_count
+                    "the record object holds {} of the {} bytes its index entry promises",
+                    bytes.len(),
+                    range.end - range.start
                 ),
             });
         }
+        Ok(bytes)
+    }
+
+    async fn create(&self, genesis: Bytes) -> Result<(), StoreError> {
+        match self.create_commit(0, genesis).await {
+            Err(StoreError::Conflict { .. }) => Err(StoreError::AlreadyExists {
+                location: self.url.clone(),
+            }),
+            Err(e) => Err(e),
+            Ok(()) => {
+                self.write_hint(0).await;
+                Ok(())
+            }
+        }
+    }
+
+    async fn begin_append(&self, base: &AppendBase) -> Result<Box<dyn AppendSession>, StoreError> {
+        // No request here: the create-only commit is what detects a conflict.
         Ok(Box::new(ObjectAppend {
-            backend: self.clone(),
-            file_header: current.file_header.to_vec(),
-            metadata_section: current.metadata_section.to_vec(),
-            next_generation: generation + 1,
-            existing: HashMap::new(),
-            uploads: JoinSet::new(),
-            permits: Arc::new(Semaphore::new(self.concurrency)),
+            uploader: self.uploader(),
+            base_seq: base.commit.seq,
         }))
     }
 
-    async fn audit(&self, head: &Head) -> Result<Vec<AuditFinding>, StoreError> {
-        let objects = self.list_all().await?;
-        let blocks = self.prefix.clone().join("blocks");
-        let index = self.prefix.clone().join("index");
-        let referenced: HashMap<String, usize> = head
-            .index
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(position, e)| (record_object_name(&e.digest), position))
-            .collect();
-        let mut seen = std::collections::HashSet::new();
-        let mut findings = Vec::new();
-        for meta in objects {
-            let key = meta.location.to_string();
-            let name = meta.location.filename().unwrap_or_default().to_string();
-            let parent_is = |dir: &Path| {
-                meta.location
-                    .prefix_match(dir)
-                    .is_some_and(|mut rest| rest.next().is_some() && rest.next().is_none())
-            };
-            if parent_is(&blocks) {
-                if referenced.contains_key(&name) {
-                    seen.insert(name);
-                } else {
-                    findings.push(AuditFinding::Orphan {
-                        key,
-                        size: meta.size,
-                    });
-                }
-            } else if !(parent_is(&index)
-                && (name == "latest" || parse_index_object_name(&name).is_some()))
-            {
-                findings.push(AuditFinding::Unexpected { key });
-            }
-        }
-        for (name, position) in &referenced {
-            if !seen.contains(name) {
-                findings.push(AuditFinding::MissingRecord {
-                    position: *position,
-                    key: blocks.clone().join(name.as_str()).to_string(),
-                });
-            }
-        }
-        findings.sort_by_key(|f| format!("{f:?}"));
-        Ok(findings)
-    }
-
-    async fn begin_import(
-        &self,
-        prefix: ImportPrefix,
-    ) -> Result<Box<dyn AppendSession>, StoreError> {
-        if self.latest_generation().await?.is_some() {
+    async fn begin_import(&self, base: &Base) -> Result<Box<dyn ImportSession>, StoreError> {
+        if let Ok(existing) = self.base().await
+            && existing != *base
+        {
             return Err(StoreError::AlreadyExists {
                 location: self.url.clone(),
             });
         }
-        // One listing tells which records an interrupted import already stored.
-        let blocks = self.prefix.clone().join("blocks");
+        // One listing tells which records and commits an interrupted import already stored.
+        let blocks = self.prefix.clone().join(RECORDS_DIR);
         let existing = self
             .store
             .list(Some(&blocks))
@@ -496,49 +611,129 @@ impl BlockStore for ObjectBackend {
             .try_collect::<HashMap<String, u64>>()
             .await
             .map_err(self.err(&blocks, "listing"))?;
-        Ok(Box::new(ObjectAppend {
-            backend: self.clone(),
-            file_header: prefix.file_header,
-            metadata_section: prefix.metadata_section,
-            next_generation: 1,
+        let commits = self.list_commits().await?.into_iter().collect();
+        Ok(Box::new(ObjectImport {
+            uploader: self.uploader(),
             existing,
-            uploads: JoinSet::new(),
-            permits: Arc::new(Semaphore::new(self.concurrency)),
+            commits,
+            newest: None,
         }))
     }
-}
 
-/// An append (or import) to the object layout: records upload concurrently, the index
-/// commits last.
-struct ObjectAppend {
-    backend: ObjectBackend,
-    file_header: Vec<u8>,
-    metadata_section: Vec<u8>,
-    next_generation: u64,
-    /// Record objects already stored (name to size), for imports.
-    existing: HashMap<String, u64>,
-    uploads: JoinSet<Result<(), StoreError>>,
-    permits: Arc<Semaphore>,
-}
-
-impl ObjectAppend {
-    fn collect_finished(&mut self) -> Result<(), StoreError> {
-        while let Some(done) = self.uploads.try_join_next() {
-            flatten(done)?;
+    async fn audit(
+        &self,
+        records: &HashSet<Digest>,
+        newest_commit: u64,
+    ) -> Result<Vec<AuditFinding>, StoreError> {
+        let objects = self.list_all().await?;
+        let blocks = self.prefix.clone().join(RECORDS_DIR);
+        let commits = self.prefix.clone().join(COMMITS_DIR);
+        let referenced: HashMap<String, Digest> = records
+            .iter()
+            .map(|digest| (record_object_name(digest), *digest))
+            .collect();
+        let mut seen_records = HashSet::new();
+        let mut seen_commits = HashSet::new();
+        let mut findings = Vec::new();
+        for meta in objects {
+            let key = meta.location.to_string();
+            let name = meta.location.filename().unwrap_or_default().to_string();
+            let parent_is = |dir: &Path| {
+                meta.location
+                    .prefix_match(dir)
+                    .is_some_and(|mut rest| rest.next().is_some() && rest.next().is_none())
+            };
+            if parent_is(&blocks) {
+                if referenced.contains_key(&name) {
+                    seen_records.insert(name);
+                } else {
+                    findings.push(AuditFinding::Orphan {
+                        key,
+                        size: meta.size,
+                    });
+                }
+            } else if parent_is(&commits)
+                && let Some(seq) = parse_commit_object_name(&name)
+                && seq <= newest_commit
+            {
+                seen_commits.insert(seq);
+            } else if !(parent_is(&self.prefix) && name == LATEST_HINT) {
+                findings.push(AuditFinding::Unexpected { key });
+            }
         }
-        Ok(())
+        for (name, digest) in &referenced {
+            if !seen_records.contains(name) {
+                findings.push(AuditFinding::MissingRecord {
+                    digest: *digest,
+                    key: blocks.clone().join(name.as_str()).to_string(),
+                });
+            }
+        }
+        for seq in 0..=newest_commit {
+            if !seen_commits.contains(&seq) {
+                findings.push(AuditFinding::MissingCommit {
+                    seq,
+                    key: self.commit_key(seq).to_string(),
+                });
+            }
+        }
+        findings.sort_by_key(|f| format!("{f:?}"));
+        Ok(findings)
     }
 }
 
-fn flatten(done: Result<Result<(), StoreError>, tokio::task::JoinError>) -> Result<(), StoreError> {
-    done.map_err(|e| StoreError::Corrupt {
-        location: "upload task".into(),
-        reason: e.to_string(),
-    })?
+/// An append to the object layout: records upload concurrently, the commit object last.
+struct ObjectAppend {
+    uploader: Uploader,
+    base_seq: u64,
 }
 
 #[async_trait]
 impl AppendSession for ObjectAppend {
+    async fn put_record(
+        &mut self,
+        entry: &IndexEntry,
+        record: RecordBytes,
+    ) -> Result<(), StoreError> {
+        self.uploader.put(&entry.digest, record).await
+    }
+
+    async fn commit(
+        mut self: Box<Self>,
+        seq: u64,
+        segment: Bytes,
+        trailer: [u8; TRAILER_LEN],
+    ) -> Result<(), StoreError> {
+        if seq != self.base_seq + 1 {
+            return Err(StoreError::Corrupt {
+                location: self.uploader.backend.url.clone(),
+                reason: format!("commit {seq} does not follow commit {}", self.base_seq),
+            });
+        }
+        // Every record is stored before the commit that makes it visible.
+        self.uploader.drain().await?;
+        let mut bytes = Vec::with_capacity(segment.len() + TRAILER_LEN);
+        bytes.extend_from_slice(&segment);
+        bytes.extend_from_slice(&trailer);
+        let backend = self.uploader.backend.clone();
+        backend.create_commit(seq, Bytes::from(bytes)).await?;
+        backend.write_hint(seq).await;
+        Ok(())
+    }
+}
+
+/// A copy into the object layout.
+struct ObjectImport {
+    uploader: Uploader,
+    /// Record objects already stored (name to size).
+    existing: HashMap<String, u64>,
+    /// Commit objects already stored.
+    commits: HashSet<u64>,
+    newest: Option<u64>,
+}
+
+#[async_trait]
+impl ImportSession for ObjectImport {
     async fn present(&mut self, entries: &[IndexEntry]) -> Result<Vec<bool>, StoreError> {
         // Record objects are named by digest and written create-only, so an object of the
         // right name and size holds the right bytes; verification re-hashes them anyway.
@@ -548,48 +743,37 @@ impl AppendSession for ObjectAppend {
             .collect())
     }
 
-    async fn put_record(&mut self, entry: &IndexEntry, record: Bytes) -> Result<(), StoreError> {
-        self.collect_finished()?;
-        // Waiting for a permit bounds the records held in memory to the concurrency.
-        let permit =
-            self.permits
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|e| StoreError::Corrupt {
-                    location: self.backend.url.clone(),
-                    reason: e.to_string(),
-                })?;
-        let key = self.backend.record_key(&entry.digest);
-        let store = self.backend.store.clone();
-        let url = self.backend.url.clone();
-        self.uploads.spawn(async move {
-            let result = upload(store, key.clone(), record).await;
-            drop(permit);
-            result.map_err(|e| object_error(&url, &key, "uploading a record", e))
-        });
-        Ok(())
+    async fn present_commits(&mut self) -> Result<HashSet<u64>, StoreError> {
+        Ok(self.commits.clone())
     }
 
-    async fn commit(mut self: Box<Self>, tail: Tail) -> Result<(), StoreError> {
-        while let Some(done) = self.uploads.join_next().await {
-            flatten(done)?;
-        }
-        let generation = self.next_generation;
-        let object = IndexObject {
-            generation,
-            file_header: std::mem::take(&mut self.file_header),
-            metadata_section: std::mem::take(&mut self.metadata_section),
-            provenance_section: tail.provenance_section,
-            index_section: tail.index_section,
-            trailer: tail.trailer,
-        };
-        match self.backend.write_index(generation, object).await {
-            Err(StoreError::Conflict { .. }) if generation == 1 => Err(StoreError::AlreadyExists {
-                location: self.backend.url.clone(),
+    async fn put_record(&mut self, entry: &IndexEntry, record: Bytes) -> Result<(), StoreError> {
+        self.uploader
+            .put(&entry.digest, RecordBytes::from(record))
+            .await
+    }
+
+    async fn put_commit(&mut self, commit: CommitRef, bytes: Bytes) -> Result<(), StoreError> {
+        // A commit becomes visible only once every record before it is stored.
+        self.uploader.drain().await?;
+        let backend = self.uploader.backend.clone();
+        match backend.create_commit(commit.seq, bytes).await {
+            Err(StoreError::Conflict { .. }) => Err(StoreError::AlreadyExists {
+                location: backend.url.clone(),
             }),
-            other => other,
+            other => {
+                self.newest = Some(commit.seq);
+                other
+            }
         }
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<(), StoreError> {
+        self.uploader.drain().await?;
+        if let Some(seq) = self.newest {
+            self.uploader.backend.write_hint(seq).await;
+        }
+        Ok(())
     }
 }
 

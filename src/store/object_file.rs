@@ -1,22 +1,27 @@
 //! A single-file MAIF stored as one object (`s3://bucket/archive/notes.maif`).
 //!
-//! Opening takes one suffix ranged GET, which brings the trailer, usually the whole tail, and
-//! the object's size; the header and metadata at the front, or a tail longer than the suffix,
-//! cost one more ranged GET each. Every record is then one ranged GET. Objects cannot be
-//! appended to, so this store is read-only except for imports (`maif convert` into it), which
-//! stream the image through a multipart upload.
+//! Opening takes one suffix ranged GET, which brings the newest trailer, usually the whole
+//! newest segment, and the object's size; the header and metadata at the front cost one more
+//! ranged GET. Every record, and every page of an index run, is then one ranged GET. Objects
+//! cannot be appended to, so this store is read-only except for imports (`maif convert` into
+//! it), which stream the image through a multipart upload.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart};
 
-use super::{AppendSession, BlockStore, Genesis, Head, HeadParts, ImportPrefix, StoreError, Tail};
+use super::{
+    AppendBase, AppendSession, Base, BlockStore, CommitRef, ImportSession, Latest, StoreError,
+};
 use crate::format::file_header::FILE_HEADER_LEN;
-use crate::format::{IndexEntry, TRAILER_LEN, Trailer, layout};
+use crate::format::layout::commit_object_start;
+use crate::format::metadata::MAX_METADATA_LEN;
+use crate::format::segment::SEGMENT_HEADER_LEN;
+use crate::format::{IndexEntry, MetadataSection, SegmentHeader, TRAILER_LEN, Trailer};
 
 /// Bytes fetched from the end of the object to open it.
 pub const SUFFIX_READ: u64 = 256 << 10;
@@ -27,6 +32,7 @@ pub struct ObjectFile {
     store: Arc<dyn ObjectStore>,
     key: Path,
     url: String,
+    base: Arc<Mutex<Option<Base>>>,
 }
 
 impl ObjectFile {
@@ -35,6 +41,7 @@ impl ObjectFile {
             store,
             key,
             url: url.into(),
+            base: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -56,10 +63,18 @@ impl ObjectFile {
         if range.is_empty() {
             return Ok(Bytes::new());
         }
-        self.store
-            .get_range(&self.key, range)
+        let bytes = self
+            .store
+            .get_range(&self.key, range.clone())
             .await
-            .map_err(self.err("reading"))
+            .map_err(self.err("reading"))?;
+        if bytes.len() as u64 != range.end - range.start {
+            return Err(StoreError::OutOfRange {
+                location: self.url.clone(),
+                what: format!("bytes {range:?}"),
+            });
+        }
+        Ok(bytes)
     }
 
     fn unsupported(&self, operation: &str) -> StoreError {
@@ -71,6 +86,13 @@ impl ObjectFile {
             ),
         }
     }
+
+    fn torn(&self, reason: String) -> StoreError {
+        StoreError::Torn {
+            location: self.url.clone(),
+            reason,
+        }
+    }
 }
 
 #[async_trait]
@@ -79,7 +101,7 @@ impl BlockStore for ObjectFile {
         self.url.clone()
     }
 
-    async fn head(&self) -> Result<Head, StoreError> {
+    async fn latest(&self) -> Result<Latest, StoreError> {
         let options = GetOptions {
             range: Some(GetRange::Suffix(SUFFIX_READ)),
             ..GetOptions::default()
@@ -92,51 +114,79 @@ impl BlockStore for ObjectFile {
         let size = result.meta.size;
         let suffix_start = result.range.start;
         let suffix = result.bytes().await.map_err(self.err("reading"))?;
-        let torn = |reason: String| StoreError::Torn {
-            location: self.url.clone(),
-            reason,
-        };
         if suffix.len() < TRAILER_LEN {
-            return Err(torn(format!(
+            return Err(self.torn(format!(
                 "{size} bytes is shorter than the smallest artifact"
             )));
         }
-        let trailer_bytes = suffix.slice(suffix.len() - TRAILER_LEN..);
-        let trailer = Trailer::decode(&trailer_bytes)
-            .map_err(|e| torn(format!("no valid trailer at the end: {e}")))?;
-        let sections = layout::sections(&trailer, size).map_err(|e| torn(e.to_string()))?;
-        // Whatever the suffix does not cover is fetched with one more ranged GET.
-        let fetch = |range: Range<u64>| {
-            let suffix = suffix.clone();
-            async move {
-                if range.start >= suffix_start {
-                    let start = (range.start - suffix_start) as usize;
-                    let end = (range.end - suffix_start) as usize;
-                    Ok(suffix.slice(start..end))
-                } else {
-                    self.range(range).await
-                }
-            }
+        let at = size - TRAILER_LEN as u64;
+        let trailer =
+            Trailer::decode_at(&suffix[suffix.len() - TRAILER_LEN..], at).map_err(|e| {
+                self.torn(format!(
+                    "no intact trailer at the end ({e}); download it and run `maif recover`"
+                ))
+            })?;
+        let prefix_end = at.min(trailer.segment_offset + super::file::SEGMENT_PREFIX_READ);
+        let prefix = if trailer.segment_offset >= suffix_start {
+            let start = (trailer.segment_offset - suffix_start) as usize;
+            suffix.slice(start..(prefix_end - suffix_start) as usize)
+        } else {
+            self.range(trailer.segment_offset..prefix_end).await?
         };
-        let front = fetch(0..sections.metadata.end).await?;
-        let tail = fetch(sections.provenance.start..sections.trailer.start).await?;
-        let split = (sections.provenance.end - sections.provenance.start) as usize;
-        Head::from_parts(HeadParts {
-            file_header: front.slice(..FILE_HEADER_LEN.min(front.len())),
-            metadata_section: front.slice(FILE_HEADER_LEN.min(front.len())..),
-            provenance_section: tail.slice(..split),
-            index_section: tail.slice(split..),
-            trailer: trailer_bytes,
-        })
-        .map_err(|(context, source)| StoreError::Format {
-            location: self.url.clone(),
-            context,
-            source,
+        let header = SegmentHeader::decode(prefix.get(..SEGMENT_HEADER_LEN).unwrap_or(&prefix))
+            .map_err(|e| StoreError::Format {
+                location: self.url.clone(),
+                context: format!("segment at byte {}", trailer.segment_offset),
+                source: e.at(trailer.segment_offset),
+            })?;
+        if suffix_start == 0
+            && let Ok(mut cached) = self.base.lock()
+            && cached.is_none()
+            && let Some(base) = split_front(&suffix)
+        {
+            *cached = Some(base);
+        }
+        Ok(Latest {
+            seq: header.seq,
+            segment_prefix: prefix,
+            uncommitted: None,
         })
     }
 
-    async fn read_record(&self, entry: &IndexEntry) -> Result<Bytes, StoreError> {
-        self.read_record_range(entry, 0..entry.record_len).await
+    async fn base(&self) -> Result<Base, StoreError> {
+        if let Some(base) = self.base.lock().ok().and_then(|b| b.clone()) {
+            return Ok(base);
+        }
+        let most = FILE_HEADER_LEN as u64 + 4 + u64::from(MAX_METADATA_LEN);
+        let front = self
+            .store
+            .get_range(&self.key, 0..most)
+            .await
+            .map_err(self.err("reading"))?;
+        let base = split_front(&front).ok_or_else(|| StoreError::Corrupt {
+            location: self.url.clone(),
+            reason: "the object does not start with a file header and metadata section".into(),
+        })?;
+        if let Ok(mut cached) = self.base.lock() {
+            *cached = Some(base.clone());
+        }
+        Ok(base)
+    }
+
+    async fn read_segment(
+        &self,
+        commit: CommitRef,
+        range: Range<u64>,
+    ) -> Result<Bytes, StoreError> {
+        let start = commit.segment_offset.checked_add(range.start);
+        let end = commit.segment_offset.checked_add(range.end);
+        match (start, end) {
+            (Some(start), Some(end)) if start <= end => self.range(start..end).await,
+            _ => Err(StoreError::OutOfRange {
+                location: self.url.clone(),
+                what: format!("bytes {range:?} of commit {}'s segment", commit.seq),
+            }),
+        }
     }
 
     async fn read_record_range(
@@ -144,27 +194,19 @@ impl BlockStore for ObjectFile {
         entry: &IndexEntry,
         range: Range<u64>,
     ) -> Result<Bytes, StoreError> {
-        let location = self.url.clone();
-        let Range { start, end } = super::image_range(&location, entry, &range)?;
-        let out_of_range = || StoreError::OutOfRange {
-            location: location.clone(),
-            what: format!("bytes {range:?} of the record at offset {}", entry.offset),
-        };
-        let bytes = self.range(start..end).await?;
-        if bytes.len() as u64 != end - start {
-            return Err(out_of_range());
-        }
-        Ok(bytes)
+        let image = super::image_range(&self.url, entry, &range)?;
+        self.range(image).await
     }
 
-    async fn create(&self, _genesis: Genesis) -> Result<(), StoreError> {
+    async fn create(&self, _genesis: Bytes) -> Result<(), StoreError> {
         Err(self.unsupported("create"))
     }
 
-    async fn begin_import(
-        &self,
-        prefix: ImportPrefix,
-    ) -> Result<Box<dyn AppendSession>, StoreError> {
+    async fn begin_append(&self, _base: &AppendBase) -> Result<Box<dyn AppendSession>, StoreError> {
+        Err(self.unsupported("append"))
+    }
+
+    async fn begin_import(&self, base: &Base) -> Result<Box<dyn ImportSession>, StoreError> {
         match self.store.head(&self.key).await {
             Ok(_) => {
                 return Err(StoreError::AlreadyExists {
@@ -180,21 +222,26 @@ impl BlockStore for ObjectFile {
             .await
             .map_err(self.err("starting an upload"))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, 8 << 20);
-        writer.write(&prefix.file_header);
-        writer.write(&prefix.metadata_section);
+        writer.write(&base.file_header);
+        writer.write(&base.metadata_section);
         Ok(Box::new(ObjectFileImport {
             store: self.clone(),
             writer: Some(writer),
-            next_offset: (prefix.file_header.len() + prefix.metadata_section.len()) as u64,
+            next_offset: base.len(),
         }))
-    }
-
-    async fn begin_append(&self, _base: &Head) -> Result<Box<dyn AppendSession>, StoreError> {
-        Err(self.unsupported("append"))
     }
 }
 
-/// An import streamed into one object; records must arrive in order.
+fn split_front(bytes: &Bytes) -> Option<Base> {
+    let metadata_len = MetadataSection::peek_len(bytes.get(FILE_HEADER_LEN..)?).ok()?;
+    let base_len = FILE_HEADER_LEN + metadata_len;
+    (bytes.len() >= base_len).then(|| Base {
+        file_header: bytes.slice(..FILE_HEADER_LEN),
+        metadata_section: bytes.slice(FILE_HEADER_LEN..base_len),
+    })
+}
+
+/// An import streamed into one object; bytes must arrive in image order.
 struct ObjectFileImport {
     store: ObjectFile,
     writer: Option<WriteMultipart>,
@@ -202,29 +249,22 @@ struct ObjectFileImport {
 }
 
 impl ObjectFileImport {
-    fn writer(&mut self) -> Result<&mut WriteMultipart, StoreError> {
-        self.writer.as_mut().ok_or_else(|| StoreError::Corrupt {
-            location: self.store.url.clone(),
-            reason: "the upload already ended".into(),
-        })
-    }
-}
-
-#[async_trait]
-impl AppendSession for ObjectFileImport {
-    async fn put_record(&mut self, entry: &IndexEntry, record: Bytes) -> Result<(), StoreError> {
-        if entry.offset != self.next_offset || entry.record_len != record.len() as u64 {
+    async fn write_at(&mut self, offset: u64, bytes: Bytes, skip: u64) -> Result<(), StoreError> {
+        if offset != self.next_offset {
             return Err(StoreError::Corrupt {
                 location: self.store.url.clone(),
                 reason: format!(
-                    "record for offset {} arrived out of order (next is {})",
-                    entry.offset, self.next_offset
+                    "bytes for offset {offset} arrived out of order (next is {})",
+                    self.next_offset
                 ),
             });
         }
         let url = self.store.url.clone();
         let key = self.store.key.to_string();
-        let writer = self.writer()?;
+        let writer = self.writer.as_mut().ok_or_else(|| StoreError::Corrupt {
+            location: url.clone(),
+            reason: "the upload already ended".into(),
+        })?;
         // Bounded memory: wait while more than a few parts are in flight.
         writer
             .wait_for_capacity(4)
@@ -235,19 +275,35 @@ impl AppendSession for ObjectFileImport {
                 action: "uploading".into(),
                 source: Box::new(source),
             })?;
-        writer.put(record);
-        self.next_offset += entry.record_len;
+        let len = bytes.len() as u64;
+        writer.put(bytes.slice(skip as usize..));
+        self.next_offset += len - skip;
         Ok(())
     }
+}
 
-    async fn commit(mut self: Box<Self>, tail: Tail) -> Result<(), StoreError> {
-        let mut writer = self.writer.take().ok_or_else(|| StoreError::Corrupt {
+#[async_trait]
+impl ImportSession for ObjectFileImport {
+    async fn present(&mut self, entries: &[IndexEntry]) -> Result<Vec<bool>, StoreError> {
+        Ok(vec![false; entries.len()])
+    }
+
+    async fn put_record(&mut self, entry: &IndexEntry, record: Bytes) -> Result<(), StoreError> {
+        self.write_at(entry.offset, record, 0).await
+    }
+
+    async fn put_commit(&mut self, commit: CommitRef, bytes: Bytes) -> Result<(), StoreError> {
+        let start = commit_object_start(commit.seq, commit.segment_offset);
+        // Commit 0's bytes start with the base, which `begin_import` already wrote.
+        let skip = if commit.seq == 0 { self.next_offset } else { 0 };
+        self.write_at(start + skip, bytes, skip).await
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<(), StoreError> {
+        let writer = self.writer.take().ok_or_else(|| StoreError::Corrupt {
             location: self.store.url.clone(),
             reason: "the upload already ended".into(),
         })?;
-        writer.write(&tail.provenance_section);
-        writer.write(&tail.index_section);
-        writer.write(&tail.trailer);
         writer
             .finish()
             .await

@@ -35,11 +35,11 @@ pub fn exit_code(error: &Error) -> u8 {
     }
 }
 
-fn store_at(location: &str, settings: &S3Settings) -> Result<Arc<dyn BlockStore>, Error> {
+pub fn store_at(location: &str, settings: &S3Settings) -> Result<Arc<dyn BlockStore>, Error> {
     Location::parse(location)?.store_with(settings)
 }
 
-fn read_key(path: &Path) -> Result<SigningKey, Error> {
+pub fn read_key(path: &Path) -> Result<SigningKey, Error> {
     Ok(SigningKey::read_pem_file(path)?)
 }
 
@@ -55,7 +55,15 @@ fn parse_pairs(pairs: &[String]) -> Result<BTreeMap<String, String>, Error> {
         .collect()
 }
 
-fn print_json(value: &Value) {
+/// A `--public-key` argument: 64 hex digits.
+pub fn parse_public_key(text: &str) -> Result<[u8; 32], Error> {
+    hex::decode(text)
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
+        .ok_or_else(|| Error::Invalid(format!("--public-key {text:?}: expected 64 hex digits")))
+}
+
+pub fn print_json(value: &Value) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
@@ -108,9 +116,9 @@ pub async fn run(command: Command, settings: &S3Settings) -> Result<ExitCode, Er
         } => {
             let reader = ArtifactReader::open(store_at(&location, settings)?).await?;
             let mut blocks = if latest {
-                reader.latest_blocks()
+                reader.latest_blocks().await?
             } else {
-                reader.blocks().to_vec()
+                reader.blocks().await?.to_vec()
             };
             if let Some(block_type) = block_type {
                 let wanted = FourCC::parse(&block_type).map_err(Error::Invalid)?;
@@ -120,7 +128,7 @@ pub async fn run(command: Command, settings: &S3Settings) -> Result<ExitCode, Er
                 let (key, value) = meta.split_once('=').ok_or_else(|| {
                     Error::Invalid(format!("--meta {meta:?}: expected KEY=VALUE"))
                 })?;
-                let matching: Vec<usize> = reader
+                let matching: std::collections::HashSet<u64> = reader
                     .find_by_metadata(key, value)
                     .await?
                     .iter()
@@ -162,16 +170,7 @@ pub async fn run(command: Command, settings: &S3Settings) -> Result<ExitCode, Er
             public_key,
             json,
         } => {
-            let expected_key = public_key
-                .map(|text| {
-                    hex::decode(&text)
-                        .ok()
-                        .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
-                        .ok_or_else(|| {
-                            Error::Invalid(format!("--public-key {text:?}: expected 64 hex digits"))
-                        })
-                })
-                .transpose()?;
+            let expected_key = public_key.as_deref().map(parse_public_key).transpose()?;
             let options = VerifyOptions {
                 quick,
                 strict,
@@ -202,18 +201,20 @@ pub async fn run(command: Command, settings: &S3Settings) -> Result<ExitCode, Er
                 print_json(&serde_json::to_value(&report).unwrap_or_default());
             } else {
                 println!(
-                    "recovered {} records into {} ({}; {} provenance entries kept, {} bytes discarded{})",
+                    "recovered {} records into {} ({}; {} commits kept byte for byte, {} records salvaged, {} bytes discarded{})",
                     report.records_recovered,
                     output.display(),
                     match report.mode {
                         artifact::RecoveryMode::CommittedState =>
-                            "last committed state, byte for byte",
-                        artifact::RecoveryMode::Resigned => "intact prefix, new commit signed",
+                            "newest valid commit, byte for byte",
+                        artifact::RecoveryMode::Resigned =>
+                            "intact records after the newest valid commit, new commit signed",
                     },
-                    report.provenance_salvaged,
+                    report.commits_kept,
+                    report.records_salvaged,
                     report.bytes_discarded,
-                    if report.used_journal {
-                        ", rollback journal used"
+                    if report.trailer_restored {
+                        ", a lost trailer restored"
                     } else {
                         ""
                     }
@@ -228,13 +229,12 @@ pub async fn run(command: Command, settings: &S3Settings) -> Result<ExitCode, Er
         } => {
             let source_store = store_at(&source, settings)?;
             let destination_store = store_at(&destination, settings)?;
-            let total: u64 = source_store
-                .head()
+            let total: u64 = ArtifactReader::open(source_store.clone())
                 .await?
-                .index
-                .entries
+                .blocks()
+                .await?
                 .iter()
-                .map(|e| e.record_len)
+                .map(|b| b.entry.record_len)
                 .sum();
             let bar = if quiet || json {
                 indicatif::ProgressBar::hidden()
@@ -281,26 +281,115 @@ pub async fn run(command: Command, settings: &S3Settings) -> Result<ExitCode, Er
             writer.finalize().await?;
             println!("finalized {location}");
         }
+        Command::Import(args) => super::import::run(args, settings).await?,
+        Command::Prove {
+            location,
+            block_id,
+            version,
+            consistency,
+        } => {
+            let reader = ArtifactReader::open(store_at(&location, settings)?).await?;
+            let proof = match (consistency.as_deref(), block_id) {
+                (Some([old, new]), _) => artifact::prove_consistency(&reader, *old, *new).await?,
+                (_, Some(block_id)) => {
+                    artifact::prove_inclusion(&reader, &parse_id(&block_id)?, version).await?
+                }
+                _ => {
+                    return Err(Error::Invalid(
+                        "give a BLOCK_ID, or --consistency OLD NEW".into(),
+                    ));
+                }
+            };
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(proof.as_bytes())
+                .and_then(|()| stdout.flush())
+                .map_err(|e| Error::Invalid(format!("writing to stdout: {e}")))?;
+        }
+        Command::VerifyProof {
+            proof,
+            public_key,
+            json,
+        } => {
+            let expected = public_key.as_deref().map(parse_public_key).transpose()?;
+            let text = if proof.as_os_str() == "-" {
+                let mut text = String::new();
+                std::io::stdin()
+                    .lock()
+                    .read_to_string(&mut text)
+                    .map_err(|e| Error::Invalid(format!("reading standard input: {e}")))?;
+                text
+            } else {
+                std::fs::read_to_string(&proof)
+                    .map_err(|e| Error::Invalid(format!("reading {}: {e}", proof.display())))?
+            };
+            match artifact::verify_proof(&text, expected) {
+                Ok(check) => {
+                    if json {
+                        print_json(&serde_json::to_value(&check).unwrap_or_default());
+                    } else if check.kind == "inclusion" {
+                        println!(
+                            "valid: block {} ({}) is record #{} of commit {} ({} records, Merkle root {}), signed by {}",
+                            check.block_id.as_deref().unwrap_or("-"),
+                            check.block_type.as_deref().unwrap_or("-"),
+                            check.position.unwrap_or(0),
+                            check.commit,
+                            check.tree_size,
+                            check.merkle_root,
+                            check.public_key
+                        );
+                    } else {
+                        println!(
+                            "valid: commit {} ({} records) extends commit {} ({} records) without changing it, signed by {}",
+                            check.commit,
+                            check.tree_size,
+                            check.old_commit.unwrap_or(0),
+                            check.old_tree_size.unwrap_or(0),
+                            check.public_key
+                        );
+                    }
+                }
+                Err(Error::Verification(reason)) => {
+                    if json {
+                        print_json(&json!({"valid": false, "reason": reason}));
+                    } else {
+                        println!("INVALID: {reason}");
+                    }
+                    return Ok(ExitCode::from(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
         Command::Demo { dir } => super::demo::run(&dir).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_input(args: &AddArgs) -> Result<Vec<u8>, Error> {
-    match (&args.text, &args.file) {
-        (Some(text), None) => Ok(text.as_bytes().to_vec()),
-        (None, Some(path)) if path.as_os_str() == "-" => {
-            let mut buffer = Vec::new();
-            std::io::stdin()
-                .lock()
-                .read_to_end(&mut buffer)
-                .map_err(|e| Error::Invalid(format!("reading standard input: {e}")))?;
-            Ok(buffer)
+fn read_file_or_stdin(path: &Path) -> Result<Vec<u8>, Error> {
+    if path.as_os_str() == "-" {
+        let mut buffer = Vec::new();
+        std::io::stdin()
+            .lock()
+            .read_to_end(&mut buffer)
+            .map_err(|e| Error::Invalid(format!("reading standard input: {e}")))?;
+        return Ok(buffer);
+    }
+    std::fs::read(path).map_err(|e| Error::Invalid(format!("reading {}: {e}", path.display())))
+}
+
+fn read_inputs(args: &AddArgs) -> Result<Vec<Vec<u8>>, Error> {
+    match (&args.text, args.file.as_slice()) {
+        (Some(text), []) => Ok(vec![text.as_bytes().to_vec()]),
+        (None, files) if !files.is_empty() => {
+            if files.iter().filter(|f| f.as_os_str() == "-").count() > 1 {
+                return Err(Error::Invalid(
+                    "--file - (standard input) can be given once".into(),
+                ));
+            }
+            files.iter().map(|f| read_file_or_stdin(f)).collect()
         }
-        (None, Some(path)) => std::fs::read(path)
-            .map_err(|e| Error::Invalid(format!("reading {}: {e}", path.display()))),
         _ => Err(Error::Invalid(
-            "give the payload with --text or --file (--file - reads stdin)".into(),
+            "give the payload with --text or --file (repeatable; --file - reads stdin)".into(),
         )),
     }
 }
@@ -358,63 +447,56 @@ async fn add(args: AddArgs, settings: &S3Settings) -> Result<(), Error> {
     if args.lang.is_some() && block_type != FourCC::TEXT {
         return Err(Error::Invalid("--lang applies to TEXT blocks only".into()));
     }
-    let data = frame_payload(
-        block_type,
-        read_input(&args)?,
-        args.lang.as_deref(),
-        args.dim,
-    )?;
+    let inputs = read_inputs(&args)?;
+    let update = args.update.as_deref().map(parse_id).transpose()?;
+    if update.is_some() && inputs.len() > 1 {
+        return Err(Error::Invalid(
+            "--update makes one new version: give one --file or --text".into(),
+        ));
+    }
     let metadata: Map<String, Value> = parse_pairs(&args.meta)?
         .into_iter()
         .map(|(k, v)| (k, Value::String(v)))
         .collect();
-    let mut block = NewBlock::new(block_type, data).with_metadata(&metadata);
-    if args.zstd {
-        block = block.with_zstd(args.zstd_level);
+    let mut blocks = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let data = frame_payload(block_type, input, args.lang.as_deref(), args.dim)?;
+        let mut block = NewBlock::new(block_type, data).with_metadata(&metadata);
+        if args.zstd {
+            block = block.with_zstd(args.zstd_level);
+        }
+        blocks.push(block);
     }
     let store = store_at(&args.location, settings)?;
-    let update = args.update.as_deref().map(parse_id).transpose()?;
-    if update.is_none() {
-        // One id for every attempt below.
-        block = block.with_id(*uuid::Uuid::new_v4().as_bytes());
-    }
-    // Another writer may commit between our read of the head and our commit; the commit then
-    // fails with a conflict and nothing of ours is visible. Re-read and try again.
-    const ATTEMPTS: u32 = 40;
-    let mut attempt = 0;
-    let placed = loop {
-        attempt += 1;
-        let result = async {
-            let mut writer = ArtifactWriter::open(store.clone(), read_key(&args.key)?).await?;
-            let placed = match update {
-                Some(id) => writer.update(id, block.clone()).await?,
-                None => writer.add(block.clone()).await?,
-            };
-            writer.commit().await?;
-            Ok::<_, Error>(placed)
-        }
-        .await;
-        match result {
-            Err(Error::Store(maif_store::store::StoreError::Conflict { reason, .. }))
-                if attempt < ATTEMPTS =>
-            {
-                let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]);
-                let wait = std::time::Duration::from_millis((5u64 << attempt.min(5)) + jitter);
-                tracing::info!(attempt, %reason, "commit conflict; retrying in {wait:?}");
-                tokio::time::sleep(wait).await;
-            }
-            other => break other?,
-        }
+    // The writer retries a commit another writer beat, re-linking these blocks on top of it.
+    let mut writer = ArtifactWriter::open(store, read_key(&args.key)?).await?;
+    let placed = match update {
+        Some(id) => vec![writer.update(id, blocks.remove(0)).await?],
+        None => writer.add_batch(blocks).await?,
     };
+    writer.commit().await?;
     if args.json {
-        print_json(&json!({
-            "block_id": format_id(&placed.block_id),
-            "version": placed.version,
-            "offset": placed.offset,
-            "digest": hex::encode(placed.digest),
-        }));
+        let rows: Vec<Value> = placed
+            .iter()
+            .map(|p| {
+                json!({
+                    "block_id": format_id(&p.block_id),
+                    "version": p.version,
+                    "position": p.position,
+                    "offset": p.offset,
+                    "digest": hex::encode(p.digest),
+                })
+            })
+            .collect();
+        print_json(&if rows.len() == 1 {
+            rows[0].clone()
+        } else {
+            Value::Array(rows)
+        });
     } else {
-        println!("{} v{}", format_id(&placed.block_id), placed.version);
+        for p in &placed {
+            println!("{} v{}", format_id(&p.block_id), p.version);
+        }
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod commands;
 mod demo;
+mod import;
 mod output;
 
 use std::path::PathBuf;
@@ -66,8 +67,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Append a block (or, with --update, a new version of a block). Durable on return.
+    /// Append blocks in one commit (or, with --update, a new version of a block). Durable on
+    /// return.
     Add(AddArgs),
+    /// Append one block per line of a JSON Lines file, committing every N blocks or bytes.
+    Import(ImportArgs),
     /// List blocks: id, type, version, size, timestamp, metadata.
     Ls {
         location: String,
@@ -110,6 +114,29 @@ enum Command {
         #[arg(long)]
         strict: bool,
         /// Require this signer (64 hex digits), e.g. the key printed by `maif keygen`.
+        #[arg(long, value_name = "HEX")]
+        public_key: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a self-contained proof that a block is in the newest commit, or (with
+    /// --consistency) that one commit extends another.
+    Prove {
+        location: String,
+        /// The block to prove (latest version unless --version).
+        #[arg(required_unless_present = "consistency")]
+        block_id: Option<String>,
+        #[arg(long, conflicts_with = "consistency")]
+        version: Option<u32>,
+        /// Prove that commit NEW extends commit OLD (commit numbers, as `inspect` lists them).
+        #[arg(long, num_args = 2, value_names = ["OLD", "NEW"], conflicts_with = "block_id")]
+        consistency: Option<Vec<u64>>,
+    },
+    /// Check a proof written by `maif prove`, offline. Exit 0 valid, 1 invalid, 2 usage or I/O.
+    VerifyProof {
+        /// The proof file (`-` reads standard input).
+        proof: PathBuf,
+        /// Require this signer (64 hex digits).
         #[arg(long, value_name = "HEX")]
         public_key: Option<String>,
         #[arg(long)]
@@ -160,9 +187,9 @@ struct AddArgs {
     /// Text payload.
     #[arg(long, conflicts_with = "file")]
     text: Option<String>,
-    /// Payload file; `-` reads standard input.
+    /// Payload file, repeatable (one block each, all in one commit); `-` reads standard input.
     #[arg(long)]
-    file: Option<PathBuf>,
+    file: Vec<PathBuf>,
     /// Language of a TEXT block (ISO 639-1, e.g. en).
     #[arg(long)]
     lang: Option<String>,
@@ -181,6 +208,29 @@ struct AddArgs {
     /// Append a new version of this block id instead of a new block.
     #[arg(long, value_name = "BLOCK_ID")]
     update: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    location: String,
+    #[arg(long)]
+    key: PathBuf,
+    /// JSON Lines input (`-` reads standard input). Each line is an object:
+    /// {"type": "TEXT", "text": "..." | "base64": "...", "meta": {...}, "update": "<id>",
+    /// "lang": "en"}.
+    #[arg(long)]
+    jsonl: PathBuf,
+    /// Commit after this many blocks.
+    #[arg(long, default_value_t = 10_000)]
+    commit_every: usize,
+    /// Commit after this many payload bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    commit_bytes: u64,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
     #[arg(long)]
     json: bool,
 }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use maif_store::Error;
 use maif_store::artifact::{ArtifactReader, BlockInfo, VerifyReport, format_id, format_time};
+use maif_store::format::RecordView;
 use maif_store::format::compression::compression_name;
-use maif_store::format::{FileHeader, MetadataSection, ProvenanceSection, RecordView};
 use maif_store::store::BlockStore;
 use serde_json::{Value, json};
 
@@ -53,38 +53,77 @@ pub async fn list(
     Ok(())
 }
 
+fn run_json(run: &maif_store::format::RunRef) -> Value {
+    json!({
+        "commit": run.seq,
+        "offset": run.segment_offset + run.part_offset,
+        "entries": run.entry_count,
+        "tier": run.tier,
+        "streak": run.streak,
+    })
+}
+
 pub async fn inspect(store: Arc<dyn BlockStore>, as_json: bool) -> Result<(), Error> {
-    let head = store.head().await?;
-    let header = FileHeader::decode(&head.file_header).map_err(|e| Error::Format {
-        context: "file header".into(),
-        source: e,
-    })?;
-    let metadata = MetadataSection::decode(&head.metadata_section).map_err(|e| Error::Format {
-        context: "metadata section".into(),
-        source: e,
-    })?;
-    let metadata_json: Value = serde_json::from_slice(&metadata.json).unwrap_or(Value::Null);
-    let t = &head.trailer;
+    let reader = ArtifactReader::open(store.clone()).await?;
+    let identity = reader.identity();
+    let header = identity.header;
+    let metadata_json: Value =
+        serde_json::from_slice(&identity.metadata.json).unwrap_or(Value::Null);
+    let commits = reader.commits().await?;
+    let commits_json: Vec<Value> = commits
+        .iter()
+        .map(|c| {
+            let h = c.header();
+            json!({
+                "seq": h.seq,
+                "segment_offset": h.segment_offset,
+                "segment_len": h.segment_len,
+                "end": c.end(),
+                "records_start": h.records_start,
+                "records_added": h.records_added,
+                "record_count": h.record_count,
+                "provenance_added": h.provenance_added,
+                "provenance_count": h.provenance_count,
+                "run": if h.run_len > 0 { h.newest_run.as_ref().map(run_json) } else { None },
+                "sealed": h.is_sealed(),
+                "committed": format_time(h.committed_us),
+                "merkle_root": hex::encode(h.merkle_root),
+                "digest": hex::encode(c.digest),
+                "signature": hex::encode(c.head.signature),
+                "frontier": c.frontier().hashes().iter().map(hex::encode).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let live_runs: Vec<Value> = reader.live_runs().await?.iter().map(run_json).collect();
+    let provenance: Vec<Value> = reader
+        .provenance()
+        .await?
+        .iter()
+        .map(|e| {
+            json!({
+                "action": e.action.name(),
+                "timestamp": format_time(e.timestamp_us),
+                "previous": hex::encode(e.previous),
+                "subject": hex::encode(e.subject),
+                "details": serde_json::from_slice::<Value>(&e.details).unwrap_or(Value::Null),
+            })
+        })
+        .collect();
     let mut blocks = Vec::new();
-    let mut versions = std::collections::HashMap::new();
-    for (position, entry) in head.index.entries.iter().enumerate() {
-        let version = {
-            let v = versions.entry(entry.block_id).or_insert(0u32);
-            *v += 1;
-            *v
-        };
+    for info in reader.blocks().await?.iter() {
+        let entry = &info.entry;
         let bytes = store.read_record(entry).await?;
         let record = RecordView::decode(&bytes).map_err(|e| Error::Format {
-            context: format!("block #{position} at offset {}", entry.offset),
+            context: format!("block #{} at offset {}", info.position, entry.offset),
             source: e.at(entry.offset),
         })?;
         let h = record.header;
         blocks.push(json!({
-            "position": position,
+            "position": info.position,
             "offset": entry.offset,
             "record_len": entry.record_len,
             "block_id": format_id(&h.block_id),
-            "version": version,
+            "version": info.version,
             "type": h.block_type.to_string(),
             "flags": h.flags,
             "compression": h.compression,
@@ -101,22 +140,7 @@ pub async fn inspect(store: Arc<dyn BlockStore>, as_json: bool) -> Result<(), Er
             "data_at": entry.offset + u64::from(h.data_offset),
         }));
     }
-    let provenance = ProvenanceSection::decode(&head.provenance_section)
-        .map(|p| {
-            p.entries
-                .iter()
-                .map(|e| {
-                    json!({
-                        "action": e.action.name(),
-                        "timestamp": format_time(e.timestamp_us),
-                        "previous": hex::encode(e.previous),
-                        "subject": hex::encode(e.subject),
-                        "details": serde_json::from_slice::<Value>(&e.details).unwrap_or(Value::Null),
-                    })
-                })
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
+    let newest = reader.commit();
     let value = json!({
         "location": store.location(),
         "file_header": {
@@ -127,20 +151,15 @@ pub async fn inspect(store: Arc<dyn BlockStore>, as_json: bool) -> Result<(), Er
             "created": format_time(header.created_us),
             "artifact_id": format_id(&header.artifact_id),
         },
-        "metadata_section": {"length": metadata.json.len(), "json": metadata_json},
-        "trailer": {
-            "records_offset": t.records_offset,
-            "provenance_offset": t.provenance_offset,
-            "provenance_len": t.provenance_len,
-            "index_offset": t.index_offset,
-            "index_len": t.index_len,
-            "record_count": t.record_count,
-            "committed": format_time(t.committed_us),
-            "provenance_head": hex::encode(t.provenance_head),
-            "commit_signature": hex::encode(t.commit_signature),
-            "merkle_root": hex::encode(t.merkle_root),
-            "file_len": t.file_len(),
-        },
+        "metadata_section": {"length": identity.metadata.json.len(), "json": metadata_json},
+        "chain_seed": hex::encode(identity.genesis),
+        "newest_commit": newest.seq(),
+        "completed_from_uncommitted": reader.completed_from_uncommitted(),
+        "record_count": newest.record_count(),
+        "merkle_root": hex::encode(newest.header().merkle_root),
+        "image_len": newest.end(),
+        "commits": commits_json,
+        "live_runs": live_runs,
         "provenance": provenance,
         "blocks": blocks,
     });
@@ -160,21 +179,48 @@ pub async fn inspect(store: Arc<dyn BlockStore>, as_json: bool) -> Result<(), Er
     );
     println!(
         "metadata      {} bytes {}",
-        metadata.json.len(),
+        identity.metadata.json.len(),
         metadata_json
     );
     println!(
-        "trailer       {} records, records at {}, provenance at {} ({} bytes), index at {} ({} bytes), file {} bytes",
-        t.record_count,
-        t.records_offset,
-        t.provenance_offset,
-        t.provenance_len,
-        t.index_offset,
-        t.index_len,
-        t.file_len().unwrap_or(0)
+        "newest        commit {} of {} records, image {} bytes, Merkle root {}{}",
+        newest.seq(),
+        newest.record_count(),
+        newest.end(),
+        hex::encode(newest.header().merkle_root),
+        if reader.completed_from_uncommitted() {
+            " (its trailer was lost; the next append writes it back)"
+        } else {
+            ""
+        }
     );
-    println!("merkle root   {}", hex::encode(t.merkle_root));
-    println!("committed     {}", format_time(t.committed_us));
+    println!("commits       {}", commits.len());
+    for c in &commits {
+        let h = c.header();
+        println!(
+            "  #{:<4} @{:<10} +{} records (total {}), +{} provenance, segment {} bytes{}{} {}",
+            h.seq,
+            h.segment_offset,
+            h.records_added,
+            h.record_count,
+            h.provenance_added,
+            h.segment_len,
+            match (&h.newest_run, h.run_len) {
+                (Some(run), len) if len > 0 =>
+                    format!(", run of {} (tier {})", run.entry_count, run.tier),
+                _ => String::new(),
+            },
+            if h.is_sealed() { ", sealed" } else { "" },
+            format_time(h.committed_us)
+        );
+    }
+    println!("live runs     {}", live_runs.len());
+    for run in &live_runs {
+        println!(
+            "  commit {:<4} {} entries (tier {}) at {}",
+            run["commit"], run["entries"], run["tier"], run["offset"]
+        );
+    }
     println!("provenance    {} entries", provenance.len());
     for (n, entry) in provenance.iter().enumerate() {
         println!(
@@ -215,9 +261,10 @@ pub fn verify_summary(report: &VerifyReport) {
     }
     if report.valid {
         println!(
-            "valid ({} verification): {} records, {} provenance entries, {} signatures, {} bytes hashed, Merkle root {}",
+            "valid ({} verification): {} records, {} commits checked, {} provenance entries, {} signatures, {} bytes hashed, Merkle root {}",
             report.mode,
             report.record_count,
+            report.commits_checked,
             report.provenance_entries,
             report.signatures_checked,
             report.bytes_hashed,

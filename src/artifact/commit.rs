@@ -1,0 +1,438 @@
+//! Commits as the artifact layer sees them: reading the newest one, checking it, and
+//! completing one whose trailer was lost.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::index::Index;
+use crate::error::{Error, Result};
+use crate::format::digest::{Digest, SignedKind, chain_link, genesis_digest};
+use crate::format::metadata::MetadataSection;
+use crate::format::provenance::decode_entries;
+use crate::format::segment::{SEGMENT_HEADER_LEN, SEGMENT_MAGIC};
+use crate::format::{FileHeader, Frontier, RecordView, SegmentHead, SegmentHeader, Trailer};
+use crate::keys::PublicKey;
+use crate::store::{AppendBase, Base, BlockStore, CommitRef, StoreError};
+
+/// One commit: its segment head (header, signature, frontier) and its digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    pub head: SegmentHead,
+    /// The digest the commit signature covers (and the next commit names).
+    pub digest: Digest,
+}
+
+impl Commit {
+    /// Decodes a commit from the leading bytes of its segment.
+    pub fn decode(prefix: &[u8]) -> std::result::Result<Self, crate::format::FormatError> {
+        let head = SegmentHead::decode_prefix(prefix)?;
+        let digest = head.commit_digest();
+        Ok(Self { head, digest })
+    }
+
+    pub fn header(&self) -> &SegmentHeader {
+        &self.head.header
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.head.header.seq
+    }
+
+    pub fn record_count(&self) -> u64 {
+        self.head.header.record_count
+    }
+
+    pub fn reference(&self) -> CommitRef {
+        CommitRef {
+            seq: self.head.header.seq,
+            segment_offset: self.head.header.segment_offset,
+        }
+    }
+
+    /// The trailer that ends this commit (a function of the segment).
+    pub fn trailer(&self) -> Trailer {
+        Trailer {
+            segment_offset: self.head.header.segment_offset,
+            segment_len: self.head.header.segment_len,
+            merkle_root: self.head.header.merkle_root,
+        }
+    }
+
+    pub(crate) fn append_base(&self) -> AppendBase {
+        AppendBase {
+            commit: self.reference(),
+            segment_len: self.head.header.segment_len,
+            trailer: self.trailer().to_bytes(),
+        }
+    }
+
+    /// Image offset one past this commit's trailer.
+    pub fn end(&self) -> u64 {
+        self.head.header.end()
+    }
+
+    pub fn frontier(&self) -> &Frontier {
+        &self.head.frontier
+    }
+
+    /// Whether the commit signature verifies under `key`.
+    pub fn signed_by(&self, key: &PublicKey) -> bool {
+        key.verify_strict(SignedKind::Commit, &self.digest, &self.head.signature)
+    }
+
+    /// Human description: "commit 7 at byte 1234".
+    pub fn describe(&self) -> String {
+        format!(
+            "commit {} at byte {}",
+            self.head.header.seq, self.head.header.segment_offset
+        )
+    }
+}
+
+/// The artifact's base, decoded: its exact bytes, its key and chain seed.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub base: Base,
+    pub header: FileHeader,
+    pub metadata: MetadataSection,
+    pub key: PublicKey,
+    pub genesis: Digest,
+}
+
+impl Identity {
+    pub(crate) fn decode(base: Base) -> Result<Self> {
+        let header = FileHeader::decode(&base.file_header).map_err(Error::format("file header"))?;
+        let metadata =
+            MetadataSection::decode(&base.metadata_section).map_err(|e| Error::Format {
+                context: "metadata section".into(),
+                source: e.at(crate::format::FILE_HEADER_LEN as u64),
+            })?;
+        let key_bytes = metadata
+            .public_key()
+            .map_err(Error::format("metadata section"))?;
+        let key = PublicKey::from_bytes(&key_bytes)?;
+        let genesis = genesis_digest(&base.file_header, &base.metadata_section);
+        Ok(Self {
+            base,
+            header,
+            metadata,
+            key,
+            genesis,
+        })
+    }
+
+    pub(crate) async fn read(store: &dyn BlockStore) -> Result<Self> {
+        Self::decode(store.base().await?)
+    }
+}
+
+/// The newest commit as found in a store, before any signature is checked.
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    pub commit: Commit,
+    pub prefix: Bytes,
+    pub uncommitted: Option<Range<u64>>,
+}
+
+fn segment_error(
+    store: &dyn BlockStore,
+    at: u64,
+) -> impl FnOnce(crate::format::FormatError) -> Error {
+    let location = store.location();
+    move |e| {
+        Error::Store(StoreError::Format {
+            location,
+            context: format!("segment at byte {at}"),
+            source: e.at(at),
+        })
+    }
+}
+
+/// Reads the head of the newest commit (and more of its segment if the store's first read
+/// did not cover the head).
+pub(crate) async fn find_latest(store: &dyn BlockStore) -> Result<Found> {
+    let latest = store.latest().await?;
+    let header_bytes = latest
+        .segment_prefix
+        .get(..SEGMENT_HEADER_LEN)
+        .ok_or_else(|| {
+            Error::Store(StoreError::Corrupt {
+                location: store.location(),
+                reason: format!(
+                    "commit {}'s segment is shorter than a segment header",
+                    latest.seq
+                ),
+            })
+        })?;
+    let header = SegmentHeader::decode(header_bytes).map_err(segment_error(store, 0))?;
+    let at = header.segment_offset;
+    let prefix = if (latest.segment_prefix.len() as u64) < header.head_len() {
+        store
+            .read_segment(
+                CommitRef {
+                    seq: header.seq,
+                    segment_offset: header.segment_offset,
+                },
+                0..header.head_len(),
+            )
+            .await?
+    } else {
+        latest.segment_prefix
+    };
+    let commit = Commit::decode(&prefix).map_err(segment_error(store, at))?;
+    if commit.seq() != latest.seq {
+        return Err(Error::Store(StoreError::Corrupt {
+            location: store.location(),
+            reason: format!(
+                "the object of commit {} holds commit {}",
+                latest.seq,
+                commit.seq()
+            ),
+        }));
+    }
+    Ok(Found {
+        commit,
+        prefix,
+        uncommitted: latest.uncommitted,
+    })
+}
+
+/// Checks that `commit` belongs to the artifact `identity` and is signed by its key.
+pub(crate) fn check_commit(commit: &Commit, identity: &Identity) -> Result<()> {
+    if commit.header().genesis != identity.genesis {
+        return Err(Error::Verification(format!(
+            "{} names another artifact's header and metadata (chain seed {}, this artifact's is {})",
+            commit.describe(),
+            hex::encode(commit.header().genesis),
+            hex::encode(identity.genesis)
+        )));
+    }
+    if !commit.signed_by(&identity.key) {
+        return Err(Error::Verification(format!(
+            "{}: the commit signature does not verify: the segment was altered or signed by another key",
+            commit.describe()
+        )));
+    }
+    Ok(())
+}
+
+/// Looks for complete, signed commits in `uncommitted` (bytes past the newest intact trailer
+/// of a single file) that follow `from`, and returns the newest such commit and the leading
+/// bytes of its segment. A commit counts only if its signature verifies under `key`, every
+/// part of its segment matches the digests its header names, and every record it adds is
+/// intact: then only its trailer was lost (an append interrupted after its data was written,
+/// or a damaged trailer), and the trailer, a function of the segment, can be written back.
+pub(crate) async fn complete_commits(
+    store: &Arc<dyn BlockStore>,
+    from: &Commit,
+    uncommitted: Range<u64>,
+    key: &PublicKey,
+) -> Result<Option<(Commit, Bytes)>> {
+    let mut newest: Option<(Commit, Bytes)> = None;
+    let mut base = from.clone();
+    loop {
+        let start = base.end();
+        if start >= uncommitted.end {
+            break;
+        }
+        match find_complete_commit(store, &base, start..uncommitted.end, key).await? {
+            Some((commit, prefix)) => {
+                base = commit.clone();
+                newest = Some((commit, prefix));
+            }
+            None => break,
+        }
+    }
+    Ok(newest)
+}
+
+/// Chunk size for scanning uncommitted bytes.
+const SCAN_CHUNK: u64 = 1 << 20;
+
+async fn find_complete_commit(
+    store: &Arc<dyn BlockStore>,
+    base: &Commit,
+    range: Range<u64>,
+    key: &PublicKey,
+) -> Result<Option<(Commit, Bytes)>> {
+    // The segment ends the commit, so look for its header from the end backwards.
+    let mut end = range.end;
+    while end > range.start {
+        let start = end.saturating_sub(SCAN_CHUNK).max(range.start);
+        let chunk_end = (end + SEGMENT_MAGIC.len() as u64 - 1).min(range.end);
+        let chunk = store.read_uncommitted(start..chunk_end).await?;
+        let mut at = chunk.len();
+        while let Some(found) = chunk[..at]
+            .windows(SEGMENT_MAGIC.len())
+            .rposition(|w| w == SEGMENT_MAGIC)
+        {
+            let offset = start + found as u64;
+            if let Some(candidate) = check_candidate(store, base, offset, range.end, key).await? {
+                return Ok(Some(candidate));
+            }
+            at = found;
+        }
+        end = start;
+    }
+    Ok(None)
+}
+
+/// Whether a segment at `offset` is the complete successor of `base`.
+async fn check_candidate(
+    store: &Arc<dyn BlockStore>,
+    base: &Commit,
+    offset: u64,
+    limit: u64,
+    key: &PublicKey,
+) -> Result<Option<(Commit, Bytes)>> {
+    let Some(header_end) = offset.checked_add(SEGMENT_HEADER_LEN as u64) else {
+        return Ok(None);
+    };
+    if header_end > limit {
+        return Ok(None);
+    }
+    let Ok(header) = SegmentHeader::decode(&store.read_uncommitted(offset..header_end).await?)
+    else {
+        return Ok(None);
+    };
+    let b = base.header();
+    let successor = header.seq == b.seq + 1
+        && header.segment_offset == offset
+        && header.records_start == base.end()
+        && header.previous_commit == base.digest
+        && header.previous_segment_offset == b.segment_offset
+        && header.genesis == b.genesis
+        && header.record_count == b.record_count + header.records_added
+        && header.provenance_count == b.provenance_count + header.provenance_added
+        && offset + header.segment_len <= limit;
+    if !successor || b.flags & crate::format::segment::FLAG_SEALED != 0 {
+        return Ok(None);
+    }
+    let segment = store
+        .read_uncommitted(offset..offset + header.segment_len)
+        .await?;
+    let Ok(commit) = Commit::decode(&segment) else {
+        return Ok(None);
+    };
+    if !commit.signed_by(key) {
+        return Ok(None);
+    }
+    // Signed by the artifact's key: now make sure every byte the commit covers is intact.
+    let scratch: Arc<dyn BlockStore> = store.clone();
+    let index = Index::new(scratch);
+    index.remember_segment(commit.reference(), segment.clone());
+    let parts = match read_parts(&index, &commit, &segment).await {
+        Ok(parts) => parts,
+        Err(_) => return Ok(None),
+    };
+    if parts
+        .provenance_head(b.provenance_head)
+        .is_none_or(|head| head != header.provenance_head)
+    {
+        return Ok(None);
+    }
+    let new_entries = parts.new_entries(b.record_count);
+    let mut frontier = base.frontier().clone();
+    for entry in &new_entries {
+        frontier.append(&entry.entry.digest);
+    }
+    if frontier != *commit.frontier() {
+        return Ok(None);
+    }
+    let records = store
+        .read_uncommitted(base.end()..header.segment_offset)
+        .await?;
+    let mut at = 0usize;
+    let mut previous = b.last_record_digest;
+    for entry in &new_entries {
+        let Some(bytes) = records.get(at..at + entry.entry.record_len as usize) else {
+            return Ok(None);
+        };
+        let intact = entry.entry.offset == base.end() + at as u64
+            && RecordView::decode(bytes).is_ok_and(|record| {
+                record.digest() == entry.entry.digest
+                    && record.header.prev_link == chain_link(&previous)
+                    && key.verify_strict(SignedKind::Block, &entry.entry.digest, record.signature)
+            });
+        if !intact {
+            return Ok(None);
+        }
+        previous = entry.entry.digest;
+        at += bytes.len();
+    }
+    if at != records.len() || previous != header.last_record_digest {
+        return Ok(None);
+    }
+    Ok(Some((commit, segment)))
+}
+
+/// The parts of a segment beyond its head, checked against the digests its header names.
+#[derive(Debug)]
+pub(crate) struct SegmentParts {
+    /// The run this segment holds, if any.
+    pub run: Option<(crate::format::run::RunHead, Vec<crate::format::RunEntry>)>,
+    pub provenance: Vec<crate::format::ProvenanceEntry>,
+}
+
+impl SegmentParts {
+    /// The run entries of positions from `first` on: the records this commit added.
+    pub fn new_entries(&self, first: u64) -> Vec<crate::format::RunEntry> {
+        let mut entries: Vec<_> = self
+            .run
+            .iter()
+            .flat_map(|(_, entries)| entries.iter())
+            .filter(|e| e.position >= first)
+            .copied()
+            .collect();
+        entries.sort_unstable_by_key(|e| e.position);
+        entries
+    }
+
+    /// The provenance head after this segment's entries, chained from `previous`; `None`
+    /// when an entry does not name its predecessor.
+    pub fn provenance_head(&self, previous: Digest) -> Option<Digest> {
+        let mut head = previous;
+        for entry in &self.provenance {
+            if entry.previous != head {
+                return None;
+            }
+            head = entry.digest().ok()?;
+        }
+        Some(head)
+    }
+}
+
+/// Reads the run and provenance parts of `commit`'s segment (from `prefix` where it covers
+/// them) and checks the run against the digests the header names.
+pub(crate) async fn read_parts(
+    index: &Index,
+    commit: &Commit,
+    prefix: &Bytes,
+) -> Result<SegmentParts> {
+    let header = commit.header();
+    let run = match (&header.newest_run, header.run_len) {
+        (Some(run), len) if len > 0 => Some(
+            index
+                .entries(run)
+                .await
+                .map(|(head, entries)| (Arc::unwrap_or_clone(head), entries))?,
+        ),
+        _ => None,
+    };
+    let range = header.provenance_at()..header.segment_len;
+    let bytes = if range.end <= prefix.len() as u64 {
+        prefix.slice(range.start as usize..range.end as usize)
+    } else {
+        index
+            .read_segment(commit.reference(), range.clone())
+            .await?
+    };
+    let provenance =
+        decode_entries(&bytes, header.provenance_added).map_err(|e| Error::Format {
+            context: format!("{}: provenance entries", commit.describe()),
+            source: e.at(header.segment_offset + range.start),
+        })?;
+    Ok(SegmentParts { run, provenance })
+}

@@ -1,0 +1,320 @@
+//! Reading the index runs, and the policy that decides when runs merge.
+//!
+//! Every commit's new index entries go into a run (a sorted, paged table; see
+//! `format::run`). Runs are chained from the newest to the oldest, and the live runs hold
+//! every position exactly once. A lookup by id walks the chain from the newest run and reads,
+//! in each, the head and the one page that can hold the id; the first run that holds the id
+//! holds its latest version (newer runs hold newer positions), and every entry carries its
+//! version number, so a lookup of the latest version stops there.
+//!
+//! # The merge policy
+//!
+//! Runs have tiers by size (`floor(log4(entries))`). A commit's new entries form a run `N`,
+//! which then absorbs, while it can:
+//!
+//! * the newest run when that run's tier is lower than `N`'s;
+//! * the newest run when both are tier 0 (so the newest tier-0 run, 1 to 3 entries, is
+//!   always in the newest segment, where the next writer already has it);
+//! * the newest three runs when they and `N` share a tier (four of a kind make one run of the
+//!   next tier).
+//!
+//! So tiers never grow towards the newest run, there are at most three runs per tier (one of
+//! tier 0), and every time an entry is copied its run's tier grows (tier 0 excepted, where it
+//! is copied at most three times). An artifact of `n` records thus has at most
+//! `1 + 3 log4 n` live runs, and each entry is written at most `3 + log4 n` times: at a
+//! million records, 31 runs and 13 copies of 92 bytes, whatever the commit sizes. A commit
+//! with no new entries rewrites the newest run only if it is tier 0, so it stays in the
+//! newest segment.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use super::format_id;
+use crate::error::{Error, Result};
+use crate::format::run::{RunEntry, RunHead, RunRef, check_head_digest, tier_of};
+use crate::store::{BlockStore, CommitRef};
+
+/// Runs' bytes and heads already read, shared by the lookups of one reader or writer.
+#[derive(Debug)]
+pub(crate) struct Index {
+    store: Arc<dyn BlockStore>,
+    /// Leading bytes of segments already in hand, by commit.
+    segments: Mutex<HashMap<u64, (CommitRef, Bytes)>>,
+    heads: Mutex<HashMap<(u64, u64), Arc<RunHead>>>,
+}
+
+fn run_context(run: &RunRef) -> String {
+    format!(
+        "index run of commit {} at byte {}",
+        run.seq,
+        run.segment_offset.saturating_add(run.part_offset)
+    )
+}
+
+impl Index {
+    pub(crate) fn new(store: Arc<dyn BlockStore>) -> Self {
+        Self {
+            store,
+            segments: Mutex::new(HashMap::new()),
+            heads: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Keeps the leading bytes of a segment (read while opening, or just written) so runs in
+    /// them are read without another request.
+    pub(crate) fn remember_segment(&self, commit: CommitRef, prefix: Bytes) {
+        if let Ok(mut segments) = self.segments.lock() {
+            // Only the newest few matter; a bound keeps a long-lived writer's memory flat.
+            if segments.len() >= 64 {
+                let oldest = segments.keys().min().copied();
+                if let Some(oldest) = oldest {
+                    segments.remove(&oldest);
+                }
+            }
+            segments.insert(commit.seq, (commit, prefix));
+        }
+    }
+
+    pub(crate) async fn read_segment(
+        &self,
+        commit: CommitRef,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes> {
+        let cached = self
+            .segments
+            .lock()
+            .ok()
+            .and_then(|segments| segments.get(&commit.seq).cloned());
+        if let Some((known, bytes)) = cached
+            && known == commit
+            && range.end <= bytes.len() as u64
+        {
+            return Ok(bytes.slice(range.start as usize..range.end as usize));
+        }
+        Ok(self.store.read_segment(commit, range).await?)
+    }
+
+    fn segment_of(run: &RunRef) -> CommitRef {
+        CommitRef {
+            seq: run.seq,
+            segment_offset: run.segment_offset,
+        }
+    }
+
+    /// The head of `run`, checked against the digest its reference names.
+    pub(crate) async fn head(&self, run: &RunRef) -> Result<Arc<RunHead>> {
+        let key = (run.seq, run.part_offset);
+        if let Some(head) = self.heads.lock().ok().and_then(|h| h.get(&key).cloned()) {
+            return Ok(head);
+        }
+        let bytes = self
+            .read_segment(
+                Self::segment_of(run),
+                run.part_offset..run.part_offset + run.head_len,
+            )
+            .await?;
+        let head = Arc::new(decode_head(run, &bytes)?);
+        if let Ok(mut heads) = self.heads.lock() {
+            if heads.len() >= 4096 {
+                heads.clear();
+            }
+            heads.insert(key, head.clone());
+        }
+        Ok(head)
+    }
+
+    /// Page `page` of `run`, checked against its directory.
+    pub(crate) async fn page(
+        &self,
+        run: &RunRef,
+        head: &RunHead,
+        page: usize,
+    ) -> Result<Vec<RunEntry>> {
+        let range = head.page_range(page);
+        let bytes = self
+            .read_segment(
+                Self::segment_of(run),
+                run.part_offset + range.start..run.part_offset + range.end,
+            )
+            .await?;
+        head.decode_page(page, &bytes)
+            .map_err(Error::format(run_context(run)))
+    }
+
+    /// Every entry of `run`, read in one request and checked page by page.
+    pub(crate) async fn entries(&self, run: &RunRef) -> Result<(Arc<RunHead>, Vec<RunEntry>)> {
+        let len = crate::format::run::run_part_len(run.entry_count);
+        let bytes = self
+            .read_segment(
+                Self::segment_of(run),
+                run.part_offset..run.part_offset + len,
+            )
+            .await?;
+        let head_bytes = bytes.slice(..run.head_len as usize);
+        let head = Arc::new(decode_head(run, &head_bytes)?);
+        let mut entries = Vec::with_capacity(run.entry_count as usize);
+        for page in 0..head.directory.len() {
+            let range = head.page_range(page);
+            entries.extend(
+                head.decode_page(page, &bytes[range.start as usize..range.end as usize])
+                    .map_err(Error::format(run_context(run)))?,
+            );
+        }
+        Ok((head, entries))
+    }
+
+    /// The live runs, newest first.
+    pub(crate) async fn live_runs(&self, newest: Option<RunRef>) -> Result<Vec<RunRef>> {
+        let mut runs = Vec::new();
+        let mut next = newest;
+        while let Some(run) = next {
+            if runs.len() > 64 * 3 {
+                return Err(Error::Verification(format!(
+                    "the chain of index runs from commit {} does not end: more live runs than any artifact can have",
+                    run.seq
+                )));
+            }
+            next = self.head(&run).await?.older;
+            runs.push(run);
+        }
+        Ok(runs)
+    }
+
+    /// The entries of `block_id` in the newest run that holds it, with the run's older
+    /// chain continued while `wanted` (a version) is not among them. Returns every entry of
+    /// the id found, newest run first.
+    pub(crate) async fn find(
+        &self,
+        newest: Option<RunRef>,
+        block_id: &[u8; 16],
+        version: Option<u32>,
+    ) -> Result<Option<RunEntry>> {
+        let mut next = newest;
+        while let Some(run) = next {
+            let head = self.head(&run).await?;
+            let mut found: Vec<RunEntry> = Vec::new();
+            for page in head.pages_for(block_id) {
+                found.extend(
+                    self.page(&run, &head, page)
+                        .await?
+                        .into_iter()
+                        .filter(|e| e.entry.block_id == *block_id),
+                );
+            }
+            let hit = match version {
+                None => found.iter().max_by_key(|e| e.position).copied(),
+                Some(wanted) => found.iter().find(|e| e.version == wanted).copied(),
+            };
+            if hit.is_some() {
+                return Ok(hit);
+            }
+            if version.is_some_and(|wanted| found.iter().any(|e| e.version < wanted)) {
+                // Older runs hold older versions only.
+                return Ok(None);
+            }
+            next = head.older;
+        }
+        Ok(None)
+    }
+
+    /// Every entry of every live run, in position order, after checking that they hold
+    /// positions `0..record_count` exactly once.
+    pub(crate) async fn list(
+        &self,
+        newest: Option<RunRef>,
+        record_count: u64,
+    ) -> Result<Vec<RunEntry>> {
+        let mut all = Vec::with_capacity(record_count as usize);
+        for run in self.live_runs(newest).await? {
+            all.extend(self.entries(&run).await?.1);
+        }
+        all.sort_unstable_by_key(|e| e.position);
+        for (expected, entry) in all.iter().enumerate() {
+            if entry.position != expected as u64 {
+                return Err(Error::Verification(format!(
+                    "the index runs do not hold each position once: position {expected} is {} (block {})",
+                    if entry.position > expected as u64 {
+                        "missing"
+                    } else {
+                        "held twice"
+                    },
+                    format_id(&entry.entry.block_id)
+                )));
+            }
+        }
+        if all.len() as u64 != record_count {
+            return Err(Error::Verification(format!(
+                "the index runs hold {} records but the commit counts {record_count}",
+                all.len()
+            )));
+        }
+        Ok(all)
+    }
+}
+
+fn decode_head(run: &RunRef, bytes: &[u8]) -> Result<RunHead> {
+    check_head_digest(run, bytes).map_err(Error::format(run_context(run)))?;
+    let head = RunHead::decode(bytes).map_err(Error::format(run_context(run)))?;
+    if head.entry_count != run.entry_count || head.tier != run.tier || head.streak != run.streak {
+        return Err(Error::Verification(format!(
+            "{}: its head disagrees with the reference to it",
+            run_context(run)
+        )));
+    }
+    Ok(head)
+}
+
+/// The run a commit writes: its entries (sorted) and the live run it goes on top of.
+#[derive(Debug)]
+pub(crate) struct PlannedRun {
+    pub entries: Vec<RunEntry>,
+    pub older: Option<RunRef>,
+}
+
+/// Applies the merge policy (module documentation) to a commit's `new_entries` on top of
+/// the live run `newest`. `None` means the commit writes no run.
+pub(crate) async fn plan_run(
+    index: &Index,
+    newest: Option<RunRef>,
+    mut new_entries: Vec<RunEntry>,
+) -> Result<Option<PlannedRun>> {
+    new_entries.sort_unstable_by_key(RunEntry::key);
+    let mut run = new_entries;
+    let mut top = newest;
+    if run.is_empty() {
+        match top {
+            // Keep the newest tier-0 run in the newest segment.
+            Some(t) if t.tier == 0 => {
+                let (head, entries) = index.entries(&t).await?;
+                return Ok(Some(PlannedRun {
+                    entries,
+                    older: head.older,
+                }));
+            }
+            _ => return Ok(None),
+        }
+    }
+    while let Some(t) = top {
+        let tier = tier_of(run.len() as u64);
+        let absorb = if t.tier < tier || (t.tier == 0 && tier == 0) {
+            1
+        } else if t.tier == tier && t.streak >= 3 {
+            3
+        } else {
+            break;
+        };
+        for _ in 0..absorb {
+            let Some(next) = top else { break };
+            let (head, entries) = index.entries(&next).await?;
+            run.extend(entries);
+            top = head.older;
+        }
+        run.sort_unstable_by_key(RunEntry::key);
+    }
+    Ok(Some(PlannedRun {
+        entries: run,
+        older: top,
+    }))
+}

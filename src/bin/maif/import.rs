@@ -1,0 +1,150 @@
+//! `maif import`: one block per line of a JSON Lines file, committed in batches.
+
+use std::io::{BufRead, BufReader, Read};
+use std::time::Instant;
+
+use base64::Engine as _;
+use maif_store::Error;
+use maif_store::artifact::{ArtifactWriter, NewBlock, parse_id};
+use maif_store::format::FourCC;
+use maif_store::location::S3Settings;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::ImportArgs;
+use super::commands::{frame_payload, print_json, read_key, store_at};
+
+/// One line of the input.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    #[serde(rename = "type")]
+    block_type: String,
+    text: Option<String>,
+    base64: Option<String>,
+    #[serde(default)]
+    meta: Map<String, Value>,
+    update: Option<String>,
+    lang: Option<String>,
+    dim: Option<u32>,
+}
+
+fn block_of(line: Line, number: u64) -> Result<(NewBlock, Option<[u8; 16]>), Error> {
+    let at = |reason: String| Error::Invalid(format!("line {number}: {reason}"));
+    let block_type = FourCC::parse(&line.block_type).map_err(at)?;
+    let input = match (line.text, line.base64) {
+        (Some(text), None) => text.into_bytes(),
+        (None, Some(encoded)) => base64::engine::general_purpose::STANDARD
+            .decode(encoded.as_bytes())
+            .map_err(|e| at(format!("\"base64\" is not base64: {e}")))?,
+        _ => return Err(at("give exactly one of \"text\" and \"base64\"".into())),
+    };
+    if line.lang.is_some() && block_type != FourCC::TEXT {
+        return Err(at("\"lang\" applies to TEXT blocks only".into()));
+    }
+    let data = frame_payload(block_type, input, line.lang.as_deref(), line.dim)
+        .map_err(|e| at(e.to_string()))?;
+    let update = line
+        .update
+        .as_deref()
+        .map(parse_id)
+        .transpose()
+        .map_err(|e| at(e.to_string()))?;
+    Ok((
+        NewBlock::new(block_type, data).with_metadata(&line.meta),
+        update,
+    ))
+}
+
+pub async fn run(args: ImportArgs, settings: &S3Settings) -> Result<(), Error> {
+    let started = Instant::now();
+    let input: Box<dyn Read> = if args.jsonl.as_os_str() == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(
+            std::fs::File::open(&args.jsonl)
+                .map_err(|e| Error::Invalid(format!("opening {}: {e}", args.jsonl.display())))?,
+        )
+    };
+    let total = std::fs::metadata(&args.jsonl).map(|m| m.len()).ok();
+    let bar = if args.quiet || args.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        match total.filter(|_| args.jsonl.as_os_str() != "-") {
+            Some(total) => {
+                let bar = indicatif::ProgressBar::new(total);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:40} {bytes}/{total_bytes} {msg} eta {eta}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                bar
+            }
+            None => indicatif::ProgressBar::new_spinner(),
+        }
+    };
+    let store = store_at(&args.location, settings)?;
+    let mut writer = ArtifactWriter::open(store, read_key(&args.key)?).await?;
+    let mut batch: Vec<NewBlock> = Vec::new();
+    let (mut blocks, mut commits, mut payload_bytes, mut batch_bytes) = (0u64, 0u64, 0u64, 0u64);
+    let mut number = 0u64;
+    for line in BufReader::new(input).lines() {
+        number += 1;
+        let line = line.map_err(|e| Error::Invalid(format!("reading line {number}: {e}")))?;
+        bar.inc(line.len() as u64 + 1);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed: Line = serde_json::from_str(&line)
+            .map_err(|e| Error::Invalid(format!("line {number}: {e}")))?;
+        let (block, update) = block_of(parsed, number)?;
+        batch_bytes += block.data.len() as u64;
+        match update {
+            // An update names an existing block: place what is batched first, in order.
+            Some(id) => {
+                writer.add_batch(std::mem::take(&mut batch)).await?;
+                writer.update(id, block).await?;
+            }
+            None => batch.push(block),
+        }
+        blocks += 1;
+        if batch.len() >= 1024 {
+            writer.add_batch(std::mem::take(&mut batch)).await?;
+        }
+        if blocks % args.commit_every.max(1) as u64 == 0 || batch_bytes >= args.commit_bytes {
+            writer.add_batch(std::mem::take(&mut batch)).await?;
+            writer.commit().await?;
+            commits += 1;
+            payload_bytes += batch_bytes;
+            batch_bytes = 0;
+            bar.set_message(format!("{blocks} blocks, {commits} commits"));
+        }
+    }
+    writer.add_batch(batch).await?;
+    if batch_bytes > 0 || writer.record_count() > writer.last_commit().record_count() {
+        writer.commit().await?;
+        commits += 1;
+        payload_bytes += batch_bytes;
+    }
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let summary = json!({
+        "location": args.location,
+        "blocks": blocks,
+        "commits": commits,
+        "payload_bytes": payload_bytes,
+        "records": writer.record_count(),
+        "seconds": seconds,
+        "blocks_per_second": if seconds > 0.0 { blocks as f64 / seconds } else { 0.0 },
+    });
+    if args.json {
+        print_json(&summary);
+    } else {
+        println!(
+            "imported {blocks} blocks into {} in {commits} commits ({payload_bytes} payload bytes, {:.2}s)",
+            args.location, seconds
+        );
+    }
+    Ok(())
+}

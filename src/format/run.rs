@@ -1,0 +1,569 @@
+//! Index runs: the sorted, paged tables through which a reader finds a block by id.
+//!
+//! A run holds the index entries of a set of positions, each with its position and version,
+//! sorted by `(block_id, position)`, in pages of [`RUN_PAGE_ENTRIES`] entries. A small
+//! directory (the first key and the digest of every page) follows the run header, so a
+//! lookup reads the head (header and directory), then the one page that can hold the id.
+//!
+//! ```text
+//! run part = header (112) | directory (56 per page) | page 0 | page 1 | ...
+//!            |<------ the run's head: one digest ------>|  each page: its own digest
+//! ```
+//!
+//! Runs form a chain from the newest to the oldest (each header names the next older run),
+//! and together the live runs hold every position exactly once. The policy that decides
+//! when runs merge lives with the writer; this module only encodes and checks the bytes.
+
+use super::FormatError;
+use super::codec::{Reader, Writer};
+use super::digest::{Digest, run_head_digest, run_page_digest};
+use super::index::{INDEX_ENTRY_LEN, IndexEntry};
+
+/// Magic at the start of every run.
+pub const RUN_MAGIC: [u8; 8] = *b"MAIFRUNS";
+/// Encoded size of a run reference.
+pub const RUN_REF_LEN: usize = 80;
+/// Encoded size of a run header.
+pub const RUN_HEADER_LEN: usize = RUN_MAGIC.len() + 8 + 8 + 8 + RUN_REF_LEN;
+/// Encoded size of one run entry: an index entry, its position and its version.
+pub const RUN_ENTRY_LEN: usize = INDEX_ENTRY_LEN + 8 + 4;
+/// Entries per page (the last page may hold fewer).
+pub const RUN_PAGE_ENTRIES: usize = 512;
+/// Bytes of a full page.
+pub const RUN_PAGE_LEN: usize = RUN_PAGE_ENTRIES * RUN_ENTRY_LEN;
+/// Encoded size of one directory entry: first block id, first position, page digest.
+pub const DIRECTORY_ENTRY_LEN: usize = 16 + 8 + 32;
+
+/// The tier of a run of `count` entries: `floor(log4(count))` (runs of 1 to 3 entries are
+/// tier 0, 4 to 15 tier 1, ...). The merge policy keeps at most three runs per tier.
+pub fn tier_of(count: u64) -> u8 {
+    if count == 0 {
+        return 0;
+    }
+    ((63 - count.leading_zeros()) / 2) as u8
+}
+
+/// One entry of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunEntry {
+    pub entry: IndexEntry,
+    /// Position of the record in record order (its Merkle leaf index).
+    pub position: u64,
+    /// 1 for the first record of this block id, 2 for the next, ...
+    pub version: u32,
+}
+
+impl RunEntry {
+    /// The sort key of a run: block id, then position.
+    pub fn key(&self) -> ([u8; 16], u64) {
+        (self.entry.block_id, self.position)
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        self.entry.encode(out);
+        out.put_u64(self.position);
+        out.put_u32(self.version);
+    }
+
+    pub fn read(r: &mut Reader<'_>) -> Result<Self, FormatError> {
+        Ok(Self {
+            entry: IndexEntry::read(r)?,
+            position: r.u64("position")?,
+            version: r.u32("version")?,
+        })
+    }
+}
+
+/// Where a run is: the commit whose segment holds it, and its head's digest and size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunRef {
+    /// Commit sequence number of the segment holding the run.
+    pub seq: u64,
+    /// Offset of that segment in the single-file image.
+    pub segment_offset: u64,
+    /// Offset of the run within its segment.
+    pub part_offset: u64,
+    /// Length of the run's head (header and directory).
+    pub head_len: u64,
+    /// Digest of the run's head.
+    pub head_digest: Digest,
+    pub entry_count: u64,
+    pub tier: u8,
+    /// How many runs of this tier end with this one (this one included).
+    pub streak: u8,
+}
+
+impl RunRef {
+    /// Image offset of the run's first byte.
+    pub fn offset(&self) -> Option<u64> {
+        self.segment_offset.checked_add(self.part_offset)
+    }
+
+    /// Encodes `run`, or 80 zero bytes for "no run".
+    pub fn encode_option(run: Option<&RunRef>, out: &mut Vec<u8>) {
+        match run {
+            None => out.put_bytes(&[0u8; RUN_REF_LEN]),
+            Some(run) => {
+                out.put_u64(run.seq);
+                out.put_u64(run.segment_offset);
+                out.put_u64(run.part_offset);
+                out.put_u64(run.head_len);
+                out.put_bytes(&run.head_digest);
+                out.put_u64(run.entry_count);
+                out.put_u8(run.tier);
+                out.put_u8(run.streak);
+                out.put_bytes(&[0u8; 6]);
+            }
+        }
+    }
+
+    /// Reads a reference; all zeros is `None`.
+    pub fn read_option(r: &mut Reader<'_>) -> Result<Option<RunRef>, FormatError> {
+        let start = r.position();
+        let run = RunRef {
+            seq: r.u64("run.seq")?,
+            segment_offset: r.u64("run.segment_offset")?,
+            part_offset: r.u64("run.part_offset")?,
+            head_len: r.u64("run.head_len")?,
+            head_digest: r.array("run.head_digest")?,
+            entry_count: r.u64("run.entry_count")?,
+            tier: r.u8("run.tier")?,
+            streak: r.u8("run.streak")?,
+        };
+        let reserved: [u8; 6] = r.array("run.reserved")?;
+        if reserved != [0u8; 6] {
+            return Err(r.invalid("run.reserved", 6, "must be zero"));
+        }
+        if run.entry_count == 0 {
+            if run != RunRef::zeroed() {
+                return Err(FormatError::InvalidField {
+                    structure: r.structure(),
+                    field: "run.entry_count",
+                    offset: start + 64,
+                    reason: "a run reference with no entries must be all zeros".into(),
+                });
+            }
+            return Ok(None);
+        }
+        let invalid = |field, at: u64, reason: String| FormatError::InvalidField {
+            structure: r.structure(),
+            field,
+            offset: start + at,
+            reason,
+        };
+        if run.tier != tier_of(run.entry_count) {
+            return Err(invalid(
+                "run.tier",
+                72,
+                format!(
+                    "{} but a run of {} entries is tier {}",
+                    run.tier,
+                    run.entry_count,
+                    tier_of(run.entry_count)
+                ),
+            ));
+        }
+        if run.streak == 0 || run.streak > 3 {
+            return Err(invalid(
+                "run.streak",
+                73,
+                format!("{} is not between 1 and 3", run.streak),
+            ));
+        }
+        if run.head_len != expected_head_len(run.entry_count) {
+            return Err(invalid(
+                "run.head_len",
+                24,
+                format!(
+                    "{} but a run of {} entries has a {}-byte head",
+                    run.head_len,
+                    run.entry_count,
+                    expected_head_len(run.entry_count)
+                ),
+            ));
+        }
+        if run.offset().is_none() {
+            return Err(invalid(
+                "run.part_offset",
+                16,
+                "overflows a 64-bit offset".into(),
+            ));
+        }
+        Ok(Some(run))
+    }
+
+    fn zeroed() -> RunRef {
+        RunRef {
+            seq: 0,
+            segment_offset: 0,
+            part_offset: 0,
+            head_len: 0,
+            head_digest: [0u8; 32],
+            entry_count: 0,
+            tier: 0,
+            streak: 0,
+        }
+    }
+}
+
+/// Number of pages of a run of `count` entries.
+pub fn page_count(count: u64) -> u64 {
+    count.div_ceil(RUN_PAGE_ENTRIES as u64)
+}
+
+/// Length of the head (header and directory) of a run of `count` entries.
+pub fn expected_head_len(count: u64) -> u64 {
+    RUN_HEADER_LEN as u64 + page_count(count) * DIRECTORY_ENTRY_LEN as u64
+}
+
+/// Length of the whole run part of a run of `count` entries.
+pub fn run_part_len(count: u64) -> u64 {
+    expected_head_len(count) + count * RUN_ENTRY_LEN as u64
+}
+
+/// One page's entry in the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirectoryEntry {
+    pub first_id: [u8; 16],
+    pub first_position: u64,
+    pub page_digest: Digest,
+}
+
+/// A run's head: what it holds and where each page's keys start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunHead {
+    pub entry_count: u64,
+    pub tier: u8,
+    pub streak: u8,
+    /// The next older live run when this run was written.
+    pub older: Option<RunRef>,
+    pub directory: Vec<DirectoryEntry>,
+}
+
+impl RunHead {
+    /// Byte range of page `page` within the run part.
+    pub fn page_range(&self, page: usize) -> std::ops::Range<u64> {
+        let start = expected_head_len(self.entry_count) + (page * RUN_PAGE_LEN) as u64;
+        start..start + self.page_entries(page) as u64 * RUN_ENTRY_LEN as u64
+    }
+
+    /// Entries on page `page`.
+    pub fn page_entries(&self, page: usize) -> usize {
+        let before = (page * RUN_PAGE_ENTRIES) as u64;
+        (self.entry_count.saturating_sub(before)).min(RUN_PAGE_ENTRIES as u64) as usize
+    }
+
+    /// The pages that can hold entries of `block_id` (usually one).
+    pub fn pages_for(&self, block_id: &[u8; 16]) -> std::ops::Range<usize> {
+        // Page i holds the keys from its first key up to (not including) page i + 1's.
+        let last = self
+            .directory
+            .partition_point(|d| d.first_id <= *block_id)
+            .saturating_sub(1);
+        let first = self
+            .directory
+            .partition_point(|d| (d.first_id, d.first_position) < (*block_id, 0))
+            .saturating_sub(1);
+        if self.directory.is_empty() {
+            return 0..0;
+        }
+        first..last + 1
+    }
+
+    /// Decodes and checks a run head (header and directory) from exactly its bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let mut r = Reader::new(bytes, "index run");
+        r.magic(&RUN_MAGIC, "magic")?;
+        let entry_count = r.u64("entry_count")?;
+        let pages = r.u64("page_count")?;
+        let tier = r.u8("tier")?;
+        let streak = r.u8("streak")?;
+        let reserved: [u8; 6] = r.array("reserved")?;
+        if reserved != [0u8; 6] {
+            return Err(r.invalid("reserved", 6, "must be zero"));
+        }
+        let older = RunRef::read_option(&mut r)?;
+        let invalid = |field, offset, reason: String| FormatError::InvalidField {
+            structure: "index run",
+            field,
+            offset,
+            reason,
+        };
+        if entry_count == 0 {
+            return Err(invalid(
+                "entry_count",
+                8,
+                "a run holds at least one entry".into(),
+            ));
+        }
+        if pages != page_count(entry_count) {
+            return Err(invalid(
+                "page_count",
+                16,
+                format!(
+                    "{pages} but {entry_count} entries fill {} pages",
+                    page_count(entry_count)
+                ),
+            ));
+        }
+        if tier != tier_of(entry_count) {
+            return Err(invalid(
+                "tier",
+                24,
+                format!(
+                    "{tier} but a run of {entry_count} entries is tier {}",
+                    tier_of(entry_count)
+                ),
+            ));
+        }
+        let expected_streak = match &older {
+            Some(older) if older.tier < tier => {
+                return Err(invalid(
+                    "older",
+                    32,
+                    format!(
+                        "names a run of tier {} older than this tier-{tier} run: tiers never grow towards the newest run",
+                        older.tier
+                    ),
+                ));
+            }
+            Some(older) if older.tier == tier => older.streak.saturating_add(1),
+            _ => 1,
+        };
+        if streak != expected_streak {
+            return Err(invalid(
+                "streak",
+                25,
+                format!("{streak} but the runs before it make it {expected_streak}"),
+            ));
+        }
+        if pages > (r.remaining() / DIRECTORY_ENTRY_LEN) as u64 {
+            return Err(invalid(
+                "page_count",
+                16,
+                format!(
+                    "{pages} directory entries cannot fit in {} bytes",
+                    r.remaining()
+                ),
+            ));
+        }
+        let mut directory = Vec::with_capacity(pages as usize);
+        for page in 0..pages {
+            let entry = DirectoryEntry {
+                first_id: r.array("directory.first_id")?,
+                first_position: r.u64("directory.first_position")?,
+                page_digest: r.array("directory.page_digest")?,
+            };
+            if let Some(previous) = directory
+                .last()
+                .map(|d: &DirectoryEntry| (d.first_id, d.first_position))
+                && previous >= (entry.first_id, entry.first_position)
+            {
+                return Err(invalid(
+                    "directory",
+                    RUN_HEADER_LEN as u64 + page * DIRECTORY_ENTRY_LEN as u64,
+                    format!("page {page} does not start after page {}", page - 1),
+                ));
+            }
+            directory.push(entry);
+        }
+        r.finish()?;
+        Ok(Self {
+            entry_count,
+            tier,
+            streak,
+            older,
+            directory,
+        })
+    }
+
+    /// Decodes page `page` from exactly its bytes and checks its digest, order and first key
+    /// against the directory.
+    pub fn decode_page(&self, page: usize, bytes: &[u8]) -> Result<Vec<RunEntry>, FormatError> {
+        let Some(expected) = self.directory.get(page) else {
+            return Err(FormatError::InvalidField {
+                structure: "index run page",
+                field: "page",
+                offset: 0,
+                reason: format!(
+                    "page {page} does not exist (the run has {})",
+                    self.directory.len()
+                ),
+            });
+        };
+        let invalid = |field, offset, reason: String| FormatError::InvalidField {
+            structure: "index run page",
+            field,
+            offset,
+            reason,
+        };
+        if run_page_digest(bytes) != expected.page_digest {
+            return Err(invalid(
+                "digest",
+                0,
+                format!("page {page} does not match the digest in the run's directory"),
+            ));
+        }
+        let count = self.page_entries(page);
+        if bytes.len() != count * RUN_ENTRY_LEN {
+            return Err(invalid(
+                "entries",
+                0,
+                format!(
+                    "page {page} holds {} bytes, {count} entries need {}",
+                    bytes.len(),
+                    count * RUN_ENTRY_LEN
+                ),
+            ));
+        }
+        let mut r = Reader::new(bytes, "index run page");
+        let mut entries = Vec::with_capacity(count);
+        for n in 0..count {
+            let entry = RunEntry::read(&mut r)?;
+            let at = (n * RUN_ENTRY_LEN) as u64;
+            if n == 0
+                && (entry.entry.block_id, entry.position)
+                    != (expected.first_id, expected.first_position)
+            {
+                return Err(invalid(
+                    "first key",
+                    at,
+                    format!("page {page} does not start with the key its directory entry names"),
+                ));
+            }
+            if let Some(previous) = entries.last().map(RunEntry::key)
+                && previous >= entry.key()
+            {
+                return Err(invalid(
+                    "order",
+                    at,
+                    format!("entry {n} of page {page} is not in (block id, position) order"),
+                ));
+            }
+            if entry.version == 0 {
+                return Err(invalid(
+                    "version",
+                    at + INDEX_ENTRY_LEN as u64 + 8,
+                    "versions start at 1".into(),
+                ));
+            }
+            entries.push(entry);
+        }
+        r.finish()?;
+        Ok(entries)
+    }
+}
+
+/// An encoded run: the part's bytes and what a reference to it needs.
+#[derive(Debug, Clone)]
+pub struct EncodedRun {
+    pub bytes: Vec<u8>,
+    pub head_len: u64,
+    pub head_digest: Digest,
+    pub entry_count: u64,
+    pub tier: u8,
+    pub streak: u8,
+}
+
+impl EncodedRun {
+    /// The reference to this run once it is placed at `part_offset` of commit `seq`'s
+    /// segment at `segment_offset`.
+    pub fn reference(&self, seq: u64, segment_offset: u64, part_offset: u64) -> RunRef {
+        RunRef {
+            seq,
+            segment_offset,
+            part_offset,
+            head_len: self.head_len,
+            head_digest: self.head_digest,
+            entry_count: self.entry_count,
+            tier: self.tier,
+            streak: self.streak,
+        }
+    }
+}
+
+/// Encodes a run of `entries`, which must be non-empty and sorted by `(block_id, position)`,
+/// written on top of the live run `older`.
+pub fn encode_run(entries: &[RunEntry], older: Option<&RunRef>) -> Result<EncodedRun, FormatError> {
+    let invalid = |reason: String| FormatError::InvalidField {
+        structure: "index run",
+        field: "entries",
+        offset: 0,
+        reason,
+    };
+    if entries.is_empty() {
+        return Err(invalid("a run holds at least one entry".into()));
+    }
+    if let Some(n) = entries.windows(2).position(|w| w[0].key() >= w[1].key()) {
+        return Err(invalid(format!(
+            "entries {n} and {} are not in (block id, position) order",
+            n + 1
+        )));
+    }
+    let count = entries.len() as u64;
+    let tier = tier_of(count);
+    let streak = match older {
+        Some(older) if older.tier == tier => older.streak + 1,
+        Some(older) if older.tier < tier => {
+            return Err(invalid(format!(
+                "a tier-{tier} run cannot be written on top of a tier-{} run",
+                older.tier
+            )));
+        }
+        _ => 1,
+    };
+    if streak > 3 {
+        return Err(invalid(
+            "a fourth run of one tier must be merged, not written".into(),
+        ));
+    }
+    let mut pages = Vec::with_capacity(run_part_len(count) as usize);
+    let mut directory = Vec::with_capacity(page_count(count) as usize * DIRECTORY_ENTRY_LEN);
+    for page in entries.chunks(RUN_PAGE_ENTRIES) {
+        let start = pages.len();
+        for entry in page {
+            entry.encode(&mut pages);
+        }
+        directory.put_bytes(&page[0].entry.block_id);
+        directory.put_u64(page[0].position);
+        directory.put_bytes(&run_page_digest(&pages[start..]));
+    }
+    let mut header = Vec::with_capacity(RUN_HEADER_LEN);
+    header.put_bytes(&RUN_MAGIC);
+    header.put_u64(count);
+    header.put_u64(page_count(count));
+    header.put_u8(tier);
+    header.put_u8(streak);
+    header.put_bytes(&[0u8; 6]);
+    RunRef::encode_option(older, &mut header);
+    let head_digest = run_head_digest(&header, &directory);
+    let head_len = (header.len() + directory.len()) as u64;
+    let mut bytes = header;
+    bytes.extend_from_slice(&directory);
+    bytes.extend_from_slice(&pages);
+    Ok(EncodedRun {
+        bytes,
+        head_len,
+        head_digest,
+        entry_count: count,
+        tier,
+        streak,
+    })
+}
+
+/// Checks that a head's bytes hash to the digest its reference names.
+pub fn check_head_digest(run: &RunRef, head: &[u8]) -> Result<(), FormatError> {
+    let split = RUN_HEADER_LEN.min(head.len());
+    if run_head_digest(&head[..split], &head[split..]) != run.head_digest {
+        return Err(FormatError::InvalidField {
+            structure: "index run",
+            field: "head",
+            offset: 0,
+            reason: format!(
+                "the head of the run in commit {} does not match the digest its reference names",
+                run.seq
+            ),
+        });
+    }
+    Ok(())
+}
