@@ -199,7 +199,7 @@ fn every_command_works_and_exit_codes_mean_what_they_say() {
     );
 
     let inspect = json(dir, &["inspect", "notes.maif", "--json"]);
-    assert_eq!(inspect["file_header"]["version"], "3.0");
+    assert_eq!(inspect["file_header"]["version"], "3.1");
     assert_eq!(inspect["blocks"].as_array().expect("blocks").len(), 12);
     assert_eq!(inspect["provenance"][0]["action"], "create");
 
@@ -239,33 +239,67 @@ fn every_command_works_and_exit_codes_mean_what_they_say() {
         "usage error is exit 2"
     );
 
-    // Torn copy: verify fails, recover needs the key, then gives a valid artifact.
-    std::fs::write(
-        dir.join("torn.maif"),
-        &std::fs::read(dir.join("notes.maif")).expect("read")[..bytes.len() - 300],
-    )
-    .expect("write");
-    assert_eq!(maif(dir, &["verify", "torn.maif"]).status.code(), Some(1));
-    assert_eq!(
-        maif(dir, &["recover", "torn.maif", "fixed.maif"])
-            .status
-            .code(),
-        Some(2)
+    // Torn copies. Cut inside the last trailer: the last commit's segment and records are
+    // whole and signed, so it still counts (with a warning) and recovery writes its trailer
+    // back, giving the original file. Cut inside its segment: the file holds the commit
+    // before it, and recovery copies that commit byte for byte. Neither needs a key.
+    let full = std::fs::read(dir.join("notes.maif")).expect("read");
+    std::fs::write(dir.join("torn.maif"), &full[..full.len() - 30]).expect("write");
+    let torn = json(dir, &["verify", "torn.maif", "--json"]);
+    assert_eq!(torn["valid"], true, "{torn}");
+    assert_eq!(torn["record_count"], 12);
+    assert!(
+        torn["warnings"][0]["reason"]
+            .as_str()
+            .expect("warning")
+            .contains("no trailer")
     );
-    let recovered = json(
+    assert_eq!(ok(dir, &["cat", "torn.maif", &text_id]), "hello v2");
+    let recovered = json(dir, &["recover", "torn.maif", "fixed.maif", "--json"]);
+    assert_eq!(recovered["trailer_restored"], true);
+    assert_eq!(std::fs::read(dir.join("fixed.maif")).expect("read"), full);
+    std::fs::write(dir.join("torn2.maif"), &full[..full.len() - 200]).expect("write");
+    let torn = json(dir, &["verify", "torn2.maif", "--json"]);
+    assert_eq!(torn["valid"], true, "{torn}");
+    assert_eq!(torn["record_count"], 11);
+    assert_eq!(torn["warnings"].as_array().expect("warnings").len(), 1);
+    let recovered = json(dir, &["recover", "torn2.maif", "fixed1.maif", "--json"]);
+    assert_eq!(recovered["records_recovered"], 11);
+    assert_eq!(recovered["mode"], "committed_state");
+    assert_eq!(
+        json(dir, &["verify", "fixed1.maif", "--json"])["valid"],
+        true
+    );
+    // A damaged segment in the middle: recover needs the key to keep the records after it.
+    let mut damaged = full.clone();
+    let commits = inspect["commits"].as_array().expect("commits");
+    let middle = commits[commits.len() / 2]["segment_offset"]
+        .as_u64()
+        .expect("offset") as usize;
+    damaged[middle + 100] ^= 0x20;
+    std::fs::write(dir.join("damaged.maif"), &damaged).expect("write");
+    assert_eq!(
+        maif(dir, &["verify", "damaged.maif"]).status.code(),
+        Some(1)
+    );
+    let out = maif(dir, &["recover", "damaged.maif", "fixed2.maif"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--key"));
+    let resigned = json(
         dir,
         &[
             "recover",
-            "torn.maif",
-            "fixed.maif",
+            "damaged.maif",
+            "fixed2.maif",
             "--key",
             "agent.pem",
             "--json",
         ],
     );
-    assert_eq!(recovered["records_recovered"], 12);
+    assert_eq!(resigned["mode"], "resigned");
+    assert_eq!(resigned["records_recovered"], 12);
     assert_eq!(
-        json(dir, &["verify", "fixed.maif", "--json"])["valid"],
+        json(dir, &["verify", "fixed2.maif", "--json"])["valid"],
         true
     );
 
@@ -317,6 +351,112 @@ fn every_command_works_and_exit_codes_mean_what_they_say() {
     ] {
         assert!(!ok(dir, args).contains(secret_line));
     }
+}
+
+#[test]
+fn batch_add_import_and_proofs_work_from_the_command_line() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let public = ok(dir, &["keygen", "k.pem"]).trim().to_string();
+    ok(
+        dir,
+        &["create", "a.maif", "--key", "k.pem", "--agent", "batch"],
+    );
+    std::fs::write(dir.join("x.bin"), b"first file").expect("write");
+    std::fs::write(dir.join("y.bin"), b"second file").expect("write");
+    let added = json(
+        dir,
+        &[
+            "add", "a.maif", "--key", "k.pem", "--type", "BINA", "--file", "x.bin", "--file",
+            "y.bin", "--json",
+        ],
+    );
+    let added = added.as_array().expect("one row per block");
+    assert_eq!(added.len(), 2);
+    let inspect = json(dir, &["inspect", "a.maif", "--json"]);
+    assert_eq!(
+        inspect["commits"].as_array().expect("commits").len(),
+        2,
+        "two files, one commit"
+    );
+    let second = added[1]["block_id"].as_str().expect("id").to_string();
+    assert_eq!(ok(dir, &["cat", "a.maif", &second]), "second file");
+
+    let mut lines = String::new();
+    for n in 0..250 {
+        lines.push_str(&format!(
+            "{{\"type\":\"TEXT\",\"text\":\"event {n}\",\"meta\":{{\"n\":{n}}}}}\n"
+        ));
+    }
+    lines.push_str(&format!(
+        "{{\"type\":\"BINA\",\"base64\":\"aGVsbG8=\",\"update\":\"{second}\"}}\n"
+    ));
+    std::fs::write(dir.join("events.jsonl"), &lines).expect("write");
+    let summary = json(
+        dir,
+        &[
+            "import",
+            "a.maif",
+            "--key",
+            "k.pem",
+            "--jsonl",
+            "events.jsonl",
+            "--commit-every",
+            "100",
+            "--json",
+        ],
+    );
+    assert_eq!(summary["blocks"], 251);
+    assert_eq!(summary["commits"], 3);
+    assert_eq!(summary["records"], 253);
+    assert_eq!(ok(dir, &["cat", "a.maif", &second]), "hello");
+    assert_eq!(
+        ok(dir, &["cat", "a.maif", &second, "--version", "1"]),
+        "second file"
+    );
+    std::fs::write(dir.join("bad.jsonl"), "{\"type\":\"TEXT\",\"txt\":\"x\"}\n").expect("write");
+    let out = maif(
+        dir,
+        &["import", "a.maif", "--key", "k.pem", "--jsonl", "bad.jsonl"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"));
+
+    // Proofs, offline.
+    let proof = ok(dir, &["prove", "a.maif", &second]);
+    std::fs::write(dir.join("p.json"), &proof).expect("write");
+    let checked = json(
+        dir,
+        &["verify-proof", "p.json", "--public-key", &public, "--json"],
+    );
+    assert_eq!(checked["kind"], "inclusion");
+    assert_eq!(checked["block_id"], second.as_str());
+    assert_eq!(checked["tree_size"], 253);
+    let consistency = ok(dir, &["prove", "a.maif", "--consistency", "1", "4"]);
+    std::fs::write(dir.join("c.json"), &consistency).expect("write");
+    assert_eq!(
+        json(dir, &["verify-proof", "c.json", "--json"])["old_tree_size"],
+        2
+    );
+    let wrong_key = "00".repeat(32);
+    assert_eq!(
+        maif(dir, &["verify-proof", "p.json", "--public-key", &wrong_key])
+            .status
+            .code(),
+        Some(1)
+    );
+    let mut flipped = proof.into_bytes();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x01;
+    std::fs::write(dir.join("bad.json"), &flipped).expect("write");
+    assert_eq!(
+        maif(dir, &["verify-proof", "bad.json"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        maif(dir, &["verify-proof", "missing.json"]).status.code(),
+        Some(2)
+    );
 }
 
 #[test]

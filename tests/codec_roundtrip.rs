@@ -4,17 +4,17 @@
 
 use maif_store::format::block::{BlockHeader, RecordView, encode_record};
 use maif_store::format::digest::Digest;
-use maif_store::format::journal::Journal;
 use maif_store::format::merkle::{
-    consistency_proof, inclusion_proof, merkle_root, verify_consistency, verify_inclusion,
+    Frontier, consistency_proof, inclusion_proof, merkle_root, verify_consistency, verify_inclusion,
 };
 use maif_store::format::payload::{
     EmbeddingDtype, EmbeddingPayload, ImageFormat, ImagePayload, TextPayload,
 };
-use maif_store::format::provenance::ProvenanceEntry;
+use maif_store::format::provenance::{ProvenanceEntry, decode_entries, encode_entries};
+use maif_store::format::run::{RunEntry, RunHead, RunRef, encode_run, tier_of};
+use maif_store::format::segment::SegmentHeader;
 use maif_store::format::{
-    Action, FileHeader, FourCC, IndexEntry, IndexSection, MetadataSection, ProvenanceSection,
-    TRAILER_LEN, Trailer,
+    Action, FileHeader, FourCC, IndexEntry, MetadataSection, TRAILER_LEN, Trailer,
 };
 use proptest::prelude::*;
 use sha2::{Digest as _, Sha256};
@@ -25,9 +25,9 @@ fn digest() -> impl Strategy<Value = Digest> {
 
 fn file_header() -> impl Strategy<Value = FileHeader> {
     (any::<u8>(), any::<u16>(), any::<u64>(), any::<[u8; 16]>()).prop_map(
-        |(minor, flags, created_us, artifact_id)| FileHeader {
+        |(_minor, flags, created_us, artifact_id)| FileHeader {
             major: 3,
-            minor,
+            minor: 1,
             flags,
             created_us,
             artifact_id,
@@ -88,19 +88,15 @@ fn provenance_entry() -> impl Strategy<Value = ProvenanceEntry> {
         digest(),
         digest(),
         proptest::collection::vec(any::<u8>(), 0..200),
-        any::<[u8; 64]>(),
     )
         .prop_map(
-            |(action, flags, timestamp_us, previous, subject, details, signature)| {
-                ProvenanceEntry {
-                    action: Action::from_code(action),
-                    flags,
-                    timestamp_us,
-                    previous,
-                    subject,
-                    details,
-                    signature,
-                }
+            |(action, flags, timestamp_us, previous, subject, details)| ProvenanceEntry {
+                action: Action::from_code(action),
+                flags,
+                timestamp_us,
+                previous,
+                subject,
+                details,
             },
         )
 }
@@ -129,43 +125,132 @@ fn index_entry() -> impl Strategy<Value = IndexEntry> {
 }
 
 fn trailer() -> impl Strategy<Value = Trailer> {
+    (0u64..1 << 60, 0u64..1 << 60, digest()).prop_map(
+        |(segment_offset, segment_len, merkle_root)| Trailer {
+            segment_offset,
+            segment_len,
+            merkle_root,
+        },
+    )
+}
+
+fn run_ref() -> impl Strategy<Value = RunRef> {
     (
-        36u64..1 << 40,
-        0u64..1 << 40,
-        0u64..1 << 40,
-        0u64..1 << 40,
         any::<u64>(),
-        any::<u64>(),
+        0u64..1 << 50,
+        0u64..1 << 20,
+        1u64..100_000,
         digest(),
-        any::<[u8; 64]>(),
-        digest(),
+        1u8..=3,
+    )
+        .prop_map(
+            |(seq, segment_offset, part_offset, entry_count, head_digest, streak)| RunRef {
+                seq,
+                segment_offset,
+                part_offset,
+                head_len: maif_store::format::run::expected_head_len(entry_count),
+                head_digest,
+                entry_count,
+                tier: tier_of(entry_count),
+                streak,
+            },
+        )
+}
+
+fn segment_header() -> impl Strategy<Value = SegmentHeader> {
+    (
+        (1u64..1000, any::<u64>(), 1000u64..1 << 40, 0u64..1 << 40),
+        (0u64..1000, 1u64..50, 0u64..100_000, 0u64..10_000),
+        (digest(), digest(), digest(), digest(), digest()),
+        (any::<bool>(), proptest::option::of(run_ref())),
     )
         .prop_map(
             |(
-                records_offset,
-                records_len,
-                provenance_len,
-                index_len,
-                record_count,
-                committed_us,
-                head,
-                signature,
-                root,
+                (seq, committed_us, records_start, records_len),
+                (records_added, provenance_added, previous_records, run_entries),
+                (genesis, previous_commit, last_record_digest, provenance_head, merkle_root),
+                (sealed, older_run),
             )| {
-                Trailer {
-                    records_offset,
-                    provenance_offset: records_offset + records_len,
-                    provenance_len,
-                    index_offset: records_offset + records_len + provenance_len,
-                    index_len,
-                    record_count,
+                let record_count = previous_records + records_added;
+                let segment_offset = records_start + records_len;
+                let provenance_len = provenance_added * 100;
+                let frontier = Frontier::encoded_len(record_count);
+                let run_at = maif_store::format::segment::FRONTIER_AT as u64 + frontier;
+                // Either a run in this segment, or (when there are records) an older one.
+                let (run_len, newest_run) =
+                    if run_entries > 0 && run_entries <= record_count.max(1) && record_count > 0 {
+                        let entries = run_entries.min(record_count);
+                        let run = RunRef {
+                            seq,
+                            segment_offset,
+                            part_offset: run_at,
+                            head_len: maif_store::format::run::expected_head_len(entries),
+                            head_digest: genesis,
+                            entry_count: entries,
+                            tier: tier_of(entries),
+                            streak: 1,
+                        };
+                        (maif_store::format::run::run_part_len(entries), Some(run))
+                    } else if record_count > 0 {
+                        let mut older = older_run.unwrap_or(RunRef {
+                            seq: 0,
+                            segment_offset: 0,
+                            part_offset: 0,
+                            head_len: 0,
+                            head_digest: [0; 32],
+                            entry_count: 1,
+                            tier: 0,
+                            streak: 1,
+                        });
+                        older.seq = seq - 1;
+                        older.segment_offset = records_start / 2;
+                        older.entry_count = older.entry_count.min(record_count);
+                        older.tier = tier_of(older.entry_count);
+                        older.head_len =
+                            maif_store::format::run::expected_head_len(older.entry_count);
+                        (0, Some(older))
+                    } else {
+                        (0, None)
+                    };
+                SegmentHeader {
+                    seq,
                     committed_us,
-                    provenance_head: head,
-                    commit_signature: signature,
-                    merkle_root: root,
+                    segment_offset,
+                    segment_len: run_at + run_len + provenance_len,
+                    records_start,
+                    record_count,
+                    records_added,
+                    provenance_count: provenance_added + 7,
+                    provenance_added,
+                    provenance_len,
+                    run_len,
+                    flags: u32::from(sealed),
+                    genesis,
+                    previous_commit,
+                    previous_segment_offset: records_start - 1,
+                    last_record_digest,
+                    provenance_head,
+                    merkle_root,
+                    newest_run,
                 }
             },
         )
+}
+
+fn run_entries() -> impl Strategy<Value = Vec<RunEntry>> {
+    proptest::collection::vec((index_entry(), 1u32..5), 1..1200).prop_map(|entries| {
+        let mut out: Vec<RunEntry> = entries
+            .into_iter()
+            .enumerate()
+            .map(|(position, (entry, version))| RunEntry {
+                entry,
+                position: position as u64,
+                version,
+            })
+            .collect();
+        out.sort_by_key(RunEntry::key);
+        out
+    })
 }
 
 fn rejects_truncation_and_trailing<T: std::fmt::Debug>(
@@ -239,21 +324,14 @@ proptest! {
     }
 
     #[test]
-    fn provenance_section_roundtrips(entries in proptest::collection::vec(provenance_entry(), 0..6)) {
-        let section = ProvenanceSection { entries };
-        let bytes = section.to_bytes().unwrap();
-        prop_assert_eq!(ProvenanceSection::decode(&bytes).unwrap(), section.clone());
-        prop_assert_eq!(ProvenanceSection::decode(&bytes).unwrap().to_bytes().unwrap(), bytes.clone());
-        rejects_truncation_and_trailing(&bytes, ProvenanceSection::decode);
-    }
-
-    #[test]
-    fn index_section_roundtrips(entries in proptest::collection::vec(index_entry(), 0..20)) {
-        let section = IndexSection { entries };
-        let bytes = section.to_bytes();
-        prop_assert_eq!(IndexSection::decode(&bytes).unwrap(), section.clone());
-        prop_assert_eq!(IndexSection::decode(&bytes).unwrap().to_bytes(), bytes.clone());
-        rejects_truncation_and_trailing(&bytes, IndexSection::decode);
+    fn provenance_entries_roundtrip(entries in proptest::collection::vec(provenance_entry(), 0..6)) {
+        let bytes = encode_entries(&entries).unwrap();
+        let count = entries.len() as u64;
+        prop_assert_eq!(decode_entries(&bytes, count).unwrap(), entries.clone());
+        prop_assert_eq!(encode_entries(&decode_entries(&bytes, count).unwrap()).unwrap(), bytes.clone());
+        if !bytes.is_empty() {
+            rejects_truncation_and_trailing(&bytes, |b| decode_entries(b, count));
+        }
     }
 
     #[test]
@@ -262,6 +340,9 @@ proptest! {
         prop_assert_eq!(Trailer::decode(&bytes).unwrap(), trailer);
         prop_assert_eq!(Trailer::decode(&bytes).unwrap().to_bytes(), bytes);
         rejects_truncation_and_trailing(&bytes, Trailer::decode);
+        let at = trailer.segment_offset + trailer.segment_len;
+        prop_assert_eq!(Trailer::decode_at(&bytes, at).unwrap(), trailer);
+        prop_assert!(Trailer::decode_at(&bytes, at + 1).is_err(), "a trailer counts only at its own offset");
     }
 
     #[test]
@@ -272,11 +353,61 @@ proptest! {
     }
 
     #[test]
-    fn journal_roundtrips(records_end in any::<u64>(), tail in proptest::collection::vec(any::<u8>(), 0..500)) {
-        let journal = Journal { records_end, tail };
-        let bytes = journal.to_bytes();
-        prop_assert_eq!(Journal::decode(&bytes).unwrap(), journal);
-        rejects_truncation_and_trailing(&bytes, Journal::decode);
+    fn segment_header_roundtrips(header in segment_header()) {
+        let bytes = header.to_bytes();
+        prop_assert_eq!(SegmentHeader::decode(&bytes).unwrap(), header);
+        prop_assert_eq!(SegmentHeader::decode(&bytes).unwrap().to_bytes(), bytes);
+        rejects_truncation_and_trailing(&bytes, SegmentHeader::decode);
+    }
+
+    #[test]
+    fn runs_roundtrip_page_by_page(entries in run_entries()) {
+        let run = encode_run(&entries, None).unwrap();
+        let head = RunHead::decode(&run.bytes[..run.head_len as usize]).unwrap();
+        prop_assert_eq!(head.entry_count, entries.len() as u64);
+        let mut decoded = Vec::new();
+        for page in 0..head.directory.len() {
+            let range = head.page_range(page);
+            decoded.extend(head.decode_page(page, &run.bytes[range.start as usize..range.end as usize]).unwrap());
+        }
+        prop_assert_eq!(&decoded, &entries);
+        prop_assert_eq!(head.page_range(head.directory.len() - 1).end, run.bytes.len() as u64);
+        // Every id's entries are in the pages the directory points a lookup to.
+        for entry in entries.iter().step_by(37) {
+            let pages = head.pages_for(&entry.entry.block_id);
+            let page = (entries.iter().position(|e| e == entry).unwrap()) / maif_store::format::run::RUN_PAGE_ENTRIES;
+            prop_assert!(pages.contains(&page), "page {} not in {:?}", page, pages);
+        }
+        rejects_truncation_and_trailing(&run.bytes[..run.head_len as usize], RunHead::decode);
+    }
+
+    #[test]
+    fn run_pages_catch_every_flip(entries in run_entries(), at in any::<prop::sample::Index>(), mask in 1u8..=255) {
+        let run = encode_run(&entries, None).unwrap();
+        let head = RunHead::decode(&run.bytes[..run.head_len as usize]).unwrap();
+        let range = head.page_range(0);
+        let mut page = run.bytes[range.start as usize..range.end as usize].to_vec();
+        let at = at.index(page.len());
+        page[at] ^= mask;
+        prop_assert!(head.decode_page(0, &page).is_err());
+    }
+
+    #[test]
+    fn frontier_matches_the_reference_root_and_counts_hashes(n in 0usize..300) {
+        let digests = leaves(n);
+        let mut frontier = Frontier::new();
+        let mut hashes = 0u64;
+        for (i, d) in digests.iter().enumerate() {
+            let used = frontier.append(d);
+            prop_assert!(u64::from(used) <= 1 + 64 - (i as u64 + 1).leading_zeros() as u64);
+            hashes += u64::from(used);
+        }
+        prop_assert_eq!(frontier.root(), reference_mth(&digests));
+        prop_assert_eq!(frontier.hashes().len() as u32, (n as u64).count_ones());
+        // Appending n leaves costs n leaf hashes and n - popcount(n) node hashes.
+        prop_assert_eq!(hashes, 2 * n as u64 - u64::from((n as u64).count_ones()));
+        let decoded = Frontier::decode(n as u64, &frontier.to_bytes()).unwrap();
+        prop_assert_eq!(decoded, frontier);
     }
 
     #[test]
@@ -311,10 +442,11 @@ proptest! {
         let _ = BlockHeader::decode(&bytes);
         let _ = RecordView::decode(&bytes);
         let _ = MetadataSection::decode(&bytes);
-        let _ = ProvenanceSection::decode(&bytes);
-        let _ = IndexSection::decode(&bytes);
+        let _ = decode_entries(&bytes, 3);
         let _ = Trailer::decode(&bytes);
-        let _ = Journal::decode(&bytes);
+        let _ = SegmentHeader::decode(&bytes);
+        let _ = RunHead::decode(&bytes);
+        let _ = maif_store::format::SegmentHead::decode_prefix(&bytes);
         let _ = TextPayload::decode(&bytes);
         let _ = EmbeddingPayload::decode(&bytes);
         let _ = ImagePayload::decode(&bytes);
@@ -335,11 +467,18 @@ fn f16_widening_matches_known_values() {
 }
 
 #[test]
-fn unknown_major_version_is_rejected_clearly() {
+fn other_versions_are_rejected_clearly() {
     let mut bytes = FileHeader::new(1, [0; 16]).to_bytes();
     bytes[4] = 4;
     let error = FileHeader::decode(&bytes).unwrap_err().to_string();
-    assert!(error.contains("unsupported MAIF version 4.0"), "{error}");
+    assert!(error.contains("unsupported MAIF version 4.1"), "{error}");
+    bytes[4] = 3;
+    bytes[5] = 0;
+    let error = FileHeader::decode(&bytes).unwrap_err().to_string();
+    assert!(
+        error.contains("unsupported MAIF version 3.0") && error.contains("pre-release"),
+        "{error}"
+    );
 }
 
 // --- Merkle: an independent, literal transcription of RFC 9162 section 2.1.1 ---

@@ -1,13 +1,18 @@
-//! Damage matrices: every single-byte flip is detected and located; every truncation gives a
-//! clear error or a recovered prefix; hostile length fields never allocate beyond the input.
+//! Damage matrices: every single-byte flip is detected and located; every truncation leaves
+//! the newest commit it still holds (or a clear error); hostile length fields never allocate
+//! beyond the input.
 
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use maif_store::artifact::{RecoveryMode, VerifyOptions, recover_file, verify};
-use maif_store::format::{IndexSection, MetadataSection, ProvenanceSection, RecordView};
+use maif_store::artifact::{
+    ArtifactReader, Commit, RecoveryMode, VerifyOptions, recover_file, verify,
+};
+use maif_store::format::provenance::decode_entries;
+use maif_store::format::run::RunHead;
+use maif_store::format::{MetadataSection, RecordView, SegmentHead, SegmentHeader};
 
 /// Records the largest single allocation made while `TRACKING` is set.
 struct PeakAllocator;
@@ -35,19 +40,40 @@ unsafe impl GlobalAlloc for PeakAllocator {
 #[global_allocator]
 static ALLOCATOR: PeakAllocator = PeakAllocator;
 
-fn small_artifact() -> (tempfile::TempDir, Vec<u8>, maif_store::store::Head) {
+/// The small artifact, its bytes, its records and every commit.
+struct Small {
+    dir: tempfile::TempDir,
+    bytes: Vec<u8>,
+    records: Vec<maif_store::artifact::BlockInfo>,
+    commits: Vec<Commit>,
+}
+
+fn small_artifact() -> Small {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("small.maif");
     common::block_on(common::write_small_artifact(&path));
     let bytes = std::fs::read(&path).expect("read");
-    let head = common::block_on(common::file_store(&path).head()).expect("head");
-    (dir, bytes, head)
+    let (records, commits) = common::block_on(async {
+        let reader = ArtifactReader::open(common::file_store(&path))
+            .await
+            .expect("open");
+        (
+            reader.blocks().await.expect("list").to_vec(),
+            reader.commits().await.expect("commits"),
+        )
+    });
+    Small {
+        dir,
+        bytes,
+        records,
+        commits,
+    }
 }
 
 #[test]
 fn every_single_byte_flip_is_detected_and_located() {
-    let (dir, original, head) = small_artifact();
-    let path = dir.path().join("tampered.maif");
+    let small = small_artifact();
+    let path = small.dir.path().join("tampered.maif");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
@@ -57,8 +83,8 @@ fn every_single_byte_flip_is_detected_and_located() {
     };
     let mut undetected = Vec::new();
     let mut misattributed = Vec::new();
-    for offset in 0..original.len() {
-        let mut bytes = original.clone();
+    for offset in 0..small.bytes.len() {
+        let mut bytes = small.bytes.clone();
         bytes[offset] ^= 0x5a;
         std::fs::write(&path, &bytes).expect("write");
         let report = runtime
@@ -69,19 +95,30 @@ fn every_single_byte_flip_is_detected_and_located() {
             continue;
         }
         // A flip inside a record must be blamed on that record.
-        if let Some((position, entry)) = head
-            .index
-            .entries
-            .iter()
-            .enumerate()
-            .find(|(_, e)| (e.offset..e.offset + e.record_len).contains(&(offset as u64)))
-        {
+        if let Some(info) = small.records.iter().find(|b| {
+            (b.entry.offset..b.entry.offset + b.entry.record_len).contains(&(offset as u64))
+        }) {
             let named = report
                 .problems
                 .iter()
-                .any(|p| p.record == Some(position) && p.offset == Some(entry.offset));
+                .any(|p| p.record == Some(info.position) && p.offset == Some(info.entry.offset));
             if !named {
-                misattributed.push((offset, position, report.problems.clone()));
+                misattributed.push((offset, info.position, report.problems.clone()));
+            }
+        }
+        // A flip inside a commit's segment or trailer must be blamed on that commit.
+        if let Some(commit) = small
+            .commits
+            .iter()
+            .find(|c| (c.header().segment_offset..c.end()).contains(&(offset as u64)))
+        {
+            let start = commit.header().segment_offset;
+            let named = report.problems.iter().any(|p| {
+                p.offset
+                    .is_some_and(|at| (start..commit.end()).contains(&at))
+            });
+            if !named {
+                misattributed.push((offset, commit.seq() as u64, report.problems.clone()));
             }
         }
     }
@@ -91,16 +128,18 @@ fn every_single_byte_flip_is_detected_and_located() {
     );
     assert!(
         misattributed.is_empty(),
-        "{} flips inside records were not attributed to their block; first: {:?}",
+        "{} flips were not attributed to their record or commit; first: {:?}",
         misattributed.len(),
         misattributed.first()
     );
 }
 
+/// Quick verification reads the base and the newest commit (its head, trailer, provenance
+/// and run head), and detects every flip there; older commits need full verification.
 #[test]
-fn quick_verification_detects_flips_outside_the_records() {
-    let (dir, original, head) = small_artifact();
-    let path = dir.path().join("tampered.maif");
+fn quick_verification_detects_flips_in_what_it_reads() {
+    let small = small_artifact();
+    let path = small.dir.path().join("tampered.maif");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
@@ -109,9 +148,23 @@ fn quick_verification_detects_flips_outside_the_records() {
         threads: 1,
         ..VerifyOptions::default()
     };
-    let records = head.trailer.records_offset as usize..head.trailer.provenance_offset as usize;
-    for offset in (0..original.len()).filter(|o| !records.contains(o)) {
-        let mut bytes = original.clone();
+    let newest = small.commits.last().expect("commits");
+    let header = newest.header();
+    // The run's pages are not read by quick verification: stop at the run's head.
+    let run_pages = match (&header.newest_run, header.run_len) {
+        (Some(run), len) if len > 0 => {
+            let start = header.segment_offset + run.part_offset + run.head_len;
+            start..header.segment_offset + run.part_offset + len
+        }
+        _ => 0..0,
+    };
+    let base_len = small.commits[0].header().records_start as usize;
+    let read = (0..base_len).chain(
+        (header.segment_offset as usize..newest.end() as usize)
+            .filter(|o| !run_pages.contains(&(*o as u64))),
+    );
+    for offset in read {
+        let mut bytes = small.bytes.clone();
         bytes[offset] ^= 0x01;
         std::fs::write(&path, &bytes).expect("write");
         let report = runtime
@@ -125,87 +178,122 @@ fn quick_verification_detects_flips_outside_the_records() {
 }
 
 #[test]
-fn every_truncation_gives_a_clear_error_or_a_verified_prefix() {
-    let (dir, original, head) = small_artifact();
-    let key = common::test_key();
+fn every_truncation_leaves_the_newest_commit_it_holds_or_a_clear_error() {
+    let small = small_artifact();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let truncated = dir.path().join("truncated.maif");
-    let mut recovered_counts = Vec::new();
-    for len in 0..original.len() {
-        std::fs::write(&truncated, &original[..len]).expect("write");
-        let store = common::file_store(&truncated);
-        let error = runtime
-            .block_on(store.head())
-            .expect_err("a truncated file has no committed state");
-        assert!(!error.to_string().is_empty());
+    let truncated = small.dir.path().join("truncated.maif");
+    let creation_end = small.commits[0].end() as usize;
+    for len in 0..small.bytes.len() {
+        std::fs::write(&truncated, &small.bytes[..len]).expect("write");
         let report = runtime
-            .block_on(verify(store, VerifyOptions::default()))
+            .block_on(verify(
+                common::file_store(&truncated),
+                VerifyOptions::default(),
+            ))
             .expect("verify reports");
-        assert!(!report.valid, "truncation to {len} bytes verified");
-        let out = dir.path().join(format!("recovered-{len}.maif"));
-        match runtime.block_on(recover_file(&truncated, &out, Some(&key))) {
-            Ok(recovered) => {
-                assert_eq!(recovered.mode, RecoveryMode::Resigned);
-                let check = runtime
-                    .block_on(verify(common::file_store(&out), VerifyOptions::default()))
-                    .expect("verify");
-                assert!(
-                    check.valid,
-                    "recovered prefix of {len} bytes does not verify: {:?}",
-                    check.problems
-                );
-                // Exactly the records that fit entirely in the prefix survive, byte for byte.
-                let complete = head
-                    .index
-                    .entries
-                    .iter()
-                    .filter(|e| e.offset + e.record_len <= len as u64)
-                    .count();
-                assert_eq!(
-                    recovered.records_recovered as usize, complete,
-                    "prefix of {len} bytes"
-                );
-                let out_bytes = std::fs::read(&out).expect("read");
-                let records_end = head
-                    .index
-                    .entries
-                    .get(complete.wrapping_sub(1))
-                    .map_or(head.trailer.records_offset, |e| e.offset + e.record_len)
-                    as usize;
-                assert_eq!(&out_bytes[..records_end], &original[..records_end]);
-                recovered_counts.push(complete);
-                std::fs::remove_file(&out).expect("cleanup");
+        let out = small.dir.path().join(format!("recovered-{len}.maif"));
+        if len < creation_end {
+            assert!(!report.valid, "truncation to {len} bytes verified");
+            let recovered =
+                runtime.block_on(recover_file(&truncated, &out, Some(&common::test_key())));
+            match recovered {
+                Ok(r) => {
+                    assert_eq!(r.mode, RecoveryMode::Resigned);
+                    assert_eq!(r.records_recovered, 0);
+                    let check = runtime
+                        .block_on(verify(common::file_store(&out), VerifyOptions::default()))
+                        .expect("verify");
+                    assert!(check.valid, "{len}: {:?}", check.problems);
+                    std::fs::remove_file(&out).expect("cleanup");
+                }
+                Err(e) => {
+                    // Only a prefix without an intact header and metadata section is lost.
+                    assert!(
+                        len < small.commits[0].header().records_start as usize,
+                        "prefix of {len} bytes not recovered: {e}"
+                    );
+                }
             }
-            Err(e) => {
-                // Only a prefix without an intact header and metadata section is unrecoverable.
-                assert!(
-                    (len as u64) < head.trailer.records_offset,
-                    "prefix of {len} bytes not recovered: {e}"
-                );
-                assert!(!e.to_string().is_empty());
-            }
+            continue;
         }
+        // The newest commit whose segment is whole within the prefix is what the file holds
+        // (a commit that lost only its trailer is complete and signed).
+        let held = small
+            .commits
+            .iter()
+            .rev()
+            .find(|c| (c.header().segment_offset + c.header().segment_len) as usize <= len)
+            .expect("commit 0 fits");
+        assert!(report.valid, "{len}: {:?}", report.problems);
+        assert_eq!(report.newest_commit, Some(held.seq()), "{len}");
+        assert_eq!(report.record_count, held.record_count(), "{len}");
+        assert_eq!(
+            report.warnings.is_empty(),
+            held.end() as usize == len,
+            "{len}: bytes past the newest commit are reported, and only they: {:?}",
+            report.warnings
+        );
+        let recovered = runtime
+            .block_on(recover_file(&truncated, &out, None))
+            .expect("recover needs no key");
+        assert_eq!(recovered.mode, RecoveryMode::CommittedState);
+        assert_eq!(
+            recovered.trailer_restored,
+            (held.end() as usize) > len,
+            "{len}"
+        );
+        assert_eq!(
+            std::fs::read(&out).expect("read"),
+            small.bytes[..held.end() as usize],
+            "{len}: recovery must give the held commit byte for byte"
+        );
+        std::fs::remove_file(&out).expect("cleanup");
     }
-    assert_eq!(
-        recovered_counts.iter().max().copied(),
-        Some(head.index.entries.len())
-    );
 }
 
 #[test]
 fn recovery_without_a_key_names_what_it_needs() {
-    let (dir, original, _) = small_artifact();
-    let truncated = dir.path().join("cut.maif");
-    std::fs::write(&truncated, &original[..original.len() - 10]).expect("write");
-    let error = common::block_on(recover_file(&truncated, &dir.path().join("out.maif"), None))
-        .expect_err("needs a key");
+    let small = small_artifact();
+    // Damage the last record of the newest commit that adds records: its predecessor is the
+    // newest commit that verifies, and the intact records of the damaged one can be saved.
+    let damaged = small.dir.path().join("damaged.maif");
+    let mut bytes = small.bytes.clone();
+    let last = small.records.last().expect("records");
+    bytes[(last.entry.offset + last.entry.record_len - 70) as usize] ^= 1;
+    std::fs::write(&damaged, &bytes).expect("write");
+    let error = common::block_on(recover_file(
+        &damaged,
+        &small.dir.path().join("out.maif"),
+        None,
+    ));
+    // The newest commit adds one record, and it is the damaged one: nothing after the
+    // commit before it can be saved, so no key is needed.
+    let recovered = error.expect("no key needed when nothing can be salvaged");
+    assert_eq!(recovered.mode, RecoveryMode::CommittedState);
+    assert_eq!(recovered.records_recovered, small.records.len() as u64 - 1);
+
+    // Damage the first commit's segment instead: the records after it can be saved, with the
+    // key only.
+    let first = &small.commits[1];
+    let mut bytes = small.bytes.clone();
+    bytes[(first.header().segment_offset + 10) as usize] ^= 1;
+    std::fs::write(&damaged, &bytes).expect("write");
+    let out = small.dir.path().join("out2.maif");
+    let error = common::block_on(recover_file(&damaged, &out, None)).expect_err("needs a key");
     let message = error.to_string();
     assert!(
         message.contains("--key") && message.contains("intact records"),
         "{message}"
     );
+    let recovered =
+        common::block_on(recover_file(&damaged, &out, Some(&common::test_key()))).expect("recover");
+    assert_eq!(recovered.mode, RecoveryMode::Resigned);
+    assert_eq!(recovered.records_salvaged, small.records.len() as u64);
+    let check = common::block_on(verify(common::file_store(&out), VerifyOptions::default()))
+        .expect("verify");
+    assert!(check.valid, "{:?}", check.problems);
 }
 
 fn largest_allocation_during(f: impl FnOnce()) -> usize {
@@ -218,31 +306,39 @@ fn largest_allocation_during(f: impl FnOnce()) -> usize {
 
 #[test]
 fn hostile_length_fields_never_allocate_more_than_the_input() {
-    // Index section claiming 2^40 entries in 100 bytes.
-    let mut index = b"MAIFINDX".to_vec();
-    index.extend_from_slice(&(1u64 << 40).to_le_bytes());
-    index.resize(100, 0);
-    let peak = largest_allocation_during(|| assert!(IndexSection::decode(&index).is_err()));
-    assert!(peak <= 4096, "index decode allocated {peak} bytes");
-
-    // Provenance section claiming u64::MAX entries.
-    let mut provenance = b"MAIFPROV".to_vec();
-    provenance.extend_from_slice(&u64::MAX.to_le_bytes());
-    provenance.resize(300, 0);
-    let peak =
-        largest_allocation_during(|| assert!(ProvenanceSection::decode(&provenance).is_err()));
+    // Provenance entries claiming 2^40 entries in 100 bytes.
+    let entries = vec![0u8; 100];
+    let peak = largest_allocation_during(|| assert!(decode_entries(&entries, 1 << 40).is_err()));
     assert!(peak <= 4096, "provenance decode allocated {peak} bytes");
 
-    // A provenance entry whose details claim 1 MiB in a short input.
-    let mut entry = b"MAIFPROV".to_vec();
-    entry.extend_from_slice(&1u64.to_le_bytes());
-    let mut header = vec![2u8, 0, 0, 0];
-    header.extend_from_slice(&(1u32 << 20).to_le_bytes());
-    header.resize(80, 0);
-    entry.extend_from_slice(&header);
-    entry.resize(entry.len() + 64, 0);
-    let peak = largest_allocation_during(|| assert!(ProvenanceSection::decode(&entry).is_err()));
+    // An entry whose details claim 1 MiB in a short input.
+    let mut entry = vec![2u8, 0, 0, 0];
+    entry.extend_from_slice(&(1u32 << 20).to_le_bytes());
+    entry.resize(80, 0);
+    let peak = largest_allocation_during(|| assert!(decode_entries(&entry, 1).is_err()));
     assert!(peak <= 4096, "entry decode allocated {peak} bytes");
+
+    // A run head claiming 2^50 pages.
+    let small = small_artifact();
+    let newest = small.commits.last().expect("commits");
+    let run = newest.header().newest_run.expect("run");
+    let at = (run.segment_offset + run.part_offset) as usize;
+    let mut head = small.bytes[at..at + run.head_len as usize].to_vec();
+    head[8..16].copy_from_slice(&(1u64 << 50).to_le_bytes());
+    head[16..24].copy_from_slice(&(1u64 << 41).to_le_bytes());
+    let peak = largest_allocation_during(|| assert!(RunHead::decode(&head).is_err()));
+    assert!(peak <= 4096, "run head decode allocated {peak} bytes");
+
+    // A segment header claiming a 2^62-byte provenance part and 2^62 records.
+    let offset = newest.header().segment_offset as usize;
+    let mut segment = small.bytes[offset..newest.end() as usize].to_vec();
+    segment[48..56].copy_from_slice(&(1u64 << 62).to_le_bytes());
+    segment[80..88].copy_from_slice(&(1u64 << 62).to_le_bytes());
+    let peak = largest_allocation_during(|| {
+        assert!(SegmentHeader::decode(&segment[..352]).is_err());
+        assert!(SegmentHead::decode_prefix(&segment).is_err());
+    });
+    assert!(peak <= 4096, "segment decode allocated {peak} bytes");
 
     // Metadata section claiming 4 GiB.
     let mut metadata = u32::MAX.to_le_bytes().to_vec();
@@ -251,10 +347,9 @@ fn hostile_length_fields_never_allocate_more_than_the_input() {
     assert!(peak <= 4096, "metadata decode allocated {peak} bytes");
 
     // A record header claiming a 2^62-byte payload.
-    let (_dir, original, head) = small_artifact();
-    let first = head.index.entries[0];
+    let first = small.records[0].entry;
     let mut record =
-        original[first.offset as usize..(first.offset + first.record_len) as usize].to_vec();
+        small.bytes[first.offset as usize..(first.offset + first.record_len) as usize].to_vec();
     record[32..40].copy_from_slice(&(1u64 << 62).to_le_bytes());
     let peak = largest_allocation_during(|| assert!(RecordView::decode(&record).is_err()));
     assert!(peak <= 4096, "record decode allocated {peak} bytes");
@@ -297,33 +392,38 @@ fn a_file_that_is_not_maif_says_so() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("random.bin");
     std::fs::write(&path, vec![0x42u8; 2000]).expect("write");
-    let error = common::block_on(common::file_store(&path).head()).expect_err("not MAIF");
+    let error =
+        common::block_on(ArtifactReader::open(common::file_store(&path))).expect_err("not MAIF");
     assert!(error.to_string().contains("not a MAIF file"), "{error}");
 
-    let (_keep, mut bytes, _) = small_artifact();
+    let small = small_artifact();
+    let mut bytes = small.bytes.clone();
     bytes[4] = 4; // major version 4
     let len = bytes.len();
     bytes[len - 40] ^= 1; // and a damaged trailer: the version must still be what is reported
     std::fs::write(&path, &bytes).expect("write");
-    let error = common::block_on(common::file_store(&path).head()).expect_err("version 4");
+    let error =
+        common::block_on(ArtifactReader::open(common::file_store(&path))).expect_err("version 4");
     assert!(
-        error.to_string().contains("unsupported MAIF version 4.0"),
+        error.to_string().contains("unsupported MAIF version 4.1"),
         "{error}"
     );
 }
 
 #[test]
 fn an_encrypted_record_is_never_returned_as_plaintext() {
-    let (dir, mut bytes, head) = small_artifact();
-    let first = head.index.entries[0];
+    let small = small_artifact();
+    let first = small.records[0].entry;
+    let mut bytes = small.bytes.clone();
     bytes[first.offset as usize + 23] = 1; // encryption code of block 0
-    let path = dir.path().join("encrypted.maif");
+    let path = small.dir.path().join("encrypted.maif");
     std::fs::write(&path, &bytes).expect("write");
     // Even a reader that skips per-read digests refuses it.
-    let reader = common::block_on(maif_store::ArtifactReader::open(common::file_store(&path)))
+    let reader = common::block_on(ArtifactReader::open(common::file_store(&path)))
         .expect("open: the commit covers the index, not record bytes")
         .trust_records();
-    let error = common::block_on(reader.read(&reader.blocks()[0])).expect_err("encrypted");
+    let info = common::block_on(reader.blocks()).expect("list")[0];
+    let error = common::block_on(reader.read(&info)).expect_err("encrypted");
     assert!(
         error.to_string().contains("unsupported encryption code 1"),
         "{error}"
@@ -336,21 +436,23 @@ fn a_recovered_finalized_artifact_stays_sealed_and_valid() {
     let path = dir.path().join("sealed.maif");
     let mut writer = common::block_on(common::write_small_artifact(&path));
     common::block_on(writer.finalize()).expect("finalize");
-    let bytes = std::fs::read(&path).expect("read");
-    let cut = dir.path().join("cut.maif");
-    std::fs::write(&cut, &bytes[..bytes.len() - 10]).expect("write");
+    // An append that never completed left bytes after the sealed commit.
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes.extend_from_slice(&[0x42; 500]);
+    let torn = dir.path().join("torn.maif");
+    std::fs::write(&torn, &bytes).expect("write");
     let out = dir.path().join("recovered.maif");
-    let report =
-        common::block_on(recover_file(&cut, &out, Some(&common::test_key()))).expect("recover");
-    assert_eq!(report.mode, RecoveryMode::Resigned);
+    let report = common::block_on(recover_file(&torn, &out, None)).expect("recover");
+    assert_eq!(report.mode, RecoveryMode::CommittedState);
+    assert_eq!(report.bytes_discarded, 500);
     let check = common::block_on(verify(common::file_store(&out), VerifyOptions::default()))
         .expect("verify");
     assert!(check.valid, "{:?}", check.problems);
-    let reopened = common::block_on(maif_store::ArtifactWriter::open(
+    let mut reopened = common::block_on(maif_store::ArtifactWriter::open(
         common::file_store(&out),
         common::test_key(),
-    ));
-    let mut reopened = reopened.expect("open");
+    ))
+    .expect("open");
     let refused = common::block_on(reopened.add(maif_store::NewBlock::new(
         maif_store::format::FourCC::TEXT,
         vec![0, 0, 0],

@@ -248,6 +248,114 @@ pub(crate) async fn complete_commits(
     Ok(newest)
 }
 
+/// What bytes past the newest commit are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Uncommitted {
+    /// What an interrupted append leaves: whole records, then part of the next commit's
+    /// records or segment (or bytes never written: zeros).
+    Interrupted,
+    /// Anything else: bytes were removed, inserted or altered after they were committed.
+    Damaged { at: u64, reason: String },
+}
+
+/// Walks the bytes past `from` the way an interrupted append of the next commit would have
+/// laid them out, and says whether they are that.
+pub(crate) async fn classify_uncommitted(
+    store: &dyn BlockStore,
+    from: &Commit,
+    range: Range<u64>,
+) -> Result<Uncommitted> {
+    let damaged = |at: u64, reason: String| Ok(Uncommitted::Damaged { at, reason });
+    let mut at = range.start;
+    while at < range.end {
+        let head_end = (at + SEGMENT_HEADER_LEN as u64).min(range.end);
+        let head = store.read_uncommitted(at..head_end).await?;
+        if head.starts_with(&SEGMENT_MAGIC) && head.len() < SEGMENT_HEADER_LEN {
+            // The next commit's segment header, cut short.
+            return Ok(Uncommitted::Interrupted);
+        }
+        if head.starts_with(&SEGMENT_MAGIC) {
+            let Ok(header) = SegmentHeader::decode(&head) else {
+                return damaged(at, "a segment header that does not decode".into());
+            };
+            if header.segment_offset != at || header.seq != from.seq() + 1 {
+                return damaged(
+                    at,
+                    format!(
+                        "a segment of commit {} that belongs at byte {}",
+                        header.seq, header.segment_offset
+                    ),
+                );
+            }
+            // The next commit's segment; after it, at most its own trailer.
+            let end = at.saturating_add(header.segment_len);
+            if range.end > end.saturating_add(crate::format::TRAILER_LEN as u64) {
+                return damaged(
+                    end,
+                    "bytes after the next commit's segment and trailer".into(),
+                );
+            }
+            return Ok(Uncommitted::Interrupted);
+        }
+        if let Some(header) = head
+            .get(..crate::format::block::BLOCK_HEADER_LEN)
+            .and_then(|b| crate::format::BlockHeader::decode(b).ok())
+        {
+            match header.record_len() {
+                Ok(len) if at.saturating_add(len) <= range.end => {
+                    at += len;
+                    continue;
+                }
+                // A record cut short: the interrupted append's last write.
+                _ => return Ok(Uncommitted::Interrupted),
+            }
+        }
+        if (head.len() as u64) < crate::format::block::BLOCK_HEADER_LEN as u64 {
+            // A header cut short.
+            return Ok(Uncommitted::Interrupted);
+        }
+        // Bytes never written read as zeros.
+        let rest = store.read_uncommitted(at..range.end).await?;
+        if rest.iter().all(|b| *b == 0) {
+            return Ok(Uncommitted::Interrupted);
+        }
+        return damaged(at, "bytes that are neither a record nor a segment".into());
+    }
+    Ok(Uncommitted::Interrupted)
+}
+
+/// The newest commit a store holds once bytes past its newest intact trailer are accounted
+/// for: a complete, signed commit there is taken (its trailer alone was lost); bytes an
+/// interrupted append leaves are ignored; anything else is an error naming where the file
+/// was altered, so that no reader silently falls back to an older state and no writer
+/// truncates committed data.
+pub(crate) async fn settle(
+    store: &Arc<dyn BlockStore>,
+    found: Found,
+    key: &PublicKey,
+) -> Result<(Commit, Bytes, bool)> {
+    let Some(range) = found.uncommitted else {
+        return Ok((found.commit, found.prefix, false));
+    };
+    let (commit, prefix, completed) =
+        match complete_commits(store, &found.commit, range.clone(), key).await? {
+            Some((commit, prefix)) => (commit, prefix, true),
+            None => (found.commit, found.prefix, false),
+        };
+    let rest = commit.end().min(range.end)..range.end;
+    if !rest.is_empty()
+        && let Uncommitted::Damaged { at, reason } =
+            classify_uncommitted(store.as_ref(), &commit, rest).await?
+    {
+        return Err(Error::Verification(format!(
+            "{}: the file continues after {} with {reason} at byte {at}: it was altered after it was committed; `maif verify` reports it and `maif recover` rebuilds what is intact",
+            store.location(),
+            commit.describe()
+        )));
+    }
+    Ok((commit, prefix, completed))
+}
+
 /// Chunk size for scanning uncommitted bytes.
 const SCAN_CHUNK: u64 = 1 << 20;
 

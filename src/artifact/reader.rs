@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use serde_json::{Map, Value};
 
-use super::commit::{Commit, Identity, check_commit, complete_commits, find_latest, read_parts};
+use super::commit::{Commit, Identity, check_commit, find_latest, read_parts, settle};
 use super::format_id;
 use super::index::Index;
 use crate::error::{Error, Result};
@@ -98,15 +98,7 @@ impl ArtifactReader {
         let found = find_latest(store.as_ref()).await?;
         check_commit(&found.commit, &identity)?;
         let index = Index::new(store.clone());
-        let (commit, prefix, completed) = match &found.uncommitted {
-            Some(range) => {
-                match complete_commits(&store, &found.commit, range.clone(), &identity.key).await? {
-                    Some((commit, prefix)) => (commit, prefix, true),
-                    None => (found.commit, found.prefix, false),
-                }
-            }
-            None => (found.commit, found.prefix, false),
-        };
+        let (commit, prefix, completed) = settle(&store, found, &identity.key).await?;
         index.remember_segment(commit.reference(), prefix);
         Ok(Self {
             store,

@@ -28,7 +28,8 @@ use crate::error::{Error, Result};
 use crate::format::block::BLOCK_HEADER_LEN;
 use crate::format::digest::{SignedKind, chain_link};
 use crate::format::segment::{SEGMENT_HEADER_LEN, SEGMENT_MAGIC};
-use crate::format::{Action, BlockHeader, RecordView, SegmentHeader, TRAILER_LEN};
+use crate::format::trailer::TRAILER_MAGIC;
+use crate::format::{Action, BlockHeader, RecordView, SegmentHeader, TRAILER_LEN, Trailer};
 use crate::keys::SigningKey;
 use crate::store::file::publish_new_file;
 use crate::store::{BlockStore, CommitRef, FileStore, StoreError};
@@ -239,14 +240,12 @@ fn salvage_records(image: &Bytes, identity: &Identity, valid: Option<&Commit>) -
     let mut previous = valid.map_or(identity.genesis, |c| c.header().last_record_digest);
     let mut records = Vec::new();
     while at < image.len() {
-        if image[at..].starts_with(&SEGMENT_MAGIC)
-            && let Some(header) = image
-                .get(at..at + SEGMENT_HEADER_LEN)
-                .and_then(|b| SegmentHeader::decode(b).ok())
-            && header.segment_offset == at as u64
-        {
-            at += (header.segment_len + TRAILER_LEN as u64) as usize;
-            continue;
+        if image[at..].starts_with(&SEGMENT_MAGIC) {
+            if let Some(end) = segment_end(image, at) {
+                at = end;
+                continue;
+            }
+            break;
         }
         let Some(header) = image
             .get(at..at + BLOCK_HEADER_LEN)
@@ -281,6 +280,37 @@ fn salvage_records(image: &Bytes, identity: &Identity, valid: Option<&Commit>) -
         records.push(bytes);
     }
     Salvage { records }
+}
+
+/// Where the commit whose segment starts at `at` ends (past its trailer): from its header
+/// when that decodes, else from the first intact trailer after it that locates it.
+fn segment_end(image: &[u8], at: usize) -> Option<usize> {
+    if let Some(header) = image
+        .get(at..at + SEGMENT_HEADER_LEN)
+        .and_then(|b| SegmentHeader::decode(b).ok())
+        && header.segment_offset == at as u64
+    {
+        return usize::try_from(header.segment_len + TRAILER_LEN as u64)
+            .ok()
+            .and_then(|len| at.checked_add(len));
+    }
+    let mut from = at + SEGMENT_MAGIC.len();
+    while let Some(found) = image
+        .get(from..)?
+        .windows(TRAILER_MAGIC.len())
+        .position(|w| w == TRAILER_MAGIC)
+    {
+        let offset = from + found;
+        if let Some(trailer) = image
+            .get(offset..offset + TRAILER_LEN)
+            .and_then(|b| Trailer::decode_at(b, offset as u64).ok())
+            && trailer.segment_offset == at as u64
+        {
+            return Some(offset + TRAILER_LEN);
+        }
+        from = offset + 1;
+    }
+    None
 }
 
 async fn resign(

@@ -18,10 +18,12 @@ use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
-use super::commit::{Commit, Identity, complete_commits, find_latest, read_parts};
+use super::commit::{
+    Commit, Identity, Uncommitted, classify_uncommitted, complete_commits, find_latest, read_parts,
+};
 use super::format_id;
 use super::index::Index;
-use super::reader::{READ_CONCURRENCY, walk_commits};
+use super::reader::{READ_CONCURRENCY, read_commit};
 use crate::error::Result;
 use crate::format::digest::{Digest, SignedKind, chain_link};
 use crate::format::run::{RunEntry, RunRef};
@@ -188,43 +190,89 @@ pub async fn verify(store: Arc<dyn BlockStore>, options: VerifyOptions) -> Resul
     let found = match find_latest(store.as_ref()).await {
         Ok(found) => found,
         Err(e) if bad_bytes(&e) => {
+            let offset = match &e {
+                crate::Error::Store(StoreError::Format { source, .. })
+                | crate::Error::Format { source, .. } => source.offset(),
+                _ => None,
+            };
             report
                 .problems
-                .push(problem("structure", None, e.to_string()));
+                .push(problem("structure", offset, e.to_string()));
             return Ok(report);
         }
         Err(e) => return Err(e),
     };
     let mut target = found.commit;
     let mut completed = false;
+    let found_uncommitted = found.uncommitted.clone();
     if let Some(range) = found.uncommitted {
         match complete_commits(&store, &target, range.clone(), &identity.key).await {
             Ok(Some((commit, _))) => {
-                report.warnings.push(problem(
+                let at = commit.header().segment_offset + commit.header().segment_len;
+                // A trailer that is missing, cut short or never written (zeros) is what an
+                // interrupted append leaves; any other bytes there are a damaged trailer.
+                let present = store
+                    .read_uncommitted(at..(at + TRAILER_LEN as u64).min(range.end))
+                    .await
+                    .unwrap_or_default();
+                let damaged = present.len() == TRAILER_LEN && present.iter().any(|b| *b != 0);
+                let finding = problem(
                     "trailer",
-                    Some(commit.header().segment_offset + commit.header().segment_len),
+                    Some(at),
                     format!(
-                        "commit {} has no intact trailer, but its segment is complete and signed and every record it adds is intact: an append was interrupted after its data was written, or its trailer was damaged; readers use it, and the next append writes its trailer back",
-                        commit.seq()
+                        "commit {} {}, but its segment is complete and signed and every record it adds is intact; readers use it, and the next append or `maif recover` writes its trailer back",
+                        commit.seq(),
+                        if damaged {
+                            "has a damaged trailer"
+                        } else {
+                            "has no trailer (an append was interrupted after its data was written)"
+                        }
                     ),
-                ));
+                );
+                if damaged {
+                    report.problems.push(finding);
+                } else {
+                    report.warnings.push(finding);
+                }
                 target = commit;
                 completed = true;
             }
-            Ok(None) => report.warnings.push(problem(
-                "storage",
-                Some(range.start),
-                format!(
-                    "{} bytes after the newest commit are not committed (an interrupted append); the next append discards them",
-                    range.end - range.start
-                ),
-            )),
+            Ok(None) => {}
             Err(e) if bad_bytes(&e) => report.warnings.push(problem(
                 "storage",
                 Some(range.start),
                 format!("bytes after the newest commit could not be examined: {e}"),
             )),
             Err(e) => return Err(e),
+        }
+    }
+    if let Some(range) = found_uncommitted {
+        let rest = target.end().min(range.end)..range.end;
+        if !rest.is_empty() {
+            match classify_uncommitted(store.as_ref(), &target, rest.clone()).await {
+                Ok(Uncommitted::Interrupted) => report.warnings.push(problem(
+                    "storage",
+                    Some(rest.start),
+                    format!(
+                        "{} bytes after the newest commit are not committed (an interrupted append); the next append discards them",
+                        rest.end - rest.start
+                    ),
+                )),
+                Ok(Uncommitted::Damaged { at, reason }) => report.problems.push(problem(
+                    "structure",
+                    Some(at),
+                    format!(
+                        "the file continues after commit {} with {reason}: bytes were removed, inserted or altered after they were committed",
+                        target.seq()
+                    ),
+                )),
+                Err(e) if bad_bytes(&e) => report.warnings.push(problem(
+                    "storage",
+                    Some(rest.start),
+                    format!("bytes after the newest commit could not be examined: {e}"),
+                )),
+                Err(e) => return Err(e),
+            }
         }
     }
     verify_target(store, &identity, &target, completed, options, &mut report).await?;
@@ -271,20 +319,57 @@ pub(crate) async fn verify_target(
         if !completed {
             check_trailer(&index, target, report).await?;
         }
+        check_newest_parts(&index, target, report).await?;
         return Ok(());
     }
-    let commits = match walk_commits(&index, target).await {
-        Ok(commits) => commits,
-        Err(e) if bad_bytes(&e) => {
-            report.problems.push(problem(
-                "commit",
-                Some(header.segment_offset),
-                format!("the chain of commits does not lead back to the creation: {e}"),
-            ));
-            return Ok(());
+    // The chain of commits back to the creation; a break is reported at the commit that
+    // could not be read or does not match its successor's link.
+    let mut commits = vec![target.clone()];
+    while let Some(current) = commits.last() {
+        let header = *current.header();
+        if header.seq == 0 {
+            break;
         }
-        Err(e) => return Err(e),
-    };
+        let previous_ref = crate::store::CommitRef {
+            seq: header.seq - 1,
+            segment_offset: header.previous_segment_offset,
+        };
+        match read_commit(&index, previous_ref).await {
+            Ok(previous) if previous.digest == header.previous_commit => commits.push(previous),
+            Ok(_) if !current.signed_by(&identity.key) => {
+                // The link itself is not signed: the newer commit was altered.
+                report.problems.push(signature_problem(current));
+                return Ok(());
+            }
+            Ok(_) => {
+                report.problems.push(problem(
+                    "commit",
+                    Some(header.previous_segment_offset),
+                    format!(
+                        "commit {} at byte {} is not the predecessor commit {} names: it was altered",
+                        header.seq - 1,
+                        header.previous_segment_offset,
+                        header.seq
+                    ),
+                ));
+                return Ok(());
+            }
+            Err(e) if bad_bytes(&e) => {
+                report.problems.push(if current.signed_by(&identity.key) {
+                    problem(
+                        "commit",
+                        Some(header.previous_segment_offset),
+                        format!("commit {}: {e}", header.seq - 1),
+                    )
+                } else {
+                    signature_problem(current)
+                });
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    commits.reverse();
     let mut chain = ChainCheck::new(identity);
     let mut signatures = Vec::with_capacity(header.record_count as usize + commits.len());
     let mut owners = Vec::with_capacity(signatures.capacity());
@@ -367,6 +452,64 @@ pub(crate) async fn verify_target(
         .sort_by_key(|p| (p.record.is_none(), p.record, p.offset));
     report.problems.dedup();
     Ok(())
+}
+
+/// Quick verification also reads the newest segment's own parts (its provenance entries and
+/// its run's head; not the run's pages, which can be large), which its signature covers.
+async fn check_newest_parts(
+    index: &Index,
+    commit: &Commit,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    let header = commit.header();
+    let checked = async {
+        if let (Some(run), len) = (&header.newest_run, header.run_len)
+            && len > 0
+        {
+            index.head(run).await?;
+        }
+        let range = header.provenance_at()..header.segment_len;
+        let bytes = index
+            .read_segment(commit.reference(), range.clone())
+            .await?;
+        let entries = crate::format::provenance::decode_entries(&bytes, header.provenance_added)
+            .map_err(|e| crate::Error::Format {
+                context: format!("{}: provenance entries", commit.describe()),
+                source: e.at(header.segment_offset + range.start),
+            })?;
+        let mut head = entries.first().map_or([0u8; 32], |e| e.previous);
+        for entry in &entries {
+            if entry.previous != head {
+                return Err(crate::Error::Verification(format!(
+                    "{}: its provenance entries do not chain",
+                    commit.describe()
+                )));
+            }
+            head = entry
+                .digest()
+                .map_err(crate::Error::format("provenance entry"))?;
+        }
+        if head != header.provenance_head {
+            return Err(crate::Error::Verification(format!(
+                "{}: its provenance entries do not end at the head its header names",
+                commit.describe()
+            )));
+        }
+        Ok::<_, crate::Error>(())
+    }
+    .await;
+    match checked {
+        Ok(()) => Ok(()),
+        Err(e) if bad_bytes(&e) => {
+            report.problems.push(problem(
+                "commit",
+                Some(header.segment_offset),
+                e.to_string(),
+            ));
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn signature_problem(commit: &Commit) -> Problem {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::commit::{Commit, Identity, complete_commits, find_latest};
+use super::commit::{Commit, Identity, find_latest, settle};
 use super::index::{Index, plan_run};
 use super::{format_id, format_time, now_us};
 use crate::error::{Error, Result};
@@ -389,13 +389,8 @@ impl ArtifactWriter {
                 found.commit.describe()
             )));
         }
-        if let Some(uncommitted) = found.uncommitted.clone()
-            && let Some(completed) =
-                complete_commits(store, &found.commit, uncommitted, public).await?
-        {
-            return Ok(completed);
-        }
-        Ok((found.commit, found.prefix))
+        let (commit, prefix, _) = settle(store, found, public).await?;
+        Ok((commit, prefix))
     }
 
     /// Replaces the clock used for record, provenance and commit timestamps (for
@@ -536,7 +531,7 @@ impl ArtifactWriter {
             .extend(prepared.into_iter().map(|b| Pending::Block(Box::new(b))));
         match self.place(first, versions).await {
             Ok(refs) => Ok(refs),
-            Err(Error::Store(StoreError::Conflict { reason, .. })) => {
+            Err(Error::Store(StoreError::Conflict { reason, .. })) if self.max_retries > 0 => {
                 tracing::info!(%reason, "the artifact changed before this append began; rebasing");
                 if let Err(e) = self.rebase().await {
                     self.pending.truncate(first);
@@ -551,7 +546,10 @@ impl ArtifactWriter {
                 // These blocks are not pending; the blocks pending before them are placed
                 // again on a fresh session (the failed one is abandoned with its records).
                 self.pending.truncate(first);
-                if self.rebase().await.is_err() {
+                self.pending_versions = versions_before;
+                if self.pending.is_empty() {
+                    self.abandon();
+                } else if self.rebase().await.is_err() {
                     self.abandon();
                 }
                 Err(e)

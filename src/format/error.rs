@@ -68,6 +68,20 @@ fn version_hint(major: u8, minor: u8) -> &'static str {
 }
 
 impl FormatError {
+    /// The byte offset the error names, if it names one.
+    pub fn offset(&self) -> Option<u64> {
+        match self {
+            FormatError::Truncated { offset, .. }
+            | FormatError::TrailingBytes { offset, .. }
+            | FormatError::BadMagic { offset, .. }
+            | FormatError::InvalidField { offset, .. } => Some(*offset),
+            FormatError::UnsupportedVersion { .. } => Some(0),
+            FormatError::UnsupportedCompression { .. }
+            | FormatError::UnsupportedEncryption { .. }
+            | FormatError::Decompression { .. } => None,
+        }
+    }
+
     /// Shifts every offset in the error by `base`, for errors raised on a slice that starts at
     /// `base` in a larger input (a record inside a file, an entry inside a section).
     #[must_use]

@@ -1,4 +1,5 @@
-//! The `BlockStore` conformance suite, shared by every backend's tests.
+//! The `BlockStore` conformance suite: small named cases, each run on every backend that
+//! supports it (see `tests/conformance.rs` and `tests/s3.rs`). A failure names its case.
 
 use std::sync::Arc;
 
@@ -8,70 +9,124 @@ use maif_store::store::{BlockStore, StoreError};
 
 use super as common;
 
-/// Everything every backend must do, on a store that holds no artifact yet.
-pub async fn conformance(store: Arc<dyn BlockStore>, other_handle: Arc<dyn BlockStore>) {
-    // Nothing there yet.
-    assert!(
-        matches!(store.head().await, Err(StoreError::NotFound { .. })),
-        "empty store must say NotFound"
-    );
+/// What a backend can do.
+#[derive(Debug, Clone, Copy)]
+pub struct Capabilities {
+    /// Appends (a single file stored as one object cannot be appended to).
+    pub append: bool,
+}
 
-    // Create, then refuse to create twice.
-    let mut writer = common::write_small_artifact_to(store.clone()).await;
+/// A location with no artifact yet, and a second handle on it.
+pub type Fresh = (Arc<dyn BlockStore>, Arc<dyn BlockStore>);
+
+/// Runs every case `capabilities` allows, each on a fresh location from `fresh`.
+pub async fn run_all(mut fresh: impl FnMut(&str) -> Fresh, capabilities: Capabilities) {
+    empty_store_says_not_found(fresh("empty")).await;
+    if capabilities.append {
+        create_then_refuse_a_second_create(fresh("create")).await;
+        written_blocks_read_back_through_two_handles(fresh("read-back")).await;
+        ranges_outside_a_record_are_refused(fresh("ranges")).await;
+        an_abandoned_append_changes_nothing(fresh("abandoned")).await;
+        two_writers_from_one_state_conflict_without_retries(fresh("conflict")).await;
+        a_stale_writer_rebases_and_loses_nothing(fresh("stale")).await;
+        large_and_small_records_round_trip(fresh("sizes")).await;
+    }
+}
+
+pub async fn empty_store_says_not_found((store, _): Fresh) {
+    assert!(
+        matches!(store.latest().await, Err(StoreError::NotFound { .. })),
+        "empty_store_says_not_found: an empty location must say NotFound"
+    );
+    assert!(
+        ArtifactReader::open(store).await.is_err(),
+        "empty_store_says_not_found: opening nothing must fail"
+    );
+}
+
+pub async fn create_then_refuse_a_second_create((store, _): Fresh) {
+    common::write_small_artifact_to(store.clone()).await;
     let again = ArtifactWriter::create(store.clone(), common::test_key(), Default::default()).await;
     assert!(
         matches!(
             again,
             Err(maif_store::Error::Store(StoreError::AlreadyExists { .. }))
         ),
-        "second create must fail with AlreadyExists: {again:?}"
+        "create_then_refuse_a_second_create: {again:?}"
     );
+}
 
-    // What was written reads back, through a second handle on the same location too.
-    for handle in [&store, &other_handle] {
+pub async fn written_blocks_read_back_through_two_handles((store, other): Fresh) {
+    common::write_small_artifact_to(store.clone()).await;
+    for handle in [&store, &other] {
         let reader = ArtifactReader::open(handle.clone()).await.expect("open");
-        assert_eq!(reader.blocks().len(), 5);
+        assert_eq!(reader.blocks().await.expect("list").len(), 5);
         let v1 = reader.get(&[1; 16], Some(1)).await.expect("v1");
         let v2 = reader.get(&[1; 16], None).await.expect("latest");
         assert_eq!(&v1.data[3..], b"hello, MAIF");
         assert_eq!(&v2.data[3..], b"hello again");
-        assert_eq!(reader.by_type(FourCC(*b"XyZ1")).len(), 1);
-        let (header, metadata) = reader
-            .read_metadata(&reader.blocks()[0])
-            .await
-            .expect("prefix");
+        assert_eq!(v2.info.version, 2);
+        assert_eq!(
+            reader.by_type(FourCC(*b"XyZ1")).await.expect("type").len(),
+            1
+        );
+        let first = reader.blocks().await.expect("list")[0];
+        let (header, metadata) = reader.read_metadata(&first).await.expect("prefix");
         assert_eq!(header.block_id, [1; 16]);
         assert_eq!(metadata["source"], "golden");
+        assert!(matches!(
+            reader.get(&[9; 16], None).await,
+            Err(maif_store::Error::UnknownBlock { .. })
+        ));
+        assert!(matches!(
+            reader.get(&[1; 16], Some(3)).await,
+            Err(maif_store::Error::NoSuchVersion { latest: 2, .. })
+        ));
         let report = verify(handle.clone(), VerifyOptions::default())
             .await
             .expect("verify");
-        assert!(report.valid, "{:?}", report.problems);
+        assert!(
+            report.valid,
+            "written_blocks_read_back_through_two_handles: {:?}",
+            report.problems
+        );
     }
+}
 
-    // Ranges outside a record are refused.
-    let head = store.head().await.expect("head");
-    let entry = head.index.entries[0];
+pub async fn ranges_outside_a_record_are_refused((store, _): Fresh) {
+    common::write_small_artifact_to(store.clone()).await;
+    let reader = ArtifactReader::open(store.clone()).await.expect("open");
+    let entry = reader.blocks().await.expect("list")[0].entry;
     assert!(
         store
             .read_record_range(&entry, 0..entry.record_len + 1)
             .await
-            .is_err()
+            .is_err(),
+        "ranges_outside_a_record_are_refused"
     );
     assert_eq!(
         store.read_record(&entry).await.expect("record").len() as u64,
         entry.record_len
     );
+}
 
-    // An append abandoned before commit changes nothing.
+pub async fn an_abandoned_append_changes_nothing((store, _): Fresh) {
+    let mut writer = common::write_small_artifact_to(store.clone()).await;
+    let before = ArtifactReader::open(store.clone())
+        .await
+        .expect("open")
+        .commit()
+        .clone();
     writer
         .add(NewBlock::new(FourCC::BINA, vec![9; 100]))
         .await
         .expect("add");
     drop(writer);
-    let after = store.head().await.expect("head");
+    let after = ArtifactReader::open(store.clone()).await.expect("open");
     assert_eq!(
-        after.trailer, head.trailer,
-        "an uncommitted append became visible"
+        *after.commit(),
+        before,
+        "an_abandoned_append_changes_nothing: an uncommitted append became visible"
     );
     assert!(
         verify(store.clone(), VerifyOptions::default())
@@ -79,15 +134,17 @@ pub async fn conformance(store: Arc<dyn BlockStore>, other_handle: Arc<dyn Block
             .expect("verify")
             .valid
     );
+}
 
-    // Two writers from the same state: the first commit wins, the second gets a conflict and
-    // succeeds after reopening.
+pub async fn two_writers_from_one_state_conflict_without_retries((store, other): Fresh) {
+    common::write_small_artifact_to(store.clone()).await;
     let mut first = ArtifactWriter::open(store.clone(), common::test_key())
         .await
         .expect("open 1");
-    let mut second = ArtifactWriter::open(other_handle.clone(), common::test_key())
+    let mut second = ArtifactWriter::open(other.clone(), common::test_key())
         .await
-        .expect("open 2");
+        .expect("open 2")
+        .with_max_retries(0);
     first
         .add(NewBlock::new(FourCC::TEXT, vec![0, 0, 0, b'a']))
         .await
@@ -105,20 +162,101 @@ pub async fn conformance(store: Arc<dyn BlockStore>, other_handle: Arc<dyn Block
             lost,
             Err(maif_store::Error::Store(StoreError::Conflict { .. }))
         ),
-        "the second writer must see a conflict: {lost:?}"
+        "two_writers_from_one_state_conflict_without_retries: the second writer must see a conflict: {lost:?}"
     );
-    drop(second);
-    let mut retry = ArtifactWriter::open(other_handle.clone(), common::test_key())
-        .await
-        .expect("reopen");
-    retry
-        .add(NewBlock::new(FourCC::TEXT, vec![0, 0, 0, b'b']))
-        .await
-        .expect("add 2");
-    retry.commit().await.expect("commit 2");
     let reader = ArtifactReader::open(store.clone()).await.expect("open");
-    assert_eq!(reader.blocks().len(), 7, "both writers' blocks are there");
+    assert_eq!(
+        reader.record_count(),
+        6,
+        "only the first writer's block landed"
+    );
+}
+
+/// A writer that opened before others committed several times rebases on its commit: its
+/// blocks and all of theirs are there, and nothing committed is lost.
+pub async fn a_stale_writer_rebases_and_loses_nothing((store, other): Fresh) {
+    common::write_small_artifact_to(store.clone()).await;
+    let mut stale = ArtifactWriter::open(other.clone(), common::test_key())
+        .await
+        .expect("open stale");
+    let mut fast = ArtifactWriter::open(store.clone(), common::test_key())
+        .await
+        .expect("open fast");
+    for n in 0..3u8 {
+        if n == 1 {
+            fast.update([1; 16], NewBlock::new(FourCC::TEXT, vec![0, 0, 0, b'v']))
+                .await
+                .expect("update");
+        } else {
+            fast.add(NewBlock::new(FourCC::TEXT, vec![0, 0, 0, b'f', n]))
+                .await
+                .expect("add");
+        }
+        fast.commit().await.expect("commit");
+    }
+    let stale_block = async {
+        let placed = stale
+            .add(NewBlock::new(FourCC::TEXT, vec![0, 0, 0, b's']))
+            .await?;
+        stale
+            .update([1; 16], NewBlock::new(FourCC::TEXT, vec![0, 0, 0, b'u']))
+            .await?;
+        stale.commit().await?;
+        Ok::<_, maif_store::Error>(placed)
+    }
+    .await
+    .expect("the stale writer commits after rebasing");
+    let reader = ArtifactReader::open(store.clone()).await.expect("open");
+    assert_eq!(reader.record_count(), 5 + 3 + 2);
+    let found = reader
+        .get(&stale_block.block_id, None)
+        .await
+        .expect("stale block");
+    assert_eq!(&found.data[3..], b"s");
+    let updated = reader.get(&[1; 16], None).await.expect("updated");
+    assert_eq!(
+        updated.info.version, 4,
+        "the update counted the versions committed meanwhile"
+    );
     let report = verify(store.clone(), VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert!(
+        report.valid,
+        "a_stale_writer_rebases_and_loses_nothing: {:?}",
+        report.problems
+    );
+}
+
+pub async fn large_and_small_records_round_trip((store, _): Fresh) {
+    let payload =
+        |n: usize, len: usize| -> Vec<u8> { (0..len).map(|i| (i * 31 + n) as u8).collect() };
+    let sizes = [3 << 20, 10, 200_000, 65_536, 65_535, 1 << 20, 0, 5];
+    let mut writer = ArtifactWriter::create(store.clone(), common::test_key(), Default::default())
+        .await
+        .expect("create");
+    for (n, len) in sizes.iter().enumerate() {
+        writer
+            .add(NewBlock::new(FourCC::BINA, payload(n, *len)))
+            .await
+            .expect("add");
+        if n == 3 {
+            writer.commit().await.expect("commit");
+        }
+    }
+    writer.commit().await.expect("commit");
+    let reader = ArtifactReader::open(store.clone()).await.expect("open");
+    let blocks = reader.blocks().await.expect("list");
+    assert_eq!(blocks.len(), sizes.len());
+    for (n, info) in blocks.iter().enumerate() {
+        let block = reader.read(info).await.expect("read");
+        assert_eq!(
+            block.data.as_ref(),
+            payload(n, sizes[n]).as_slice(),
+            "large_and_small_records_round_trip: block {n}"
+        );
+    }
+    let report = verify(store, VerifyOptions::default())
         .await
         .expect("verify");
     assert!(report.valid, "{:?}", report.problems);

@@ -104,6 +104,71 @@ pub async fn write_small_artifact_to(store: Arc<dyn BlockStore>) -> ArtifactWrit
     writer
 }
 
+/// Every value of an artifact that the golden vectors record.
+pub async fn describe(path: &Path) -> serde_json::Value {
+    use maif_store::artifact::ArtifactReader;
+    use maif_store::format::RecordView;
+    let bytes = std::fs::read(path).expect("read");
+    let reader = ArtifactReader::open(file_store(path)).await.expect("open");
+    let mut records = Vec::new();
+    for info in reader.blocks().await.expect("list").iter() {
+        let e = info.entry;
+        let record =
+            RecordView::decode(&bytes[e.offset as usize..(e.offset + e.record_len) as usize])
+                .expect("record");
+        records.push(serde_json::json!({
+            "offset": e.offset,
+            "length": e.record_len,
+            "block_id": hex::encode(e.block_id),
+            "type": e.block_type.to_string(),
+            "version": info.version,
+            "content_digest": hex::encode(record.content_digest()),
+            "digest": hex::encode(record.digest()),
+            "signature": hex::encode(record.signature),
+        }));
+    }
+    let commits: Vec<serde_json::Value> = reader
+        .commits()
+        .await
+        .expect("commits")
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "seq": c.seq(),
+                "segment_offset": c.header().segment_offset,
+                "segment_len": c.header().segment_len,
+                "record_count": c.record_count(),
+                "merkle_root": hex::encode(c.header().merkle_root),
+                "provenance_head": hex::encode(c.header().provenance_head),
+                "digest": hex::encode(c.digest),
+                "signature": hex::encode(c.head.signature),
+            })
+        })
+        .collect();
+    let provenance: Vec<serde_json::Value> = reader
+        .provenance()
+        .await
+        .expect("provenance")
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "action": p.action.name(),
+                "digest": hex::encode(p.digest().expect("digest")),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "file_len": bytes.len(),
+        "sha256": hex::encode(sha256(&bytes)),
+        "public_key": hex::encode(test_key().public_key()),
+        "genesis_digest": hex::encode(reader.identity().genesis),
+        "records": records,
+        "commits": commits,
+        "provenance": provenance,
+        "merkle_root": hex::encode(reader.commit().header().merkle_root),
+    })
+}
+
 /// Runs a future to completion on a fresh single-threaded runtime.
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
