@@ -22,7 +22,7 @@ use object_store::{BackoffConfig, ObjectStore, RetryConfig};
 
 use crate::error::{Error, Result};
 use crate::store::object::{DEFAULT_CONCURRENCY, memory_store};
-use crate::store::{BlockStore, FileStore, ObjectBackend, ObjectFile};
+use crate::store::{BlockStore, FileStore, ListingOrder, ObjectBackend, ObjectFile};
 
 /// Where an artifact lives, as the user named it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,7 +145,8 @@ impl Location {
                     ObjectPath::from(prefix.as_str()),
                     self.to_string(),
                 )
-                .with_concurrency(concurrency),
+                .with_concurrency(concurrency)
+                .with_listing_order(listing_order(store)),
             )),
             Location::ObjectFile { store, key } => Ok(Arc::new(ObjectFile::new(
                 open_object_store(store, s3)?,
@@ -153,6 +154,15 @@ impl Location {
                 self.to_string(),
             ))),
         }
+    }
+}
+
+/// How the store a location names lists keys: S3 and memory in lexicographic order, so one
+/// LIST finds the newest commit; a local folder in no order.
+pub fn listing_order(name: &ObjectStoreName) -> ListingOrder {
+    match name {
+        ObjectStoreName::S3 { .. } | ObjectStoreName::Memory { .. } => ListingOrder::Lexicographic,
+        ObjectStoreName::Folder(_) => ListingOrder::Unordered,
     }
 }
 

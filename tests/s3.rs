@@ -26,9 +26,15 @@ fn listing(store: &Arc<dyn ObjectStore>) -> BTreeMap<String, (u64, Option<String
 #[test]
 fn s3_backend_conforms() {
     let bucket = s3::bucket("conformance");
-    common::block_on(common::conformance::conformance(
-        s3::backend(&bucket, "agents/a1"),
-        s3::backend(&bucket, "agents/a1"),
+    common::block_on(common::conformance::run_all(
+        |name| {
+            let prefix = format!("agents/{name}");
+            (
+                s3::backend(&bucket, &prefix) as Arc<dyn BlockStore>,
+                s3::backend(&bucket, &prefix) as Arc<dyn BlockStore>,
+            )
+        },
+        common::conformance::Capabilities { append: true },
     ));
 }
 
@@ -109,8 +115,8 @@ fn two_processes_appending_at_once_both_succeed() {
         "every append of both writers is there"
     );
     let reader = common::block_on(ArtifactReader::open(backend)).expect("open");
-    let texts: std::collections::HashSet<String> = reader
-        .blocks()
+    let texts: std::collections::HashSet<String> = common::block_on(reader.blocks())
+        .expect("list")
         .iter()
         .map(|info| {
             let block = common::block_on(reader.read(info)).expect("read");
@@ -133,11 +139,18 @@ fn verify_reports_missing_wrong_orphaned_and_stray_objects() {
     let store = s3::store(&bucket);
     let backend: Arc<dyn BlockStore> = s3::backend(&bucket, "art");
     common::block_on(common::write_small_artifact_to(backend.clone()));
-    let head = common::block_on(backend.head()).expect("head");
+    let blocks = common::block_on(async {
+        ArtifactReader::open(backend.clone())
+            .await
+            .expect("open")
+            .blocks()
+            .await
+            .expect("list")
+    });
     let record = |n: usize| {
         ObjectPath::from(format!(
             "art/blocks/{}",
-            hex::encode(head.index.entries[n].digest)
+            hex::encode(blocks[n].entry.digest)
         ))
     };
     common::block_on(async {
@@ -217,31 +230,34 @@ fn bad_input_gives_clear_errors_and_reads_never_write() {
     });
     assert_eq!(listing(&store), before, "a read path wrote to the bucket");
 
-    // Missing index: not found, naming the location.
+    // Nothing there: not found, naming the location.
     let empty: Arc<dyn BlockStore> = s3::backend(&bucket, "nothing-here");
-    let error = common::block_on(empty.head()).expect_err("no artifact");
+    let error = common::block_on(empty.latest()).expect_err("no artifact");
     assert!(
         matches!(error, StoreError::NotFound { .. }) && error.to_string().contains("nothing-here"),
         "{error}"
     );
 
-    // Corrupt index JSON: a format error naming the object.
-    let index_key = before
+    // A damaged newest commit object: an error naming the object, and nothing falls back.
+    let newest_key = before
         .keys()
-        .filter(|k| k.ends_with(".json"))
-        .max()
-        .expect("index object")
+        .filter(|k| k.contains("/commits/"))
+        .min()
+        .expect("commit object")
         .clone();
     common::block_on(store.put(
-        &ObjectPath::from(index_key.as_str()),
-        b"{not json".to_vec().into(),
+        &ObjectPath::from(newest_key.as_str()),
+        b"not a segment".to_vec().into(),
     ))
     .expect("put");
-    let error = common::block_on(backend.head()).expect_err("corrupt index");
+    let error = common::block_on(ArtifactReader::open(backend.clone())).expect_err("damaged");
     assert!(
-        error.to_string().contains(&index_key) && error.to_string().contains("index object"),
+        error.to_string().contains(&newest_key) && error.to_string().contains("segment"),
         "{error}"
     );
+    let report =
+        common::block_on(verify(backend.clone(), VerifyOptions::default())).expect("verify");
+    assert!(!report.valid);
 
     // Wrong credentials and a missing bucket: clear errors, not panics.
     let env = |k: &str, v: &str| (k.to_string(), v.to_string());
@@ -368,26 +384,26 @@ fn a_single_file_stored_as_one_object_opens_with_one_suffix_read() {
             "{name}: object differs from the file"
         );
         counting.take_gets();
-        let head = common::block_on(object.head()).expect("head");
+        let reader = common::block_on(ArtifactReader::open(object.clone())).expect("open");
         let opened_with = counting.take_gets();
         // One suffix GET, plus one for the front if the suffix misses it, plus one for the
-        // start of the tail if the suffix misses that.
+        // start of the newest segment if the suffix misses that.
         let file_len = stored.len() as u64;
         let suffix_start = file_len.saturating_sub(maif_store::store::object_file::SUFFIX_READ);
-        let expected = 1
-            + usize::from(suffix_start > 0)
-            + usize::from(head.trailer.provenance_offset < suffix_start);
+        let segment = reader.commit().header().segment_offset;
+        let expected = 1 + usize::from(suffix_start > 0) + usize::from(segment < suffix_start);
         assert_eq!(
             opened_with, expected,
-            "{name}: {file_len} bytes, tail at {}",
-            head.trailer.provenance_offset
+            "{name}: {file_len} bytes, newest segment at {segment}"
         );
         assert_eq!(
             expected, expected_gets,
             "{name}: the shape does not exercise what it should"
         );
-        for entry in head.index.entries.iter().take(20) {
-            common::block_on(object.read_record(entry)).expect("read");
+        let listing = common::block_on(reader.blocks()).expect("list");
+        counting.take_gets();
+        for info in listing.iter().take(20) {
+            common::block_on(object.read_record(&info.entry)).expect("read");
         }
         assert_eq!(
             counting.take_gets(),
@@ -461,8 +477,13 @@ fn records_above_the_multipart_threshold_round_trip_through_s3() {
         .await
         .expect("to s3");
         // Uploading again is a no-op, and the multipart object is the record, byte for byte.
-        let head = remote.head().await.expect("head");
-        let entry = head.index.entries[0];
+        let entry = ArtifactReader::open(remote.clone())
+            .await
+            .expect("open")
+            .blocks()
+            .await
+            .expect("list")[0]
+            .entry;
         let stored = s3::store(&bucket)
             .head(&ObjectPath::from(format!(
                 "big/blocks/{}",

@@ -239,7 +239,7 @@ fn migrate_fixture(fixture: &str) {
         assert!(verified.valid, "{fixture}: {:?}", verified.problems);
         let reader = ArtifactReader::open(store).await.expect("open output");
         let mut blocks = Vec::new();
-        for info in reader.blocks() {
+        for info in reader.blocks().await.expect("list").iter() {
             let block = reader.read(info).await.expect("read block");
             let metadata = block.metadata().expect("metadata");
             if &info.entry.block_type.0 == b"LGCY" {

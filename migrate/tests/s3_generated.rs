@@ -49,6 +49,8 @@ fn migrated_ids(store: Arc<dyn BlockStore>) -> Vec<String> {
         let reader = ArtifactReader::open(store).await.expect("open");
         reader
             .blocks()
+            .await
+            .expect("list")
             .iter()
             .filter(|b| &b.entry.block_type.0 != b"LGCY")
             .map(|b| b.id())
@@ -140,10 +142,10 @@ fn five_thousand_blocks_with_a_stale_index_and_a_resumed_run() {
     assert_eq!(migrated_ids(s3::backend(&bucket, "migrated")), want);
 
     // A third run finds the migration complete and writes nothing.
-    let generations = snapshot(&store, "migrated/index");
+    let generations = snapshot(&store, "migrated/commits");
     let again = common::migrate_with_report(work.path(), &argv, true, 0);
     assert_eq!(again["already_complete"], true);
-    assert_eq!(snapshot(&store, "migrated/index"), generations);
+    assert_eq!(snapshot(&store, "migrated/commits"), generations);
     assert_eq!(migrated_ids(s3::backend(&bucket, "migrated")).len(), N);
 
     assert_eq!(snapshot(&store, "legacy"), before, "the source changed");

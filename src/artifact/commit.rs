@@ -136,11 +136,8 @@ pub(crate) struct Found {
     pub uncommitted: Option<Range<u64>>,
 }
 
-fn segment_error(
-    store: &dyn BlockStore,
-    at: u64,
-) -> impl FnOnce(crate::format::FormatError) -> Error {
-    let location = store.location();
+fn segment_error(origin: &str, at: u64) -> impl FnOnce(crate::format::FormatError) -> Error {
+    let location = origin.to_string();
     move |e| {
         Error::Store(StoreError::Format {
             location,
@@ -159,14 +156,14 @@ pub(crate) async fn find_latest(store: &dyn BlockStore) -> Result<Found> {
         .get(..SEGMENT_HEADER_LEN)
         .ok_or_else(|| {
             Error::Store(StoreError::Corrupt {
-                location: store.location(),
+                location: latest.origin.clone(),
                 reason: format!(
                     "commit {}'s segment is shorter than a segment header",
                     latest.seq
                 ),
             })
         })?;
-    let header = SegmentHeader::decode(header_bytes).map_err(segment_error(store, 0))?;
+    let header = SegmentHeader::decode(header_bytes).map_err(segment_error(&latest.origin, 0))?;
     let at = header.segment_offset;
     let prefix = if (latest.segment_prefix.len() as u64) < header.head_len() {
         store
@@ -181,7 +178,7 @@ pub(crate) async fn find_latest(store: &dyn BlockStore) -> Result<Found> {
     } else {
         latest.segment_prefix
     };
-    let commit = Commit::decode(&prefix).map_err(segment_error(store, at))?;
+    let commit = Commit::decode(&prefix).map_err(segment_error(&latest.origin, at))?;
     if commit.seq() != latest.seq {
         return Err(Error::Store(StoreError::Corrupt {
             location: store.location(),

@@ -94,8 +94,9 @@ impl ArtifactReader {
     /// verifies. This reads the header, the metadata and the newest segment's head: a few
     /// small reads whatever the artifact's size.
     pub async fn open(store: Arc<dyn BlockStore>) -> Result<Self> {
-        let identity = Identity::read(store.as_ref()).await?;
+        // The newest commit first: a store that reads from the end gets the base with it.
         let found = find_latest(store.as_ref()).await?;
+        let identity = Identity::read(store.as_ref()).await?;
         check_commit(&found.commit, &identity)?;
         let index = Index::new(store.clone());
         let (commit, prefix, completed) = settle(&store, found, &identity.key).await?;

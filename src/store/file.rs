@@ -325,6 +325,7 @@ impl FileStore {
             seq: header.seq,
             segment_prefix: Bytes::from(prefix),
             uncommitted: (len > end).then_some(end..len),
+            origin: self.location(),
         }))
     }
 

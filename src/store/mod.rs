@@ -102,6 +102,8 @@ pub struct Latest {
     /// Single files only: bytes after the newest intact trailer. They are an append that was
     /// interrupted, or a commit whose trailer was damaged; the artifact layer decides which.
     pub uncommitted: Option<Range<u64>>,
+    /// Where the segment's bytes came from, for messages (a path, or a URL and object key).
+    pub origin: String,
 }
 
 /// The fixed prefix of every artifact: its file header and metadata section, exactly.

@@ -484,6 +484,7 @@ impl BlockStore for ObjectBackend {
             seq,
             segment_prefix,
             uncommitted: None,
+            origin: format!("{} (object {key})", self.url),
         })
     }
 

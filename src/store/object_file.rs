@@ -150,6 +150,7 @@ impl BlockStore for ObjectFile {
             seq: header.seq,
             segment_prefix: prefix,
             uncommitted: None,
+            origin: self.url.clone(),
         })
     }
 

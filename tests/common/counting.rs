@@ -1,9 +1,11 @@
-//! An object store wrapper that counts GET requests, to check how many a reader makes.
+//! An object store wrapper that counts requests by kind and bytes returned by GETs, to check
+//! how many a reader or writer makes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
@@ -11,10 +13,34 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
 
+/// Requests made through a [`CountingStore`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requests {
+    pub gets: usize,
+    pub heads: usize,
+    pub puts: usize,
+    /// LIST requests: pages fetched, not calls made.
+    pub lists: usize,
+    pub deletes: usize,
+    /// Bytes of GET bodies requested (the ranges asked for, clamped to the object).
+    pub get_bytes: u64,
+}
+
+impl Requests {
+    pub fn total(&self) -> usize {
+        self.gets + self.heads + self.puts + self.lists + self.deletes
+    }
+}
+
 #[derive(Debug)]
 pub struct CountingStore {
     inner: Arc<dyn ObjectStore>,
     pub gets: AtomicUsize,
+    heads: AtomicUsize,
+    puts: AtomicUsize,
+    lists: Arc<AtomicUsize>,
+    deletes: AtomicUsize,
+    get_bytes: AtomicU64,
 }
 
 impl CountingStore {
@@ -22,12 +48,29 @@ impl CountingStore {
         Arc::new(Self {
             inner,
             gets: AtomicUsize::new(0),
+            heads: AtomicUsize::new(0),
+            puts: AtomicUsize::new(0),
+            lists: Arc::new(AtomicUsize::new(0)),
+            deletes: AtomicUsize::new(0),
+            get_bytes: AtomicU64::new(0),
         })
     }
 
     /// GETs since the last call.
     pub fn take_gets(&self) -> usize {
         self.gets.swap(0, Ordering::SeqCst)
+    }
+
+    /// Every request since the last call.
+    pub fn take(&self) -> Requests {
+        Requests {
+            gets: self.gets.swap(0, Ordering::SeqCst),
+            heads: self.heads.swap(0, Ordering::SeqCst),
+            puts: self.puts.swap(0, Ordering::SeqCst),
+            lists: self.lists.swap(0, Ordering::SeqCst),
+            deletes: self.deletes.swap(0, Ordering::SeqCst),
+            get_bytes: self.get_bytes.swap(0, Ordering::SeqCst),
+        }
     }
 }
 
@@ -45,6 +88,7 @@ impl ObjectStore for CountingStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
+        self.puts.fetch_add(1, Ordering::SeqCst);
         self.inner.put_opts(location, payload, opts).await
     }
     async fn put_multipart_opts(
@@ -52,24 +96,49 @@ impl ObjectStore for CountingStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
+        self.puts.fetch_add(1, Ordering::SeqCst);
         self.inner.put_multipart_opts(location, opts).await
     }
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        if !options.head {
+        let head = options.head;
+        if head {
+            self.heads.fetch_add(1, Ordering::SeqCst);
+        } else {
             self.gets.fetch_add(1, Ordering::SeqCst);
         }
-        self.inner.get_opts(location, options).await
+        let result = self.inner.get_opts(location, options).await?;
+        if !head {
+            self.get_bytes
+                .fetch_add(result.range.end - result.range.start, Ordering::SeqCst);
+        }
+        Ok(result)
     }
     fn delete_stream(
         &self,
         locations: BoxStream<'static, Result<Path>>,
     ) -> BoxStream<'static, Result<Path>> {
+        self.deletes.fetch_add(1, Ordering::SeqCst);
         self.inner.delete_stream(locations)
     }
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.inner.list(prefix)
+        // One request per page of up to 1000 keys (what S3 returns), fetched as the stream
+        // is read.
+        let lists = self.lists.clone();
+        lists.fetch_add(1, Ordering::SeqCst);
+        let mut seen = 0usize;
+        self.inner
+            .list(prefix)
+            .map(move |item| {
+                if seen > 0 && seen % 1000 == 0 {
+                    lists.fetch_add(1, Ordering::SeqCst);
+                }
+                seen += 1;
+                item
+            })
+            .boxed()
     }
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
         self.inner.list_with_delimiter(prefix).await
     }
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {

@@ -172,11 +172,19 @@ pub fn store(bucket: &str) -> Arc<dyn ObjectStore> {
 
 /// The object-layout backend for `s3://bucket/prefix` on the test endpoint.
 pub fn backend(bucket: &str, prefix: &str) -> Arc<ObjectBackend> {
-    Arc::new(ObjectBackend::new(
-        store(bucket),
-        ObjectPath::from(prefix),
-        format!("s3://{bucket}/{prefix}"),
-    ))
+    backend_on(store(bucket), bucket, prefix)
+}
+
+/// The object-layout backend for `s3://bucket/prefix` over `store` (e.g. a counting store).
+pub fn backend_on(store: Arc<dyn ObjectStore>, bucket: &str, prefix: &str) -> Arc<ObjectBackend> {
+    Arc::new(
+        ObjectBackend::new(
+            store,
+            ObjectPath::from(prefix),
+            format!("s3://{bucket}/{prefix}"),
+        )
+        .with_listing_order(maif_store::store::ListingOrder::Lexicographic),
+    )
 }
 
 /// Environment for a `maif` child process talking to the test endpoint.
