@@ -1,4 +1,5 @@
-//! maif-store: canonical MAIF 3.0 artifacts on local disk and object stores.
+//! maif-store: canonical MAIF 3.1 artifacts (MAIF 3.0 made rigorous, with append-only
+//! commits) on local disk and object stores.
 #![deny(unsafe_code)]
 
 pub mod artifact;

@@ -181,7 +181,7 @@ fn splicing_a_commit_from_another_artifact_is_detected() {
 }
 
 #[test]
-fn an_old_trailer_replayed_at_the_end_changes_nothing() {
+fn an_old_trailer_replayed_at_the_end_is_reported_and_changes_nothing() {
     let o = original();
     let old = &o.commits[1];
     let mut bytes = o.bytes.clone();
@@ -192,8 +192,16 @@ fn an_old_trailer_replayed_at_the_end_changes_nothing() {
         Some(o.commits.last().expect("c").seq()),
         "a trailer counts only at its own offset"
     );
-    assert!(report.valid);
-    assert!(!report.warnings.is_empty());
+    // No crash leaves an intact trailer out of place: the file was altered.
+    assert!(!report.valid);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.reason.contains("intact trailer out of place")),
+        "{:?}",
+        report.problems
+    );
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Migrates legacy MAIF artifacts into canonical MAIF 3.0.
+//! Migrates legacy MAIF artifacts into canonical MAIF (3.1).
 //!
 //! Readers turn each legacy input (two S3 layouts, three local binary formats, Python SDK
 //! 2.1 files) into one [`model::LegacyArtifact`]: blocks in migration order, each with its

@@ -60,11 +60,15 @@ impl Commit {
         }
     }
 
-    pub(crate) fn append_base(&self) -> AppendBase {
+    /// What an append on top of this commit tells the store, having examined the image up to
+    /// `examined_len`.
+    pub(crate) fn append_base(&self, examined_len: u64) -> AppendBase {
         AppendBase {
             commit: self.reference(),
             segment_len: self.head.header.segment_len,
             trailer: self.trailer().to_bytes(),
+            segment_header: self.head.header_bytes,
+            examined_len,
         }
     }
 
@@ -256,22 +260,36 @@ pub(crate) enum Uncommitted {
 }
 
 /// Walks the bytes past `from` the way an interrupted append of the next commit would have
-/// laid them out, and says whether they are that.
+/// laid them out, and says whether they can be that.
+///
+/// A crash can leave whole records, a record or segment cut short, bytes never written
+/// (zeros, possibly before bytes that were: the disk writes pages back in any order), and the
+/// next commit's segment with no trailer or part of one. It cannot leave a segment at an
+/// offset or with a number other than the next commit's, a trailer after a segment that is
+/// not complete and signed, or an intact trailer at any other place: such evidence means the
+/// file was altered. Readers must not then silently fall back to an older state, nor writers
+/// truncate committed data.
 pub(crate) async fn classify_uncommitted(
     store: &dyn BlockStore,
     from: &Commit,
     range: Range<u64>,
 ) -> Result<Uncommitted> {
     let damaged = |at: u64, reason: String| Ok(Uncommitted::Damaged { at, reason });
+    let read = |range: Range<u64>| async move {
+        // A writer may cut these bytes at any moment; what is gone was uncommitted.
+        match store.read_uncommitted(range).await {
+            Err(StoreError::OutOfRange { .. }) => Ok(Bytes::new()),
+            other => other,
+        }
+    };
     let mut at = range.start;
     while at < range.end {
-        let head_end = (at + SEGMENT_HEADER_LEN as u64).min(range.end);
-        let head = store.read_uncommitted(at..head_end).await?;
-        if head.starts_with(&SEGMENT_MAGIC) && head.len() < SEGMENT_HEADER_LEN {
-            // The next commit's segment header, cut short.
-            return Ok(Uncommitted::Interrupted);
-        }
+        let head = read(at..(at + SEGMENT_HEADER_LEN as u64).min(range.end)).await?;
         if head.starts_with(&SEGMENT_MAGIC) {
+            if head.len() < SEGMENT_HEADER_LEN {
+                // The next commit's segment header, cut short.
+                return Ok(Uncommitted::Interrupted);
+            }
             let Ok(header) = SegmentHeader::decode(&head) else {
                 return damaged(at, "a segment header that does not decode".into());
             };
@@ -284,12 +302,23 @@ pub(crate) async fn classify_uncommitted(
                     ),
                 );
             }
-            // The next commit's segment; after it, at most its own trailer.
             let end = at.saturating_add(header.segment_len);
             if range.end > end.saturating_add(crate::format::TRAILER_LEN as u64) {
                 return damaged(
                     end,
                     "bytes after the next commit's segment and trailer".into(),
+                );
+            }
+            // Any trailer byte written means the segment and records were durable first:
+            // a commit that is then not complete and signed was altered.
+            let after = read(end.min(range.end)..range.end).await?;
+            if after.iter().any(|b| *b != 0) {
+                return damaged(
+                    at,
+                    format!(
+                        "commit {} with its trailer begun but its segment or records not matching its signature",
+                        header.seq
+                    ),
                 );
             }
             return Ok(Uncommitted::Interrupted);
@@ -307,22 +336,63 @@ pub(crate) async fn classify_uncommitted(
                 _ => return Ok(Uncommitted::Interrupted),
             }
         }
-        if (head.len() as u64) < crate::format::block::BLOCK_HEADER_LEN as u64 {
-            // A header cut short.
-            return Ok(Uncommitted::Interrupted);
+        // Neither a record nor a segment: what a crash leaves mid-write, unless a misplaced
+        // segment or trailer follows.
+        return misplaced_structure(store, from, at..range.end).await;
+    }
+    Ok(Uncommitted::Interrupted)
+}
+
+/// Looks in `range` (bytes an interrupted append could have left) for a segment header or an
+/// intact trailer that decodes: one there cannot come from a crash.
+async fn misplaced_structure(
+    store: &dyn BlockStore,
+    from: &Commit,
+    range: Range<u64>,
+) -> Result<Uncommitted> {
+    let mut start = range.start;
+    while start < range.end {
+        let end = (start + SCAN_CHUNK).min(range.end);
+        let chunk_end = (end + SEGMENT_HEADER_LEN as u64).min(range.end);
+        let chunk = match store.read_uncommitted(start..chunk_end).await {
+            Err(StoreError::OutOfRange { .. }) => return Ok(Uncommitted::Interrupted),
+            other => other?,
+        };
+        let limit = (end - start) as usize;
+        for (n, window) in chunk.windows(8).enumerate().take(limit) {
+            let at = start + n as u64;
+            if window == SEGMENT_MAGIC
+                && let Some(header) = chunk
+                    .get(n..n + SEGMENT_HEADER_LEN)
+                    .and_then(|b| SegmentHeader::decode(b).ok())
+                && !(header.segment_offset == at && header.seq == from.seq() + 1)
+            {
+                return Ok(Uncommitted::Damaged {
+                    at,
+                    reason: format!(
+                        "a segment of commit {} that belongs at byte {}",
+                        header.seq, header.segment_offset
+                    ),
+                });
+            }
+            if window == crate::format::trailer::TRAILER_MAGIC
+                && chunk
+                    .get(n..n + crate::format::TRAILER_LEN)
+                    .is_some_and(|b| Trailer::decode(b).is_ok())
+            {
+                return Ok(Uncommitted::Damaged {
+                    at,
+                    reason: "an intact trailer out of place".into(),
+                });
+            }
         }
-        // Bytes never written read as zeros.
-        let rest = store.read_uncommitted(at..range.end).await?;
-        if rest.iter().all(|b| *b == 0) {
-            return Ok(Uncommitted::Interrupted);
-        }
-        return damaged(at, "bytes that are neither a record nor a segment".into());
+        start = end;
     }
     Ok(Uncommitted::Interrupted)
 }
 
 /// The newest commit a store holds once bytes past its newest intact trailer are accounted
-/// for: a complete, signed commit there is taken (its trailer alone was lost); bytes an
+/// for (for stores that hold no such bytes, the newest commit): a complete, signed commit there is taken (its trailer alone was lost); bytes an
 /// interrupted append leaves are ignored; anything else is an error naming where the file
 /// was altered, so that no reader silently falls back to an older state and no writer
 /// truncates committed data.
@@ -330,9 +400,15 @@ pub(crate) async fn settle(
     store: &Arc<dyn BlockStore>,
     found: Found,
     key: &PublicKey,
-) -> Result<(Commit, Bytes, bool)> {
+) -> Result<Settled> {
     let Some(range) = found.uncommitted else {
-        return Ok((found.commit, found.prefix, false));
+        let examined_len = found.commit.end();
+        return Ok(Settled {
+            commit: found.commit,
+            prefix: found.prefix,
+            completed: false,
+            examined_len,
+        });
     };
     let (commit, prefix, completed) =
         match complete_commits(store, &found.commit, range.clone(), key).await? {
@@ -350,7 +426,34 @@ pub(crate) async fn settle(
             commit.describe()
         )));
     }
-    Ok((commit, prefix, completed))
+    Ok(Settled {
+        commit,
+        prefix,
+        completed,
+        examined_len: range.end,
+    })
+}
+
+/// The newest commit once bytes past the newest intact trailer are accounted for.
+#[derive(Debug, Clone)]
+pub(crate) struct Settled {
+    pub commit: Commit,
+    /// The leading bytes of its segment.
+    pub prefix: Bytes,
+    /// It was found complete past the newest intact trailer (its trailer was lost).
+    pub completed: bool,
+    /// The image length examined (see [`AppendBase::examined_len`]).
+    pub examined_len: u64,
+}
+
+/// Reads uncommitted bytes; `None` if they are gone (a writer may cut them at any moment, and
+/// then they were not a commit).
+async fn read_if_there(store: &dyn BlockStore, range: Range<u64>) -> Result<Option<Bytes>> {
+    match store.read_uncommitted(range).await {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(StoreError::OutOfRange { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Chunk size for scanning uncommitted bytes.
@@ -367,7 +470,9 @@ async fn find_complete_commit(
     while end > range.start {
         let start = end.saturating_sub(SCAN_CHUNK).max(range.start);
         let chunk_end = (end + SEGMENT_MAGIC.len() as u64 - 1).min(range.end);
-        let chunk = store.read_uncommitted(start..chunk_end).await?;
+        let Some(chunk) = read_if_there(store.as_ref(), start..chunk_end).await? else {
+            return Ok(None);
+        };
         let mut at = chunk.len();
         while let Some(found) = chunk[..at]
             .windows(SEGMENT_MAGIC.len())
@@ -398,8 +503,10 @@ async fn check_candidate(
     if header_end > limit {
         return Ok(None);
     }
-    let Ok(header) = SegmentHeader::decode(&store.read_uncommitted(offset..header_end).await?)
-    else {
+    let Some(head) = read_if_there(store.as_ref(), offset..header_end).await? else {
+        return Ok(None);
+    };
+    let Ok(header) = SegmentHeader::decode(&head) else {
         return Ok(None);
     };
     let b = base.header();
@@ -415,9 +522,10 @@ async fn check_candidate(
     if !successor || b.flags & crate::format::segment::FLAG_SEALED != 0 {
         return Ok(None);
     }
-    let segment = store
-        .read_uncommitted(offset..offset + header.segment_len)
-        .await?;
+    let Some(segment) = read_if_there(store.as_ref(), offset..offset + header.segment_len).await?
+    else {
+        return Ok(None);
+    };
     let Ok(commit) = Commit::decode(&segment) else {
         return Ok(None);
     };
@@ -446,9 +554,10 @@ async fn check_candidate(
     if frontier != *commit.frontier() {
         return Ok(None);
     }
-    let records = store
-        .read_uncommitted(base.end()..header.segment_offset)
-        .await?;
+    let Some(records) = read_if_there(store.as_ref(), base.end()..header.segment_offset).await?
+    else {
+        return Ok(None);
+    };
     let mut at = 0usize;
     let mut previous = b.last_record_digest;
     for entry in &new_entries {

@@ -21,10 +21,10 @@
 //! So tiers never grow towards the newest run, there are at most three runs per tier (one of
 //! tier 0), and every time an entry is copied its run's tier grows (tier 0 excepted, where it
 //! is copied at most three times). An artifact of `n` records thus has at most
-//! `1 + 3 log4 n` live runs, and each entry is written at most `3 + log4 n` times: at a
-//! million records, 31 runs and 13 copies of 92 bytes, whatever the commit sizes. A commit
-//! with no new entries rewrites the newest run only if it is tier 0, so it stays in the
-//! newest segment.
+//! `1 + 3 floor(log4 n)` live runs, and each entry is written at most `3 + floor(log4 n)`
+//! times: at a million records, 28 runs and 12 copies of 92 bytes, whatever the commit
+//! sizes. A commit with no new entries rewrites the newest run only if it is tier 0 (at most
+//! 3 entries), so it stays in the newest segment.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -99,7 +99,8 @@ impl ArtifactReader {
         let identity = Identity::read(store.as_ref()).await?;
         check_commit(&found.commit, &identity)?;
         let index = Index::new(store.clone());
-        let (commit, prefix, completed) = settle(&store, found, &identity.key).await?;
+        let settled = settle(&store, found, &identity.key).await?;
+        let (commit, prefix, completed) = (settled.commit, settled.prefix, settled.completed);
         index.remember_segment(commit.reference(), prefix);
         Ok(Self {
             store,

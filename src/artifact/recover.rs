@@ -20,8 +20,6 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::commit::{Commit, Identity, complete_commits, find_latest};
-use super::index::Index;
-use super::reader::read_commit;
 use super::verify::{VerifyOptions, VerifyReport, verify_target};
 use super::writer::ArtifactWriter;
 use crate::error::{Error, Result};
@@ -32,7 +30,7 @@ use crate::format::trailer::TRAILER_MAGIC;
 use crate::format::{Action, BlockHeader, RecordView, SegmentHeader, TRAILER_LEN, Trailer};
 use crate::keys::SigningKey;
 use crate::store::file::publish_new_file;
-use crate::store::{BlockStore, CommitRef, FileStore, StoreError};
+use crate::store::{BlockStore, FileStore, StoreError};
 
 /// How the recovered artifact was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -85,26 +83,28 @@ pub async fn recover_file(
         ))
     })?;
 
-    // The newest commits, newest first: the completed one (if any), then the chain back.
+    // Candidates, newest first: a complete commit whose trailer was lost (if any), then every
+    // commit an intact trailer locates, found by scanning the file from its end (so a
+    // damaged newest segment or a broken link does not hide the commits before it).
     let mut candidates: Vec<(Commit, bool)> = Vec::new();
-    if let Ok(found) = find_latest(store.as_ref()).await {
-        if let Some(range) = found.uncommitted.clone()
-            && let Ok(Some((commit, _))) =
-                complete_commits(&store, &found.commit, range, &identity.key).await
-        {
-            candidates.push((commit, true));
-        }
-        candidates.push((found.commit, false));
+    if let Ok(found) = find_latest(store.as_ref()).await
+        && let Some(range) = found.uncommitted.clone()
+        && let Ok(Some((commit, _))) =
+            complete_commits(&store, &found.commit, range, &identity.key).await
+    {
+        candidates.push((commit, true));
     }
-    let index = Index::new(store.clone());
-    let mut valid: Option<(Commit, bool)> = None;
-    let mut tried = 0;
+    for commit in commits_by_trailer(&image, identity.base.len()) {
+        if candidates.len() >= OLDER_COMMITS_TRIED {
+            break;
+        }
+        if !candidates.iter().any(|(c, _)| c.digest == commit.digest) {
+            candidates.push((commit, false));
+        }
+    }
     let newest = candidates.first().map(|(c, _)| c.digest);
-    let mut next = candidates
-        .into_iter()
-        .collect::<std::collections::VecDeque<_>>();
-    while let Some((commit, completed)) = next.pop_front() {
-        tried += 1;
+    let mut valid: Option<(Commit, bool)> = None;
+    for (commit, completed) in candidates {
         let mut report = empty_report(&name);
         let checked = verify_target(
             store.clone(),
@@ -118,21 +118,6 @@ pub async fn recover_file(
         if checked.is_ok() && report.problems.is_empty() {
             valid = Some((commit, completed));
             break;
-        }
-        if tried >= OLDER_COMMITS_TRIED || commit.seq() == 0 || !next.is_empty() {
-            continue;
-        }
-        let header = commit.header();
-        if let Ok(previous) = read_commit(
-            &index,
-            CommitRef {
-                seq: header.seq - 1,
-                segment_offset: header.previous_segment_offset,
-            },
-        )
-        .await
-        {
-            next.push_back((previous, false));
         }
     }
 
@@ -183,6 +168,33 @@ pub async fn recover_file(
         });
     }
     resign(destination, &image, &identity, valid, salvage, key, &name).await
+}
+
+/// Every commit located by a trailer intact at its own offset, newest first.
+fn commits_by_trailer(image: &[u8], base_len: u64) -> Vec<Commit> {
+    let mut commits = Vec::new();
+    let mut end = image.len();
+    while let Some(found) = image[..end]
+        .windows(TRAILER_MAGIC.len())
+        .rposition(|w| w == TRAILER_MAGIC)
+    {
+        end = found;
+        let Some(trailer) = image
+            .get(found..found + TRAILER_LEN)
+            .and_then(|b| Trailer::decode_at(b, found as u64).ok())
+            .filter(|t| t.segment_offset >= base_len)
+        else {
+            continue;
+        };
+        if let Some(commit) = image
+            .get(trailer.segment_offset as usize..found)
+            .and_then(|segment| Commit::decode(segment).ok())
+            .filter(|c| c.header().segment_offset == trailer.segment_offset)
+        {
+            commits.push(commit);
+        }
+    }
+    commits
 }
 
 fn empty_report(location: &str) -> VerifyReport {
@@ -342,8 +354,9 @@ async fn resign(
                 0,
             ),
         };
-        let kept = valid.as_ref().map_or(0, |(c, _)| c.end());
+        let kept = valid.as_ref().map_or(identity.base.len(), |(c, _)| c.end());
         let salvaged = salvage.records.len() as u64;
+        let salvaged_bytes: u64 = salvage.records.iter().map(|r| r.len() as u64).sum();
         for record in salvage.records {
             writer.add_signed_record(record).await?;
         }
@@ -359,7 +372,7 @@ async fn resign(
             records_recovered: records,
             commits_kept,
             records_salvaged: salvaged,
-            bytes_discarded: (image.len() as u64).saturating_sub(kept),
+            bytes_discarded: (image.len() as u64).saturating_sub(kept + salvaged_bytes),
             trailer_restored: valid.as_ref().is_some_and(|(_, completed)| *completed),
         })
     }

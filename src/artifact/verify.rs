@@ -428,11 +428,6 @@ pub(crate) async fn verify_target(
                     ));
                 }
             }
-            AuditFinding::MissingCommit { seq, key } => report.problems.push(problem(
-                "storage",
-                None,
-                format!("commit object {key} (commit {seq}) is missing"),
-            )),
             AuditFinding::Orphan { key, size } => report.warnings.push(problem(
                 "storage",
                 None,
@@ -802,6 +797,9 @@ impl<'a> ChainCheck<'a> {
             }
             if entry.details_json().is_err() {
                 pflag("details are not a JSON object".into());
+            }
+            if finalizes {
+                pflag("follows the finalize entry".into());
             }
             match entry.action {
                 Action::Create => {

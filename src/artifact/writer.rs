@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::commit::{Commit, Identity, find_latest, settle};
+use super::commit::{Commit, Identity, Settled, find_latest, settle};
 use super::index::{Index, plan_run};
 use super::{format_id, format_time, now_us};
 use crate::error::{Error, Result};
@@ -172,6 +172,8 @@ pub struct ArtifactWriter {
     max_retries: u32,
     /// The newest commit this writer builds on.
     commit: Commit,
+    /// The image length examined when `commit` was read (see `AppendBase::examined_len`).
+    examined_len: u64,
     agent_id: Option<String>,
     pending: Vec<Pending>,
     /// The pending blocks as linked onto `commit` (one per `Pending::Block`, in order).
@@ -325,12 +327,17 @@ impl ArtifactWriter {
         store.create(Bytes::from(genesis_bytes)).await?;
         let commit = Commit::decode(&segment).map_err(Error::format("the commit just made"))?;
         let public = PublicKey::from_bytes(&key.public_key())?;
+        let examined_len = commit.end();
         Ok(Self::with_commit(
             store,
             key,
             public,
-            commit,
-            Bytes::from(segment),
+            Settled {
+                commit,
+                prefix: Bytes::from(segment),
+                completed: false,
+                examined_len,
+            },
         ))
     }
 
@@ -338,12 +345,13 @@ impl ArtifactWriter {
         store: Arc<dyn BlockStore>,
         key: SigningKey,
         public: PublicKey,
-        commit: Commit,
-        prefix: Bytes,
+        settled: Settled,
     ) -> Self {
         let index = Index::new(store.clone());
-        index.remember_segment(commit.reference(), prefix);
+        index.remember_segment(settled.commit.reference(), settled.prefix);
+        let commit = settled.commit;
         Self {
+            examined_len: settled.examined_len,
             store,
             key,
             public,
@@ -360,20 +368,19 @@ impl ArtifactWriter {
         }
     }
 
-    /// Opens an existing artifact for appending. The key must be the artifact's own, and the
-    /// newest commit must verify (a writer never extends a tampered artifact). Opening reads
-    /// the newest commit's head only, whatever the artifact's size.
+    /// Opens an existing artifact for appending. The newest commit must be signed by `key`
+    /// (a writer never extends a commit its key did not make); its chain seed, which every
+    /// new commit carries on, is checked against the header and metadata by readers and by
+    /// verification, not here. Opening reads the newest commit's head only, whatever the
+    /// artifact's size: on an object store, one LIST and one GET.
     pub async fn open(store: Arc<dyn BlockStore>, key: SigningKey) -> Result<Self> {
         let public = PublicKey::from_bytes(&key.public_key())?;
-        let (commit, prefix) = Self::load_newest(&store, &public).await?;
-        Ok(Self::with_commit(store, key, public, commit, prefix))
+        let settled = Self::load_newest(&store, &public).await?;
+        Ok(Self::with_commit(store, key, public, settled))
     }
 
     /// The newest commit, checked under `public`, completed first if it lost its trailer.
-    async fn load_newest(
-        store: &Arc<dyn BlockStore>,
-        public: &PublicKey,
-    ) -> Result<(Commit, Bytes)> {
+    async fn load_newest(store: &Arc<dyn BlockStore>, public: &PublicKey) -> Result<Settled> {
         let found = find_latest(store.as_ref()).await?;
         if !found.commit.signed_by(public) {
             // Tell a wrong key from a damaged commit.
@@ -389,8 +396,7 @@ impl ArtifactWriter {
                 found.commit.describe()
             )));
         }
-        let (commit, prefix, _) = settle(store, found, public).await?;
-        Ok((commit, prefix))
+        settle(store, found, public).await
     }
 
     /// Replaces the clock used for record, provenance and commit timestamps (for
@@ -422,7 +428,11 @@ impl ArtifactWriter {
     }
 
     fn check_open(&self) -> Result<()> {
-        if self.commit.header().is_sealed() {
+        let finalizing = self
+            .pending
+            .iter()
+            .any(|p| matches!(p, Pending::Event { action, .. } if *action == Action::Finalize));
+        if self.commit.header().is_sealed() || finalizing {
             return Err(Error::Finalized);
         }
         Ok(())
@@ -611,7 +621,11 @@ impl ArtifactWriter {
             })
             .collect();
         if self.session.is_none() && !blocks.is_empty() {
-            self.session = Some(self.store.begin_append(&self.commit.append_base()).await?);
+            self.session = Some(
+                self.store
+                    .begin_append(&self.commit.append_base(self.examined_len))
+                    .await?,
+            );
         }
         let mut previous = self
             .placed
@@ -686,11 +700,15 @@ impl ArtifactWriter {
     /// Reads the newest commit and links every pending item onto it again.
     async fn rebase(&mut self) -> Result<()> {
         self.session = None;
-        let (commit, prefix) = Self::load_newest(&self.store, &self.public).await?;
+        let settled = Self::load_newest(&self.store, &self.public).await?;
         self.index = Index::new(self.store.clone());
-        self.index.remember_segment(commit.reference(), prefix);
-        self.commit = commit;
-        self.check_open()?;
+        self.index
+            .remember_segment(settled.commit.reference(), settled.prefix);
+        self.commit = settled.commit;
+        self.examined_len = settled.examined_len;
+        if self.commit.header().is_sealed() {
+            return Err(Error::Finalized);
+        }
         self.placed.clear();
         self.pending_versions.clear();
         let blocks: Vec<PreparedBlock> = self
@@ -786,9 +804,15 @@ impl ArtifactWriter {
     }
 
     async fn try_commit(&mut self) -> Result<()> {
-        self.check_open()?;
+        if self.commit.header().is_sealed() {
+            return Err(Error::Finalized);
+        }
         if self.session.is_none() {
-            self.session = Some(self.store.begin_append(&self.commit.append_base()).await?);
+            self.session = Some(
+                self.store
+                    .begin_append(&self.commit.append_base(self.examined_len))
+                    .await?,
+            );
         }
         let base = self.commit.header();
         let seq = base.seq + 1;
@@ -915,6 +939,7 @@ impl ArtifactWriter {
         // The committed state is what was just written; no need to read it back.
         let commit = Commit::decode(&segment).map_err(Error::format("the commit just made"))?;
         self.index.remember_segment(commit.reference(), segment);
+        self.examined_len = commit.end();
         self.commit = commit;
         self.merkle_hashes += hashes;
         self.pending.clear();

@@ -1,4 +1,4 @@
-//! The canonical MAIF 3.0 byte layout. Pure and synchronous: bytes in, structures out, and
+//! The canonical MAIF 3.1 byte layout (MAIF 3.0 made rigorous, with append-only commits). Pure and synchronous: bytes in, structures out, and
 //! back. Every byte layout of the project is written and parsed here and nowhere else.
 //!
 //! See `docs/FORMAT.md` for the specification these codecs implement.

@@ -330,7 +330,7 @@ impl RunHead {
             Some(older) if older.tier == tier => older.streak.saturating_add(1),
             _ => 1,
         };
-        if streak != expected_streak {
+        if streak != expected_streak || streak > 3 {
             return Err(invalid(
                 "streak",
                 25,

@@ -496,6 +496,13 @@ impl BlockStore for FileStore {
             location: self.location(),
             reason,
         };
+        if len != base.examined_len {
+            let _ = file.unlock();
+            return Err(conflict(format!(
+                "the file changed since this writer read it ({len} bytes, {} examined)",
+                base.examined_len
+            )));
+        }
         if base_trailer_at == at {
             // The base is the newest intact commit: whatever follows it is an interrupted
             // append, which the caller has judged not to be a complete commit.
@@ -511,9 +518,7 @@ impl BlockStore for FileStore {
                     "the commit to complete",
                 )
                 .map_err(unlock_on_error)?;
-            let current = SegmentHeader::decode(&header).ok();
-            if current.map(|h| (h.seq, h.segment_len)) != Some((base.commit.seq, base.segment_len))
-            {
+            if header != base.segment_header {
                 let _ = file.unlock();
                 return Err(conflict("the commit being completed changed".into()));
             }

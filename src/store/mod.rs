@@ -138,6 +138,12 @@ pub struct AppendBase {
     pub commit: CommitRef,
     pub segment_len: u64,
     pub trailer: [u8; TRAILER_LEN],
+    /// The exact bytes of the base commit's segment header, as the caller checked them.
+    pub segment_header: [u8; crate::format::segment::SEGMENT_HEADER_LEN],
+    /// The image length the caller examined: the base's end, or the end of the bytes after it
+    /// that the caller judged to be an interrupted append. An append refuses to go on (with a
+    /// conflict) if the image has changed since, so it never discards bytes nobody examined.
+    pub examined_len: u64,
 }
 
 impl AppendBase {
@@ -281,8 +287,6 @@ pub trait BlockStore: Send + Sync + fmt::Debug {
 pub enum AuditFinding {
     /// A committed record has no object (the artifact is damaged).
     MissingRecord { digest: Digest, key: String },
-    /// A commit object between the first and the newest is missing.
-    MissingCommit { seq: u64, key: String },
     /// A record object no commit references (left by an interrupted append or import).
     Orphan { key: String, size: u64 },
     /// An object under the prefix that is not part of the layout.

@@ -27,8 +27,11 @@
 //! each commit; it may lag, never lead) and walks forward from it with HEADs, listing every
 //! commit only when the hint is missing.
 //!
-//! A single-block append costs four requests: the LIST, a GET of the newest segment's head,
-//! the record PUT and the commit PUT (plus the hint PUT on local folders).
+//! A single-block append costs four requests on S3 and memory: the LIST, a GET of the newest
+//! segment's head, the record PUT and the commit PUT. On local folders finding the newest
+//! commit takes the hint's GET and two HEADs instead of the LIST, and the hint is written
+//! after the commit. A commit whose run absorbs older runs not in the newest segment also
+//! reads them (see `artifact::index`).
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
@@ -112,6 +115,21 @@ fn is_already_there(error: &object_store::Error) -> bool {
     matches!(
         error,
         object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }
+    )
+}
+
+/// Errors that mean the store refused a request outright, so nothing was written and
+/// repeating it will not help (as opposed to a dropped connection or a server error, after
+/// which the write may or may not have happened).
+fn is_definite_failure(error: &object_store::Error) -> bool {
+    matches!(
+        error,
+        object_store::Error::NotFound { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::InvalidPath { .. }
     )
 }
 
@@ -293,6 +311,10 @@ impl ObjectBackend {
                 .await;
             match outcome {
                 Ok(_) => return Ok(()),
+                Err(e) if is_definite_failure(&e) => {
+                    // The store refused the request itself: nothing was written.
+                    return Err(object_error(&self.url, &key, "committing", e));
+                }
                 Err(e) => {
                     let already_there = is_already_there(&e);
                     // The create failed, or failed to report: the object decides. An object
@@ -385,9 +407,7 @@ async fn upload(
         match store.put_opts(&key, payload.clone(), create_only()).await {
             Ok(_) => return Ok(()),
             Err(e) if is_already_there(&e) => return Ok(()),
-            Err(e)
-                if attempt < PUT_ATTEMPTS && !matches!(e, object_store::Error::NotFound { .. }) =>
-            {
+            Err(e) if attempt < PUT_ATTEMPTS && !is_definite_failure(&e) => {
                 tracing::info!(%key, attempt, error = %e, "retrying a record upload");
             }
             Err(e) => return Err(e),
@@ -634,7 +654,6 @@ impl BlockStore for ObjectBackend {
             .map(|digest| (record_object_name(digest), *digest))
             .collect();
         let mut seen_records = HashSet::new();
-        let mut seen_commits = HashSet::new();
         let mut findings = Vec::new();
         for meta in objects {
             let key = meta.location.to_string();
@@ -654,10 +673,9 @@ impl BlockStore for ObjectBackend {
                     });
                 }
             } else if parent_is(&commits)
-                && let Some(seq) = parse_commit_object_name(&name)
-                && seq <= newest_commit
+                && parse_commit_object_name(&name).is_some_and(|seq| seq <= newest_commit)
             {
-                seen_commits.insert(seq);
+                // Commits are checked by following their chain, which names each one.
             } else if !(parent_is(&self.prefix) && name == LATEST_HINT) {
                 findings.push(AuditFinding::Unexpected { key });
             }
@@ -667,14 +685,6 @@ impl BlockStore for ObjectBackend {
                 findings.push(AuditFinding::MissingRecord {
                     digest: *digest,
                     key: blocks.clone().join(name.as_str()).to_string(),
-                });
-            }
-        }
-        for seq in 0..=newest_commit {
-            if !seen_commits.contains(&seq) {
-                findings.push(AuditFinding::MissingCommit {
-                    seq,
-                    key: self.commit_key(seq).to_string(),
                 });
             }
         }

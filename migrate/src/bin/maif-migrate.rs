@@ -13,7 +13,7 @@ use maif_migrate::{MigrateError, source};
 use maif_store::SigningKey;
 use maif_store::location::{Location, S3Settings};
 
-/// Migrate a legacy MAIF artifact into canonical MAIF 3.0.
+/// Migrate a legacy MAIF artifact into canonical MAIF (3.1).
 ///
 /// SOURCE is a legacy local file (binary_format, block_storage, unified, or Python SDK 2.1;
 /// detected from its bytes) or an object-store prefix holding a legacy S3 layout

@@ -28,10 +28,10 @@ pub fn detect(source: &str, data: &[u8]) -> Result<SourceKind> {
     };
     let first8 = hex::encode(data.get(..8).unwrap_or(data));
     if data.starts_with(b"MAIF") {
-        if data.get(4..6) == Some(&[3, 0]) {
-            return Err(unrecognized(
-                "already a canonical MAIF 3.0 file; use `maif convert` to copy it".into(),
-            ));
+        if let Some(&[3, minor]) = data.get(4..6) {
+            return Err(unrecognized(format!(
+                "already a canonical MAIF 3.{minor} file; use `maif convert` to copy it"
+            )));
         }
         return match data.get(4..8) {
             // The SDK reader checks the footer and header itself and reports damage as
@@ -54,7 +54,7 @@ pub fn detect(source: &str, data: &[u8]) -> Result<SourceKind> {
                 }),
             Some(variant) => Err(unrecognized(format!(
                 "first 8 bytes {first8}: unknown MAIF variant {} (known: 00020001 Python SDK 2.1, \
-                 00010000 binary_format.py, 00000001 unified local, 0300 MAIF 3.0)",
+                 00010000 binary_format.py, 00000001 unified local, 03xx canonical MAIF 3.x)",
                 hex::encode(variant)
             ))),
             None => Err(unrecognized(format!(
@@ -67,7 +67,7 @@ pub fn detect(source: &str, data: &[u8]) -> Result<SourceKind> {
         .map_err(|why| {
             unrecognized(format!(
                 "first 8 bytes {first8}: not a known legacy format. No `MAIF` magic at byte 0, so \
-                 not binary-format, unified-local, Python SDK 2.1 or MAIF 3.0; not block-storage \
+                 not binary-format, unified-local, Python SDK 2.1 or canonical MAIF; not block-storage \
                  (no magic, records checked one by one): {why}"
             ))
         })
@@ -305,10 +305,7 @@ pub(crate) mod tests {
         let canonical = b"MAIF\x03\x00\x00\x00rest of a canonical file";
         match detect("c", canonical) {
             Err(MigrateError::Unrecognized { reason, .. }) => {
-                assert!(
-                    reason.contains("already a canonical MAIF 3.0 file"),
-                    "{reason}"
-                )
+                assert!(reason.contains("already a canonical MAIF 3."), "{reason}")
             }
             other => panic!("{other:?}"),
         }

@@ -21,9 +21,22 @@ use serde_json::{Map, Value, json};
 
 use super::{AddArgs, Command, output};
 
-/// 1 for "the bytes are not what they claim to be", 2 for everything else.
+/// 1 for "the bytes are not what they claim to be", 2 for everything else (a version this
+/// build does not read is not damage).
 pub fn exit_code(error: &Error) -> u8 {
+    let unsupported_version = |source: &maif_store::format::FormatError| {
+        matches!(
+            source,
+            maif_store::format::FormatError::UnsupportedVersion { .. }
+        )
+    };
     match error {
+        Error::Format { source, .. }
+        | Error::Store(maif_store::store::StoreError::Format { source, .. })
+            if unsupported_version(source) =>
+        {
+            2
+        }
         Error::Verification(_)
         | Error::Format { .. }
         | Error::Store(

@@ -10,7 +10,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Signed, hash-chained, Merkle-rooted MAIF 3.0 artifacts.
+/// Signed, hash-chained, Merkle-rooted MAIF 3.1 artifacts (MAIF 3.0 made rigorous, with
+/// append-only commits).
 ///
 /// Exit status: 0 success, 1 verification failed (or a verified read found tampering),
 /// 2 usage or I/O error.
@@ -107,7 +108,8 @@ enum Command {
     /// Verify an artifact. Exit 0 valid, 1 verification failed, 2 usage or I/O error.
     Verify {
         location: String,
-        /// Trailer checksum, stored digests, Merkle root and commit signature only.
+        /// The newest commit only (its signature, chain seed, Merkle frontier, trailer,
+        /// provenance and run head): a few small reads whatever the size.
         #[arg(long)]
         quick: bool,
         /// Check every signature individually with strict semantics instead of in batches.
