@@ -291,6 +291,11 @@ pub(crate) async fn classify_uncommitted(
                 return Ok(Uncommitted::Interrupted);
             }
             let Ok(header) = SegmentHeader::decode(&head) else {
+                // A write torn by a power loss leaves whole sectors unwritten (zeros); a header
+                // that fails for any other reason was altered.
+                if torn_at_a_sector(at, &head) {
+                    return Ok(Uncommitted::Interrupted);
+                }
                 return damaged(at, "a segment header that does not decode".into());
             };
             if header.segment_offset != at || header.seq != from.seq() + 1 {
@@ -341,6 +346,19 @@ pub(crate) async fn classify_uncommitted(
         return misplaced_structure(store, from, at..range.end).await;
     }
     Ok(Uncommitted::Interrupted)
+}
+
+/// Sector size below which a torn write can leave part of a sector: writes tear at sector
+/// boundaries.
+const SECTOR: u64 = 512;
+
+/// Whether `bytes` (at image offset `at`) are zeros from some sector boundary on: what a torn
+/// write leaves.
+fn torn_at_a_sector(at: u64, bytes: &[u8]) -> bool {
+    let first_boundary = at.div_ceil(SECTOR) * SECTOR;
+    (first_boundary..at + bytes.len() as u64)
+        .step_by(SECTOR as usize)
+        .any(|boundary| bytes[(boundary - at) as usize..].iter().all(|b| *b == 0))
 }
 
 /// Looks in `range` (bytes an interrupted append could have left) for a segment header or an

@@ -33,7 +33,7 @@ use bytes::Bytes;
 
 use super::format_id;
 use crate::error::{Error, Result};
-use crate::format::run::{RunEntry, RunHead, RunRef, check_head_digest, tier_of};
+use crate::format::run::{RUN_PAGE_ENTRIES, RunEntry, RunHead, RunRef, check_head_digest, tier_of};
 use crate::store::{BlockStore, CommitRef};
 
 /// Runs' bytes and heads already read, shared by the lookups of one reader or writer.
@@ -193,16 +193,28 @@ impl Index {
     ) -> Result<Option<RunEntry>> {
         let mut next = newest;
         while let Some(run) = next {
-            let head = self.head(&run).await?;
             let mut found: Vec<RunEntry> = Vec::new();
-            for page in head.pages_for(block_id) {
+            let head = if run.entry_count <= RUN_PAGE_ENTRIES as u64 {
+                // A run of one page: its head and page in one read.
+                let (head, entries) = self.entries(&run).await?;
                 found.extend(
-                    self.page(&run, &head, page)
-                        .await?
+                    entries
                         .into_iter()
                         .filter(|e| e.entry.block_id == *block_id),
                 );
-            }
+                head
+            } else {
+                let head = self.head(&run).await?;
+                for page in head.pages_for(block_id) {
+                    found.extend(
+                        self.page(&run, &head, page)
+                            .await?
+                            .into_iter()
+                            .filter(|e| e.entry.block_id == *block_id),
+                    );
+                }
+                head
+            };
             let hit = match version {
                 None => found.iter().max_by_key(|e| e.position).copied(),
                 Some(wanted) => found.iter().find(|e| e.version == wanted).copied(),

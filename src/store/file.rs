@@ -506,7 +506,7 @@ impl BlockStore for FileStore {
         if base_trailer_at == at {
             // The base is the newest intact commit: whatever follows it is an interrupted
             // append, which the caller has judged not to be a complete commit.
-        } else if base_trailer_at >= committed_end && base.end() <= len {
+        } else if base_trailer_at >= committed_end && base_trailer_at <= len {
             // The base is a complete, signed commit after the newest intact trailer (checked
             // by the caller); restore its trailer, provided its bytes are still the ones the
             // caller checked.
