@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use maif_store::SigningKey;
-use maif_store::artifact::{ArtifactWriter, ConvertOptions, CreateOptions, NewBlock, convert};
+use maif_store::artifact::{
+    ArtifactReader, ArtifactWriter, ConvertOptions, CreateOptions, NewBlock, convert,
+};
 use maif_store::format::FourCC;
 use maif_store::format::digest::sha256;
-use maif_store::store::{BlockStore, FileStore, ObjectBackend};
+use maif_store::store::{BlockStore, FileStore, ListingOrder, ObjectBackend};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
@@ -109,12 +111,16 @@ fn main() {
         let source = dir.path().join(format!("{count}x{len}.maif"));
         runtime.block_on(make_artifact(&source, count, len));
         let file: Arc<dyn BlockStore> = Arc::new(FileStore::new(&source));
-        let head = runtime.block_on(file.head()).expect("head");
-        let records: Vec<bytes::Bytes> = head
-            .index
-            .entries
+        let blocks = runtime
+            .block_on(async { ArtifactReader::open(file.clone()).await?.blocks().await })
+            .expect("list");
+        let records: Vec<bytes::Bytes> = blocks
             .iter()
-            .map(|e| runtime.block_on(file.read_record(e)).expect("record"))
+            .map(|b| {
+                runtime
+                    .block_on(file.read_record(&b.entry))
+                    .expect("record")
+            })
             .collect();
         for concurrency in concurrencies {
             let prefix = format!("{count}x{len}-c{concurrency}");
@@ -124,7 +130,8 @@ fn main() {
                     ObjectPath::from(prefix.as_str()),
                     format!("s3://{bucket}/{prefix}"),
                 )
-                .with_concurrency(concurrency),
+                .with_concurrency(concurrency)
+                .with_listing_order(ListingOrder::Lexicographic),
             );
             let options = ConvertOptions {
                 concurrency,

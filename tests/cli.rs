@@ -407,8 +407,21 @@ fn batch_add_import_and_proofs_work_from_the_command_line() {
         ],
     );
     assert_eq!(summary["blocks"], 251);
-    assert_eq!(summary["commits"], 3);
+    // Three commits of blocks, then one that merges the index runs (the import added most of
+    // the artifact).
+    assert_eq!(summary["commits"], 4);
+    assert_eq!(summary["compacted"], true);
     assert_eq!(summary["records"], 253);
+    let after = json(dir, &["inspect", "a.maif", "--json"]);
+    assert_eq!(after["live_runs"].as_array().expect("runs").len(), 1);
+    assert_eq!(
+        after["provenance"]
+            .as_array()
+            .expect("p")
+            .last()
+            .expect("last")["action"],
+        "compact"
+    );
     assert_eq!(ok(dir, &["cat", "a.maif", &second]), "hello");
     assert_eq!(
         ok(dir, &["cat", "a.maif", &second, "--version", "1"]),

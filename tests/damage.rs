@@ -118,7 +118,7 @@ fn every_single_byte_flip_is_detected_and_located() {
                     .is_some_and(|at| (start..commit.end()).contains(&at))
             });
             if !named {
-                misattributed.push((offset, commit.seq() as u64, report.problems.clone()));
+                misattributed.push((offset, commit.seq(), report.problems.clone()));
             }
         }
     }

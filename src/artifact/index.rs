@@ -18,6 +18,10 @@
 //! * the newest three runs when they and `N` share a tier (four of a kind make one run of the
 //!   next tier).
 //!
+//! A writer may also merge every live run into one in a commit of its own (`compact`, which
+//! `maif import` does after loading most of an artifact): a full checkpoint, after which a
+//! lookup reads one run.
+//!
 //! So tiers never grow towards the newest run, there are at most three runs per tier (one of
 //! tier 0), and every time an entry is copied its run's tier grows (tier 0 excepted, where it
 //! is copied at most three times). An artifact of `n` records thus has at most
@@ -286,15 +290,29 @@ pub(crate) struct PlannedRun {
 }
 
 /// Applies the merge policy (module documentation) to a commit's `new_entries` on top of
-/// the live run `newest`. `None` means the commit writes no run.
+/// the live run `newest`; with `merge_all`, the run absorbs every live run (a full
+/// checkpoint). `None` means the commit writes no run.
 pub(crate) async fn plan_run(
     index: &Index,
     newest: Option<RunRef>,
     mut new_entries: Vec<RunEntry>,
+    merge_all: bool,
 ) -> Result<Option<PlannedRun>> {
     new_entries.sort_unstable_by_key(RunEntry::key);
     let mut run = new_entries;
     let mut top = newest;
+    if merge_all {
+        while let Some(t) = top {
+            let (head, entries) = index.entries(&t).await?;
+            run.extend(entries);
+            top = head.older;
+        }
+        run.sort_unstable_by_key(RunEntry::key);
+        return Ok((!run.is_empty()).then_some(PlannedRun {
+            entries: run,
+            older: None,
+        }));
+    }
     if run.is_empty() {
         match top {
             // Keep the newest tier-0 run in the newest segment.

@@ -836,7 +836,11 @@ impl<'a> ChainCheck<'a> {
                     }
                     None => pflag("names a record this commit does not add".into()),
                 },
-                Action::Finalize | Action::Convert | Action::Migrate | Action::Recover => {
+                Action::Finalize
+                | Action::Convert
+                | Action::Migrate
+                | Action::Recover
+                | Action::Compact => {
                     if entry.subject != self.frontier.root() {
                         pflag("does not name the Merkle root of the records before it".into());
                     }

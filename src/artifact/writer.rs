@@ -182,6 +182,8 @@ pub struct ArtifactWriter {
     pending_versions: HashMap<[u8; 16], u32>,
     session: Option<Box<dyn AppendSession>>,
     merkle_hashes: u64,
+    /// The pending commit merges every live run into one.
+    compacting: bool,
 }
 
 impl std::fmt::Debug for ArtifactWriter {
@@ -365,6 +367,7 @@ impl ArtifactWriter {
             pending_versions: HashMap::new(),
             session: None,
             merkle_hashes: 0,
+            compacting: false,
         }
     }
 
@@ -557,9 +560,7 @@ impl ArtifactWriter {
                 // again on a fresh session (the failed one is abandoned with its records).
                 self.pending.truncate(first);
                 self.pending_versions = versions_before;
-                if self.pending.is_empty() {
-                    self.abandon();
-                } else if self.rebase().await.is_err() {
+                if self.pending.is_empty() || self.rebase().await.is_err() {
                     self.abandon();
                 }
                 Err(e)
@@ -635,10 +636,11 @@ impl ArtifactWriter {
             .placed
             .last()
             .map_or(self.commit.end(), |p| p.entry.offset + p.entry.record_len);
-        let mut position = self.record_count();
         // Sequential: each header links to the previous record digest (a small hash).
         let mut linked = Vec::with_capacity(blocks.len());
-        for (block, version) in blocks.iter().zip(&versions) {
+        for (position, (block, version)) in
+            (self.record_count()..).zip(blocks.iter().zip(&versions))
+        {
             let header = block_header(block, chain_link(&previous))?;
             let header_bytes = header.to_bytes();
             let digest = record_digest(&header_bytes, &block.content);
@@ -662,7 +664,6 @@ impl ArtifactWriter {
             ));
             previous = digest;
             offset += record_len;
-            position += 1;
         }
         // Parallel: one Ed25519 signature per record.
         let digests: Vec<Digest> = linked.iter().map(|(_, p)| p.entry.digest).collect();
@@ -758,6 +759,34 @@ impl ArtifactWriter {
             details: detail,
         });
         Ok(())
+    }
+
+    /// The number of live index runs (how many runs a lookup of an old block reads).
+    pub async fn live_runs(&self) -> Result<usize> {
+        Ok(self
+            .index
+            .live_runs(self.commit.header().newest_run)
+            .await?
+            .len())
+    }
+
+    /// Merges every live index run into one, in a commit of its own with a `compact`
+    /// provenance entry: a full checkpoint, after which a lookup reads one run. It writes
+    /// every index entry once (92 bytes per record), so it is worth it after loading most
+    /// of an artifact at once, not after every commit. Pending blocks are committed first.
+    pub async fn compact(&mut self) -> Result<()> {
+        self.commit().await?;
+        let runs = self.live_runs().await?;
+        if runs <= 1 {
+            return Ok(());
+        }
+        let mut details = Map::new();
+        details.insert("runs_merged".into(), json!(runs));
+        self.record_event(Action::Compact, details).await?;
+        self.compacting = true;
+        let result = self.commit().await;
+        self.compacting = false;
+        result
     }
 
     /// Seals the artifact: a finalize entry, committed; later appends are refused.
@@ -873,7 +902,7 @@ impl ArtifactWriter {
                 version: p.version,
             })
             .collect();
-        let run = plan_run(&self.index, base.newest_run, new_entries).await?;
+        let run = plan_run(&self.index, base.newest_run, new_entries, self.compacting).await?;
         let (root, computed) = frontier.root_counting();
         hashes += u64::from(computed);
         let segment_offset = self

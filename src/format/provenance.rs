@@ -32,6 +32,8 @@ pub enum Action {
     Migrate,
     /// The artifact was rebuilt from the intact prefix of a damaged file. Subject: Merkle root.
     Recover,
+    /// Every live index run was merged into one (a full checkpoint). Subject: Merkle root.
+    Compact,
     /// A code this build does not know; kept and verified (chain, signature) as is.
     Unknown(u8),
 }
@@ -46,6 +48,7 @@ impl Action {
             Action::Convert => 5,
             Action::Migrate => 6,
             Action::Recover => 7,
+            Action::Compact => 8,
             Action::Unknown(code) => code,
         }
     }
@@ -59,6 +62,7 @@ impl Action {
             5 => Action::Convert,
             6 => Action::Migrate,
             7 => Action::Recover,
+            8 => Action::Compact,
             other => Action::Unknown(other),
         }
     }
@@ -72,6 +76,7 @@ impl Action {
             Action::Convert => "convert".into(),
             Action::Migrate => "migrate".into(),
             Action::Recover => "recover".into(),
+            Action::Compact => "compact".into(),
             Action::Unknown(code) => format!("unknown({code})"),
         }
     }

@@ -298,35 +298,35 @@ impl SegmentHeader {
             ));
         }
         match &self.newest_run {
-            Some(run) if self.run_len > 0 => {
-                if run.seq != self.seq
-                    || run.segment_offset != self.segment_offset
-                    || run.part_offset != self.run_at()
-                    || run_part_len(run.entry_count) != self.run_len
-                {
-                    return Err(invalid(
-                        "newest_run",
-                        NEWEST_RUN_AT,
-                        format!(
-                            "does not describe the {}-byte run this segment holds at {}",
-                            self.run_len,
-                            self.run_at()
-                        ),
-                    ));
-                }
+            Some(run)
+                if self.run_len > 0
+                    && (run.seq != self.seq
+                        || run.segment_offset != self.segment_offset
+                        || run.part_offset != self.run_at()
+                        || run_part_len(run.entry_count) != self.run_len) =>
+            {
+                return Err(invalid(
+                    "newest_run",
+                    NEWEST_RUN_AT,
+                    format!(
+                        "does not describe the {}-byte run this segment holds at {}",
+                        self.run_len,
+                        self.run_at()
+                    ),
+                ));
             }
-            Some(run) => {
-                if run.seq >= self.seq || run.segment_offset >= self.segment_offset {
-                    return Err(invalid(
-                        "newest_run",
-                        NEWEST_RUN_AT,
-                        format!(
-                            "names commit {} but this segment holds no run and is commit {}",
-                            run.seq, self.seq
-                        ),
-                    ));
-                }
+            Some(_) if self.run_len > 0 => {}
+            Some(run) if run.seq >= self.seq || run.segment_offset >= self.segment_offset => {
+                return Err(invalid(
+                    "newest_run",
+                    NEWEST_RUN_AT,
+                    format!(
+                        "names commit {} but this segment holds no run and is commit {}",
+                        run.seq, self.seq
+                    ),
+                ));
             }
+            Some(_) => {}
             None if self.run_len > 0 => {
                 return Err(invalid(
                     "run_len",

@@ -24,6 +24,8 @@ pub struct Requests {
     pub deletes: usize,
     /// Bytes of GET bodies requested (the ranges asked for, clamped to the object).
     pub get_bytes: u64,
+    /// Bytes of PUT bodies sent (single PUTs; multipart parts are not counted).
+    pub put_bytes: u64,
 }
 
 impl Requests {
@@ -41,6 +43,7 @@ pub struct CountingStore {
     lists: Arc<AtomicUsize>,
     deletes: AtomicUsize,
     get_bytes: AtomicU64,
+    put_bytes: AtomicU64,
 }
 
 impl CountingStore {
@@ -53,6 +56,7 @@ impl CountingStore {
             lists: Arc::new(AtomicUsize::new(0)),
             deletes: AtomicUsize::new(0),
             get_bytes: AtomicU64::new(0),
+            put_bytes: AtomicU64::new(0),
         })
     }
 
@@ -70,6 +74,7 @@ impl CountingStore {
             lists: self.lists.swap(0, Ordering::SeqCst),
             deletes: self.deletes.swap(0, Ordering::SeqCst),
             get_bytes: self.get_bytes.swap(0, Ordering::SeqCst),
+            put_bytes: self.put_bytes.swap(0, Ordering::SeqCst),
         }
     }
 }
@@ -89,6 +94,8 @@ impl ObjectStore for CountingStore {
         opts: PutOptions,
     ) -> Result<PutResult> {
         self.puts.fetch_add(1, Ordering::SeqCst);
+        self.put_bytes
+            .fetch_add(payload.content_length() as u64, Ordering::SeqCst);
         self.inner.put_opts(location, payload, opts).await
     }
     async fn put_multipart_opts(
@@ -129,7 +136,7 @@ impl ObjectStore for CountingStore {
         self.inner
             .list(prefix)
             .map(move |item| {
-                if seen > 0 && seen % 1000 == 0 {
+                if seen > 0 && seen.is_multiple_of(1000) {
                     lists.fetch_add(1, Ordering::SeqCst);
                 }
                 seen += 1;

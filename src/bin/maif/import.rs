@@ -127,6 +127,16 @@ pub async fn run(args: ImportArgs, settings: &S3Settings) -> Result<(), Error> {
         commits += 1;
         payload_bytes += batch_bytes;
     }
+    // After loading most of the artifact, merge its index runs into one (a full checkpoint):
+    // this writes each index entry once more, at most four per block imported, and makes a
+    // lookup read one run.
+    let compacted =
+        !args.no_compact && writer.record_count() <= 4 * blocks && writer.live_runs().await? > 1;
+    if compacted {
+        bar.set_message("merging the index runs");
+        writer.compact().await?;
+        commits += 1;
+    }
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let summary = json!({
@@ -135,6 +145,7 @@ pub async fn run(args: ImportArgs, settings: &S3Settings) -> Result<(), Error> {
         "commits": commits,
         "payload_bytes": payload_bytes,
         "records": writer.record_count(),
+        "compacted": compacted,
         "seconds": seconds,
         "blocks_per_second": if seconds > 0.0 { blocks as f64 / seconds } else { 0.0 },
     });

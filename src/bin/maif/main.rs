@@ -230,6 +230,10 @@ struct ImportArgs {
     /// Commit after this many payload bytes.
     #[arg(long, default_value_t = 64 << 20)]
     commit_bytes: u64,
+    /// Do not merge the index runs into one at the end (done when the import added at least
+    /// a quarter of the artifact's records).
+    #[arg(long)]
+    no_compact: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
