@@ -184,6 +184,9 @@ pub struct ArtifactWriter {
     merkle_hashes: u64,
     /// The pending commit merges every live run into one.
     compacting: bool,
+    /// The pending blocks are not linked onto the newest commit (re-linking them failed):
+    /// the next add or commit re-links them first.
+    stale: bool,
 }
 
 impl std::fmt::Debug for ArtifactWriter {
@@ -368,6 +371,7 @@ impl ArtifactWriter {
             session: None,
             merkle_hashes: 0,
             compacting: false,
+            stale: false,
         }
     }
 
@@ -542,28 +546,61 @@ impl ArtifactWriter {
         let first = self.pending.len();
         self.pending
             .extend(prepared.into_iter().map(|b| Pending::Block(Box::new(b))));
+        if self.stale {
+            return self.relink_all(first, count).await;
+        }
         match self.place(first, versions).await {
             Ok(refs) => Ok(refs),
             Err(Error::Store(StoreError::Conflict { reason, .. })) if self.max_retries > 0 => {
                 tracing::info!(%reason, "the artifact changed before this append began; rebasing");
-                if let Err(e) = self.rebase().await {
-                    self.pending.truncate(first);
-                    return Err(e);
-                }
-                Ok(self.placed[self.placed.len() - count..]
-                    .iter()
-                    .map(|p| self.block_ref(p))
-                    .collect())
+                self.relink_all(first, count).await
             }
             Err(e) => {
                 // These blocks are not pending; the blocks pending before them are placed
                 // again on a fresh session (the failed one is abandoned with its records).
                 self.pending.truncate(first);
                 self.pending_versions = versions_before;
-                if self.pending.is_empty() || self.rebase().await.is_err() {
+                if self.pending.is_empty() {
                     self.abandon();
+                } else if let Err(again) = self.rebase().await {
+                    // They stay pending; the next add or commit links them again.
+                    tracing::warn!(error = %again, "could not re-link the pending blocks");
                 }
                 Err(e)
+            }
+        }
+    }
+
+    /// Links every pending block (the last `count` of them just added, from `first` on)
+    /// onto the newest commit and returns references to the new ones; on failure the new
+    /// ones are dropped and the earlier ones stay pending.
+    async fn relink_all(&mut self, first: usize, count: usize) -> Result<Vec<BlockRef>> {
+        match self.rebase_retrying().await {
+            Ok(()) => Ok(self.placed[self.placed.len() - count..]
+                .iter()
+                .map(|p| self.block_ref(p))
+                .collect()),
+            Err(e) => {
+                self.pending.truncate(first);
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Self::rebase`], again after a pause while other writers keep committing first.
+    async fn rebase_retrying(&mut self) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            match self.rebase().await {
+                Err(Error::Store(StoreError::Conflict { reason, .. }))
+                    if attempt < self.max_retries =>
+                {
+                    attempt += 1;
+                    let wait = backoff(attempt);
+                    tracing::info!(attempt, %reason, "conflict while re-linking; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
             }
         }
     }
@@ -693,6 +730,7 @@ impl ArtifactWriter {
     /// Drops everything pending: the writer is back at its newest commit.
     fn abandon(&mut self) {
         self.session = None;
+        self.stale = false;
         self.pending.clear();
         self.placed.clear();
         self.pending_versions.clear();
@@ -701,6 +739,7 @@ impl ArtifactWriter {
     /// Reads the newest commit and links every pending item onto it again.
     async fn rebase(&mut self) -> Result<()> {
         self.session = None;
+        self.stale = true;
         let settled = Self::load_newest(&self.store, &self.public).await?;
         self.index = Index::new(self.store.clone());
         self.index
@@ -732,7 +771,9 @@ impl ArtifactWriter {
         let all = std::mem::replace(&mut self.pending, blocks_only);
         let result = self.place(0, versions).await;
         self.pending = all;
-        result.map(|_| ())
+        result?;
+        self.stale = false;
+        Ok(())
     }
 
     /// Records an artifact-level provenance event (convert, migrate, ...) with `details`
@@ -803,8 +844,20 @@ impl ArtifactWriter {
             return Ok(());
         }
         let mut attempt = 0;
+        let mut rebase_first = self.stale;
         loop {
-            match self.try_commit().await {
+            // Re-linking onto the newest commit can itself meet a commit made meanwhile (a
+            // single file's append session checks the file's length): that is one more
+            // conflict to retry, not the end of the retries.
+            let result = if rebase_first {
+                match self.rebase().await {
+                    Ok(()) => self.try_commit().await,
+                    Err(e) => Err(e),
+                }
+            } else {
+                self.try_commit().await
+            };
+            match result {
                 Ok(()) => return Ok(()),
                 Err(Error::Store(StoreError::Conflict { reason, .. }))
                     if attempt < self.max_retries =>
@@ -813,7 +866,7 @@ impl ArtifactWriter {
                     let wait = backoff(attempt);
                     tracing::info!(attempt, %reason, "commit conflict; retrying in {wait:?}");
                     tokio::time::sleep(wait).await;
-                    self.rebase().await?;
+                    rebase_first = true;
                 }
                 Err(e @ Error::Store(StoreError::Unknown { .. })) => {
                     // The commit may have landed: re-linking the blocks could add them twice.
@@ -822,9 +875,10 @@ impl ArtifactWriter {
                 }
                 Err(e) => {
                     // The failed session took its records with it; place them again so a
-                    // later commit is complete.
-                    if self.rebase().await.is_err() {
-                        self.abandon();
+                    // later commit is complete (if that fails too, the next add or commit
+                    // tries again: nothing pending is dropped).
+                    if let Err(again) = self.rebase().await {
+                        tracing::warn!(error = %again, "could not re-link the pending blocks");
                     }
                     return Err(e);
                 }

@@ -329,13 +329,30 @@ impl FileStore {
         }))
     }
 
-    fn lock(&self, file: &File, exclusive: bool) -> Result<(), StoreError> {
-        let result = if exclusive {
-            file.lock()
+    /// Locks `file` (shared for readers of uncommitted bytes, exclusive for an append). A
+    /// lock that is not free at once is waited for on a blocking thread: its holder may be
+    /// a writer on this very runtime, which must be able to finish.
+    async fn lock(&self, file: File, exclusive: bool) -> Result<File, StoreError> {
+        let attempt = if exclusive {
+            file.try_lock()
         } else {
-            file.lock_shared()
+            file.try_lock_shared()
         };
-        result.map_err(self.io("locking"))
+        match attempt {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => tokio::task::spawn_blocking(move || {
+                let locked = if exclusive {
+                    file.lock()
+                } else {
+                    file.lock_shared()
+                };
+                locked.map(|()| file)
+            })
+            .await
+            .map_err(|e| self.io("locking")(std::io::Error::other(e)))?
+            .map_err(self.io("locking")),
+            Err(std::fs::TryLockError::Error(e)) => Err(self.io("locking")(e)),
+        }
     }
 }
 
@@ -412,7 +429,7 @@ impl BlockStore for FileStore {
         }
         // Otherwise look again under a shared lock, so that no writer is mid-append while the
         // bytes past the newest trailer are scanned and reported.
-        self.lock(&file, false)?;
+        let file = self.lock(file, false).await?;
         let latest = self.latest_from(&file, true);
         let _ = file.unlock();
         latest?.ok_or_else(|| self.torn("no intact trailer"))
@@ -457,8 +474,7 @@ impl BlockStore for FileStore {
     }
 
     async fn read_uncommitted(&self, range: Range<u64>) -> Result<Bytes, StoreError> {
-        let file = self.open_existing(false)?;
-        self.lock(&file, false)?;
+        let file = self.lock(self.open_existing(false)?, false).await?;
         let bytes = self.pread(&file, range, "bytes past the newest commit");
         let _ = file.unlock();
         Ok(Bytes::from(bytes?))
@@ -480,8 +496,7 @@ impl BlockStore for FileStore {
     }
 
     async fn begin_append(&self, base: &AppendBase) -> Result<Box<dyn AppendSession>, StoreError> {
-        let file = self.open_existing(true)?;
-        self.lock(&file, true)?;
+        let file = self.lock(self.open_existing(true)?, true).await?;
         let unlock_on_error = |e: StoreError| {
             let _ = file.unlock();
             e
@@ -667,18 +682,22 @@ impl FileAppend {
     }
 
     /// Cuts the file back to the base commit after a failed or abandoned append, so no
-    /// reader or later writer ever sees its bytes.
-    fn roll_back(&mut self) {
+    /// reader or later writer ever sees its bytes. Returns the error if the file could not
+    /// be cut.
+    fn roll_back(&mut self) -> Result<(), std::io::Error> {
         if let Some(pipeline) = self.pipeline.take() {
             let _ = pipeline.finish();
         }
+        let mut result = Ok(());
         if self.touched
             && let Some(file) = self.file.as_ref()
             && let Err(e) = file.set_len(self.base_end)
         {
-            tracing::error!(path = %self.location(), error = %e, "could not cut back an abandoned append; readers ignore its bytes and the next writer discards them");
+            tracing::error!(path = %self.location(), error = %e, "could not cut back an abandoned append");
+            result = Err(e);
         }
         self.touched = false;
+        result
     }
 }
 
@@ -737,15 +756,37 @@ impl AppendSession for FileAppend {
 
     async fn commit(
         mut self: Box<Self>,
-        _seq: u64,
+        seq: u64,
         segment: Bytes,
         trailer: [u8; TRAILER_LEN],
     ) -> Result<(), StoreError> {
-        let result = self.write_and_sync(&segment, &trailer);
-        if result.is_err() {
-            self.roll_back();
-        } else {
-            self.touched = false;
+        let mut result = self.write_and_sync(&segment, &trailer);
+        match &result {
+            Err(failure) => {
+                // Once the whole segment is in the file, readers take the commit as made
+                // (its trailer is only a pointer). If it cannot be cut back, this commit
+                // may be visible: saying it failed would invite the caller to add its
+                // blocks again.
+                let segment_end = self.next_offset + segment.len() as u64;
+                let segment_in_file = self
+                    .file
+                    .as_ref()
+                    .and_then(|f| f.metadata().ok())
+                    .is_none_or(|m| m.len() >= segment_end);
+                if let Err(cut) = self.roll_back()
+                    && segment_in_file
+                {
+                    result = Err(StoreError::Unknown {
+                        location: self.location(),
+                        what: format!("commit {seq}"),
+                        reason: format!("{failure}, then cutting the file back failed: {cut}"),
+                        how_to_check:
+                            "open the artifact: if the commit is there, its blocks were added"
+                                .into(),
+                    });
+                }
+            }
+            Ok(()) => self.touched = false,
         }
         if let Some(file) = self.file.take() {
             let _ = file.unlock();
@@ -756,7 +797,9 @@ impl AppendSession for FileAppend {
 
 impl Drop for FileAppend {
     fn drop(&mut self) {
-        self.roll_back();
+        // Nothing more can be done here; `roll_back` logged it, and the next writer
+        // examines and discards what an unfinished append left.
+        let _ = self.roll_back();
         if let Some(file) = self.file.take() {
             let _ = file.unlock();
         }
