@@ -26,11 +26,15 @@ fn runtime() -> tokio::runtime::Runtime {
 /// An artifact of three commits whose last adds two blocks; returns its bytes and where the
 /// last commit begins (the end of the commit before it).
 fn three_commits(path: &std::path::Path) -> (Vec<u8>, usize) {
+    three_commits_sized(path, 3000)
+}
+
+fn three_commits_sized(path: &std::path::Path, payload: usize) -> (Vec<u8>, usize) {
     runtime().block_on(async {
         let mut writer = common::write_small_artifact(path).await;
         let before = writer.last_commit().end() as usize;
         writer
-            .add(NewBlock::new(FourCC::BINA, vec![7u8; 3000]))
+            .add(NewBlock::new(FourCC::BINA, vec![7u8; payload]))
             .await
             .expect("add");
         writer
@@ -100,6 +104,87 @@ fn a_torn_write_at_every_offset_of_a_commit_leaves_the_commit_before_it() {
             std::fs::remove_file(&out).expect("cleanup");
         }
     }
+}
+
+/// A trailer that straddles a sector boundary can be torn by a power loss with either sector
+/// written and the other not (zeros). That is an interrupted append, not damage: readers use
+/// the complete, signed commit, `verify` warns but passes, the next writer writes the trailer
+/// back, and recovery restores the commit. A trailer byte that is neither right nor zero is
+/// damage.
+#[test]
+fn a_trailer_torn_at_a_sector_boundary_is_an_interrupted_append() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let runtime = runtime();
+    let path = dir.path().join("t.maif");
+    let trailer_len = maif_store::format::TRAILER_LEN;
+    // Grow the last block until its commit's trailer straddles a 512-byte boundary.
+    let (bytes, boundary) = (3000..3600)
+        .find_map(|payload| {
+            let _ = std::fs::remove_file(&path);
+            let (bytes, _) = three_commits_sized(&path, payload);
+            let start = bytes.len() - trailer_len;
+            let boundary = start.div_ceil(512) * 512;
+            (boundary > start + 8 && boundary < bytes.len() - 8).then_some((bytes, boundary))
+        })
+        .expect("a payload size whose trailer straddles a sector");
+    let start = bytes.len() - trailer_len;
+    for zeroed in [start..boundary, boundary..bytes.len()] {
+        let mut image = bytes.clone();
+        image[zeroed.clone()].fill(0);
+        std::fs::write(&path, &image).expect("write");
+        let store = common::file_store(&path);
+        let reader = runtime
+            .block_on(ArtifactReader::open(store.clone()))
+            .unwrap_or_else(|e| panic!("zeroed {zeroed:?}: {e}"));
+        assert_eq!(reader.commit().end() as usize, bytes.len());
+        let report = runtime
+            .block_on(verify(store.clone(), VerifyOptions::default()))
+            .expect("verify");
+        assert!(report.valid, "zeroed {zeroed:?}: {:?}", report.problems);
+        assert!(
+            report
+                .warnings
+                .iter()
+                .any(|w| w.reason.contains("no complete trailer")),
+            "{:?}",
+            report.warnings
+        );
+        let out = dir.path().join("recovered.maif");
+        runtime
+            .block_on(recover_file(&path, &out, None))
+            .unwrap_or_else(|e| panic!("zeroed {zeroed:?}: {e}"));
+        assert_eq!(std::fs::read(&out).expect("read"), bytes);
+        std::fs::remove_file(&out).expect("cleanup");
+        runtime.block_on(async {
+            let mut writer = ArtifactWriter::open(store.clone(), common::test_key())
+                .await
+                .expect("open writer");
+            writer
+                .add(NewBlock::new(FourCC::TEXT, b"\0\0\0next".to_vec()))
+                .await
+                .expect("add");
+            writer.commit().await.expect("commit");
+        });
+        let after = std::fs::read(&path).expect("read");
+        assert_eq!(
+            after[..bytes.len()],
+            bytes[..],
+            "the trailer was written back"
+        );
+        let report = runtime
+            .block_on(verify(store, VerifyOptions::default()))
+            .expect("verify");
+        assert!(report.valid && report.warnings.is_empty(), "{report:?}");
+    }
+    // A trailer byte that is neither what belongs there nor zero: damage.
+    let mut image = bytes.clone();
+    image[start..boundary].fill(0);
+    image[boundary + 2] ^= 0x40;
+    std::fs::write(&path, &image).expect("write");
+    let report = runtime
+        .block_on(verify(common::file_store(&path), VerifyOptions::default()))
+        .expect("verify");
+    assert!(!report.valid, "{report:?}");
 }
 
 /// Single-block commits write the record, a segment of a few hundred bytes and, amortized,
@@ -419,4 +504,50 @@ fn requests_of_an_append_and_of_a_lookup_on_an_object_store() {
     // The newest segment's head, the base, then at most a head and a page per live run, and
     // the record.
     assert!(lookup.gets <= 3 + 2 * runs, "{lookup:?}");
+}
+
+/// A local folder lists in no order, so the newest commit is found from a hint object and
+/// HEAD probes: a single-block add is 7 requests (GET hint, HEAD the hinted commit, HEAD the
+/// next number, GET the newest commit, PUT the record, PUT the commit, PUT the hint), as
+/// OBJECT-LAYOUT.md says, except when runs outside the newest segment are merged.
+#[test]
+fn requests_of_an_append_on_a_local_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).expect("folder");
+    let counting = CountingStore::new(Arc::new(folder));
+    let backend = || -> Arc<dyn BlockStore> {
+        Arc::new(
+            ObjectBackend::new(counting.clone(), ObjectPath::from("a"), "file:///count/a")
+                .with_listing_order(ListingOrder::Unordered),
+        )
+    };
+    let runtime = runtime();
+    runtime.block_on(common::write_small_artifact_to(backend()));
+    let mut per_add = Vec::new();
+    for n in 0..32u8 {
+        counting.take();
+        runtime.block_on(async {
+            let mut writer = ArtifactWriter::open(backend(), common::test_key())
+                .await
+                .expect("open");
+            writer
+                .add(NewBlock::new(FourCC::TEXT, vec![0, 0, 0, n]))
+                .await
+                .expect("add");
+            writer.commit().await.expect("commit");
+        });
+        per_add.push(counting.take());
+    }
+    let seven = per_add
+        .iter()
+        .filter(|r| r.gets == 2 && r.heads == 2 && r.puts == 3 && r.lists == 0)
+        .count();
+    println!("32 single-block adds on a folder: {seven} made exactly 7 requests");
+    for r in &per_add {
+        assert!(
+            r.lists == 0 && r.heads == 2 && r.puts == 3 && r.deletes == 0,
+            "{r:?}"
+        );
+    }
+    assert!(seven >= 24, "{per_add:?}");
 }

@@ -361,6 +361,27 @@ fn torn_at_a_sector(at: u64, bytes: &[u8]) -> bool {
         .any(|boundary| bytes[(boundary - at) as usize..].iter().all(|b| *b == 0))
 }
 
+/// Whether `present` (read at image offset `at` where `expected` belongs) is what a write of
+/// `expected` torn by a power loss leaves: each sector's share is either written in full or
+/// not at all (zeros), in any combination, since the disk writes sectors back in any order.
+pub(crate) fn torn_write_of(at: u64, present: &[u8], expected: &[u8]) -> bool {
+    if present.len() > expected.len() {
+        return false;
+    }
+    let mut start = 0usize;
+    while start < present.len() {
+        let absolute = at + start as u64;
+        let sector_end = ((absolute / SECTOR + 1) * SECTOR - at) as usize;
+        let end = sector_end.min(present.len());
+        let piece = &present[start..end];
+        if piece != &expected[start..end] && piece.iter().any(|b| *b != 0) {
+            return false;
+        }
+        start = end;
+    }
+    true
+}
+
 /// Looks in `range` (bytes an interrupted append could have left) for a segment header or an
 /// intact trailer that decodes: one there cannot come from a crash.
 async fn misplaced_structure(

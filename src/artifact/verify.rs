@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use super::commit::{
     Commit, Identity, Uncommitted, classify_uncommitted, complete_commits, find_latest, read_parts,
+    torn_write_of,
 };
 use super::format_id;
 use super::index::Index;
@@ -209,13 +210,14 @@ pub async fn verify(store: Arc<dyn BlockStore>, options: VerifyOptions) -> Resul
         match complete_commits(&store, &target, range.clone(), &identity.key).await {
             Ok(Some((commit, _))) => {
                 let at = commit.header().segment_offset + commit.header().segment_len;
-                // A trailer that is missing, cut short or never written (zeros) is what an
-                // interrupted append leaves; any other bytes there are a damaged trailer.
+                // A trailer that is missing, cut short or torn (sectors never written: zeros)
+                // is what an interrupted append leaves; any other bytes there are a damaged
+                // trailer.
                 let present = store
                     .read_uncommitted(at..(at + TRAILER_LEN as u64).min(range.end))
                     .await
                     .unwrap_or_default();
-                let damaged = present.len() == TRAILER_LEN && present.iter().any(|b| *b != 0);
+                let damaged = !torn_write_of(at, &present, &commit.trailer().to_bytes());
                 let finding = problem(
                     "trailer",
                     Some(at),
@@ -225,7 +227,7 @@ pub async fn verify(store: Arc<dyn BlockStore>, options: VerifyOptions) -> Resul
                         if damaged {
                             "has a damaged trailer"
                         } else {
-                            "has no trailer (an append was interrupted after its data was written)"
+                            "has no complete trailer (an append was interrupted after its data was written)"
                         }
                     ),
                 );
