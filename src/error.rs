@@ -46,6 +46,23 @@ impl Error {
         let context = context.into();
         move |source| Error::Format { context, source }
     }
+
+    /// Whether the artifact is in a format version this build does not read. Commands that
+    /// read it report that as a usage error, not as damage; `verify` reports it as a problem
+    /// (the bytes are not a valid artifact of this version, and a flipped version byte looks
+    /// the same).
+    pub fn is_unsupported_version(&self) -> bool {
+        matches!(
+            self,
+            Error::Format {
+                source: FormatError::UnsupportedVersion { .. },
+                ..
+            } | Error::Store(StoreError::Format {
+                source: FormatError::UnsupportedVersion { .. },
+                ..
+            })
+        )
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -479,3 +479,111 @@ fn demo_runs_under_a_local_folder() {
     assert!(out.contains("verify   valid"), "{out}");
     assert!(tmp.path().join("demo-out/demo.maif").exists());
 }
+
+#[test]
+fn compact_merges_the_live_runs_and_lookups_still_find_every_version() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    ok(dir, &["keygen", "k.pem"]);
+    ok(dir, &["create", "c.maif", "--key", "k.pem", "--agent", "c"]);
+    let mut ids = Vec::new();
+    for n in 0..9 {
+        let out = ok(
+            dir,
+            &[
+                "add",
+                "c.maif",
+                "--key",
+                "k.pem",
+                "--type",
+                "TEXT",
+                "--text",
+                &format!("note {n}"),
+            ],
+        );
+        ids.push(out.split_whitespace().next().expect("id").to_string());
+    }
+    ok(
+        dir,
+        &[
+            "add",
+            "c.maif",
+            "--key",
+            "k.pem",
+            "--type",
+            "TEXT",
+            "--text",
+            "note 0 v2",
+            "--update",
+            &ids[0],
+        ],
+    );
+    let before = json(dir, &["inspect", "c.maif", "--json"]);
+    let runs_before = before["live_runs"].as_array().expect("runs").len();
+    assert!(runs_before > 1, "{}", before["live_runs"]);
+    let summary = json(dir, &["compact", "c.maif", "--key", "k.pem", "--json"]);
+    assert_eq!(summary["runs_before"], runs_before);
+    assert_eq!(summary["runs_after"], 1);
+    assert_eq!(summary["compacted"], true);
+    let after = json(dir, &["inspect", "c.maif", "--json"]);
+    assert_eq!(after["live_runs"].as_array().expect("runs").len(), 1);
+    assert_eq!(
+        after["provenance"]
+            .as_array()
+            .expect("provenance")
+            .last()
+            .expect("last")["action"],
+        "compact"
+    );
+    for (n, id) in ids.iter().enumerate().skip(1) {
+        assert_eq!(ok(dir, &["cat", "c.maif", id]), format!("note {n}"));
+    }
+    assert_eq!(ok(dir, &["cat", "c.maif", &ids[0]]), "note 0 v2");
+    assert_eq!(
+        ok(dir, &["cat", "c.maif", &ids[0], "--version", "1"]),
+        "note 0"
+    );
+    assert_eq!(maif(dir, &["verify", "c.maif"]).status.code(), Some(0));
+    // Nothing left to merge: no commit.
+    let again = json(dir, &["compact", "c.maif", "--key", "k.pem", "--json"]);
+    assert_eq!(again["compacted"], false);
+    let commits = json(dir, &["inspect", "c.maif", "--json"])["commits"]
+        .as_array()
+        .expect("commits")
+        .len();
+    assert_eq!(commits, after["commits"].as_array().expect("commits").len());
+}
+
+#[test]
+fn a_file_of_another_version_is_a_usage_error_naming_the_version() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    ok(dir, &["keygen", "k.pem"]);
+    ok(dir, &["create", "v.maif", "--key", "k.pem", "--agent", "v"]);
+    let mut bytes = std::fs::read(dir.join("v.maif")).expect("read");
+    // The pre-release 3.0 layout: version bytes at 4 (major) and 5 (minor).
+    bytes[5] = 0;
+    std::fs::write(dir.join("old.maif"), &bytes).expect("write");
+    // Reading it is a usage error (exit 2); verifying it finds it not valid (exit 1).
+    for (args, code) in [
+        (&["verify", "old.maif"][..], 1),
+        (&["ls", "old.maif"], 2),
+        (&["inspect", "old.maif"], 2),
+        (
+            &["cat", "old.maif", "00000000-0000-0000-0000-000000000000"],
+            2,
+        ),
+    ] {
+        let out = maif(dir, args);
+        assert_eq!(out.status.code(), Some(code), "maif {args:?}");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(
+            said.contains("unsupported MAIF version 3.0"),
+            "maif {args:?}: {said}"
+        );
+    }
+}

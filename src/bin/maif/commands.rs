@@ -24,19 +24,10 @@ use super::{AddArgs, Command, output};
 /// 1 for "the bytes are not what they claim to be", 2 for everything else (a version this
 /// build does not read is not damage).
 pub fn exit_code(error: &Error) -> u8 {
-    let unsupported_version = |source: &maif_store::format::FormatError| {
-        matches!(
-            source,
-            maif_store::format::FormatError::UnsupportedVersion { .. }
-        )
-    };
+    if error.is_unsupported_version() {
+        return 2;
+    }
     match error {
-        Error::Format { source, .. }
-        | Error::Store(maif_store::store::StoreError::Format { source, .. })
-            if unsupported_version(source) =>
-        {
-            2
-        }
         Error::Verification(_)
         | Error::Format { .. }
         | Error::Store(
@@ -286,6 +277,29 @@ pub async fn run(command: Command, settings: &S3Settings) -> Result<ExitCode, Er
                     report.records_resumed,
                     report.seconds
                 );
+            }
+        }
+        Command::Compact {
+            location,
+            key,
+            json,
+        } => {
+            let mut writer =
+                ArtifactWriter::open(store_at(&location, settings)?, read_key(&key)?).await?;
+            let runs_before = writer.live_runs().await?;
+            writer.compact().await?;
+            let runs_after = writer.live_runs().await?;
+            if json {
+                print_json(&json!({
+                    "location": location,
+                    "runs_before": runs_before,
+                    "runs_after": runs_after,
+                    "compacted": runs_before > runs_after,
+                }));
+            } else if runs_before > runs_after {
+                println!("compacted {location}: {runs_before} index runs merged into {runs_after}");
+            } else {
+                println!("{location} already has {runs_after} index run; nothing to merge");
             }
         }
         Command::Finalize { location, key } => {

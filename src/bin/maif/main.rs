@@ -164,6 +164,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Merge every live index run into one, in a commit of its own, so that a lookup reads
+    /// one run. Copies every index entry once (about 92 bytes per block); nothing is rewritten.
+    Compact {
+        location: String,
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Seal an artifact: appends a finalize entry; later appends are refused.
     Finalize {
         location: String,
@@ -220,7 +229,7 @@ struct ImportArgs {
     #[arg(long)]
     key: PathBuf,
     /// JSON Lines input (`-` reads standard input). Each line is an object:
-    /// {"type": "TEXT", "text": "..." | "base64": "...", "meta": {...}, "update": "<id>",
+    /// {"type": "TEXT", "text": "..." | "base64": "...", "meta": {...}, "update": BLOCK_ID,
     /// "lang": "en"}.
     #[arg(long)]
     jsonl: PathBuf,
