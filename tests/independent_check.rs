@@ -1,0 +1,195 @@
+//! `docs/worked_example_check.py` is a second reader of MAIF 3.1, written from FORMAT.md
+//! alone in Python (hashlib, its own CRC32C table, the `cryptography` package for Ed25519).
+//! It shares no code with the crate, so agreement with it is evidence that the bytes are what
+//! the document says, not merely what this crate writes. Here it checks artifacts built the
+//! way a user builds them, through the CLI, and must refuse a damaged copy.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn has_cryptography(python: &Path) -> bool {
+    Command::new(python)
+        .args([
+            "-c",
+            "import cryptography.hazmat.primitives.asymmetric.ed25519",
+        ])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+/// A Python with `cryptography`: the system one if it has it, else LocalStack's venv (which
+/// `localstack/start.sh` creates from pinned requirements that include it).
+fn python() -> PathBuf {
+    let venv = repo().join("localstack/.venv/bin/python");
+    let candidates = [PathBuf::from("python3"), venv.clone()];
+    if let Some(found) = candidates.iter().find(|p| has_cryptography(p)) {
+        return found.clone();
+    }
+    // Installs the venv on first use (the S3 tests need it anyway).
+    common::s3::endpoint();
+    assert!(
+        has_cryptography(&venv),
+        "no Python with the `cryptography` package: neither python3 nor {}",
+        venv.display()
+    );
+    venv
+}
+
+fn independent_check(file: &Path, public_key: &str) -> Output {
+    Command::new(python())
+        .arg(repo().join("docs/worked_example_check.py"))
+        .arg(file)
+        .arg(public_key)
+        .output()
+        .expect("run docs/worked_example_check.py")
+}
+
+fn maif(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_maif"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run maif");
+    assert!(
+        out.status.success(),
+        "maif {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn assert_agrees(file: &Path, public_key: &str) {
+    let out = independent_check(file, public_key);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("all checks passed"),
+        "the independent checker refused {}:\n{stdout}\n{}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_golden_vector_passes_the_independent_checker() {
+    let expected: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo().join("tests/vectors/small.json")).expect("small.json"),
+    )
+    .expect("json");
+    let key = expected["public_key"].as_str().expect("public_key");
+    assert_agrees(&repo().join("tests/vectors/small.maif"), key);
+}
+
+#[test]
+fn artifacts_built_through_the_cli_pass_the_independent_checker_and_damage_fails_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let key = maif(dir, &["keygen", "k.pem"]).trim().to_string();
+    maif(
+        dir,
+        &["create", "a.maif", "--key", "k.pem", "--agent", "checker"],
+    );
+    // Forty single-block commits: enough for index runs to be merged across tiers, so the
+    // checker sees runs that summarise records of many earlier commits.
+    let mut first_id = String::new();
+    for n in 0..40 {
+        let out = maif(
+            dir,
+            &[
+                "add",
+                "a.maif",
+                "--key",
+                "k.pem",
+                "--type",
+                "TEXT",
+                "--text",
+                &format!("event {n}"),
+            ],
+        );
+        if n == 0 {
+            // `maif add` prints "<block id> v<version>".
+            first_id = out
+                .split_whitespace()
+                .next()
+                .expect("add prints the block id")
+                .to_string();
+        }
+    }
+    maif(
+        dir,
+        &[
+            "add",
+            "a.maif",
+            "--key",
+            "k.pem",
+            "--type",
+            "TEXT",
+            "--text",
+            "event 0, v2",
+            "--update",
+            &first_id,
+        ],
+    );
+    let mut lines = String::new();
+    for n in 0..300 {
+        lines.push_str(&format!("{{\"type\":\"TEXT\",\"text\":\"line {n}\"}}\n"));
+    }
+    std::fs::write(dir.join("events.jsonl"), lines).expect("write");
+    maif(
+        dir,
+        &[
+            "import",
+            "a.maif",
+            "--key",
+            "k.pem",
+            "--jsonl",
+            "events.jsonl",
+            "--commit-every",
+            "64",
+            "--no-compact",
+        ],
+    );
+    assert_agrees(&dir.join("a.maif"), &key);
+
+    maif(dir, &["compact", "a.maif", "--key", "k.pem"]);
+    maif(dir, &["finalize", "a.maif", "--key", "k.pem"]);
+    assert_agrees(&dir.join("a.maif"), &key);
+
+    // Through a local-folder object layout and back: still the same bytes, still agreed on.
+    let folder = format!("file://{}", dir.join("folder").display());
+    maif(dir, &["convert", "a.maif", &folder, "--quiet"]);
+    maif(dir, &["convert", &folder, "back.maif", "--quiet"]);
+    assert_eq!(
+        std::fs::read(dir.join("back.maif")).expect("read"),
+        std::fs::read(dir.join("a.maif")).expect("read")
+    );
+    assert_agrees(&dir.join("back.maif"), &key);
+
+    // The checker is not a rubber stamp: one changed payload byte, or the wrong key, fails it.
+    let image = std::fs::read(dir.join("a.maif")).expect("read");
+    let needle = b"line 150";
+    let at = image
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("payload of line 150");
+    let mut damaged = image.clone();
+    damaged[at + 5] ^= 0x01;
+    std::fs::write(dir.join("damaged.maif"), &damaged).expect("write");
+    let out = independent_check(&dir.join("damaged.maif"), &key);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a flipped payload byte must fail the checker:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let other = maif(dir, &["keygen", "other.pem"]).trim().to_string();
+    assert_eq!(
+        independent_check(&dir.join("a.maif"), &other).status.code(),
+        Some(1)
+    );
+}
