@@ -252,7 +252,7 @@ fn every_command_works_and_exit_codes_mean_what_they_say() {
         torn["warnings"][0]["reason"]
             .as_str()
             .expect("warning")
-            .contains("no trailer")
+            .contains("no complete trailer")
     );
     assert_eq!(ok(dir, &["cat", "torn.maif", &text_id]), "hello v2");
     let recovered = json(dir, &["recover", "torn.maif", "fixed.maif", "--json"]);

@@ -204,6 +204,22 @@ fn details(value: Value) -> Vec<u8> {
     serde_json::to_vec(&value).unwrap_or_default()
 }
 
+/// The details of a block's provenance entry, `{"block_id":…,"block_type":…,"version":N}`:
+/// the bytes [`details`] writes for that map, without building the map (this runs once per
+/// block of every commit).
+fn block_details(block_id: &[u8; 16], block_type: FourCC, version: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(80);
+    out.extend_from_slice(b"{\"block_id\":");
+    // Serializing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, &format_id(block_id));
+    out.extend_from_slice(b",\"block_type\":");
+    let _ = serde_json::to_writer(&mut out, &block_type.to_string());
+    out.extend_from_slice(b",\"version\":");
+    out.extend_from_slice(version.to_string().as_bytes());
+    out.push(b'}');
+    out
+}
+
 /// Jittered exponential backoff before retry `attempt` (1-based).
 fn backoff(attempt: u32) -> Duration {
     let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]);
@@ -529,61 +545,86 @@ impl ArtifactWriter {
 
     async fn add_all(&mut self, blocks: Vec<(NewBlock, Action)>) -> Result<Vec<BlockRef>> {
         self.check_open()?;
-        let clock = self.clock.clone();
-        let prepared = prepare_all(blocks, &*clock)?;
-        let count = prepared.len();
-        let versions_before = self.pending_versions.clone();
-        let mut versions = Vec::with_capacity(count);
-        for block in &prepared {
-            match self.version_for(block).await {
-                Ok(version) => versions.push(version),
-                Err(e) => {
-                    self.pending_versions = versions_before;
-                    return Err(e);
-                }
+        let total = blocks.len();
+        let groups = slices_by_payload(blocks);
+        if groups.len() > 1 {
+            // Refuse a bad block before any of the batch is placed.
+            for (block, _) in groups.iter().flatten() {
+                crate::format::block::parse_block_metadata(&block.metadata)
+                    .map_err(Error::format("block metadata"))?;
             }
         }
         let first = self.pending.len();
-        self.pending
-            .extend(prepared.into_iter().map(|b| Pending::Block(Box::new(b))));
-        if self.stale {
-            return self.relink_all(first, count).await;
-        }
-        match self.place(first, versions).await {
-            Ok(refs) => Ok(refs),
-            Err(Error::Store(StoreError::Conflict { reason, .. })) if self.max_retries > 0 => {
-                tracing::info!(%reason, "the artifact changed before this append began; rebasing");
-                self.relink_all(first, count).await
-            }
+        // What these blocks change in `pending_versions`, to undo if they are refused (a
+        // copy of the map would cost O(pending) per add).
+        let mut replaced = Vec::with_capacity(total);
+        match self.add_slices(groups, &mut replaced).await {
+            Ok(()) => Ok(self.placed[self.placed.len() - total..]
+                .iter()
+                .map(|p| self.block_ref(p))
+                .collect()),
             Err(e) => {
-                // These blocks are not pending; the blocks pending before them are placed
-                // again on a fresh session (the failed one is abandoned with its records).
+                let placed_any = self.pending.len() > first;
                 self.pending.truncate(first);
-                self.pending_versions = versions_before;
-                if self.pending.is_empty() {
-                    self.abandon();
-                } else if let Err(again) = self.rebase().await {
-                    // They stay pending; the next add or commit links them again.
-                    tracing::warn!(error = %again, "could not re-link the pending blocks");
+                self.undo_versions(replaced);
+                if placed_any {
+                    // The session holds some of these records: the blocks pending before
+                    // them are placed again on a fresh one.
+                    if self.pending.is_empty() {
+                        self.abandon();
+                    } else if let Err(again) = self.rebase().await {
+                        // They stay pending; the next add or commit links them again.
+                        tracing::warn!(error = %again, "could not re-link the pending blocks");
+                    }
                 }
                 Err(e)
             }
         }
     }
 
-    /// Links every pending block (the last `count` of them just added, from `first` on)
-    /// onto the newest commit and returns references to the new ones; on failure the new
-    /// ones are dropped and the earlier ones stay pending.
-    async fn relink_all(&mut self, first: usize, count: usize) -> Result<Vec<BlockRef>> {
-        match self.rebase_retrying().await {
-            Ok(()) => Ok(self.placed[self.placed.len() - count..]
-                .iter()
-                .map(|p| self.block_ref(p))
-                .collect()),
-            Err(e) => {
-                self.pending.truncate(first);
-                Err(e)
+    /// Prepares and places the blocks of `slices` one slice after another, so the store
+    /// writes one slice while the next is hashed.
+    async fn add_slices(
+        &mut self,
+        slices: Vec<Vec<(NewBlock, Action)>>,
+        replaced: &mut Vec<([u8; 16], Option<u32>)>,
+    ) -> Result<()> {
+        let clock = self.clock.clone();
+        for slice in slices {
+            let prepared = prepare_all(slice, &*clock)?;
+            let mut versions = Vec::with_capacity(prepared.len());
+            for block in &prepared {
+                let before = self.pending_versions.get(&block.block_id).copied();
+                versions.push(self.version_for(block).await?);
+                replaced.push((block.block_id, before));
             }
+            let first = self.pending.len();
+            self.pending
+                .extend(prepared.into_iter().map(|b| Pending::Block(Box::new(b))));
+            if self.stale {
+                self.rebase_retrying().await?;
+                continue;
+            }
+            match self.place(first, versions).await {
+                Ok(_) => {}
+                Err(Error::Store(StoreError::Conflict { reason, .. })) if self.max_retries > 0 => {
+                    tracing::info!(%reason, "the artifact changed before this append began; rebasing");
+                    self.rebase_retrying().await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Restores `pending_versions` to what it was before the versions in `replaced` (id,
+    /// previous value; oldest first) were given.
+    fn undo_versions(&mut self, replaced: Vec<([u8; 16], Option<u32>)>) {
+        for (id, before) in replaced.into_iter().rev() {
+            match before {
+                Some(version) => self.pending_versions.insert(id, version),
+                None => self.pending_versions.remove(&id),
+            };
         }
     }
 
@@ -920,11 +961,7 @@ impl ArtifactWriter {
                         timestamp_us: block.timestamp_us,
                         previous: head,
                         subject: p.entry.digest,
-                        details: details(json!({
-                            "block_id": format_id(&block.block_id),
-                            "block_type": block.block_type.to_string(),
-                            "version": p.version,
-                        })),
+                        details: block_details(&block.block_id, block.block_type, p.version),
                     }
                 }
                 Pending::Event { action, details: d } => {
@@ -1064,29 +1101,73 @@ fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
-/// Runs `work` over `items` on every core, keeping the order.
+/// At most this many items are taken from [`parallel_map`]'s queue at a time.
+const PARALLEL_CHUNK: usize = 16;
+
+/// Runs `work` over `items` on every core (the calling thread included), keeping the order.
+/// Threads take small chunks from a shared queue rather than one fixed share each, so a
+/// thread that gets less CPU does not hold the others up.
 fn parallel_map<T: Sync, U: Send>(items: &[T], work: impl Fn(&T) -> U + Sync) -> Vec<U> {
-    let threads = threads().min(items.len());
+    // Chunks small enough that every thread gets several, at most PARALLEL_CHUNK items.
+    let per_chunk = (items.len() / (threads() * 4)).clamp(1, PARALLEL_CHUNK);
+    let chunks = items.len().div_ceil(per_chunk);
+    let threads = threads().min(chunks);
     if threads <= 1 {
         return items.iter().map(&work).collect();
     }
-    let per = items.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = items
-            .chunks(per)
-            .map(|chunk| {
-                let work = &work;
-                scope.spawn(move || chunk.iter().map(work).collect::<Vec<_>>())
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| {
-                w.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    })
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let run = || {
+        let mut done = Vec::new();
+        loop {
+            let chunk = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if chunk >= chunks {
+                return done;
+            }
+            let start = chunk * per_chunk;
+            let end = (start + per_chunk).min(items.len());
+            done.push((
+                chunk,
+                items[start..end].iter().map(&work).collect::<Vec<U>>(),
+            ));
+        }
+    };
+    let mut done = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(run)).collect();
+        let mut done = run();
+        for helper in helpers {
+            done.extend(
+                helper
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            );
+        }
+        done
+    });
+    done.sort_unstable_by_key(|(chunk, _)| *chunk);
+    done.into_iter().flat_map(|(_, results)| results).collect()
+}
+
+/// Payload bytes per slice of a batch (see [`ArtifactWriter::add_slices`]).
+const SLICE_BYTES: usize = 8 << 20;
+
+/// Splits a batch into slices of about [`SLICE_BYTES`] of payload (a batch of small blocks
+/// stays one slice).
+fn slices_by_payload(blocks: Vec<(NewBlock, Action)>) -> Vec<Vec<(NewBlock, Action)>> {
+    let mut slices = Vec::new();
+    let mut slice = Vec::new();
+    let mut bytes = 0usize;
+    for item in blocks {
+        bytes += item.0.data.len();
+        slice.push(item);
+        if bytes >= SLICE_BYTES {
+            slices.push(std::mem::take(&mut slice));
+            bytes = 0;
+        }
+    }
+    if !slice.is_empty() || slices.is_empty() {
+        slices.push(slice);
+    }
+    slices
 }
 
 fn prepare_all(
@@ -1139,4 +1220,26 @@ fn sign_all(key: &SigningKey, digests: &[Digest]) -> Vec<[u8; SIGNATURE_LEN]> {
             .collect();
     }
     parallel_map(digests, |d| key.sign(SignedKind::Block, d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_details_are_the_bytes_serde_json_writes_for_the_map() {
+        for (block_type, version) in [
+            (FourCC::TEXT, 1),
+            (FourCC(*b"a\"b\\"), 7),
+            (FourCC([0, 1, 0xff, b'x']), u32::MAX),
+        ] {
+            let id = [0xa5; 16];
+            let expected = details(json!({
+                "block_id": format_id(&id),
+                "block_type": block_type.to_string(),
+                "version": version,
+            }));
+            assert_eq!(block_details(&id, block_type, version), expected);
+        }
+    }
 }

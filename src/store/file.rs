@@ -5,9 +5,10 @@
 //! A committed file is `base | segment 0 | trailer 0 | records | segment 1 | trailer 1 | ...`
 //! and nothing in it is ever rewritten. An append, under an exclusive lock on the file:
 //!
-//! 1. writes its records and its segment after the base commit's trailer (small records are
-//!    gathered into large writes; large ones go through a writer thread so hashing and
-//!    signing the next record overlaps writing this one), then `fdatasync`s;
+//! 1. writes its records and its segment after the base commit's trailer (records go through
+//!    a writer thread, small ones gathered into large writes, so hashing and signing the next
+//!    records overlaps writing these; the thread `fdatasync`s every few MiB so the disk works
+//!    meanwhile), then `fdatasync`s;
 //! 2. writes the commit's trailer right after the segment and `fdatasync`s again. Only now
 //!    does the append return.
 //!
@@ -581,14 +582,21 @@ impl BlockStore for FileStore {
 }
 
 /// Records waiting for the writer thread; bounds the memory an append holds.
-const PIPELINE_DEPTH: usize = 2;
+const PIPELINE_DEPTH: usize = 8;
 /// Records smaller than this are gathered into large writes rather than sent to the writer
 /// thread.
 const PIPELINE_MIN_RECORD: u64 = 64 * 1024;
 /// Small records are written once this many bytes have gathered.
 const WRITE_BUFFER: usize = 1 << 20;
+/// The record writer makes what it wrote durable after this many bytes.
+const BACKGROUND_SYNC: u64 = 8 << 20;
 
 /// A thread that writes records while the caller hashes and signs the next ones.
+///
+/// It also makes what it wrote durable as it goes (`fdatasync` after every
+/// [`BACKGROUND_SYNC`] bytes), so the disk works while the caller does, and the phase-1
+/// `fdatasync` of the commit finds little left to write. This changes nothing about what is
+/// committed: only the trailer, written after phase 1, commits anything.
 struct Pipeline {
     sender: SyncSender<(u64, RecordBytes)>,
     worker: JoinHandle<std::io::Result<()>>,
@@ -598,10 +606,16 @@ impl Pipeline {
     fn start(file: Arc<File>) -> Self {
         let (sender, receiver) = sync_channel::<(u64, RecordBytes)>(PIPELINE_DEPTH);
         let worker = std::thread::spawn(move || {
+            let mut unsynced = 0u64;
             for (mut offset, record) in receiver {
                 for part in &record.parts {
                     file.write_all_at(part, offset)?;
                     offset += part.len() as u64;
+                }
+                unsynced += record.len();
+                if unsynced >= BACKGROUND_SYNC {
+                    file.sync_data()?;
+                    unsynced = 0;
                 }
             }
             Ok(())
@@ -651,16 +665,41 @@ impl FileAppend {
         })
     }
 
+    /// Sends the gathered small records to the record writer.
     fn flush_buffer(&mut self) -> Result<(), StoreError> {
         if self.buffer.is_empty() {
             return Ok(());
         }
+        let gathered = std::mem::replace(&mut self.buffer, Vec::with_capacity(WRITE_BUFFER));
+        let at = self.buffer_at;
+        self.buffer_at += gathered.len() as u64;
+        self.send(
+            at,
+            RecordBytes {
+                parts: vec![Bytes::from(gathered)],
+            },
+        )
+    }
+
+    /// Queues `record` for the record writer, to be written at `at`.
+    fn send(&mut self, at: u64, record: RecordBytes) -> Result<(), StoreError> {
         self.touched = true;
-        self.file()?
-            .write_all_at(&self.buffer, self.buffer_at)
-            .map_err(self.io("writing records"))?;
-        self.buffer_at += self.buffer.len() as u64;
-        self.buffer.clear();
+        if self.pipeline.is_none() {
+            self.pipeline = Some(Pipeline::start(self.file()?.clone()));
+        }
+        let queued = self
+            .pipeline
+            .as_ref()
+            .is_some_and(|p| p.sender.send((at, record)).is_ok());
+        if !queued {
+            // The writer stopped on an error: report it.
+            let result = self.pipeline.take().map_or(Ok(()), Pipeline::finish);
+            result.map_err(self.io("writing records"))?;
+            return Err(StoreError::Corrupt {
+                location: self.location(),
+                reason: "the record writer stopped".into(),
+            });
+        }
         Ok(())
     }
 
@@ -732,23 +771,7 @@ impl AppendSession for FileAppend {
             return Ok(());
         }
         self.flush_buffer()?;
-        self.touched = true;
-        if self.pipeline.is_none() {
-            self.pipeline = Some(Pipeline::start(self.file()?.clone()));
-        }
-        let queued = self
-            .pipeline
-            .as_ref()
-            .map(|p| p.sender.send((self.next_offset, record)).is_ok());
-        if queued != Some(true) {
-            // The writer stopped on an error: report it.
-            let result = self.pipeline.take().map_or(Ok(()), Pipeline::finish);
-            result.map_err(self.io("writing a record"))?;
-            return Err(StoreError::Corrupt {
-                location: self.location(),
-                reason: "the record writer stopped".into(),
-            });
-        }
+        self.send(self.next_offset, record)?;
         self.next_offset += len;
         self.buffer_at = self.next_offset;
         Ok(())
