@@ -414,6 +414,33 @@ fn nothing_follows_a_finalize_in_its_own_commit() {
     });
 }
 
+/// Writes the small artifact through `backend`, then makes `adds` single-block commits, each
+/// by a writer of its own (as `maif add` does), and returns each one's requests.
+fn requests_per_single_block_add(
+    runtime: &tokio::runtime::Runtime,
+    counting: &CountingStore,
+    backend: &dyn Fn() -> Arc<dyn BlockStore>,
+    adds: u8,
+) -> Vec<common::counting::Requests> {
+    runtime.block_on(common::write_small_artifact_to(backend()));
+    let mut per_add = Vec::new();
+    for n in 0..adds {
+        counting.take();
+        runtime.block_on(async {
+            let mut writer = ArtifactWriter::open(backend(), common::test_key())
+                .await
+                .expect("open");
+            writer
+                .add(NewBlock::new(FourCC::TEXT, vec![0, 0, 0, n]))
+                .await
+                .expect("add");
+            writer.commit().await.expect("commit");
+        });
+        per_add.push(counting.take());
+    }
+    per_add
+}
+
 /// Requests on an object store that lists in order (S3, memory), counted: a single-block
 /// append is a LIST, a GET of the newest segment's head, the record PUT and the commit PUT;
 /// a writer that stays open makes only the two PUTs; opening and reading one block is a LIST
@@ -428,23 +455,7 @@ fn requests_of_an_append_and_of_a_lookup_on_an_object_store() {
         )
     };
     let runtime = runtime();
-    runtime.block_on(common::write_small_artifact_to(backend()));
-    // One add per writer, as `maif add` does: count each.
-    let mut per_add = Vec::new();
-    for n in 0..64u8 {
-        counting.take();
-        runtime.block_on(async {
-            let mut writer = ArtifactWriter::open(backend(), common::test_key())
-                .await
-                .expect("open");
-            writer
-                .add(NewBlock::new(FourCC::TEXT, vec![0, 0, 0, n]))
-                .await
-                .expect("add");
-            writer.commit().await.expect("commit");
-        });
-        per_add.push(counting.take());
-    }
+    let per_add = requests_per_single_block_add(&runtime, &counting, &backend, 64);
     let plain = per_add
         .iter()
         .filter(|r| r.lists == 1 && r.gets == 1 && r.puts == 2 && r.heads == 0 && r.deletes == 0)
@@ -522,22 +533,7 @@ fn requests_of_an_append_on_a_local_folder() {
         )
     };
     let runtime = runtime();
-    runtime.block_on(common::write_small_artifact_to(backend()));
-    let mut per_add = Vec::new();
-    for n in 0..32u8 {
-        counting.take();
-        runtime.block_on(async {
-            let mut writer = ArtifactWriter::open(backend(), common::test_key())
-                .await
-                .expect("open");
-            writer
-                .add(NewBlock::new(FourCC::TEXT, vec![0, 0, 0, n]))
-                .await
-                .expect("add");
-            writer.commit().await.expect("commit");
-        });
-        per_add.push(counting.take());
-    }
+    let per_add = requests_per_single_block_add(&runtime, &counting, &backend, 32);
     let seven = per_add
         .iter()
         .filter(|r| r.gets == 2 && r.heads == 2 && r.puts == 3 && r.lists == 0)

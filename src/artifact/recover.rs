@@ -105,7 +105,7 @@ pub async fn recover_file(
     let newest = candidates.first().map(|(c, _)| c.digest);
     let mut valid: Option<(Commit, bool)> = None;
     for (commit, completed) in candidates {
-        let mut report = empty_report(&name);
+        let mut report = VerifyReport::empty(name.clone(), "full");
         let checked = verify_target(
             store.clone(),
             &identity,
@@ -195,24 +195,6 @@ fn commits_by_trailer(image: &[u8], base_len: u64) -> Vec<Commit> {
         }
     }
     commits
-}
-
-fn empty_report(location: &str) -> VerifyReport {
-    VerifyReport {
-        location: location.to_string(),
-        valid: false,
-        mode: "full",
-        record_count: 0,
-        commits_checked: 0,
-        newest_commit: None,
-        provenance_entries: 0,
-        signatures_checked: 0,
-        bytes_hashed: 0,
-        merkle_root: None,
-        public_key: None,
-        problems: Vec::new(),
-        warnings: Vec::new(),
-    }
 }
 
 /// Writes `image[..commit.end()]` (with the commit's trailer when it had lost it) to

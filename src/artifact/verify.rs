@@ -157,26 +157,36 @@ fn bad_bytes(error: &crate::Error) -> bool {
     }
 }
 
+impl VerifyReport {
+    /// A report of nothing checked yet (not valid until a verification says so).
+    pub(crate) fn empty(location: String, mode: &'static str) -> Self {
+        Self {
+            location,
+            valid: false,
+            mode,
+            record_count: 0,
+            commits_checked: 0,
+            newest_commit: None,
+            provenance_entries: 0,
+            signatures_checked: 0,
+            bytes_hashed: 0,
+            merkle_root: None,
+            public_key: None,
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
 /// Verifies the artifact at `store`.
 ///
 /// Returns `Err` only for failures to read (I/O, missing artifact); everything wrong with the
 /// bytes themselves is a [`Problem`] in the report.
 pub async fn verify(store: Arc<dyn BlockStore>, options: VerifyOptions) -> Result<VerifyReport> {
-    let mut report = VerifyReport {
-        location: store.location(),
-        valid: false,
-        mode: if options.quick { "quick" } else { "full" },
-        record_count: 0,
-        commits_checked: 0,
-        newest_commit: None,
-        provenance_entries: 0,
-        signatures_checked: 0,
-        bytes_hashed: 0,
-        merkle_root: None,
-        public_key: None,
-        problems: Vec::new(),
-        warnings: Vec::new(),
-    };
+    let mut report = VerifyReport::empty(
+        store.location(),
+        if options.quick { "quick" } else { "full" },
+    );
     let identity = match Identity::read(store.as_ref()).await {
         Ok(identity) => identity,
         Err(e) if bad_bytes(&e) => {

@@ -452,17 +452,8 @@ impl BlockStore for FileStore {
         commit: CommitRef,
         range: Range<u64>,
     ) -> Result<Bytes, StoreError> {
-        let start = commit.segment_offset.checked_add(range.start);
-        let end = commit.segment_offset.checked_add(range.end);
-        match (start, end) {
-            (Some(start), Some(end)) if start <= end => {
-                self.read_committed(start..end, &format!("commit {}'s segment", commit.seq))
-            }
-            _ => Err(StoreError::OutOfRange {
-                location: self.location(),
-                what: format!("bytes {range:?} of commit {}'s segment", commit.seq),
-            }),
-        }
+        let image = super::segment_image_range(&self.location(), commit, &range)?;
+        self.read_committed(image, &format!("commit {}'s segment", commit.seq))
     }
 
     async fn read_record_range(

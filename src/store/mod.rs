@@ -192,6 +192,24 @@ impl From<Bytes> for RecordBytes {
 
 /// The bytes `range` of the record `entry` as a range of the single-file image, or
 /// [`StoreError::OutOfRange`] if they are not inside the record.
+/// The image offsets of `range` within commit `commit`'s segment (for backends that hold the
+/// image as one sequence of bytes).
+pub fn segment_image_range(
+    location: &str,
+    commit: CommitRef,
+    range: &Range<u64>,
+) -> Result<Range<u64>, StoreError> {
+    let start = commit.segment_offset.checked_add(range.start);
+    let end = commit.segment_offset.checked_add(range.end);
+    match (start, end) {
+        (Some(start), Some(end)) if start <= end => Ok(start..end),
+        _ => Err(StoreError::OutOfRange {
+            location: location.to_string(),
+            what: format!("bytes {range:?} of commit {}'s segment", commit.seq),
+        }),
+    }
+}
+
 pub fn image_range(
     location: &str,
     entry: &IndexEntry,

@@ -179,15 +179,8 @@ impl BlockStore for ObjectFile {
         commit: CommitRef,
         range: Range<u64>,
     ) -> Result<Bytes, StoreError> {
-        let start = commit.segment_offset.checked_add(range.start);
-        let end = commit.segment_offset.checked_add(range.end);
-        match (start, end) {
-            (Some(start), Some(end)) if start <= end => self.range(start..end).await,
-            _ => Err(StoreError::OutOfRange {
-                location: self.url.clone(),
-                what: format!("bytes {range:?} of commit {}'s segment", commit.seq),
-            }),
-        }
+        let image = super::segment_image_range(&self.url, commit, &range)?;
+        self.range(image).await
     }
 
     async fn read_record_range(
