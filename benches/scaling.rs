@@ -26,6 +26,7 @@ use maif_store::format::FourCC;
 use maif_store::format::digest::sha256;
 use maif_store::store::{BlockStore, FileStore, ListingOrder, ObjectBackend};
 use object_store::ObjectStore;
+use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path as ObjectPath;
 use serde_json::{Value, json};
 
@@ -258,9 +259,11 @@ fn report(cases: &[Case], commits: usize) -> Vec<Value> {
 /// Requests on S3 for an artifact of `n` blocks: `maif add`-style appends, a long-lived
 /// writer, and open + cat, each counted, beside raw request rates in the same run.
 async fn s3_case(bucket: &str, n: usize, file: Arc<dyn BlockStore>, ids: &[[u8; 16]]) -> Value {
-    let counting = CountingStore::new(s3::store(bucket));
+    let counting = CountingStore::new_paginated(s3::client(bucket));
     let prefix = format!("scaling-{n}");
     let counted: Arc<dyn ObjectStore> = counting.clone();
+    let lister: Arc<dyn PaginatedListStore> = counting.clone();
+    // As `maif` builds it: the newest commit found with a one-key LIST.
     let backend = || -> Arc<dyn BlockStore> {
         Arc::new(
             ObjectBackend::new(
@@ -268,7 +271,8 @@ async fn s3_case(bucket: &str, n: usize, file: Arc<dyn BlockStore>, ids: &[[u8; 
                 ObjectPath::from(prefix.as_str()),
                 format!("s3://{bucket}/{prefix}"),
             )
-            .with_listing_order(ListingOrder::Lexicographic),
+            .with_listing_order(ListingOrder::Lexicographic)
+            .with_first_key_listing(lister.clone()),
         )
     };
     let start = Instant::now();
@@ -307,18 +311,22 @@ async fn s3_case(bucket: &str, n: usize, file: Arc<dyn BlockStore>, ids: &[[u8; 
     let cats = cats(&backend, ids, &counting).await;
     // Raw requests one at a time, as `maif add` makes them, for the rate bound: a LIST of
     // the commits, a ranged GET of one, and two PUTs.
-    let raw = s3::store(bucket);
-    let commits_dir = ObjectPath::from(format!("{prefix}/commits"));
+    let raw = s3::client(bucket);
+    let commits_dir = format!("{prefix}/commits/");
     let start = Instant::now();
     for i in 0..adds {
-        use futures::StreamExt;
-        let newest = raw
-            .list(Some(&commits_dir))
-            .next()
+        let page = raw
+            .list_paginated(
+                Some(&commits_dir),
+                PaginatedListOptions {
+                    max_keys: Some(1),
+                    ..PaginatedListOptions::default()
+                },
+            )
             .await
-            .expect("a commit")
             .expect("list");
-        object_store::ObjectStoreExt::get_range(&raw, &newest.location, 0..65536)
+        let newest = page.result.objects.first().expect("a commit");
+        object_store::ObjectStoreExt::get_range(&*raw, &newest.location, 0..65536)
             .await
             .expect("raw get");
         for part in ["record", "commit"] {

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
+use object_store::list::PaginatedListStore;
 use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, ObjectStore, RetryConfig};
 
@@ -139,15 +140,29 @@ impl Location {
         let concurrency = s3.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
         match self {
             Location::File(path) => Ok(Arc::new(FileStore::new(path.clone()))),
-            Location::Objects { store, prefix } => Ok(Arc::new(
-                ObjectBackend::new(
-                    open_object_store(store, s3)?,
+            Location::Objects { store, prefix } => {
+                let (objects, first_key) = match store {
+                    // One S3 client serves both: as an object store, and to list one key at a
+                    // time when finding the newest commit.
+                    ObjectStoreName::S3 { bucket } => {
+                        let client = s3_client(bucket, s3)?;
+                        let lister: Arc<dyn PaginatedListStore> = client.clone();
+                        (client as Arc<dyn ObjectStore>, Some(lister))
+                    }
+                    other => (open_object_store(other, s3)?, None),
+                };
+                let backend = ObjectBackend::new(
+                    objects,
                     ObjectPath::from(prefix.as_str()),
                     self.to_string(),
                 )
                 .with_concurrency(concurrency)
-                .with_listing_order(listing_order(store)),
-            )),
+                .with_listing_order(listing_order(store));
+                Ok(Arc::new(match first_key {
+                    Some(lister) => backend.with_first_key_listing(lister),
+                    None => backend,
+                }))
+            }
             Location::ObjectFile { store, key } => Ok(Arc::new(ObjectFile::new(
                 open_object_store(store, s3)?,
                 ObjectPath::from(key.as_str()),
@@ -185,6 +200,11 @@ pub fn open_object_store(name: &ObjectStoreName, s3: &S3Settings) -> Result<Arc<
 /// HTTP allowed for local endpoints, and retries with exponential backoff on server errors,
 /// throttling and dropped connections.
 pub fn s3_store(bucket: &str, settings: &S3Settings) -> Result<Arc<dyn ObjectStore>> {
+    Ok(s3_client(bucket, settings)?)
+}
+
+/// [`s3_store`] as its own type, which can also list a page of a chosen size.
+pub fn s3_client(bucket: &str, settings: &S3Settings) -> Result<Arc<object_store::aws::AmazonS3>> {
     let mut builder = AmazonS3Builder::from_env()
         .with_bucket_name(bucket)
         .with_allow_http(true)

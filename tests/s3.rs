@@ -8,7 +8,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use common::s3;
-use maif_store::artifact::{ArtifactReader, ConvertOptions, VerifyOptions, convert, verify};
+use maif_store::artifact::{
+    ArtifactReader, ArtifactWriter, ConvertOptions, VerifyOptions, convert, verify,
+};
 use maif_store::location::Location;
 use maif_store::store::{BlockStore, StoreError};
 use object_store::path::Path as ObjectPath;
@@ -507,4 +509,44 @@ fn records_above_the_multipart_threshold_round_trip_through_s3() {
         );
     });
     assert!(std::fs::read(&source).expect("read") == std::fs::read(&back).expect("read"));
+}
+
+/// On a real S3: a single-block append by a fresh writer (what `maif add` does) is a LIST
+/// that asks for one key, a ranged GET of the newest commit, the record PUT and the commit
+/// PUT, unless it merges index runs that are not in the newest commit; and the newest commit
+/// is the one found, after every append.
+#[test]
+fn a_single_block_append_to_s3_makes_four_requests() {
+    let bucket = s3::bucket("requests");
+    let counting = common::counting::CountingStore::new_paginated(s3::client(&bucket));
+    let lister: Arc<dyn object_store::list::PaginatedListStore> = counting.clone();
+    let backend = || -> Arc<dyn BlockStore> {
+        Arc::new(
+            Arc::unwrap_or_clone(s3::backend_on(counting.clone(), &bucket, "art"))
+                .with_first_key_listing(lister.clone()),
+        )
+    };
+    common::block_on(common::write_small_artifact_to(backend()));
+    let mut four = 0;
+    for n in 0..24u8 {
+        counting.take();
+        let seq = common::block_on(async {
+            let mut writer = ArtifactWriter::open(backend(), common::test_key()).await?;
+            writer
+                .add(maif_store::NewBlock::new(
+                    maif_store::format::FourCC::TEXT,
+                    vec![0, 0, 0, n],
+                ))
+                .await?;
+            writer.commit().await?;
+            Ok::<_, maif_store::Error>(writer.last_commit().seq())
+        })
+        .expect("append");
+        let r = counting.take();
+        assert!(r.lists == 1 && r.puts == 2 && r.heads == 0, "{r:?}");
+        four += usize::from(r.total() == 4);
+        let reader = common::block_on(ArtifactReader::open(backend())).expect("open");
+        assert_eq!(reader.commit().seq(), seq, "the newest commit is found");
+    }
+    assert!(four >= 18, "only {four} of 24 appends made 4 requests");
 }

@@ -40,6 +40,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use tokio::sync::Semaphore;
@@ -86,8 +87,20 @@ pub struct ObjectBackend {
     url: String,
     concurrency: usize,
     listing: ListingOrder,
+    /// Lists one key per request (S3's `max-keys=1`), where the store can.
+    first_key: Option<FirstKeyLister>,
     /// The file header and metadata, once read (they never change).
     base: Arc<OnceLock<Base>>,
+}
+
+/// A store's paginated listing (it has no `Debug` of its own).
+#[derive(Clone)]
+struct FirstKeyLister(Arc<dyn PaginatedListStore>);
+
+impl std::fmt::Debug for FirstKeyLister {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FirstKeyLister")
+    }
 }
 
 fn object_error(url: &str, key: &Path, action: &str, source: object_store::Error) -> StoreError {
@@ -161,6 +174,7 @@ impl ObjectBackend {
             url: url.into(),
             concurrency: DEFAULT_CONCURRENCY,
             listing: ListingOrder::Unordered,
+            first_key: None,
             base: Arc::new(OnceLock::new()),
         }
     }
@@ -174,6 +188,14 @@ impl ObjectBackend {
     /// Declares how the store lists keys.
     pub fn with_listing_order(mut self, listing: ListingOrder) -> Self {
         self.listing = listing;
+        self
+    }
+
+    /// Finds the newest commit with a LIST that asks for one key (`max-keys=1` on S3),
+    /// through `lister`, the same bucket as the store. Without it a LIST answers with up to
+    /// 1,000 keys: about 250 KB once an artifact has 800 commits, where one key is 700 bytes.
+    pub fn with_first_key_listing(mut self, lister: Arc<dyn PaginatedListStore>) -> Self {
+        self.first_key = Some(FirstKeyLister(lister));
         self
     }
 
@@ -257,6 +279,30 @@ impl ObjectBackend {
         match self.listing {
             ListingOrder::Lexicographic => {
                 let dir = self.prefix.clone().join(COMMITS_DIR);
+                if let Some(FirstKeyLister(lister)) = &self.first_key {
+                    // A paginated listing takes the prefix as is: end it with the delimiter.
+                    let prefix = format!("{dir}{}", object_store::path::DELIMITER);
+                    let page = lister
+                        .list_paginated(
+                            Some(&prefix),
+                            PaginatedListOptions {
+                                max_keys: Some(1),
+                                ..PaginatedListOptions::default()
+                            },
+                        )
+                        .await
+                        .map_err(self.err(&dir, "listing"))?;
+                    if let Some(meta) = page.result.objects.first() {
+                        if let Some(seq) =
+                            meta.location.filename().and_then(parse_commit_object_name)
+                        {
+                            return Ok(Some(seq));
+                        }
+                    } else if page.page_token.is_none() {
+                        return Ok(None);
+                    }
+                    // Something other than a commit object sorts first: list them all.
+                }
                 let mut listing = self.store.list(Some(&dir));
                 // Only the first page is fetched: the newest commit sorts first.
                 while let Some(meta) = listing.next().await {

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use object_store::list::{PaginatedListOptions, PaginatedListResult, PaginatedListStore};
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
@@ -34,9 +35,10 @@ impl Requests {
     }
 }
 
-#[derive(Debug)]
 pub struct CountingStore {
     inner: Arc<dyn ObjectStore>,
+    /// The same store's paginated listing, where it has one (S3).
+    paginated: Option<Arc<dyn PaginatedListStore>>,
     pub gets: AtomicUsize,
     heads: AtomicUsize,
     puts: AtomicUsize,
@@ -50,6 +52,7 @@ impl CountingStore {
     pub fn new(inner: Arc<dyn ObjectStore>) -> Arc<Self> {
         Arc::new(Self {
             inner,
+            paginated: None,
             gets: AtomicUsize::new(0),
             heads: AtomicUsize::new(0),
             puts: AtomicUsize::new(0),
@@ -58,6 +61,16 @@ impl CountingStore {
             get_bytes: AtomicU64::new(0),
             put_bytes: AtomicU64::new(0),
         })
+    }
+
+    /// Counts the requests to `inner`, including its paginated LISTs (S3's `max-keys`).
+    pub fn new_paginated<S: ObjectStore + PaginatedListStore>(inner: Arc<S>) -> Arc<Self> {
+        let paginated: Arc<dyn PaginatedListStore> = inner.clone();
+        let mut counting = Self::new(inner);
+        if let Some(counting) = Arc::get_mut(&mut counting) {
+            counting.paginated = Some(paginated);
+        }
+        counting
     }
 
     /// GETs since the last call.
@@ -75,6 +88,30 @@ impl CountingStore {
             deletes: self.deletes.swap(0, Ordering::SeqCst),
             get_bytes: self.get_bytes.swap(0, Ordering::SeqCst),
             put_bytes: self.put_bytes.swap(0, Ordering::SeqCst),
+        }
+    }
+}
+
+impl std::fmt::Debug for CountingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Counting({:?})", self.inner)
+    }
+}
+
+#[async_trait]
+impl PaginatedListStore for CountingStore {
+    async fn list_paginated(
+        &self,
+        prefix: Option<&str>,
+        opts: PaginatedListOptions,
+    ) -> Result<PaginatedListResult> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
+        match &self.paginated {
+            Some(paginated) => paginated.list_paginated(prefix, opts).await,
+            None => Err(object_store::Error::NotImplemented {
+                operation: "list_paginated".into(),
+                implementer: "CountingStore".into(),
+            }),
         }
     }
 }

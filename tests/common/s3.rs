@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use maif_store::store::ObjectBackend;
 use object_store::ObjectStore;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 
 pub const LOCALSTACK_IMAGE: &str = "localstack/localstack:4.13.1";
@@ -156,7 +156,7 @@ pub fn bucket(name: &str) -> String {
 }
 
 /// An S3 client for `bucket` on the test endpoint, with LocalStack's test credentials.
-pub fn store(bucket: &str) -> Arc<dyn ObjectStore> {
+pub fn client(bucket: &str) -> Arc<AmazonS3> {
     Arc::new(
         AmazonS3Builder::new()
             .with_endpoint(endpoint())
@@ -170,9 +170,19 @@ pub fn store(bucket: &str) -> Arc<dyn ObjectStore> {
     )
 }
 
-/// The object-layout backend for `s3://bucket/prefix` on the test endpoint.
+/// [`client`] as an object store.
+pub fn store(bucket: &str) -> Arc<dyn ObjectStore> {
+    client(bucket)
+}
+
+/// The object-layout backend for `s3://bucket/prefix` on the test endpoint, as `maif` builds
+/// it (finding the newest commit with a one-key LIST).
 pub fn backend(bucket: &str, prefix: &str) -> Arc<ObjectBackend> {
-    backend_on(store(bucket), bucket, prefix)
+    let client = client(bucket);
+    Arc::new(
+        Arc::unwrap_or_clone(backend_on(client.clone(), bucket, prefix))
+            .with_first_key_listing(client),
+    )
 }
 
 /// The object-layout backend for `s3://bucket/prefix` over `store` (e.g. a counting store).
