@@ -304,10 +304,9 @@ pub(crate) async fn plan_run(
     if merge_all {
         while let Some(t) = top {
             let (head, entries) = index.entries(&t).await?;
-            run.extend(entries);
+            run = merge_sorted(run, entries);
             top = head.older;
         }
-        run.sort_unstable_by_key(RunEntry::key);
         return Ok((!run.is_empty()).then_some(PlannedRun {
             entries: run,
             older: None,
@@ -338,13 +337,77 @@ pub(crate) async fn plan_run(
         for _ in 0..absorb {
             let Some(next) = top else { break };
             let (head, entries) = index.entries(&next).await?;
-            run.extend(entries);
+            run = merge_sorted(run, entries);
             top = head.older;
         }
-        run.sort_unstable_by_key(RunEntry::key);
     }
     Ok(Some(PlannedRun {
         entries: run,
         older: top,
     }))
+}
+
+/// Merges two runs' entries, each sorted by key, into one sorted run (linear, where sorting
+/// the concatenation would cost a large merge a sort of everything).
+fn merge_sorted(a: Vec<RunEntry>, b: Vec<RunEntry>) -> Vec<RunEntry> {
+    if a.is_empty() {
+        return b;
+    }
+    if b.is_empty() {
+        return a;
+    }
+    let mut merged = Vec::with_capacity(a.len() + b.len());
+    let mut a = a.into_iter().peekable();
+    let mut b = b.into_iter().peekable();
+    while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+        let next = if x.key() <= y.key() {
+            a.next()
+        } else {
+            b.next()
+        };
+        merged.extend(next);
+    }
+    merged.extend(a);
+    merged.extend(b);
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{FourCC, IndexEntry};
+
+    fn entry(id: u8, position: u64) -> RunEntry {
+        RunEntry {
+            entry: IndexEntry {
+                offset: position * 100,
+                record_len: 100,
+                block_id: [id; 16],
+                block_type: FourCC::TEXT,
+                metadata_len: 0,
+                timestamp_us: 0,
+                digest: [id; 32],
+            },
+            position,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn merging_sorted_runs_gives_what_sorting_their_concatenation_gives() {
+        let a: Vec<RunEntry> = [(1, 9), (3, 2), (3, 7), (8, 1)]
+            .iter()
+            .map(|&(i, p)| entry(i, p))
+            .collect();
+        let b: Vec<RunEntry> = [(0, 4), (3, 5), (9, 0)]
+            .iter()
+            .map(|&(i, p)| entry(i, p))
+            .collect();
+        let mut expected: Vec<RunEntry> = a.iter().chain(&b).copied().collect();
+        expected.sort_unstable_by_key(RunEntry::key);
+        let keys = |v: &[RunEntry]| v.iter().map(RunEntry::key).collect::<Vec<_>>();
+        assert_eq!(keys(&merge_sorted(a.clone(), b.clone())), keys(&expected));
+        assert_eq!(keys(&merge_sorted(b, a)), keys(&expected));
+        assert!(merge_sorted(Vec::new(), Vec::new()).is_empty());
+    }
 }
