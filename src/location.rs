@@ -187,8 +187,11 @@ pub fn open_object_store(name: &ObjectStoreName, s3: &S3Settings) -> Result<Arc<
         ObjectStoreName::Folder(dir) => {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::Invalid(format!("creating folder {}: {e}", dir.display())))?;
+            // Durable when a write returns, as S3 is: each object and its directory entry are
+            // synced before the put reports success.
             let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
-                .map_err(|e| Error::Invalid(format!("opening folder {}: {e}", dir.display())))?;
+                .map_err(|e| Error::Invalid(format!("opening folder {}: {e}", dir.display())))?
+                .with_fsync(true);
             Ok(Arc::new(store))
         }
         ObjectStoreName::S3 { bucket } => s3_store(bucket, s3),

@@ -69,6 +69,9 @@ pub const PART_SIZE: usize = 16 << 20;
 /// `PutMode::Create` after a dropped connection; repeating it is safe because the key
 /// names the content or the outcome is read back).
 const PUT_ATTEMPTS: u32 = 4;
+/// Attempts at a read (GET, HEAD, LIST) whose request or body failed on the way: the
+/// client retries a failed request, not a body cut short or a listing that breaks off.
+pub(super) const READ_ATTEMPTS: u32 = 4;
 
 /// How a store lists keys, which decides how the newest commit is found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +147,35 @@ fn is_definite_failure(error: &object_store::Error) -> bool {
             | object_store::Error::NotImplemented { .. }
             | object_store::Error::InvalidPath { .. }
     )
+}
+
+/// Errors after which repeating a read may succeed: anything but a definite answer.
+pub(super) fn is_transient(error: &object_store::Error) -> bool {
+    !is_definite_failure(error)
+        && !is_already_there(error)
+        && !matches!(error, object_store::Error::NotModified { .. })
+}
+
+/// Runs an idempotent read, again after a pause when it fails on the way.
+pub(super) async fn retry_read<T, F, Fut>(
+    what: &Path,
+    mut read: F,
+) -> Result<T, object_store::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, object_store::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match read().await {
+            Err(e) if attempt < READ_ATTEMPTS && is_transient(&e) => {
+                tracing::info!(key = %what, attempt, error = %e, "retrying a read");
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Splits a commit-0 object (or any prefix of one that holds the whole base) into the base
@@ -233,7 +265,7 @@ impl ObjectBackend {
     }
 
     async fn exists(&self, key: &Path) -> Result<bool, StoreError> {
-        match self.store.head(key).await {
+        match retry_read(key, || self.store.head(key)).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.err(key, "checking")(e)),
@@ -245,13 +277,14 @@ impl ObjectBackend {
         key: &Path,
         range: Option<Range<u64>>,
     ) -> Result<Option<Bytes>, StoreError> {
-        let result = match range {
-            Some(range) => self.store.get_range(key, range).await,
-            None => match self.store.get(key).await {
-                Ok(result) => result.bytes().await,
-                Err(e) => Err(e),
-            },
-        };
+        // The body is read inside the retried call: a body cut short is read again.
+        let result = retry_read(key, || async {
+            match &range {
+                Some(range) => self.store.get_range(key, range.clone()).await,
+                None => self.store.get(key).await?.bytes().await,
+            }
+        })
+        .await;
         match result {
             Ok(bytes) => Ok(Some(bytes)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -259,13 +292,31 @@ impl ObjectBackend {
         }
     }
 
+    /// [`Self::get`] of bytes whose length is known: a short answer is read again before it
+    /// is believed (a proxy or a dropped connection can end a body early without an error).
+    async fn get_exact(
+        &self,
+        key: &Path,
+        range: Option<Range<u64>>,
+        expected_len: u64,
+    ) -> Result<Option<Bytes>, StoreError> {
+        let mut attempt = 1;
+        loop {
+            let bytes = self.get(key, range.clone()).await?;
+            match bytes {
+                Some(bytes) if bytes.len() as u64 != expected_len && attempt < READ_ATTEMPTS => {
+                    tracing::info!(%key, attempt, got = bytes.len(), expected_len, "re-reading a short answer");
+                    attempt += 1;
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
     /// Every commit number present (one full LIST of `commits/`).
     async fn list_commits(&self) -> Result<Vec<u64>, StoreError> {
         let dir = self.prefix.clone().join(COMMITS_DIR);
-        let objects: Vec<_> = self
-            .store
-            .list(Some(&dir))
-            .try_collect()
+        let objects: Vec<_> = retry_read(&dir, || self.store.list(Some(&dir)).try_collect())
             .await
             .map_err(self.err(&dir, "listing"))?;
         Ok(objects
@@ -282,16 +333,17 @@ impl ObjectBackend {
                 if let Some(FirstKeyLister(lister)) = &self.first_key {
                     // A paginated listing takes the prefix as is: end it with the delimiter.
                     let prefix = format!("{dir}{}", object_store::path::DELIMITER);
-                    let page = lister
-                        .list_paginated(
+                    let page = retry_read(&dir, || {
+                        lister.list_paginated(
                             Some(&prefix),
                             PaginatedListOptions {
                                 max_keys: Some(1),
                                 ..PaginatedListOptions::default()
                             },
                         )
-                        .await
-                        .map_err(self.err(&dir, "listing"))?;
+                    })
+                    .await
+                    .map_err(self.err(&dir, "listing"))?;
                     if let Some(meta) = page.result.objects.first() {
                         if let Some(seq) =
                             meta.location.filename().and_then(parse_commit_object_name)
@@ -303,15 +355,21 @@ impl ObjectBackend {
                     }
                     // Something other than a commit object sorts first: list them all.
                 }
-                let mut listing = self.store.list(Some(&dir));
                 // Only the first page is fetched: the newest commit sorts first.
-                while let Some(meta) = listing.next().await {
-                    let meta = meta.map_err(self.err(&dir, "listing"))?;
-                    if let Some(seq) = meta.location.filename().and_then(parse_commit_object_name) {
-                        return Ok(Some(seq));
+                let first = retry_read(&dir, || async {
+                    let mut listing = self.store.list(Some(&dir));
+                    while let Some(meta) = listing.next().await {
+                        if let Some(seq) =
+                            meta?.location.filename().and_then(parse_commit_object_name)
+                        {
+                            return Ok(Some(seq));
+                        }
                     }
-                }
-                Ok(None)
+                    Ok(None)
+                })
+                .await
+                .map_err(self.err(&dir, "listing"))?;
+                Ok(first)
             }
             ListingOrder::Unordered => {
                 let hint = self
@@ -401,11 +459,11 @@ impl ObjectBackend {
 
     /// Every object under the prefix (for verification's accounting).
     pub async fn list_all(&self) -> Result<Vec<object_store::ObjectMeta>, StoreError> {
-        self.store
-            .list(Some(&self.prefix))
-            .try_collect()
-            .await
-            .map_err(self.err(&self.prefix, "listing"))
+        retry_read(&self.prefix, || {
+            self.store.list(Some(&self.prefix)).try_collect()
+        })
+        .await
+        .map_err(self.err(&self.prefix, "listing"))
     }
 
     fn uploader(&self) -> Uploader {
@@ -593,7 +651,7 @@ impl BlockStore for ObjectBackend {
             return Ok(Bytes::new());
         }
         let bytes = self
-            .get(&key, Some(start..end))
+            .get_exact(&key, Some(start..end), end - start)
             .await?
             .ok_or_else(|| self.missing(&key, "commit"))?;
         if bytes.len() as u64 != end - start {
@@ -619,7 +677,11 @@ impl BlockStore for ObjectBackend {
         }
         let whole = range == (0..entry.record_len);
         let bytes = self
-            .get(&key, (!whole).then_some(range.clone()))
+            .get_exact(
+                &key,
+                (!whole).then_some(range.clone()),
+                range.end - range.start,
+            )
             .await?
             .ok_or_else(|| self.missing(&key, "record"))?;
         if bytes.len() as u64 != range.end - range.start {
@@ -666,18 +728,19 @@ impl BlockStore for ObjectBackend {
         }
         // One listing tells which records and commits an interrupted import already stored.
         let blocks = self.prefix.clone().join(RECORDS_DIR);
-        let existing = self
-            .store
-            .list(Some(&blocks))
-            .map_ok(|meta| {
-                (
-                    meta.location.filename().unwrap_or_default().to_string(),
-                    meta.size,
-                )
-            })
-            .try_collect::<HashMap<String, u64>>()
-            .await
-            .map_err(self.err(&blocks, "listing"))?;
+        let existing = retry_read(&blocks, || {
+            self.store
+                .list(Some(&blocks))
+                .map_ok(|meta| {
+                    (
+                        meta.location.filename().unwrap_or_default().to_string(),
+                        meta.size,
+                    )
+                })
+                .try_collect::<HashMap<String, u64>>()
+        })
+        .await
+        .map_err(self.err(&blocks, "listing"))?;
         let commits = self.list_commits().await?.into_iter().collect();
         Ok(Box::new(ObjectImport {
             uploader: self.uploader(),

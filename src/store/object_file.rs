@@ -14,6 +14,7 @@ use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart};
 
+use super::object::{READ_ATTEMPTS, retry_read};
 use super::{
     AppendBase, AppendSession, Base, BlockStore, CommitRef, ImportSession, Latest, StoreError,
 };
@@ -63,12 +64,19 @@ impl ObjectFile {
         if range.is_empty() {
             return Ok(Bytes::new());
         }
-        let bytes = self
-            .store
-            .get_range(&self.key, range.clone())
-            .await
-            .map_err(self.err("reading"))?;
-        if bytes.len() as u64 != range.end - range.start {
+        let expected = range.end - range.start;
+        // A short answer is read again before it is believed (a body can end early).
+        let mut attempt = 1;
+        let bytes = loop {
+            let bytes = retry_read(&self.key, || self.store.get_range(&self.key, range.clone()))
+                .await
+                .map_err(self.err("reading"))?;
+            if bytes.len() as u64 == expected || attempt == READ_ATTEMPTS {
+                break bytes;
+            }
+            attempt += 1;
+        };
+        if bytes.len() as u64 != expected {
             return Err(StoreError::OutOfRange {
                 location: self.url.clone(),
                 what: format!("bytes {range:?}"),
@@ -159,9 +167,7 @@ impl BlockStore for ObjectFile {
             return Ok(base);
         }
         let most = FILE_HEADER_LEN as u64 + 4 + u64::from(MAX_METADATA_LEN);
-        let front = self
-            .store
-            .get_range(&self.key, 0..most)
+        let front = retry_read(&self.key, || self.store.get_range(&self.key, 0..most))
             .await
             .map_err(self.err("reading"))?;
         let base = split_front(&front).ok_or_else(|| StoreError::Corrupt {
@@ -201,7 +207,7 @@ impl BlockStore for ObjectFile {
     }
 
     async fn begin_import(&self, base: &Base) -> Result<Box<dyn ImportSession>, StoreError> {
-        match self.store.head(&self.key).await {
+        match retry_read(&self.key, || self.store.head(&self.key)).await {
             Ok(_) => {
                 return Err(StoreError::AlreadyExists {
                     location: self.url.clone(),
