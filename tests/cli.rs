@@ -587,3 +587,56 @@ fn a_file_of_another_version_is_a_usage_error_naming_the_version() {
         );
     }
 }
+
+/// `maif add --id` makes a re-run safe: the same id and content is reported as done with the
+/// committed block, nothing is added twice, and other content under the id is refused.
+#[test]
+fn an_add_re_run_with_its_id_is_done_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    ok(dir, &["keygen", "k.pem"]);
+    for location in ["a.maif", &format!("file://{}/objects", dir.display())] {
+        ok(dir, &["create", location, "--key", "k.pem", "--agent", "a"]);
+        let id = "7d1f5c2e-8a4b-4c3d-9e6f-0a1b2c3d4e5f";
+        let add = |text: &str| {
+            maif(
+                dir,
+                &[
+                    "add", location, "--key", "k.pem", "--type", "TEXT", "--text", text, "--id",
+                    id, "--json",
+                ],
+            )
+        };
+        let first = add("event 1");
+        assert!(first.status.success(), "{first:?}");
+        let again = add("event 1");
+        assert!(again.status.success(), "a re-run is done: {again:?}");
+        assert_eq!(
+            first.stdout, again.stdout,
+            "the re-run reports the committed block"
+        );
+        let listing = json(dir, &["ls", location, "--json"]);
+        let rows = listing.as_array().expect("ls rows");
+        assert_eq!(
+            rows.iter().filter(|r| r["id"] == id).count(),
+            1,
+            "{location}: one block under the id: {listing}"
+        );
+        let other = add("event 2");
+        assert_eq!(other.status.code(), Some(2), "{other:?}");
+        assert!(
+            String::from_utf8_lossy(&other.stderr).contains("other content"),
+            "{other:?}"
+        );
+        assert_eq!(ok(dir, &["cat", location, id]), "event 1");
+        // One --id per block.
+        let mismatch = maif(
+            dir,
+            &[
+                "add", location, "--key", "k.pem", "--type", "BINA", "--text", "x", "--id", id,
+                "--id", id,
+            ],
+        );
+        assert_eq!(mismatch.status.code(), Some(2), "{mismatch:?}");
+    }
+}

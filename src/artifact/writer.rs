@@ -10,7 +10,7 @@
 //! compressed bytes are kept; only headers, record digests and signatures are redone) and
 //! tries again, up to [`ArtifactWriter::with_max_retries`] times.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -144,6 +144,15 @@ struct PreparedBlock {
     action: Action,
 }
 
+/// Where a block being added goes.
+enum Slot {
+    /// A new record with this version.
+    New(u32),
+    /// The id is committed already with the same type and content: nothing to add (a re-run
+    /// of an add that landed).
+    AlreadyCommitted(BlockRef),
+}
+
 /// A pending block once linked onto the chain.
 #[derive(Debug, Clone, Copy)]
 struct Placed {
@@ -187,6 +196,11 @@ pub struct ArtifactWriter {
     /// The pending blocks are not linked onto the newest commit (re-linking them failed):
     /// the next add or commit re-links them first.
     stale: bool,
+    /// Blocks added since the last commit that turned out to be committed already (same id,
+    /// type and content), so the commit has nothing to add for them.
+    already_committed: Vec<BlockRef>,
+    /// What the last successful commit made durable (see [`ArtifactWriter::last_committed_blocks`]).
+    last_committed: Vec<BlockRef>,
 }
 
 impl std::fmt::Debug for ArtifactWriter {
@@ -388,6 +402,8 @@ impl ArtifactWriter {
             merkle_hashes: 0,
             compacting: false,
             stale: false,
+            already_committed: Vec::new(),
+            last_committed: Vec::new(),
         }
     }
 
@@ -461,7 +477,19 @@ impl ArtifactWriter {
         Ok(())
     }
 
-    /// Appends a new block (a fresh id unless `block.block_id` names one not yet used).
+    /// The blocks the last successful [`Self::commit`] made durable, where they finally
+    /// landed (re-linking after another writer's commit moves them), followed by any added
+    /// block that was found committed already (see [`Self::add`]).
+    pub fn last_committed_blocks(&self) -> &[BlockRef] {
+        &self.last_committed
+    }
+
+    /// Appends a new block (a fresh id unless `block.block_id` names one).
+    ///
+    /// Adding under an id that is already committed with the same block type and content
+    /// (metadata and stored data; the timestamp may differ) adds nothing and returns the
+    /// committed block: re-running an add whose outcome was unknown is safe when it names its
+    /// id. The same id with other content is refused.
     pub async fn add(&mut self, block: NewBlock) -> Result<BlockRef> {
         Ok(self.add_all(vec![(block, Action::AddBlock)]).await?[0])
     }
@@ -558,12 +586,36 @@ impl ArtifactWriter {
         // What these blocks change in `pending_versions`, to undo if they are refused (a
         // copy of the map would cost O(pending) per add).
         let mut replaced = Vec::with_capacity(total);
+        let already_before = self.already_committed.len();
         match self.add_slices(groups, &mut replaced).await {
-            Ok(()) => Ok(self.placed[self.placed.len() - total..]
-                .iter()
-                .map(|p| self.block_ref(p))
-                .collect()),
+            Ok(slots) => {
+                // Re-linking after a conflict can find some of these blocks committed
+                // already, so they are matched by id, not by count: among the newest placed
+                // (a later version of an id wins), then among those found committed.
+                let newest = &self.placed[self.placed.len().saturating_sub(slots.len())..];
+                let placed: HashMap<[u8; 16], &Placed> =
+                    newest.iter().map(|p| (p.entry.block_id, p)).collect();
+                slots
+                    .into_iter()
+                    .map(|(id, slot)| match (slot, placed.get(&id)) {
+                        (Some(existing), _) => Ok(existing),
+                        (None, Some(p)) => Ok(self.block_ref(p)),
+                        (None, None) => self
+                            .already_committed
+                            .iter()
+                            .find(|b| b.block_id == id)
+                            .copied()
+                            .ok_or_else(|| {
+                                Error::Invalid(format!(
+                                    "internal: block {} was neither placed nor found committed",
+                                    format_id(&id)
+                                ))
+                            }),
+                    })
+                    .collect()
+            }
             Err(e) => {
+                self.already_committed.truncate(already_before);
                 let placed_any = self.pending.len() > first;
                 self.pending.truncate(first);
                 self.undo_versions(replaced);
@@ -583,20 +635,36 @@ impl ArtifactWriter {
     }
 
     /// Prepares and places the blocks of `slices` one slice after another, so the store
-    /// writes one slice while the next is hashed.
+    /// writes one slice while the next is hashed. Returns, per block in order, its id and,
+    /// for one found committed already, the committed block.
     async fn add_slices(
         &mut self,
         slices: Vec<Vec<(NewBlock, Action)>>,
         replaced: &mut Vec<([u8; 16], Option<u32>)>,
-    ) -> Result<()> {
+    ) -> Result<Vec<([u8; 16], Option<BlockRef>)>> {
         let clock = self.clock.clone();
+        let mut slots = Vec::new();
         for slice in slices {
-            let prepared = prepare_all(slice, &*clock)?;
-            let mut versions = Vec::with_capacity(prepared.len());
-            for block in &prepared {
+            let all = prepare_all(slice, &*clock)?;
+            let mut versions = Vec::with_capacity(all.len());
+            let mut prepared = Vec::with_capacity(all.len());
+            for block in all {
                 let before = self.pending_versions.get(&block.block_id).copied();
-                versions.push(self.version_for(block).await?);
-                replaced.push((block.block_id, before));
+                match self.version_for(&block).await? {
+                    Slot::New(version) => {
+                        versions.push(version);
+                        replaced.push((block.block_id, before));
+                        slots.push((block.block_id, None));
+                        prepared.push(block);
+                    }
+                    Slot::AlreadyCommitted(existing) => {
+                        self.already_committed.push(existing);
+                        slots.push((existing.block_id, Some(existing)));
+                    }
+                }
+            }
+            if prepared.is_empty() {
+                continue;
             }
             let first = self.pending.len();
             self.pending
@@ -614,7 +682,7 @@ impl ArtifactWriter {
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(slots)
     }
 
     /// Restores `pending_versions` to what it was before the versions in `replaced` (id,
@@ -657,11 +725,13 @@ impl ArtifactWriter {
     }
 
     /// The version a pending block gets on top of the newest commit and the blocks pending
-    /// before it (checking that an added id is new and an updated one exists).
-    async fn version_for(&mut self, block: &PreparedBlock) -> Result<u32> {
+    /// before it (checking that an added id is new and an updated one exists), or the
+    /// committed block an add repeats.
+    async fn version_for(&mut self, block: &PreparedBlock) -> Result<Slot> {
         let id = block.block_id;
-        let existing = match self.pending_versions.get(&id) {
-            Some(version) => Some(*version),
+        let pending = self.pending_versions.get(&id).copied();
+        let existing = match pending {
+            Some(version) => Some(version),
             None if block.explicit_id || block.action == Action::Update => self
                 .index
                 .find(self.commit.header().newest_run, &id, None)
@@ -670,6 +740,13 @@ impl ArtifactWriter {
             // A fresh random id (122 random bits) is new.
             None => None,
         };
+        if block.action == Action::AddBlock
+            && pending.is_none()
+            && existing.is_some()
+            && let Some(committed) = self.committed_copy(block).await?
+        {
+            return Ok(Slot::AlreadyCommitted(committed));
+        }
         let version = match (block.action, existing) {
             (Action::Update, None) => {
                 return Err(Error::UnknownBlock {
@@ -679,14 +756,46 @@ impl ArtifactWriter {
             (Action::Update, Some(v)) => v + 1,
             (_, Some(_)) => {
                 return Err(Error::Invalid(format!(
-                    "block {} already exists; use update to add a new version",
+                    "block {} already exists with other content; use update to add a new version",
                     format_id(&id)
                 )));
             }
             (_, None) => 1,
         };
         self.pending_versions.insert(id, version);
-        Ok(version)
+        Ok(Slot::New(version))
+    }
+
+    /// The committed first version of `block`'s id, when it has the same type and content.
+    async fn committed_copy(&self, block: &PreparedBlock) -> Result<Option<BlockRef>> {
+        let Some(first) = self
+            .index
+            .find(self.commit.header().newest_run, &block.block_id, Some(1))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let entry = first.entry;
+        if entry.block_type != block.block_type
+            || u64::try_from(block.metadata.len()).ok() != Some(u64::from(entry.metadata_len))
+        {
+            return Ok(None);
+        }
+        let record = self
+            .store
+            .read_record_range(&entry, 0..entry.record_len)
+            .await?;
+        let view = RecordView::decode(&record).map_err(Error::format("committed record"))?;
+        let same = view.header.compression == block.compression
+            && view.header.uncompressed_size == block.uncompressed_size
+            && view.content_digest() == block.content;
+        Ok(same.then_some(BlockRef {
+            block_id: entry.block_id,
+            version: first.version,
+            position: first.position,
+            offset: entry.offset,
+            digest: entry.digest,
+        }))
     }
 
     /// Links the pending blocks from `first` on (with the given versions) onto the chain,
@@ -771,6 +880,7 @@ impl ArtifactWriter {
     /// Drops everything pending: the writer is back at its newest commit.
     fn abandon(&mut self) {
         self.session = None;
+        self.already_committed.clear();
         self.stale = false;
         self.pending.clear();
         self.placed.clear();
@@ -792,7 +902,7 @@ impl ArtifactWriter {
         }
         self.placed.clear();
         self.pending_versions.clear();
-        let blocks: Vec<PreparedBlock> = self
+        let candidates: Vec<PreparedBlock> = self
             .pending
             .iter()
             .filter_map(|p| match p {
@@ -800,9 +910,26 @@ impl ArtifactWriter {
                 Pending::Event { .. } => None,
             })
             .collect();
-        let mut versions = Vec::with_capacity(blocks.len());
-        for block in &blocks {
-            versions.push(self.version_for(block).await?);
+        let mut versions = Vec::with_capacity(candidates.len());
+        let mut blocks = Vec::with_capacity(candidates.len());
+        let mut landed = Vec::new();
+        for block in candidates {
+            match self.version_for(&block).await? {
+                Slot::New(version) => {
+                    versions.push(version);
+                    blocks.push(block);
+                }
+                // Another writer (or an earlier run of this one whose outcome was unknown)
+                // committed this very block meanwhile.
+                Slot::AlreadyCommitted(existing) => landed.push(existing),
+            }
+        }
+        if !landed.is_empty() {
+            let ids: HashSet<[u8; 16]> = landed.iter().map(|b| b.block_id).collect();
+            self.pending.retain(
+                |p| !matches!(p, Pending::Block(b) if b.action == Action::AddBlock && ids.contains(&b.block_id)),
+            );
+            self.already_committed.extend(landed);
         }
         let blocks_only: Vec<Pending> = blocks
             .into_iter()
@@ -881,7 +1008,7 @@ impl ArtifactWriter {
     /// a crash can no longer lose those blocks. If another writer committed first, the
     /// pending blocks are re-linked on top of its commit and the commit is tried again.
     pub async fn commit(&mut self) -> Result<()> {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.already_committed.is_empty() {
             return Ok(());
         }
         let mut attempt = 0;
@@ -928,6 +1055,12 @@ impl ArtifactWriter {
     }
 
     async fn try_commit(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            // Every pending block turned out to be committed already: nothing to write.
+            self.session = None;
+            self.last_committed = std::mem::take(&mut self.already_committed);
+            return Ok(());
+        }
         if self.commit.header().is_sealed() {
             return Err(Error::Finalized);
         }
@@ -1062,6 +1195,8 @@ impl ArtifactWriter {
         self.examined_len = commit.end();
         self.commit = commit;
         self.merkle_hashes += hashes;
+        self.last_committed = self.placed.iter().map(|p| self.block_ref(p)).collect();
+        self.last_committed.append(&mut self.already_committed);
         self.pending.clear();
         self.placed.clear();
         self.pending_versions.clear();

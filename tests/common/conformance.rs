@@ -31,6 +31,7 @@ pub async fn run_all(mut fresh: impl FnMut(&str) -> Fresh, capabilities: Capabil
         a_stale_writer_rebases_and_loses_nothing(fresh("stale")).await;
         writers_racing_in_one_process_all_land(fresh("racing")).await;
         large_and_small_records_round_trip(fresh("sizes")).await;
+        an_add_repeated_under_its_id_lands_once(fresh("idempotent")).await;
     }
 }
 
@@ -315,4 +316,84 @@ pub async fn large_and_small_records_round_trip((store, _): Fresh) {
         .await
         .expect("verify");
     assert!(report.valid, "{:?}", report.problems);
+}
+
+/// Re-running an add that names its id (after an unknown outcome) is safe: a block committed
+/// under that id with the same content counts as done, whether the writer sees it when adding
+/// or only when re-linking after another writer committed it; other content is refused.
+pub async fn an_add_repeated_under_its_id_lands_once((store, other): Fresh) {
+    const CASE: &str = "an_add_repeated_under_its_id_lands_once";
+    common::write_small_artifact_to(store.clone()).await;
+    let id = [0x42; 16];
+    let block = || {
+        NewBlock::new(FourCC::BINA, b"event 1".to_vec()).with_metadata(&common::meta(&[("k", "v")]))
+    };
+    let mut first = ArtifactWriter::open(store.clone(), common::test_key())
+        .await
+        .expect("open");
+    let landed = first.add(block().with_id(id)).await.expect("add");
+    first.commit().await.expect("commit");
+
+    // Seen when adding: nothing new is written.
+    let mut again = ArtifactWriter::open(other.clone(), common::test_key())
+        .await
+        .expect("open again");
+    let before = again.record_count();
+    let repeated = again.add(block().with_id(id)).await.expect("repeat");
+    again.commit().await.expect("commit repeat");
+    assert_eq!(
+        repeated.digest, landed.digest,
+        "{CASE}: the committed block is returned"
+    );
+    assert_eq!(again.record_count(), before, "{CASE}: nothing was added");
+    assert_eq!(again.last_committed_blocks(), &[repeated], "{CASE}");
+
+    // Seen only when re-linking: a writer that opened before the first commit.
+    let id2 = [0x43; 16];
+    let mut early = ArtifactWriter::open(other.clone(), common::test_key())
+        .await
+        .expect("open early");
+    let mut racer = ArtifactWriter::open(store.clone(), common::test_key())
+        .await
+        .expect("open racer");
+    racer.add(block().with_id(id2)).await.expect("racer add");
+    racer.commit().await.expect("racer commit");
+    early.add(block().with_id(id2)).await.expect("early add");
+    early
+        .add(NewBlock::new(FourCC::BINA, b"other".to_vec()))
+        .await
+        .expect("early second add");
+    early.commit().await.expect("early commit re-links");
+    let reader = ArtifactReader::open(store.clone())
+        .await
+        .expect("open reader");
+    let blocks = reader.blocks().await.expect("blocks");
+    for wanted in [id, id2] {
+        assert_eq!(
+            blocks.iter().filter(|b| b.entry.block_id == wanted).count(),
+            1,
+            "{CASE}: block {wanted:02x?} is there exactly once"
+        );
+    }
+    assert_eq!(
+        early.last_committed_blocks().len(),
+        2,
+        "{CASE}: the re-linked commit reports both blocks"
+    );
+
+    // The same id with other content is refused.
+    let mut different = ArtifactWriter::open(store.clone(), common::test_key())
+        .await
+        .expect("open");
+    let refused = different
+        .add(NewBlock::new(FourCC::BINA, b"event 2".to_vec()).with_id(id))
+        .await;
+    assert!(
+        matches!(&refused, Err(maif_store::Error::Invalid(m)) if m.contains("other content")),
+        "{CASE}: {refused:?}"
+    );
+    let report = verify(store, VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert!(report.valid, "{CASE}: {:?}", report.problems);
 }

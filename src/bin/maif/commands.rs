@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use maif_store::artifact::{
-    self, ArtifactReader, ArtifactWriter, CreateOptions, NewBlock, VerifyOptions, format_id,
-    parse_id, recover_file,
+    self, ArtifactReader, ArtifactWriter, BlockRef, CreateOptions, NewBlock, VerifyOptions,
+    format_id, parse_id, recover_file,
 };
 use maif_store::format::FourCC;
 use maif_store::format::payload::{
@@ -28,6 +28,7 @@ pub fn exit_code(error: &Error) -> u8 {
         return 2;
     }
     match error {
+        Error::Store(maif_store::store::StoreError::Unknown { .. }) => 3,
         Error::Verification(_)
         | Error::Format { .. }
         | Error::Store(
@@ -481,27 +482,77 @@ async fn add(args: AddArgs, settings: &S3Settings) -> Result<(), Error> {
             "--update makes one new version: give one --file or --text".into(),
         ));
     }
+    let ids = args
+        .id
+        .iter()
+        .map(|id| parse_id(id))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !ids.is_empty() && ids.len() != inputs.len() {
+        return Err(Error::Invalid(format!(
+            "{} --id for {} blocks: give one --id per --file (or one with --text)",
+            ids.len(),
+            inputs.len()
+        )));
+    }
     let metadata: Map<String, Value> = parse_pairs(&args.meta)?
         .into_iter()
         .map(|(k, v)| (k, Value::String(v)))
         .collect();
     let mut blocks = Vec::with_capacity(inputs.len());
-    for input in inputs {
+    for (n, input) in inputs.into_iter().enumerate() {
         let data = frame_payload(block_type, input, args.lang.as_deref(), args.dim)?;
         let mut block = NewBlock::new(block_type, data).with_metadata(&metadata);
         if args.zstd {
             block = block.with_zstd(args.zstd_level);
+        }
+        if let Some(id) = ids.get(n) {
+            block = block.with_id(*id);
         }
         blocks.push(block);
     }
     let store = store_at(&args.location, settings)?;
     // The writer retries a commit another writer beat, re-linking these blocks on top of it.
     let mut writer = ArtifactWriter::open(store, read_key(&args.key)?).await?;
-    let placed = match update {
+    let added = match update {
         Some(id) => vec![writer.update(id, blocks.remove(0)).await?],
         None => writer.add_batch(blocks).await?,
     };
-    writer.commit().await?;
+    if let Err(e) = writer.commit().await {
+        if matches!(
+            &e,
+            Error::Store(maif_store::store::StoreError::Unknown { .. })
+        ) {
+            match update {
+                Some(id) => eprintln!(
+                    "maif: the update may or may not have landed: `maif ls {}` shows whether block {} has version {}",
+                    args.location,
+                    format_id(&id),
+                    added[0].version
+                ),
+                None => eprintln!(
+                    "maif: the add may or may not have landed; to settle it, run the same command again with {} \
+                     (a block already committed under its id with the same content counts as done)",
+                    added
+                        .iter()
+                        .map(|b| format!("--id {}", format_id(&b.block_id)))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+            }
+        }
+        return Err(e);
+    }
+    // Where each block finally landed (another writer's commit can move them), in the
+    // order they were given.
+    let committed: std::collections::HashMap<[u8; 16], BlockRef> = writer
+        .last_committed_blocks()
+        .iter()
+        .map(|b| (b.block_id, *b))
+        .collect();
+    let placed: Vec<BlockRef> = added
+        .iter()
+        .map(|b| committed.get(&b.block_id).copied().unwrap_or(*b))
+        .collect();
     if args.json {
         let rows: Vec<Value> = placed
             .iter()

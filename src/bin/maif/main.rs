@@ -217,8 +217,13 @@ struct AddArgs {
     #[arg(long, default_value_t = 3)]
     zstd_level: i32,
     /// Append a new version of this block id instead of a new block.
-    #[arg(long, value_name = "BLOCK_ID")]
+    #[arg(long, value_name = "BLOCK_ID", conflicts_with = "id")]
     update: Option<String>,
+    /// The new block's id (UUID), repeatable: one per block, in order. Makes the add safe to
+    /// re-run: a block already committed under this id with the same type and content counts
+    /// as done and is not added twice.
+    #[arg(long = "id", value_name = "BLOCK_ID")]
+    id: Vec<String>,
     #[arg(long)]
     json: bool,
 }
