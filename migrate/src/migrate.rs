@@ -132,8 +132,19 @@ fn sections_block(artifact: &LegacyArtifact) -> Option<NewBlock> {
     Some(
         NewBlock::new(SOURCE_SECTIONS_TYPE, payload)
             .with_id(sections_block_id(artifact))
+            .with_timestamp(source_timestamp_us(artifact))
             .with_metadata(&metadata),
     )
+}
+
+/// The timestamp of the blocks the migration itself makes, taken from the source (its
+/// creation time, else its earliest block, else zero) rather than the clock: a re-run then
+/// makes the same records, byte for byte, and reuses those an interrupted run uploaded.
+fn source_timestamp_us(artifact: &LegacyArtifact) -> u64 {
+    artifact
+        .created_us
+        .or_else(|| artifact.blocks.iter().map(|b| b.timestamp_us).min())
+        .unwrap_or(0)
 }
 
 /// The migrated block's metadata: the caller's keys at the top level, the evidence under
@@ -425,6 +436,7 @@ pub async fn migrate(
                 .add(
                     NewBlock::new(SOURCE_SECTIONS_TYPE, listing.clone())
                         .with_id(block_id)
+                        .with_timestamp(source_timestamp_us(&artifact))
                         .with_metadata(&metadata),
                 )
                 .await?;
