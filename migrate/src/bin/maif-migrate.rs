@@ -262,6 +262,18 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             eprintln!("maif-migrate: {e}");
+            if matches!(
+                &e,
+                maif_migrate::MigrateError::Store(maif_store::Error::Store(
+                    maif_store::store::StoreError::Unknown { .. }
+                ))
+            ) {
+                // A re-run resumes, so it is also the command that settles the outcome.
+                eprintln!(
+                    "maif-migrate: the last commit may or may not have landed; run the same command again: it resumes and reports the outcome"
+                );
+                return ExitCode::from(3);
+            }
             ExitCode::from(2)
         }
     }
