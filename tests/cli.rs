@@ -640,3 +640,37 @@ fn an_add_re_run_with_its_id_is_done_once() {
         assert_eq!(mismatch.status.code(), Some(2), "{mismatch:?}");
     }
 }
+
+/// `maif gc` through the command line: a clean object layout has nothing to collect, a single
+/// file is refused with a reason, and a bad grace period is a usage error.
+#[test]
+fn gc_from_the_command_line() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    ok(dir, &["keygen", "k.pem"]);
+    let objects = format!("file://{}/objects", dir.display());
+    ok(dir, &["create", &objects, "--key", "k.pem", "--agent", "a"]);
+    ok(
+        dir,
+        &[
+            "add", &objects, "--key", "k.pem", "--type", "BINA", "--text", "x",
+        ],
+    );
+    let report = json(
+        dir,
+        &["gc", &objects, "--older-than", "0", "--dry-run", "--json"],
+    );
+    assert_eq!(report["deleted"], serde_json::json!([]), "{report}");
+    assert_eq!(report["referenced"], 1, "{report}");
+    ok(dir, &["create", "a.maif", "--key", "k.pem", "--agent", "a"]);
+    let refused = maif(dir, &["gc", "a.maif"]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("object layout"),
+        "{refused:?}"
+    );
+    for bad in ["7", "7w", "-1d", "é", "99999999999999999d"] {
+        let out = maif(dir, &["gc", &objects, "--older-than", bad]);
+        assert_eq!(out.status.code(), Some(2), "--older-than {bad}: {out:?}");
+    }
+}

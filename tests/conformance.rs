@@ -11,7 +11,14 @@ use maif_store::artifact::{ArtifactReader, ConvertOptions, VerifyOptions, conver
 use maif_store::store::{BlockStore, FileStore, ListingOrder, ObjectBackend, ObjectFile};
 use object_store::path::Path as ObjectPath;
 
-const APPENDS: Capabilities = Capabilities { append: true };
+const FILE: Capabilities = Capabilities {
+    append: true,
+    records_as_objects: false,
+};
+const OBJECTS: Capabilities = Capabilities {
+    append: true,
+    records_as_objects: true,
+};
 
 #[test]
 fn single_file_backend_conforms() {
@@ -24,7 +31,7 @@ fn single_file_backend_conforms() {
                 Arc::new(FileStore::new(&path)) as Arc<dyn BlockStore>,
             )
         },
-        APPENDS,
+        FILE,
     ));
 }
 
@@ -45,7 +52,7 @@ fn memory_object_backend_conforms() {
             };
             (backend(), backend())
         },
-        APPENDS,
+        OBJECTS,
     ));
 }
 
@@ -68,7 +75,7 @@ fn local_folder_object_backend_conforms() {
             };
             (backend(), backend())
         },
-        APPENDS,
+        OBJECTS,
     ));
 }
 
@@ -86,7 +93,10 @@ fn single_object_file_conforms_for_reads() {
     };
     common::block_on(run_all(
         |name| (object(name), object(name)),
-        Capabilities { append: false },
+        Capabilities {
+            append: false,
+            records_as_objects: false,
+        },
     ));
     let dir = tempfile::tempdir().expect("tempdir");
     let source = dir.path().join("small.maif");

@@ -36,7 +36,10 @@ fn s3_backend_conforms() {
                 s3::backend(&bucket, &prefix) as Arc<dyn BlockStore>,
             )
         },
-        common::conformance::Capabilities { append: true },
+        common::conformance::Capabilities {
+            append: true,
+            records_as_objects: true,
+        },
     ));
 }
 

@@ -4,6 +4,7 @@
 
 mod commit;
 mod convert;
+mod gc;
 mod index;
 mod proof;
 mod reader;
@@ -13,11 +14,14 @@ mod writer;
 
 pub use commit::{Commit, Identity};
 pub use convert::{ConvertOptions, ConvertReport, convert};
+pub use gc::{DEFAULT_GC_GRACE, GcOptions, GcReport, collect_garbage};
 pub use proof::{PROOF_VERSION, ProofCheck, prove_consistency, prove_inclusion, verify_proof};
 pub use reader::{ArtifactReader, Block, BlockInfo};
 pub use recover::{RecoverReport, RecoveryMode, recover_file};
 pub use verify::{Problem, VerifyOptions, VerifyReport, verify};
-pub use writer::{ArtifactWriter, BlockRef, CreateOptions, DEFAULT_MAX_RETRIES, NewBlock};
+pub use writer::{
+    ArtifactWriter, BlockRef, CreateOptions, DEFAULT_MAX_RETRIES, NewBlock, REUPLOAD_PENDING_AFTER,
+};
 
 use crate::error::{Error, Result};
 

@@ -153,6 +153,11 @@ enum Slot {
     AlreadyCommitted(BlockRef),
 }
 
+/// Pending records uploaded longer ago than this are uploaded again before the commit that
+/// names them, so that garbage collection (which spares unreferenced objects younger than
+/// its grace period, seven days by default) cannot have taken one while the writer waited.
+pub const REUPLOAD_PENDING_AFTER: Duration = Duration::from_secs(3600);
+
 /// A pending block once linked onto the chain.
 #[derive(Debug, Clone, Copy)]
 struct Placed {
@@ -201,6 +206,8 @@ pub struct ArtifactWriter {
     already_committed: Vec<BlockRef>,
     /// What the last successful commit made durable (see [`ArtifactWriter::last_committed_blocks`]).
     last_committed: Vec<BlockRef>,
+    /// When the pending records were sent to the store (see [`REUPLOAD_PENDING_AFTER`]).
+    placed_at: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for ArtifactWriter {
@@ -404,6 +411,7 @@ impl ArtifactWriter {
             stale: false,
             already_committed: Vec::new(),
             last_committed: Vec::new(),
+            placed_at: None,
         }
     }
 
@@ -767,7 +775,9 @@ impl ArtifactWriter {
     }
 
     /// The committed first version of `block`'s id, when it has the same type and content.
-    async fn committed_copy(&self, block: &PreparedBlock) -> Result<Option<BlockRef>> {
+    /// (`&mut self` although it only reads: the writer is `Send` but not `Sync`, and a
+    /// future holding `&self` across an await would not be `Send`.)
+    async fn committed_copy(&mut self, block: &PreparedBlock) -> Result<Option<BlockRef>> {
         let Some(first) = self
             .index
             .find(self.commit.header().newest_run, &block.block_id, Some(1))
@@ -801,6 +811,10 @@ impl ArtifactWriter {
     /// Links the pending blocks from `first` on (with the given versions) onto the chain,
     /// signs them on every core and sends them to the store.
     async fn place(&mut self, first: usize, versions: Vec<u32>) -> Result<Vec<BlockRef>> {
+        if first == 0 || self.placed_at.is_none() {
+            // The oldest upload among the pending records starts now.
+            self.placed_at = Some(std::time::Instant::now());
+        }
         let blocks: Vec<PreparedBlock> = self.pending[first..]
             .iter()
             .filter_map(|p| match p {
@@ -880,6 +894,7 @@ impl ArtifactWriter {
     /// Drops everything pending: the writer is back at its newest commit.
     fn abandon(&mut self) {
         self.session = None;
+        self.placed_at = None;
         self.already_committed.clear();
         self.stale = false;
         self.pending.clear();
@@ -1012,7 +1027,11 @@ impl ArtifactWriter {
             return Ok(());
         }
         let mut attempt = 0;
-        let mut rebase_first = self.stale;
+        // Records sent long ago are sent again (re-linking places every pending record).
+        let mut rebase_first = self.stale
+            || self
+                .placed_at
+                .is_some_and(|at| at.elapsed() > REUPLOAD_PENDING_AFTER);
         loop {
             // Re-linking onto the newest commit can itself meet a commit made meanwhile (a
             // single file's append session checks the file's length): that is one more
@@ -1197,6 +1216,7 @@ impl ArtifactWriter {
         self.merkle_hashes += hashes;
         self.last_committed = self.placed.iter().map(|p| self.block_ref(p)).collect();
         self.last_committed.append(&mut self.already_committed);
+        self.placed_at = None;
         self.pending.clear();
         self.placed.clear();
         self.pending_versions.clear();

@@ -33,6 +33,14 @@ pub fn record_object_name(digest: &Digest) -> String {
     hex::encode(digest)
 }
 
+/// The digest a record object's name gives, if it is one (64 lower-case hex digits).
+pub fn parse_record_object_name(name: &str) -> Option<Digest> {
+    if name.len() != 64 || name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    <Digest>::try_from(hex::decode(name).ok()?.as_slice()).ok()
+}
+
 /// Name of the object of commit `seq`: `u64::MAX - seq` zero-padded to 20 digits, so that
 /// the newest commit is the first name a lexicographic listing returns.
 pub fn commit_object_name(seq: u64) -> String {

@@ -298,6 +298,36 @@ pub trait BlockStore: Send + Sync + fmt::Debug {
         let _ = (records, newest_commit);
         Ok(Vec::new())
     }
+
+    /// Every record object with its size and age, for garbage collection. Only the object
+    /// layout stores records as objects of their own.
+    async fn stored_records(&self) -> Result<Vec<StoredRecord>, StoreError> {
+        Err(StoreError::Unsupported {
+            location: self.location(),
+            reason: "only the object layout keeps records as objects of their own; a single file has nothing to collect".into(),
+        })
+    }
+
+    /// Deletes one record object found by [`Self::stored_records`].
+    async fn delete_record(&self, record: &StoredRecord) -> Result<(), StoreError> {
+        let _ = record;
+        Err(StoreError::Unsupported {
+            location: self.location(),
+            reason: "only the object layout keeps records as objects of their own".into(),
+        })
+    }
+}
+
+/// A record object as listed by [`BlockStore::stored_records`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// The object's key.
+    pub key: String,
+    /// The record digest its name gives.
+    pub digest: Digest,
+    pub size: u64,
+    /// When the store last wrote the object.
+    pub last_modified: std::time::SystemTime,
 }
 
 /// One finding of [`BlockStore::audit`].

@@ -49,12 +49,12 @@ use tokio::task::JoinSet;
 use super::file::SEGMENT_PREFIX_READ;
 use super::{
     AppendBase, AppendSession, AuditFinding, Base, BlockStore, CommitRef, ImportSession, Latest,
-    RecordBytes, StoreError,
+    RecordBytes, StoreError, StoredRecord,
 };
 use crate::format::file_header::FILE_HEADER_LEN;
 use crate::format::layout::{
     COMMITS_DIR, LATEST_HINT, RECORDS_DIR, commit_object_name, commit_object_start,
-    parse_commit_object_name, record_object_name,
+    parse_commit_object_name, parse_record_object_name, record_object_name,
 };
 use crate::format::metadata::MAX_METADATA_LEN;
 use crate::format::{Digest, IndexEntry, MetadataSection, TRAILER_LEN};
@@ -799,6 +799,41 @@ impl BlockStore for ObjectBackend {
         }
         findings.sort_by_key(|f| format!("{f:?}"));
         Ok(findings)
+    }
+
+    async fn stored_records(&self) -> Result<Vec<StoredRecord>, StoreError> {
+        let blocks = self.prefix.clone().join(RECORDS_DIR);
+        let objects: Vec<object_store::ObjectMeta> =
+            retry_read(&blocks, || self.store.list(Some(&blocks)).try_collect())
+                .await
+                .map_err(self.err(&blocks, "listing"))?;
+        Ok(objects
+            .into_iter()
+            .filter_map(|meta| {
+                let digest = parse_record_object_name(meta.location.filename()?)?;
+                let millis = u64::try_from(meta.last_modified.timestamp_millis()).unwrap_or(0);
+                Some(StoredRecord {
+                    key: meta.location.to_string(),
+                    digest,
+                    size: meta.size,
+                    last_modified: std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis),
+                })
+            })
+            .collect())
+    }
+
+    async fn delete_record(&self, record: &StoredRecord) -> Result<(), StoreError> {
+        let key = self.record_key(&record.digest);
+        if key.as_ref() != record.key {
+            return Err(StoreError::Unsupported {
+                location: self.url.clone(),
+                reason: format!("{} is not a record object of this artifact", record.key),
+            });
+        }
+        match self.store.delete(&key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(object_error(&self.url, &key, "deleting", e)),
+        }
     }
 }
 

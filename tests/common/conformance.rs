@@ -14,6 +14,8 @@ use super as common;
 pub struct Capabilities {
     /// Appends (a single file stored as one object cannot be appended to).
     pub append: bool,
+    /// Records are objects of their own (the object layout), so garbage collection applies.
+    pub records_as_objects: bool,
 }
 
 /// A location with no artifact yet, and a second handle on it.
@@ -32,6 +34,11 @@ pub async fn run_all(mut fresh: impl FnMut(&str) -> Fresh, capabilities: Capabil
         writers_racing_in_one_process_all_land(fresh("racing")).await;
         large_and_small_records_round_trip(fresh("sizes")).await;
         an_add_repeated_under_its_id_lands_once(fresh("idempotent")).await;
+        if capabilities.records_as_objects {
+            garbage_collection_takes_only_old_unreferenced_records(fresh("gc")).await;
+        } else {
+            garbage_collection_is_refused_clearly(fresh("gc")).await;
+        }
     }
 }
 
@@ -396,4 +403,155 @@ pub async fn an_add_repeated_under_its_id_lands_once((store, other): Fresh) {
         .await
         .expect("verify");
     assert!(report.valid, "{CASE}: {:?}", report.problems);
+}
+
+/// An orphaned record: a writer that loses a race (no retries) has uploaded its record, and
+/// re-links it after the failure, uploading it again under a new chain link.
+async fn make_orphans(store: &Arc<dyn BlockStore>, other: &Arc<dyn BlockStore>, tag: u8) {
+    let mut loser = ArtifactWriter::open(other.clone(), common::test_key())
+        .await
+        .expect("open loser")
+        .with_max_retries(0);
+    let mut winner = ArtifactWriter::open(store.clone(), common::test_key())
+        .await
+        .expect("open winner");
+    winner
+        .add(NewBlock::new(FourCC::BINA, vec![tag, 1]))
+        .await
+        .expect("winner add");
+    winner.commit().await.expect("winner commit");
+    loser
+        .add(NewBlock::new(FourCC::BINA, vec![tag, 2]))
+        .await
+        .expect("loser add");
+    assert!(
+        loser.commit().await.is_err(),
+        "the loser's commit conflicts"
+    );
+}
+
+pub async fn garbage_collection_takes_only_old_unreferenced_records((store, other): Fresh) {
+    const CASE: &str = "garbage_collection_takes_only_old_unreferenced_records";
+    use maif_store::artifact::{GcOptions, collect_garbage};
+    use std::time::Duration;
+    common::write_small_artifact_to(store.clone()).await;
+    make_orphans(&store, &other, 1).await;
+    let grace = Duration::from_secs(2);
+    let young = collect_garbage(
+        store.clone(),
+        GcOptions {
+            older_than: grace,
+            dry_run: false,
+        },
+    )
+    .await
+    .expect("gc");
+    assert!(
+        young.deleted.is_empty(),
+        "{CASE}: young orphans are spared: {young:?}"
+    );
+    assert!(young.young_orphans >= 1, "{CASE}: {young:?}");
+    let committed = ArtifactReader::open(store.clone())
+        .await
+        .expect("open")
+        .record_count();
+    assert_eq!(
+        young.referenced, committed,
+        "{CASE}: every committed record is referenced"
+    );
+    tokio::time::sleep(grace + Duration::from_millis(1100)).await;
+    let dry = collect_garbage(
+        store.clone(),
+        GcOptions {
+            older_than: grace,
+            dry_run: true,
+        },
+    )
+    .await
+    .expect("dry run");
+    assert_eq!(
+        dry.deleted.len() as u64,
+        young.young_orphans,
+        "{CASE}: {dry:?}"
+    );
+    let warnings = |report: &maif_store::artifact::VerifyReport| {
+        report
+            .warnings
+            .iter()
+            .filter(|w| w.to_string().contains("orphan"))
+            .count()
+    };
+    let before = verify(store.clone(), VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert_eq!(
+        warnings(&before),
+        dry.deleted.len(),
+        "{CASE}: a dry run deletes nothing"
+    );
+
+    // Collect while a writer keeps committing: its records are younger than the grace
+    // period, the old orphans are not.
+    let mut writer = ArtifactWriter::open(other.clone(), common::test_key())
+        .await
+        .expect("open writer");
+    let appends = async {
+        for n in 0..10u8 {
+            writer
+                .add(NewBlock::new(FourCC::BINA, vec![9, n]))
+                .await
+                .expect("add");
+            writer.commit().await.expect("commit");
+        }
+    };
+    let collect = async {
+        let mut deleted = Vec::new();
+        for _ in 0..5 {
+            let report = collect_garbage(
+                store.clone(),
+                GcOptions {
+                    older_than: grace,
+                    dry_run: false,
+                },
+            )
+            .await
+            .expect("gc during appends");
+            deleted.extend(report.deleted);
+            tokio::task::yield_now().await;
+        }
+        deleted
+    };
+    let ((), deleted) = tokio::join!(appends, collect);
+    let mut expected = dry.deleted.clone();
+    expected.sort();
+    let mut deleted = deleted;
+    deleted.sort();
+    assert_eq!(
+        deleted, expected,
+        "{CASE}: exactly the old orphans were deleted"
+    );
+    let after = verify(store.clone(), VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert!(after.valid, "{CASE}: {:?}", after.problems);
+    assert_eq!(warnings(&after), 0, "{CASE}: {:?}", after.warnings);
+    let reader = ArtifactReader::open(store.clone()).await.expect("open");
+    for block in reader.blocks().await.expect("blocks").iter() {
+        reader
+            .get(&block.entry.block_id, Some(block.version))
+            .await
+            .unwrap_or_else(|e| panic!("{CASE}: a committed block is readable: {e}"));
+    }
+}
+
+pub async fn garbage_collection_is_refused_clearly((store, _): Fresh) {
+    common::write_small_artifact_to(store.clone()).await;
+    let refused = maif_store::artifact::collect_garbage(store, Default::default()).await;
+    assert!(
+        matches!(
+            &refused,
+            Err(maif_store::Error::Store(StoreError::Unsupported { .. }))
+        ),
+        "garbage_collection_is_refused_clearly: {refused:?}"
+    );
 }

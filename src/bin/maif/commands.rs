@@ -60,6 +60,32 @@ fn parse_pairs(pairs: &[String]) -> Result<BTreeMap<String, String>, Error> {
         .collect()
 }
 
+/// A duration argument: a whole number and a unit, `s`, `m`, `h` or `d` (`0` alone is zero).
+fn parse_duration(text: &str) -> Result<std::time::Duration, Error> {
+    let bad = || {
+        Error::Invalid(format!(
+            "duration {text:?}: expected a whole number and a unit (s, m, h or d), e.g. 36h"
+        ))
+    };
+    if text == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let split = text.len().checked_sub(1).ok_or_else(bad)?;
+    let (number, unit) = text.split_at_checked(split).ok_or_else(bad)?;
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    number
+        .checked_mul(seconds)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(bad)
+}
+
 /// A `--public-key` argument: 64 hex digits.
 pub fn parse_public_key(text: &str) -> Result<[u8; 32], Error> {
     hex::decode(text)
@@ -301,6 +327,34 @@ pub async fn run(command: Command, settings: &S3Settings) -> Result<ExitCode, Er
                 println!("compacted {location}: {runs_before} index runs merged into {runs_after}");
             } else {
                 println!("{location} already has {runs_after} index run; nothing to merge");
+            }
+        }
+        Command::Gc {
+            location,
+            older_than,
+            dry_run,
+            json,
+        } => {
+            let options = artifact::GcOptions {
+                older_than: parse_duration(&older_than)?,
+                dry_run,
+            };
+            let report = artifact::collect_garbage(store_at(&location, settings)?, options).await?;
+            if json {
+                print_json(&serde_json::to_value(&report).unwrap_or(Value::Null));
+            } else {
+                let verb = if dry_run { "would delete" } else { "deleted" };
+                for key in &report.deleted {
+                    println!("{verb} {key}");
+                }
+                println!(
+                    "{location}: {verb} {} unreferenced record objects ({} bytes); kept {} referenced by commit {} and {} unreferenced younger than {older_than}",
+                    report.deleted.len(),
+                    report.deleted_bytes,
+                    report.referenced,
+                    report.newest_commit,
+                    report.young_orphans
+                );
             }
         }
         Command::Finalize { location, key } => {

@@ -173,6 +173,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Delete record objects no commit references (left by appends that never committed),
+    /// on the object layout. Only objects older than the grace period are deleted, so a
+    /// live writer's uncommitted records are spared.
+    Gc {
+        location: String,
+        /// The grace period: a number and a unit (s, m, h or d), e.g. 36h.
+        #[arg(long, default_value = "7d", value_name = "DURATION")]
+        older_than: String,
+        /// List what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Seal an artifact: appends a finalize entry; later appends are refused.
     Finalize {
         location: String,
