@@ -3,6 +3,7 @@
 
 pub mod conformance;
 pub mod counting;
+pub mod fault_proxy;
 pub mod faulty;
 pub mod parity;
 pub mod s3;
