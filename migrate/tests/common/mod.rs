@@ -4,6 +4,9 @@
 #[path = "../../../tests/common/s3.rs"]
 pub mod s3;
 
+#[path = "../../../tests/common/fault_proxy.rs"]
+pub mod fault_proxy;
+
 pub mod legacy_gen;
 
 use std::path::{Path, PathBuf};
