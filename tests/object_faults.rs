@@ -204,3 +204,47 @@ async fn a_stalled_writer_loses_no_commit_of_a_fast_one() {
         );
     }
 }
+
+/// Bytes damaged on the way from the store (the object is intact) are read again before
+/// anything is called altered: `read` and a full `verify` both succeed. Bytes that stay wrong
+/// are still reported.
+#[tokio::test]
+async fn a_record_damaged_on_the_way_is_read_again_before_it_is_called_altered() {
+    let (inner, faulty) = bucket();
+    common::write_small_artifact_to(backend(inner.clone())).await;
+    let reader = ArtifactReader::open(backend(faulty.clone()))
+        .await
+        .expect("open");
+    let blocks = reader.blocks().await.expect("list");
+    let first = blocks[0];
+    faulty.inject(Request::Get, "/blocks/", Fault::Garble, 1);
+    let block = reader
+        .read(&first)
+        .await
+        .expect("a second read gets intact bytes");
+    assert_eq!(faulty.pending_rules(), 0, "the garbling was injected");
+    assert_eq!(block.info.entry.digest, first.entry.digest);
+
+    faulty.inject(Request::Get, "/blocks/", Fault::Garble, 1);
+    let report = verify(backend(faulty.clone()), VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert_eq!(faulty.pending_rules(), 0, "the garbling was injected");
+    assert!(report.valid, "{:?}", report.problems);
+
+    // Wrong on every read: the record is reported (reader: twice; verify: twice).
+    let key = hex::encode(first.entry.digest);
+    faulty.inject(Request::Get, &key, Fault::Garble, 2);
+    assert!(
+        matches!(
+            reader.read(&first).await,
+            Err(Error::Verification(_) | Error::Format { .. })
+        ),
+        "bytes wrong on every read are reported"
+    );
+    faulty.inject(Request::Get, &key, Fault::Garble, 2);
+    let report = verify(backend(faulty.clone()), VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert!(!report.valid, "bytes wrong on every read fail verification");
+}

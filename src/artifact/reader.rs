@@ -292,6 +292,15 @@ impl ArtifactReader {
     /// Reads a record whole, checks it against the index (and its digest unless
     /// [`trust_records`](Self::trust_records)), and decompresses its data.
     pub async fn read(&self, info: &BlockInfo) -> Result<Block> {
+        match self.read_once(info).await {
+            // Bytes from a remote store can be damaged on the way: read them once more
+            // before calling the stored record altered (a local file answers the same).
+            Err(Error::Verification(_) | Error::Format { .. }) => self.read_once(info).await,
+            other => other,
+        }
+    }
+
+    async fn read_once(&self, info: &BlockInfo) -> Result<Block> {
         let bytes = self.store.read_record(&info.entry).await?;
         let record = RecordView::decode(&bytes)
             .map_err(|e| Error::format(info.context())(e.at(info.entry.offset)))?;

@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
 
 /// Which requests a fault applies to.
@@ -32,6 +33,9 @@ pub enum Fault {
     Refuse,
     /// The request is held this long, then performed normally.
     Delay(Duration),
+    /// The store answers, but one byte of the body arrives flipped (damage on the way; the
+    /// stored object is intact). GETs only.
+    Garble,
 }
 
 #[derive(Debug)]
@@ -136,6 +140,7 @@ impl ObjectStore for FaultyStore {
                 tokio::time::sleep(wait).await;
                 self.inner.put_opts(location, payload, opts).await
             }
+            Some(Fault::Garble) => self.inner.put_opts(location, payload, opts).await,
         }
     }
     async fn put_multipart_opts(
@@ -159,6 +164,30 @@ impl ObjectStore for FaultyStore {
             Some(Fault::Delay(wait)) => {
                 tokio::time::sleep(wait).await;
                 self.inner.get_opts(location, options).await
+            }
+            Some(Fault::Garble) => {
+                let answer = self.inner.get_opts(location, options).await?;
+                let (meta, range, attributes, extensions) = (
+                    answer.meta.clone(),
+                    answer.range.clone(),
+                    answer.attributes.clone(),
+                    answer.extensions.clone(),
+                );
+                let mut bytes = answer.bytes().await?.to_vec();
+                let half = bytes.len() / 2;
+                if let Some(middle) = bytes.get_mut(half) {
+                    *middle ^= 0x01;
+                }
+                let body = bytes::Bytes::from(bytes);
+                Ok(GetResult {
+                    payload: GetResultPayload::Stream(
+                        futures::stream::once(async move { Ok(body) }).boxed(),
+                    ),
+                    meta,
+                    range,
+                    attributes,
+                    extensions,
+                })
             }
         }
     }
