@@ -908,3 +908,70 @@ fn an_unknown_add_outcome_is_reported_and_the_named_re_run_settles_it() {
     );
     verify_clean(dir, &location);
 }
+
+/// A record large enough to be uploaded in parts, with part uploads failing on the way and
+/// every completion's answer lost after S3 completed it: the add is done, once, and the
+/// block reads back byte for byte.
+#[test]
+fn a_multipart_record_upload_survives_failed_parts_and_a_lost_completion() {
+    use common::fault_proxy::Rule;
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path();
+    let bucket = s3::bucket("proxy-multipart");
+    let location = new_s3_artifact(dir, &bucket, "agents/m");
+    let payload = pattern(40 * MIB + 123, 77);
+    std::fs::write(dir.join("big.bin"), &payload).expect("payload");
+    let proxy = FaultProxy::start(
+        &s3::endpoint(),
+        Policy {
+            seed: 5,
+            rules: vec![
+                Rule {
+                    filter: Filter::new(&["PUT"], &["partNumber="]),
+                    probability: 0.3,
+                    faults: vec![
+                        Fault::ResetBeforeForward,
+                        Fault::ResetAfterForward,
+                        Fault::ServerError(503),
+                    ],
+                },
+                Rule {
+                    filter: Filter::new(&["POST"], &["uploadId="]),
+                    probability: 1.0,
+                    faults: vec![Fault::ResetAfterForward],
+                },
+            ],
+        },
+    );
+    let (status, stdout, stderr) = run_maif_capturing(
+        dir,
+        &[
+            "add", &location, "--key", "key.pem", "--type", "BINA", "--file", "big.bin", "--json",
+        ],
+        &proxied_env(&proxy),
+        Duration::from_secs(300),
+    );
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{stdout}\n{stderr}\n{}",
+        proxy.log_tail(30)
+    );
+    let stats = proxy.stats();
+    assert!(
+        stats.injected("ResetAfterForward") >= 1,
+        "a completion's answer was lost: {stats:?}"
+    );
+    drop(proxy);
+    let row: serde_json::Value = serde_json::from_str(&stdout).expect("add JSON");
+    let id = row["block_id"].as_str().expect("block id");
+    let out = Command::new(env!("CARGO_BIN_EXE_maif"))
+        .args(["cat", &location, id])
+        .envs(s3::cli_env())
+        .output()
+        .expect("cat");
+    assert!(out.status.success(), "{out:?}");
+    assert_same_bytes(&out.stdout, &payload, "the large block");
+    let report = verify_clean(dir, &location);
+    assert!(!report.contains("orphan"), "{report}");
+}

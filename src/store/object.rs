@@ -484,25 +484,27 @@ async fn upload(
 ) -> Result<(), object_store::Error> {
     let len = record.len();
     if len >= MULTIPART_THRESHOLD as u64 {
-        match store.head(&key).await {
-            Ok(meta) if meta.size == len => return Ok(()),
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(e),
-        }
         let bytes = record.to_bytes();
-        let mut upload = store.put_multipart(&key).await?;
-        let mut parts = Vec::new();
-        for start in (0..bytes.len()).step_by(PART_SIZE) {
-            let end = (start + PART_SIZE).min(bytes.len());
-            parts.push(upload.put_part(PutPayload::from(bytes.slice(start..end))));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            // An object of the right name and size is this record (the name is its
+            // digest): an earlier attempt, or an earlier run, completed it.
+            match retry_read(&key, || store.head(&key)).await {
+                Ok(meta) if meta.size == len => return Ok(()),
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            match upload_in_parts(&store, &key, &bytes).await {
+                Ok(()) => return Ok(()),
+                // A part or the completion failed on the way (the completion may even have
+                // happened): the HEAD above decides, then the upload starts over.
+                Err(e) if attempt < PUT_ATTEMPTS && !is_definite_failure(&e) => {
+                    tracing::info!(%key, attempt, error = %e, "retrying a multipart record upload");
+                }
+                Err(e) => return Err(e),
+            }
         }
-        let sent = futures::future::try_join_all(parts).await;
-        if let Err(e) = sent {
-            let _ = upload.abort().await;
-            return Err(e);
-        }
-        upload.complete().await?;
-        return Ok(());
     }
     let payload: PutPayload = record.parts.into_iter().collect();
     let mut attempt = 0;
@@ -517,6 +519,26 @@ async fn upload(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// One multipart upload of `bytes` to `key`, aborted if a part fails.
+async fn upload_in_parts(
+    store: &Arc<dyn ObjectStore>,
+    key: &Path,
+    bytes: &Bytes,
+) -> Result<(), object_store::Error> {
+    let mut upload = store.put_multipart(key).await?;
+    let mut parts = Vec::new();
+    for start in (0..bytes.len()).step_by(PART_SIZE) {
+        let end = (start + PART_SIZE).min(bytes.len());
+        parts.push(upload.put_part(PutPayload::from(bytes.slice(start..end))));
+    }
+    if let Err(e) = futures::future::try_join_all(parts).await {
+        let _ = upload.abort().await;
+        return Err(e);
+    }
+    upload.complete().await?;
+    Ok(())
 }
 
 /// Record uploads in flight, bounded by the backend's concurrency.
