@@ -5,7 +5,7 @@
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::cell::Cell;
 
 use maif_store::artifact::{
     ArtifactReader, Commit, RecoveryMode, VerifyOptions, recover_file, verify,
@@ -14,25 +14,33 @@ use maif_store::format::provenance::decode_entries;
 use maif_store::format::run::RunHead;
 use maif_store::format::{MetadataSection, RecordView, SegmentHead, SegmentHeader};
 
-/// Records the largest single allocation made while `TRACKING` is set.
+/// Records the largest single allocation made by a thread while its `TRACKING` is set.
+/// Per thread, so that other tests running in parallel do not count.
 struct PeakAllocator;
-static TRACKING: AtomicBool = AtomicBool::new(false);
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    // Const-initialised and without destructors: reading them never allocates.
+    static TRACKING: Cell<bool> = const { Cell::new(false) };
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+fn note_allocation(size: usize) {
+    let _ = TRACKING.try_with(|tracking| {
+        if tracking.get() {
+            let _ = LARGEST.try_with(|largest| largest.set(largest.get().max(size)));
+        }
+    });
+}
 
 unsafe impl GlobalAlloc for PeakAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if TRACKING.load(Ordering::Relaxed) {
-            LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
-        }
+        note_allocation(layout.size());
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if TRACKING.load(Ordering::Relaxed) {
-            LARGEST.fetch_max(new_size, Ordering::Relaxed);
-        }
+        note_allocation(new_size);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -297,11 +305,11 @@ fn recovery_without_a_key_names_what_it_needs() {
 }
 
 fn largest_allocation_during(f: impl FnOnce()) -> usize {
-    LARGEST.store(0, Ordering::SeqCst);
-    TRACKING.store(true, Ordering::SeqCst);
+    LARGEST.with(|largest| largest.set(0));
+    TRACKING.with(|tracking| tracking.set(true));
     f();
-    TRACKING.store(false, Ordering::SeqCst);
-    LARGEST.load(Ordering::SeqCst)
+    TRACKING.with(|tracking| tracking.set(false));
+    LARGEST.with(Cell::get)
 }
 
 #[test]
