@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 
 pub mod artifact;
+pub mod aws_profile;
 pub mod error;
 pub mod format;
 pub mod keys;

@@ -9,8 +9,9 @@
 //! | `s3://bucket/archive/notes.maif` (any URL ending in `.maif`) | a single file stored as one object: read by ranged GETs, written only by `convert` |
 //!
 //! S3 settings come from the standard AWS environment variables (`AWS_ENDPOINT_URL`,
-//! `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, ...);
-//! [`S3Settings`] overrides them.
+//! `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, ...),
+//! then from the AWS shared configuration files and `AWS_PROFILE` as the AWS CLI reads them
+//! (see [`crate::aws_profile`]); [`S3Settings`] overrides both.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -221,9 +222,53 @@ pub fn s3_client(bucket: &str, settings: &S3Settings) -> Result<Arc<object_store
             max_retries: 8,
             retry_timeout: Duration::from_secs(120),
         });
-    if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    // The service-specific variable wins over the general one, as with the AWS CLI.
+    if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL_S3")
+        && !endpoint.is_empty()
     {
-        builder = builder.with_region("us-east-1");
+        builder = builder.with_endpoint(endpoint);
+    }
+    let profile = crate::aws_profile::load()?;
+    let env_region = set("AWS_REGION") || set("AWS_DEFAULT_REGION");
+    match profile.as_ref().and_then(|p| p.region.as_ref()) {
+        Some(region) if !env_region => builder = builder.with_region(region),
+        None if !env_region => builder = builder.with_region("us-east-1"),
+        _ => {}
+    }
+    if let Some(profile) = &profile {
+        if let Some(endpoint) = &profile.endpoint_url
+            && !set("AWS_ENDPOINT_URL")
+            && !set("AWS_ENDPOINT_URL_S3")
+        {
+            builder = builder.with_endpoint(endpoint);
+        }
+        // Credentials in the environment win, as with the AWS CLI.
+        if !set("AWS_ACCESS_KEY_ID") {
+            match &profile.credentials {
+                Some(crate::aws_profile::ProfileCredentials::Static {
+                    key_id,
+                    secret_key,
+                    token,
+                }) => {
+                    builder = builder
+                        .with_access_key_id(key_id)
+                        .with_secret_access_key(secret_key);
+                    if let Some(token) = token {
+                        builder = builder.with_token(token);
+                    }
+                }
+                Some(crate::aws_profile::ProfileCredentials::Process(command)) => {
+                    builder = builder.with_credentials(Arc::new(
+                        crate::aws_profile::ProcessCredentials::new(
+                            command.clone(),
+                            profile.name.clone(),
+                        ),
+                    ));
+                }
+                None => {}
+            }
+        }
     }
     if let Some(endpoint) = &settings.endpoint {
         builder = builder.with_endpoint(endpoint);
