@@ -975,3 +975,60 @@ fn a_multipart_record_upload_survives_failed_parts_and_a_lost_completion() {
     let report = verify_clean(dir, &location);
     assert!(!report.contains("orphan"), "{report}");
 }
+
+/// `create` and `convert` whose every commit PUT reaches S3 but loses its answer report done
+/// (the commit they read back is theirs), never "an artifact already exists".
+#[test]
+fn create_and_convert_whose_commit_answers_are_lost_are_done() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path();
+    let bucket = s3::bucket("proxy-lost-answers");
+    let source = thirty_block_artifact(dir);
+    let proxy = FaultProxy::start(
+        &s3::endpoint(),
+        Policy::always(
+            Filter::new(&["PUT"], &["/commits/"]),
+            Fault::CloseWithoutResponse,
+        ),
+    );
+    let env = proxied_env(&proxy);
+    let created = format!("s3://{bucket}/created");
+    let converted = format!("s3://{bucket}/converted");
+    for args in [
+        vec!["create", &created, "--key", "key.pem", "--agent", "lost"],
+        vec![
+            "convert",
+            "--quiet",
+            source.to_str().expect("path"),
+            &converted,
+        ],
+    ] {
+        let (status, _, stderr) = run_maif_capturing(dir, &args, &env, Duration::from_secs(120));
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "maif {args:?}: {stderr}\n{}",
+            proxy.log_tail(10)
+        );
+    }
+    assert!(
+        proxy.stats().injected("CloseWithoutResponse") >= 4,
+        "{:?}",
+        proxy.stats()
+    );
+    drop(proxy);
+    verify_clean(dir, &created);
+    verify_clean(dir, &converted);
+    let (status, _, stderr) = run_maif_capturing(
+        dir,
+        &["convert", "--quiet", &converted, "back.maif"],
+        &s3::cli_env(),
+        Duration::from_secs(120),
+    );
+    assert!(status.is_some_and(|s| s.success()), "{stderr}");
+    assert!(
+        std::fs::read(dir.join("back.maif")).expect("back")
+            == std::fs::read(&source).expect("source"),
+        "the converted artifact is the source, byte for byte"
+    );
+}

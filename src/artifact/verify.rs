@@ -444,7 +444,7 @@ pub(crate) async fn verify_target(
                 "storage",
                 None,
                 format!(
-                    "orphaned record object {key} ({size} bytes): no commit references it (an interrupted append or import left it)"
+                    "orphaned record object {key} ({size} bytes): no commit references it (an append or import that never committed left it; `maif gc` deletes it once it is older than the grace period)"
                 ),
             )),
             AuditFinding::Unexpected { key } => report.warnings.push(problem(

@@ -554,15 +554,16 @@ impl Uploader {
             flatten(&self.backend.url, done)?;
         }
         // Waiting for a permit bounds the records held in memory to the concurrency.
-        let permit =
-            self.permits
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|e| StoreError::Corrupt {
-                    location: self.backend.url.clone(),
-                    reason: e.to_string(),
-                })?;
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| StoreError::Io {
+                location: self.backend.url.clone(),
+                action: "waiting to upload a record".into(),
+                source: std::io::Error::other(e),
+            })?;
         let key = self.backend.record_key(digest);
         let store = self.backend.store.clone();
         let url = self.backend.url.clone();
@@ -587,9 +588,11 @@ fn flatten(
     url: &str,
     done: Result<Result<(), StoreError>, tokio::task::JoinError>,
 ) -> Result<(), StoreError> {
-    done.map_err(|e| StoreError::Corrupt {
+    // A failed task is trouble on this side, not bad stored bytes: not `Corrupt`.
+    done.map_err(|e| StoreError::Io {
         location: url.to_string(),
-        reason: format!("an upload task failed: {e}"),
+        action: "uploading a record".into(),
+        source: std::io::Error::other(e),
     })?
 }
 
