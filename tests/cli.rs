@@ -674,3 +674,74 @@ fn gc_from_the_command_line() {
         assert_eq!(out.status.code(), Some(2), "--older-than {bad}: {out:?}");
     }
 }
+
+/// A failed import says which lines are committed, and lines that name their "id" make the
+/// re-run skip what is committed instead of adding it twice.
+#[test]
+fn an_import_that_fails_midway_says_what_is_committed_and_ids_make_the_re_run_safe() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    ok(dir, &["keygen", "k.pem"]);
+    ok(dir, &["create", "a.maif", "--key", "k.pem", "--agent", "a"]);
+    let line = |n: u32| {
+        format!(
+            "{{\"type\":\"TEXT\",\"text\":\"event {n}\",\"id\":\"00000000-0000-4000-8000-{n:012}\"}}\n"
+        )
+    };
+    let good: String = (1..=10).map(line).collect();
+    std::fs::write(
+        dir.join("events.jsonl"),
+        format!("{good}{{\"type\":\"TEXT\"}}\n"),
+    )
+    .expect("write");
+    let import = |file: &str| {
+        maif(
+            dir,
+            &[
+                "import",
+                "a.maif",
+                "--key",
+                "k.pem",
+                "--jsonl",
+                file,
+                "--commit-every",
+                "4",
+                "--no-compact",
+            ],
+        )
+    };
+    let failed = import("events.jsonl");
+    let said = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("line 11") && said.contains("lines 1-8 of") && said.contains("tail -n +9"),
+        "{said}"
+    );
+    assert_eq!(
+        json(dir, &["ls", "a.maif", "--json"])
+            .as_array()
+            .expect("rows")
+            .len(),
+        8
+    );
+    std::fs::write(dir.join("events.jsonl"), &good).expect("write");
+    let again = import("events.jsonl");
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let rows = json(dir, &["ls", "a.maif", "--json"]);
+    assert_eq!(
+        rows.as_array().expect("rows").len(),
+        10,
+        "no line twice: {rows}"
+    );
+    assert_eq!(
+        ok(
+            dir,
+            &["cat", "a.maif", "00000000-0000-4000-8000-000000000010"]
+        ),
+        "event 10"
+    );
+}

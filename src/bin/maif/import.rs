@@ -25,6 +25,8 @@ struct Line {
     #[serde(default)]
     meta: Map<String, Value>,
     update: Option<String>,
+    /// The new block's id: makes a re-run skip the line once it is committed.
+    id: Option<String>,
     lang: Option<String>,
     dim: Option<u32>,
 }
@@ -50,10 +52,18 @@ fn block_of(line: Line, number: u64) -> Result<(NewBlock, Option<[u8; 16]>), Err
         .map(parse_id)
         .transpose()
         .map_err(|e| at(e.to_string()))?;
-    Ok((
-        NewBlock::new(block_type, data).with_metadata(&line.meta),
-        update,
-    ))
+    let mut block = NewBlock::new(block_type, data).with_metadata(&line.meta);
+    match (line.id.as_deref().map(parse_id).transpose(), update) {
+        (Ok(Some(_)), Some(_)) => {
+            return Err(at(
+                "give \"id\" for a new block or \"update\", not both".into()
+            ));
+        }
+        (Ok(Some(id)), None) => block = block.with_id(id),
+        (Ok(None), _) => {}
+        (Err(e), _) => return Err(at(e.to_string())),
+    }
+    Ok((block, update))
 }
 
 pub async fn run(args: ImportArgs, settings: &S3Settings) -> Result<(), Error> {
@@ -89,43 +99,75 @@ pub async fn run(args: ImportArgs, settings: &S3Settings) -> Result<(), Error> {
     let mut batch: Vec<NewBlock> = Vec::new();
     let (mut blocks, mut commits, mut payload_bytes, mut batch_bytes) = (0u64, 0u64, 0u64, 0u64);
     let mut number = 0u64;
-    for line in BufReader::new(input).lines() {
-        number += 1;
-        let line = line.map_err(|e| Error::Invalid(format!("reading line {number}: {e}")))?;
-        bar.inc(line.len() as u64 + 1);
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed: Line = serde_json::from_str(&line)
-            .map_err(|e| Error::Invalid(format!("line {number}: {e}")))?;
-        let (block, update) = block_of(parsed, number)?;
-        batch_bytes += block.data.len() as u64;
-        match update {
-            // An update names an existing block: place what is batched first, in order.
-            Some(id) => {
-                writer.add_batch(std::mem::take(&mut batch)).await?;
-                writer.update(id, block).await?;
+    // Lines up to this one are committed: what a failed run tells the user.
+    let mut committed_through = 0u64;
+    let outcome = async {
+        for line in BufReader::new(input).lines() {
+            number += 1;
+            let line = line.map_err(|e| Error::Invalid(format!("reading line {number}: {e}")))?;
+            bar.inc(line.len() as u64 + 1);
+            if line.trim().is_empty() {
+                continue;
             }
-            None => batch.push(block),
+            let parsed: Line = serde_json::from_str(&line)
+                .map_err(|e| Error::Invalid(format!("line {number}: {e}")))?;
+            let (block, update) = block_of(parsed, number)?;
+            batch_bytes += block.data.len() as u64;
+            match update {
+                // An update names an existing block: place what is batched first, in order.
+                Some(id) => {
+                    writer.add_batch(std::mem::take(&mut batch)).await?;
+                    writer.update(id, block).await?;
+                }
+                None => batch.push(block),
+            }
+            blocks += 1;
+            if batch.len() >= 1024 {
+                writer.add_batch(std::mem::take(&mut batch)).await?;
+            }
+            if blocks % args.commit_every.max(1) as u64 == 0 || batch_bytes >= args.commit_bytes {
+                writer.add_batch(std::mem::take(&mut batch)).await?;
+                writer.commit().await?;
+                committed_through = number;
+                commits += 1;
+                payload_bytes += batch_bytes;
+                batch_bytes = 0;
+                bar.set_message(format!("{blocks} blocks, {commits} commits"));
+            }
         }
-        blocks += 1;
-        if batch.len() >= 1024 {
-            writer.add_batch(std::mem::take(&mut batch)).await?;
-        }
-        if blocks % args.commit_every.max(1) as u64 == 0 || batch_bytes >= args.commit_bytes {
-            writer.add_batch(std::mem::take(&mut batch)).await?;
+        writer.add_batch(std::mem::take(&mut batch)).await?;
+        if batch_bytes > 0 || writer.record_count() > writer.last_commit().record_count() {
             writer.commit().await?;
             commits += 1;
             payload_bytes += batch_bytes;
-            batch_bytes = 0;
-            bar.set_message(format!("{blocks} blocks, {commits} commits"));
         }
+        committed_through = number;
+        Ok::<(), Error>(())
     }
-    writer.add_batch(batch).await?;
-    if batch_bytes > 0 || writer.record_count() > writer.last_commit().record_count() {
-        writer.commit().await?;
-        commits += 1;
-        payload_bytes += batch_bytes;
+    .await;
+    if let Err(e) = outcome {
+        bar.finish_and_clear();
+        // A re-run adds every line again unless it names its id: say what is committed.
+        let unknown = matches!(
+            &e,
+            Error::Store(maif_store::store::StoreError::Unknown { .. })
+        );
+        let file = args.jsonl.display();
+        let next = committed_through + 1;
+        if unknown {
+            eprintln!(
+                "maif: lines 1-{committed_through} of {file} are committed ({commits} commits); \
+                 whether lines {next}-{number} landed is unknown. Give every line an \"id\" and \
+                 run the import again: it skips every line already committed."
+            );
+        } else {
+            eprintln!(
+                "maif: lines 1-{committed_through} of {file} are committed ({commits} commits); \
+                 the lines after them are not. Import those (`tail -n +{next} FILE`), or give \
+                 every line an \"id\" so that a re-run skips the lines already committed."
+            );
+        }
+        return Err(e);
     }
     // After loading most of the artifact, merge its index runs into one (a full checkpoint):
     // this writes each index entry once more, at most four per block imported, and makes a

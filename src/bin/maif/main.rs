@@ -249,7 +249,8 @@ struct ImportArgs {
     key: PathBuf,
     /// JSON Lines input (`-` reads standard input). Each line is an object:
     /// {"type": "TEXT", "text": "..." | "base64": "...", "meta": {...}, "update": BLOCK_ID,
-    /// "lang": "en"}.
+    /// "lang": "en", "id": BLOCK_ID}. With "id" on every line a re-run after a failure skips
+    /// the lines already committed; without, a failure says which lines are committed.
     #[arg(long)]
     jsonl: PathBuf,
     /// Commit after this many blocks.
