@@ -482,9 +482,8 @@ fn demo_runs_under_a_local_folder() {
 
 #[test]
 fn compact_merges_the_live_runs_and_lookups_still_find_every_version() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = keyed_folder();
     let dir = tmp.path();
-    ok(dir, &["keygen", "k.pem"]);
     ok(dir, &["create", "c.maif", "--key", "k.pem", "--agent", "c"]);
     let mut ids = Vec::new();
     for n in 0..9 {
@@ -556,9 +555,8 @@ fn compact_merges_the_live_runs_and_lookups_still_find_every_version() {
 
 #[test]
 fn a_file_of_another_version_is_a_usage_error_naming_the_version() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = keyed_folder();
     let dir = tmp.path();
-    ok(dir, &["keygen", "k.pem"]);
     ok(dir, &["create", "v.maif", "--key", "k.pem", "--agent", "v"]);
     let mut bytes = std::fs::read(dir.join("v.maif")).expect("read");
     // The pre-release 3.0 layout: version bytes at 4 (major) and 5 (minor).
@@ -588,13 +586,19 @@ fn a_file_of_another_version_is_a_usage_error_naming_the_version() {
     }
 }
 
+/// A temporary folder holding the key `k.pem`.
+fn keyed_folder() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    ok(tmp.path(), &["keygen", "k.pem"]);
+    tmp
+}
+
 /// `maif add --id` makes a re-run safe: the same id and content is reported as done with the
 /// committed block, nothing is added twice, and other content under the id is refused.
 #[test]
 fn an_add_re_run_with_its_id_is_done_once() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = keyed_folder();
     let dir = tmp.path();
-    ok(dir, &["keygen", "k.pem"]);
     for location in ["a.maif", &format!("file://{}/objects", dir.display())] {
         ok(dir, &["create", location, "--key", "k.pem", "--agent", "a"]);
         let id = "7d1f5c2e-8a4b-4c3d-9e6f-0a1b2c3d4e5f";
@@ -645,9 +649,8 @@ fn an_add_re_run_with_its_id_is_done_once() {
 /// file is refused with a reason, and a bad grace period is a usage error.
 #[test]
 fn gc_from_the_command_line() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = keyed_folder();
     let dir = tmp.path();
-    ok(dir, &["keygen", "k.pem"]);
     let objects = format!("file://{}/objects", dir.display());
     ok(dir, &["create", &objects, "--key", "k.pem", "--agent", "a"]);
     ok(
@@ -679,9 +682,8 @@ fn gc_from_the_command_line() {
 /// re-run skip what is committed instead of adding it twice.
 #[test]
 fn an_import_that_fails_midway_says_what_is_committed_and_ids_make_the_re_run_safe() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = keyed_folder();
     let dir = tmp.path();
-    ok(dir, &["keygen", "k.pem"]);
     ok(dir, &["create", "a.maif", "--key", "k.pem", "--agent", "a"]);
     let line = |n: u32| {
         format!(

@@ -666,16 +666,22 @@ fn new_s3_artifact(dir: &Path, bucket: &str, prefix: &str) -> String {
     location
 }
 
+/// A work folder holding `key.pem`, and a new artifact at `s3://<fresh bucket>/prefix`.
+fn fresh_s3_artifact(bucket_name: &str, prefix: &str) -> (tempfile::TempDir, String) {
+    let work = tempfile::tempdir().expect("tempdir");
+    let bucket = s3::bucket(bucket_name);
+    let location = new_s3_artifact(work.path(), &bucket, prefix);
+    (work, location)
+}
+
 /// Two processes appending 50 blocks each through 20 % mixed faults: the artifact ends with
 /// exactly the blocks whose adds reported done (unknowns settled by the documented re-run),
 /// each once, and verifies.
 #[test]
 fn two_writers_under_mixed_faults_keep_exactly_the_acknowledged_blocks() {
     const ADDS: usize = 50;
-    let work = tempfile::tempdir().expect("tempdir");
+    let (work, location) = fresh_s3_artifact("proxy-adds", "agents/a1");
     let dir = work.path();
-    let bucket = s3::bucket("proxy-adds");
-    let location = new_s3_artifact(dir, &bucket, "agents/a1");
     let proxy = FaultProxy::start(&s3::endpoint(), Policy::mixed(7, 0.2));
     let env = proxied_env(&proxy);
     let outcomes: Vec<(String, AddOutcome)> = std::thread::scope(|scope| {
@@ -747,10 +753,8 @@ fn two_writers_under_mixed_faults_keep_exactly_the_acknowledged_blocks() {
 /// one new version and reports done.
 #[test]
 fn an_update_whose_commit_response_is_lost_makes_one_version() {
-    let work = tempfile::tempdir().expect("tempdir");
+    let (work, location) = fresh_s3_artifact("proxy-update", "agents/u");
     let dir = work.path();
-    let bucket = s3::bucket("proxy-update");
-    let location = new_s3_artifact(dir, &bucket, "agents/u");
     let first = add_settled(dir, &location, "version 1", &s3::cli_env());
     let AddOutcome::Done(id) = first else {
         panic!("a fault-free add failed")
@@ -847,10 +851,8 @@ fn a_stalled_writer_loses_nothing_while_another_commits() {
 #[test]
 fn an_unknown_add_outcome_is_reported_and_the_named_re_run_settles_it() {
     use common::fault_proxy::Rule;
-    let work = tempfile::tempdir().expect("tempdir");
+    let (work, location) = fresh_s3_artifact("proxy-unknown", "agents/q");
     let dir = work.path();
-    let bucket = s3::bucket("proxy-unknown");
-    let location = new_s3_artifact(dir, &bucket, "agents/q");
     // Commit 1's object: commits/<u64::MAX - 1, 20 digits>.
     let commit_1 = format!("/commits/{:020}", u64::MAX - 1);
     let rule = |method: &str, fault: Fault| Rule {
@@ -915,10 +917,8 @@ fn an_unknown_add_outcome_is_reported_and_the_named_re_run_settles_it() {
 #[test]
 fn a_multipart_record_upload_survives_failed_parts_and_a_lost_completion() {
     use common::fault_proxy::Rule;
-    let work = tempfile::tempdir().expect("tempdir");
+    let (work, location) = fresh_s3_artifact("proxy-multipart", "agents/m");
     let dir = work.path();
-    let bucket = s3::bucket("proxy-multipart");
-    let location = new_s3_artifact(dir, &bucket, "agents/m");
     let payload = pattern(40 * MIB + 123, 77);
     std::fs::write(dir.join("big.bin"), &payload).expect("payload");
     let proxy = FaultProxy::start(
