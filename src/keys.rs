@@ -72,15 +72,20 @@ impl SigningKey {
         self.0.sign(&signed_message(kind, digest)).to_bytes()
     }
 
-    /// PKCS#8 PEM text of the key.
+    /// PKCS#8 v1 PEM text of the key (RFC 5208, the private key alone), the form OpenSSL
+    /// writes and every tool reads; OpenSSL 3.0 and Python's `cryptography` refuse the v2
+    /// form with the public key included ("extra data"). Both forms are read.
     pub fn to_pem(&self) -> Result<zeroize::Zeroizing<String>, KeyError> {
-        self.0
-            .to_pkcs8_pem(Default::default())
-            .map(|pem| zeroize::Zeroizing::new(pem.to_string()))
-            .map_err(|e| KeyError::Parse {
-                path: "<memory>".into(),
-                reason: e.to_string(),
-            })
+        ed25519_dalek::pkcs8::KeypairBytes {
+            secret_key: self.0.to_bytes(),
+            public_key: None,
+        }
+        .to_pkcs8_pem(Default::default())
+        .map(|pem| zeroize::Zeroizing::new(pem.to_string()))
+        .map_err(|e| KeyError::Parse {
+            path: "<memory>".into(),
+            reason: e.to_string(),
+        })
     }
 
     /// Parses PKCS#8 PEM text; `origin` names the source in errors.

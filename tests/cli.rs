@@ -747,3 +747,47 @@ fn an_import_that_fails_midway_says_what_is_committed_and_ids_make_the_re_run_sa
         "event 10"
     );
 }
+
+/// `maif keygen` writes PKCS#8 v1 (RFC 5208; the encoding RFC 8410 section 10.3 shows), which
+/// OpenSSL and Python's `cryptography` load; `maif` reads keys OpenSSL made.
+#[test]
+fn keygen_writes_keys_other_tools_read_and_reads_theirs() {
+    use base64::Engine as _;
+    let tmp = keyed_folder();
+    let dir = tmp.path();
+    let pem = std::fs::read_to_string(dir.join("k.pem")).expect("pem");
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("base64");
+    // SEQUENCE { INTEGER 0, SEQUENCE { OID 1.3.101.112 }, OCTET STRING { OCTET STRING (32) } }
+    let prefix = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    assert_eq!(der.len(), 48, "{der:02x?}");
+    assert_eq!(der[..16], prefix, "{der:02x?}");
+    match Command::new("openssl")
+        .args(["pkey", "-in", "k.pem", "-noout", "-text"])
+        .current_dir(dir)
+        .output()
+    {
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "openssl pkey refused the key: {out:?}"
+            );
+            let made = Command::new("openssl")
+                .args(["genpkey", "-algorithm", "ed25519", "-out", "openssl.pem"])
+                .current_dir(dir)
+                .output()
+                .expect("openssl genpkey");
+            assert!(made.status.success(), "{made:?}");
+            ok(
+                dir,
+                &["create", "o.maif", "--key", "openssl.pem", "--agent", "o"],
+            );
+        }
+        Err(e) => eprintln!("SKIPPED the OpenSSL part: no openssl binary here ({e})"),
+    }
+}
