@@ -137,8 +137,12 @@ impl TextPayload {
 /// Element type of an embedding payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EmbeddingDtype {
+    /// IEEE 754 binary32, little-endian (code 0).
     Float32,
+    /// IEEE 754 binary16, little-endian (code 1).
     Float16,
+    /// IEEE 754 binary32, big-endian (code 2): legacy payloads kept byte for byte.
+    Float32BigEndian,
 }
 
 impl EmbeddingDtype {
@@ -146,24 +150,25 @@ impl EmbeddingDtype {
         match self {
             EmbeddingDtype::Float32 => 0,
             EmbeddingDtype::Float16 => 1,
+            EmbeddingDtype::Float32BigEndian => 2,
         }
     }
     fn element_len(self) -> u64 {
         match self {
-            EmbeddingDtype::Float32 => 4,
+            EmbeddingDtype::Float32 | EmbeddingDtype::Float32BigEndian => 4,
             EmbeddingDtype::Float16 => 2,
         }
     }
 }
 
 /// An EMBD payload: `dimension (u32) | count (u32) | dtype (u8) | 3 zero bytes | values`,
-/// values little-endian, `count` vectors of `dimension` elements each.
+/// `count` vectors of `dimension` elements each, in the byte order `dtype` names.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmbeddingPayload {
     pub dimension: u32,
     pub count: u32,
     pub dtype: EmbeddingDtype,
-    /// Raw little-endian element bytes.
+    /// Raw element bytes, in the byte order `dtype` names.
     pub values: Vec<u8>,
 }
 
@@ -209,6 +214,7 @@ impl EmbeddingPayload {
         let dtype = match r.u8("dtype")? {
             0 => EmbeddingDtype::Float32,
             1 => EmbeddingDtype::Float16,
+            2 => EmbeddingDtype::Float32BigEndian,
             other => {
                 return Err(r.invalid("dtype", 1, format!("unknown element type code {other}")));
             }
@@ -251,6 +257,11 @@ impl EmbeddingPayload {
                 .values
                 .chunks_exact(2)
                 .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+                .collect(),
+            EmbeddingDtype::Float32BigEndian => self
+                .values
+                .chunks_exact(4)
+                .map(|b| f32::from_be_bytes([b[0], b[1], b[2], b[3]]))
                 .collect(),
         };
         if self.dimension == 0 {
@@ -446,5 +457,30 @@ pub fn content_of(block_type: FourCC, data: &[u8]) -> Result<Vec<u8>, FormatErro
         FourCC::IMAG => Ok(ImagePayload::decode(data)?.image),
         FourCC::EMBD => Ok(EmbeddingPayload::decode(data)?.values),
         _ => Ok(data.to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod big_endian_tests {
+    use super::*;
+
+    #[test]
+    fn big_endian_float32_embeddings_keep_their_bytes_and_read_correctly() {
+        let values: Vec<u8> = [1.0f32, -2.5, 0.25, 8.0]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect();
+        let payload = EmbeddingPayload {
+            dimension: 2,
+            count: 2,
+            dtype: EmbeddingDtype::Float32BigEndian,
+            values: values.clone(),
+        };
+        let bytes = payload.to_bytes();
+        assert_eq!(bytes[8], 2, "dtype code");
+        let decoded = EmbeddingPayload::decode(&bytes).expect("decode");
+        assert_eq!(decoded.values, values, "the bytes are kept");
+        assert_eq!(decoded.vectors(), vec![vec![1.0, -2.5], vec![0.25, 8.0]]);
+        assert_eq!(content_of(FourCC::EMBD, &bytes).expect("content"), values);
     }
 }
