@@ -483,7 +483,7 @@ fn requests_of_an_append_and_of_a_lookup_on_an_object_store() {
     for n in 0..64u8 {
         runtime.block_on(async {
             writer
-                .add(NewBlock::new(FourCC::TEXT, vec![0, 0, 1, n]))
+                .add(NewBlock::new(FourCC::TEXT, vec![0, 0, 0, n]))
                 .await
                 .expect("add");
             writer.commit().await.expect("commit");

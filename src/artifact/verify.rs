@@ -28,7 +28,7 @@ use super::reader::{READ_CONCURRENCY, read_commit};
 use crate::error::Result;
 use crate::format::digest::{Digest, SignedKind, chain_link};
 use crate::format::run::{RunEntry, RunRef};
-use crate::format::{Action, Frontier, IndexEntry, RecordView, TRAILER_LEN, Trailer};
+use crate::format::{Action, FourCC, Frontier, IndexEntry, RecordView, TRAILER_LEN, Trailer};
 use crate::keys::{SignatureCheck, verify_many};
 use crate::store::{AuditFinding, BlockStore, StoreError};
 
@@ -989,10 +989,53 @@ fn check_record(position: u64, entry: &IndexEntry, bytes: &[u8]) -> RecordCheck 
             ),
         ));
     }
+    if let Some(reason) = unreadable(&record) {
+        out.problems.push(record_problem(position, entry, reason));
+    }
     out.prev_link = Some(record.header.prev_link);
     out.digest = Some(digest);
     out.signature = Some(*record.signature);
     out
+}
+
+/// Why `cat` could not read this record's payload, if it could not: "valid" means readable.
+/// The data is decoded exactly as a reader decodes it (encryption, then compression to the
+/// declared size, then the TEXT, EMBD or IMAG framing).
+fn unreadable(record: &RecordView) -> Option<String> {
+    let header = &record.header;
+    let data_at = u64::from(header.data_offset);
+    if header.encryption != 0 {
+        return Some(format!(
+            "encryption code {} is not supported: the block cannot be read",
+            header.encryption
+        ));
+    }
+    let decompressed;
+    let data: &[u8] = if header.compression == crate::format::compression::COMPRESSION_NONE
+        && record.data.len() as u64 == header.uncompressed_size
+    {
+        // Nothing to decode: no copy.
+        record.data
+    } else {
+        match crate::format::compression::decompress(
+            header.compression,
+            record.data,
+            header.uncompressed_size,
+        ) {
+            Ok(bytes) => {
+                decompressed = bytes;
+                &decompressed
+            }
+            Err(e) => return Some(format!("data at record byte {data_at}: {e}")),
+        }
+    };
+    let framed = [FourCC::TEXT, FourCC::EMBD, FourCC::IMAG].contains(&header.block_type);
+    match framed.then(|| crate::format::payload::content_of(header.block_type, data)) {
+        Some(Err(e)) => Some(format!(
+            "payload (the data from record byte {data_at}, decompressed): {e}"
+        )),
+        _ => None,
+    }
 }
 
 async fn check_records(

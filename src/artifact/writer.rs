@@ -133,6 +133,10 @@ struct PreparedBlock {
     block_id: [u8; 16],
     block_type: FourCC,
     compression: u8,
+    /// The header's flags and encryption code: zero for blocks this writer makes; a signed
+    /// record added as is keeps its own.
+    flags: u16,
+    encryption: u8,
     uncompressed_size: u64,
     timestamp_us: u64,
     metadata: Bytes,
@@ -517,9 +521,11 @@ impl ArtifactWriter {
     }
 
     /// Appends a record that is already signed, byte for byte (recovery keeps salvaged
-    /// records exactly). It must link to the chain where it lands and carry a valid
-    /// signature under this writer's key; it becomes a new version if its id exists.
-    pub(crate) async fn add_signed_record(&mut self, record: Bytes) -> Result<BlockRef> {
+    /// records exactly; tools can copy records between artifacts of one key). It must link to
+    /// the chain where it lands and carry a valid signature under this writer's key; it
+    /// becomes a new version if its id exists. Its payload is not decoded: full
+    /// verification reports one that a reader could not decode.
+    pub async fn add_signed_record(&mut self, record: Bytes) -> Result<BlockRef> {
         self.check_open()?;
         let view = RecordView::decode(&record).map_err(Error::format("salvaged record"))?;
         let previous = self
@@ -551,6 +557,8 @@ impl ArtifactWriter {
             block_id: id,
             block_type: view.header.block_type,
             compression: view.header.compression,
+            flags: view.header.flags,
+            encryption: view.header.encryption,
             uncompressed_size: view.header.uncompressed_size,
             timestamp_us: view.header.timestamp_us,
             metadata: record.slice(view.metadata_range()),
@@ -1239,9 +1247,9 @@ fn block_header(block: &PreparedBlock, prev_link: [u8; 8]) -> Result<BlockHeader
     Ok(BlockHeader {
         block_id: block.block_id,
         block_type: block.block_type,
-        flags: 0,
+        flags: block.flags,
         compression: block.compression,
-        encryption: 0,
+        encryption: block.encryption,
         metadata_len,
         data_offset: BLOCK_HEADER_LEN as u32 + metadata_len,
         data_size: block.data.len() as u64,
@@ -1333,6 +1341,21 @@ fn prepare_all(
     let work = |(block, action): &(NewBlock, Action)| -> Result<PreparedBlock> {
         crate::format::block::parse_block_metadata(&block.metadata)
             .map_err(Error::format("block metadata"))?;
+        // Write only what reads back: a typed block's data must parse as its framing, as
+        // full verification requires (FORMAT.md 4.8, 12.3).
+        if [FourCC::TEXT, FourCC::EMBD, FourCC::IMAG].contains(&block.block_type) {
+            crate::format::payload::content_of(block.block_type, &block.data).map_err(
+                Error::format(match block.block_type {
+                    FourCC::TEXT => {
+                        "TEXT block data (it must start with the TEXT framing, FORMAT.md 4.8.1)"
+                    }
+                    FourCC::EMBD => {
+                        "EMBD block data (it must start with the EMBD framing, FORMAT.md 4.8.2)"
+                    }
+                    _ => "IMAG block data (it must start with the IMAG framing, FORMAT.md 4.8.3)",
+                }),
+            )?;
+        }
         let (compression, data) = match block.zstd_level {
             Some(level) => (
                 COMPRESSION_ZSTD,
@@ -1349,6 +1372,8 @@ fn prepare_all(
                 .unwrap_or_else(|| *uuid::Uuid::new_v4().as_bytes()),
             block_type: block.block_type,
             compression,
+            flags: 0,
+            encryption: 0,
             uncompressed_size: block.data.len() as u64,
             timestamp_us: block.timestamp_us.unwrap_or(now),
             content: content_digest(&block.metadata, &data),

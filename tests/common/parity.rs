@@ -8,6 +8,7 @@ use maif_store::artifact::{
     convert, verify,
 };
 use maif_store::format::FourCC;
+use maif_store::format::payload::{EmbeddingDtype, EmbeddingPayload, ImagePayload};
 use maif_store::store::BlockStore;
 
 use super as common;
@@ -43,8 +44,22 @@ pub async fn write_shape(store: Arc<dyn BlockStore>, shape: &str) {
         "mixed-large" => {
             for (n, block_type) in FourCC::KNOWN.iter().enumerate() {
                 let len = if n % 3 == 0 { 8 << 20 } else { 1000 + n };
+                let filler = vec![n as u8; len];
+                // Typed blocks carry their framing (FORMAT.md 4.8); the others are raw.
+                let data = match *block_type {
+                    FourCC::TEXT => [&[0, b'e', b'n'][..], &vec![b'a' + n as u8; len]].concat(),
+                    FourCC::EMBD => EmbeddingPayload {
+                        dimension: 4,
+                        count: (len / 16) as u32,
+                        dtype: EmbeddingDtype::Float32,
+                        values: filler[..len / 16 * 16].to_vec(),
+                    }
+                    .to_bytes(),
+                    FourCC::IMAG => ImagePayload::sniff(filler).to_bytes(),
+                    _ => filler,
+                };
                 writer
-                    .add(NewBlock::new(*block_type, vec![n as u8; len]))
+                    .add(NewBlock::new(*block_type, data))
                     .await
                     .expect("add");
             }
