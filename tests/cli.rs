@@ -791,3 +791,113 @@ fn keygen_writes_keys_other_tools_read_and_reads_theirs() {
         Err(e) => eprintln!("SKIPPED the OpenSSL part: no openssl binary here ({e})"),
     }
 }
+
+/// Every lookup the legacy block guide offered, through the command line: by record or
+/// payload digest, by time range, by agent, by index, and a block's version history.
+#[test]
+fn lookups_by_digest_time_agent_index_and_history() {
+    let tmp = keyed_folder();
+    let dir = tmp.path();
+    ok(
+        dir,
+        &["create", "a.maif", "--key", "k.pem", "--agent", "agent-7"],
+    );
+    let add = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["add", "a.maif", "--key", "k.pem", "--json"];
+        all.extend_from_slice(args);
+        json(dir, &all)
+    };
+    let first = add(&["--type", "TEXT", "--text", "first"]);
+    let id = first["block_id"].as_str().expect("id").to_string();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let middle = add(&[
+        "--type",
+        "BINA",
+        "--text",
+        "middle",
+        "--meta",
+        "agent_id=other",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    add(&["--type", "TEXT", "--text", "second", "--update", &id]);
+    let rows = json(dir, &["ls", "a.maif", "--json"]);
+    let rows = rows.as_array().expect("rows");
+    assert_eq!(rows.len(), 3);
+    let digest_of = |n: usize| rows[n]["digest"].as_str().expect("digest").to_string();
+    let ids = |value: serde_json::Value| -> Vec<(String, u64)> {
+        value
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| {
+                (
+                    r["id"].as_str().expect("id").to_string(),
+                    r["version"].as_u64().expect("v"),
+                )
+            })
+            .collect()
+    };
+
+    // By record digest, and by the SHA-256 of the payload `cat` prints.
+    let by_record = ids(json(
+        dir,
+        &["ls", "a.maif", "--digest", &digest_of(1), "--json"],
+    ));
+    assert_eq!(
+        by_record,
+        vec![(middle["block_id"].as_str().expect("id").to_string(), 1)]
+    );
+    let payload_sha = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(b"second"))
+    };
+    let by_payload = ids(json(
+        dir,
+        &["ls", "a.maif", "--digest", &payload_sha, "--json"],
+    ));
+    assert_eq!(by_payload, vec![(id.clone(), 2)]);
+
+    // By time: since the middle block's time, and until just before it.
+    let middle_time = rows[1]["timestamp"].as_str().expect("time").to_string();
+    let since = ids(json(
+        dir,
+        &["ls", "a.maif", "--since", &middle_time, "--json"],
+    ));
+    assert_eq!(since.len(), 2, "{since:?}");
+    let until = ids(json(
+        dir,
+        &["ls", "a.maif", "--until", &middle_time, "--json"],
+    ));
+    assert_eq!(until.len(), 2, "{until:?}");
+    let before = rows[0]["timestamp"].as_str().expect("time").to_string();
+    let only_first = ids(json(dir, &["ls", "a.maif", "--until", &before, "--json"]));
+    assert_eq!(only_first, vec![(id.clone(), 1)]);
+
+    // By agent: the block's own agent_id, else the artifact's.
+    assert_eq!(
+        ids(json(dir, &["ls", "a.maif", "--agent", "other", "--json"])).len(),
+        1
+    );
+    assert_eq!(
+        ids(json(dir, &["ls", "a.maif", "--agent", "agent-7", "--json"])).len(),
+        2
+    );
+
+    // By index, and the history of a block.
+    assert_eq!(ok(dir, &["cat", "a.maif", "--index", "1"]), "middle");
+    assert_eq!(ok(dir, &["cat", "a.maif", "--index", "2"]), "second");
+    assert_eq!(
+        maif(dir, &["cat", "a.maif", "--index", "3"]).status.code(),
+        Some(2)
+    );
+    let history = json(dir, &["history", "a.maif", &id, "--json"]);
+    let history = history.as_array().expect("versions");
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[1]["payload_sha256"], payload_sha);
+    assert_eq!(history[0]["position"], 0);
+    assert_eq!(history[1]["digest"].as_str(), Some(digest_of(2).as_str()));
+    for bad in [["--since", "yesterday"], ["--digest", "abc"]] {
+        let out = maif(dir, &["ls", "a.maif", bad[0], bad[1]]);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+    }
+}

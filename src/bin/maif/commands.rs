@@ -11,6 +11,7 @@ use maif_store::artifact::{
     format_id, parse_id, recover_file,
 };
 use maif_store::format::FourCC;
+use maif_store::format::digest::sha256;
 use maif_store::format::payload::{
     EmbeddingDtype, EmbeddingPayload, ImagePayload, TextPayload, content_of,
 };
@@ -58,6 +59,14 @@ fn parse_pairs(pairs: &[String]) -> Result<BTreeMap<String, String>, Error> {
                 .ok_or_else(|| Error::Invalid(format!("metadata {pair:?}: expected KEY=VALUE")))
         })
         .collect()
+}
+
+/// The payload of `block` as `cat` prints it: without its typed framing.
+fn payload_of(block: &maif_store::artifact::Block) -> Result<Vec<u8>, Error> {
+    content_of(block.header.block_type, &block.data).map_err(|e| Error::Format {
+        context: format!("block {} payload", block.info.id()),
+        source: e,
+    })
 }
 
 /// A duration argument: a whole number and a unit, `s`, `m`, `h` or `d` (`0` alone is zero).
@@ -143,6 +152,10 @@ pub async fn run(command: Command, settings: &S3Settings) -> Result<ExitCode, Er
             block_type,
             meta,
             latest,
+            digest,
+            since,
+            until,
+            agent,
             json,
         } => {
             let reader = ArtifactReader::open(store_at(&location, settings)?).await?;
@@ -167,29 +180,126 @@ pub async fn run(command: Command, settings: &S3Settings) -> Result<ExitCode, Er
                     .collect();
                 blocks.retain(|b| matching.contains(&b.position));
             }
+            let since = since.as_deref().map(artifact::parse_time).transpose()?;
+            let until = until.as_deref().map(artifact::parse_time).transpose()?;
+            blocks.retain(|b| {
+                since.is_none_or(|t| b.entry.timestamp_us >= t)
+                    && until.is_none_or(|t| b.entry.timestamp_us <= t)
+            });
+            if let Some(agent) = agent {
+                let artifact_agent = reader.metadata().map(|m| m.agent_id).unwrap_or_default();
+                let metadata = reader.read_metadata_many(&blocks).await?;
+                let keep: Vec<bool> = metadata
+                    .iter()
+                    .map(|(_, m)| match m.get("agent_id") {
+                        Some(Value::String(own)) => *own == agent,
+                        _ => artifact_agent == agent,
+                    })
+                    .collect();
+                let mut keep = keep.into_iter();
+                blocks.retain(|_| keep.next().unwrap_or(false));
+            }
+            if let Some(digest) = digest {
+                let wanted = hex::decode(digest.trim())
+                    .ok()
+                    .filter(|d| d.len() == 32)
+                    .ok_or_else(|| {
+                        Error::Invalid(format!("--digest {digest:?}: expected 64 hex digits"))
+                    })?;
+                let mut matching = Vec::new();
+                for info in blocks {
+                    // The record digest needs no read; the payload digest reads the block.
+                    if info.entry.digest[..] == wanted[..]
+                        || sha256(&payload_of(&reader.read(&info).await?)?)[..] == wanted[..]
+                    {
+                        matching.push(info);
+                    }
+                }
+                blocks = matching;
+            }
             output::list(&reader, &blocks, json).await?;
         }
         Command::Cat {
             location,
             block_id,
+            index,
             version,
             raw,
         } => {
             let reader = ArtifactReader::open(store_at(&location, settings)?).await?;
-            let block = reader.get(&parse_id(&block_id)?, version).await?;
+            let block = match (block_id, index) {
+                (Some(id), _) => reader.get(&parse_id(&id)?, version).await?,
+                (None, Some(position)) => {
+                    let blocks = reader.blocks().await?;
+                    let info = blocks.get(position as usize).ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "--index {position}: the artifact holds {} records (0 to {})",
+                            blocks.len(),
+                            blocks.len().saturating_sub(1)
+                        ))
+                    })?;
+                    reader.read(info).await?
+                }
+                (None, None) => {
+                    return Err(Error::Invalid("give a block id or --index N".into()));
+                }
+            };
             let bytes = if raw {
                 block.data.to_vec()
             } else {
-                content_of(block.header.block_type, &block.data).map_err(|e| Error::Format {
-                    context: format!("block {block_id} payload"),
-                    source: e,
-                })?
+                payload_of(&block)?
             };
             let mut stdout = std::io::stdout().lock();
             stdout
                 .write_all(&bytes)
                 .and_then(|()| stdout.flush())
                 .map_err(|e| Error::Invalid(format!("writing to stdout: {e}")))?;
+        }
+        Command::History {
+            location,
+            block_id,
+            json,
+        } => {
+            let reader = ArtifactReader::open(store_at(&location, settings)?).await?;
+            let id = parse_id(&block_id)?;
+            let mut rows = Vec::new();
+            for info in reader
+                .blocks()
+                .await?
+                .iter()
+                .filter(|b| b.entry.block_id == id)
+            {
+                let block = reader.read(info).await?;
+                rows.push(json!({
+                    "version": info.version,
+                    "timestamp": artifact::format_time(info.entry.timestamp_us),
+                    "size": block.data.len(),
+                    "digest": hex::encode(info.entry.digest),
+                    "payload_sha256": hex::encode(sha256(&payload_of(&block)?)),
+                    "position": info.position,
+                }));
+            }
+            if rows.is_empty() {
+                return Err(Error::UnknownBlock { block_id });
+            }
+            if json {
+                print_json(&Value::Array(rows));
+            } else {
+                println!(
+                    "{:>3}  {:<27}  {:>10}  {:<64}  POSITION",
+                    "VER", "TIMESTAMP", "SIZE", "RECORD DIGEST"
+                );
+                for row in rows {
+                    println!(
+                        "{:>3}  {:<27}  {:>10}  {:<64}  {}",
+                        row["version"],
+                        row["timestamp"].as_str().unwrap_or(""),
+                        row["size"],
+                        row["digest"].as_str().unwrap_or(""),
+                        row["position"]
+                    );
+                }
+            }
         }
         Command::Inspect { location, json } => {
             output::inspect(store_at(&location, settings)?, json).await?

@@ -85,13 +85,39 @@ enum Command {
         /// Only the latest version of each block.
         #[arg(long)]
         latest: bool,
+        /// Only the block whose record digest, or the SHA-256 of whose payload (as `cat`
+        /// prints it), is this (64 hex digits).
+        #[arg(long, value_name = "HEX")]
+        digest: Option<String>,
+        /// Only blocks written at or after this time (RFC 3339 UTC, or microseconds).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only blocks written at or before this time.
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Only blocks of this agent: the block metadata's `agent_id` when it has one (legacy
+        /// blocks do), else the artifact's agent.
+        #[arg(long, value_name = "AGENT_ID")]
+        agent: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every version of a block, oldest first: version, time, size, record digest, payload
+    /// SHA-256 and position.
+    History {
+        location: String,
+        block_id: String,
         #[arg(long)]
         json: bool,
     },
     /// Write a block's payload to stdout (text, image or vector bytes without their framing).
     Cat {
         location: String,
-        block_id: String,
+        #[arg(required_unless_present = "index")]
+        block_id: Option<String>,
+        /// The block at this position in record order (0 = the first record written).
+        #[arg(long, conflicts_with_all = ["block_id", "version"])]
+        index: Option<u64>,
         /// Version number (1 = first); latest by default.
         #[arg(long)]
         version: Option<u32>,

@@ -25,6 +25,8 @@ pub async fn list(
             "compression": compression_name(header.compression),
             "timestamp": format_time(header.timestamp_us),
             "metadata": metadata,
+            "position": info.position,
+            "digest": hex::encode(info.entry.digest),
         }));
     }
     if as_json {
