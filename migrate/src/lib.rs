@@ -4,10 +4,13 @@
 //! 2.1 files) into one [`model::LegacyArtifact`]: blocks in migration order, each with its
 //! verbatim legacy evidence and named checks. [`migrate::migrate`] then writes the blocks,
 //! signed by the migrating key, to any `maif_store` location and returns a
-//! [`report::Report`]. Legacy inputs are evidence, not truth: nothing is written to the
-//! source, and "cannot verify" is never reported as tampering.
+//! [`report::Report`]. TEXT, EMBD and IMAG payloads get their canonical framing from the
+//! legacy evidence ([`framing`]), or are kept verbatim as `BINA` when it cannot tell.
+//! Legacy inputs are evidence, not truth: nothing is written to the source, and "cannot
+//! verify" is never reported as tampering.
 
 pub mod error;
+pub mod framing;
 pub mod hmac;
 pub mod local;
 pub mod migrate;

@@ -1,6 +1,7 @@
 //! Writes a read legacy artifact as canonical MAIF, block by block, and reports.
 //!
-//! Each migrated block keeps its legacy id, type, timestamp and exact payload; its metadata
+//! Each migrated block keeps its legacy id, type, timestamp and exact payload (TEXT, EMBD
+//! and IMAG payloads inside their canonical framing, see [`crate::framing`]); its metadata
 //! holds the caller's metadata at the top level and, under `legacy`, everything the source
 //! said about it (verbatim) plus the checks and the verdict. Source bytes that belong to no
 //! block (headers, indexes, sections) go into one `LGCY` block first. The run commits
@@ -21,8 +22,11 @@ use maif_store::{ArtifactWriter, CreateOptions, NewBlock, SigningKey};
 use serde_json::{Map, Value, json};
 
 use crate::error::{MigrateError, Result};
+use crate::framing::{Framed, Framing, frame};
 use crate::hmac::{LegacyKey, run_body_checks};
-use crate::model::{Body, Check, LegacyArtifact, LegacyBlock, Outcome, sha256_hex};
+use crate::model::{
+    Body, Check, Finding, LegacyArtifact, LegacyBlock, Outcome, Severity, sha256_hex,
+};
 use crate::report::{BlockReport, Counts, Report, Verdict};
 use crate::s3::S3Source;
 
@@ -148,8 +152,14 @@ fn source_timestamp_us(artifact: &LegacyArtifact) -> u64 {
 }
 
 /// The migrated block's metadata: the caller's keys at the top level, the evidence under
-/// `legacy`. A caller key named `legacy` stays inside `legacy.user_metadata` only.
-fn block_metadata(block: &LegacyBlock, checks: &[Check], verdict: Verdict) -> Map<String, Value> {
+/// `legacy` (with how the payload was framed). A caller key named `legacy` stays inside
+/// `legacy.user_metadata` only.
+fn block_metadata(
+    block: &LegacyBlock,
+    checks: &[Check],
+    verdict: Verdict,
+    framing: Option<&Framing>,
+) -> Map<String, Value> {
     let mut metadata: Map<String, Value> = block
         .user_metadata
         .iter()
@@ -169,6 +179,9 @@ fn block_metadata(block: &LegacyBlock, checks: &[Check], verdict: Verdict) -> Ma
     }
     legacy.insert("checks".into(), json!(checks));
     legacy.insert("verdict".into(), json!(verdict));
+    if let Some(framing) = framing {
+        legacy.insert("framing".into(), json!(framing));
+    }
     metadata.insert("legacy".into(), Value::Object(legacy));
     metadata
 }
@@ -321,6 +334,8 @@ pub async fn migrate(
     }
 
     let mut reports = Vec::with_capacity(artifact.blocks.len());
+    // Typed payloads kept unframed: reported with the source's findings.
+    let mut framing_findings = Vec::new();
     let mut since_commit = (0usize, 0u64);
     let mut written_ids: HashSet<[u8; 16]> = existing.present.keys().copied().collect();
     let mut start = 0;
@@ -358,13 +373,37 @@ pub async fn migrate(
                 ));
             }
             let verdict = Verdict::of(&checks);
-            let mut migrated = already_present;
-            if let (Some(writer), Some(body), false) =
-                (existing.writer.as_mut(), &body, already_present)
+            // The checks above ran over the exact legacy bytes; only what is written is framed.
+            let framed = body.as_ref().map(|body| frame(artifact.kind, block, body));
+            if let Some(Framing::Unframed {
+                withheld_type,
+                stored_as,
+                reason,
+            }) = framed.as_ref().and_then(|f| f.framing.as_ref())
             {
-                let new_block = NewBlock::new(block.block_type, body.to_vec())
+                framing_findings.push(Finding::new(
+                    Severity::Warning,
+                    "typed_payload_unframed",
+                    block.legacy_id.clone(),
+                    format!(
+                        "{withheld_type} payload kept byte for byte as {stored_as}: {reason} \
+                         (legacy.type keeps {:?})",
+                        block.legacy_type
+                    ),
+                ));
+            }
+            let mut migrated = already_present;
+            if let (Some(writer), Some(framed), false) =
+                (existing.writer.as_mut(), &framed, already_present)
+            {
+                let new_block = NewBlock::new(framed.block_type, framed.data.clone())
                     .with_timestamp(block.timestamp_us)
-                    .with_metadata(&block_metadata(block, &checks, verdict));
+                    .with_metadata(&block_metadata(
+                        block,
+                        &checks,
+                        verdict,
+                        framed.framing.as_ref(),
+                    ));
                 if written_ids.insert(block.block_id) {
                     writer.add(new_block.with_id(block.block_id)).await?;
                 } else {
@@ -373,7 +412,7 @@ pub async fn migrate(
                 }
                 migrated = true;
                 since_commit.0 += 1;
-                since_commit.1 += body.len() as u64;
+                since_commit.1 += framed.data.len() as u64;
                 if since_commit.0 >= COMMIT_EVERY_BLOCKS || since_commit.1 >= COMMIT_EVERY_BYTES {
                     writer.commit().await?;
                     since_commit = (0, 0);
@@ -381,11 +420,20 @@ pub async fn migrate(
             } else if options.dry_run && body.is_some() {
                 migrated = false;
             }
+            let (written_type, framing) = match framed {
+                Some(Framed {
+                    block_type,
+                    framing,
+                    ..
+                }) => (block_type, framing),
+                None => (block.block_type, None),
+            };
             reports.push(BlockReport {
                 legacy_id: block.legacy_id.clone(),
                 block_id: format_id(&block.block_id),
                 legacy_type: block.legacy_type.clone(),
-                block_type: block.block_type.to_string(),
+                block_type: written_type.to_string(),
+                framing,
                 status: block.status,
                 migrated: migrated || (options.dry_run && body.is_some()),
                 already_present,
@@ -411,7 +459,12 @@ pub async fn migrate(
         already_complete,
         counts: Counts::default(),
         source_checks: artifact.checks.clone(),
-        findings: artifact.findings.clone(),
+        findings: artifact
+            .findings
+            .iter()
+            .cloned()
+            .chain(framing_findings)
+            .collect(),
         blocks: reports,
         output_verified: None,
         output_problems: Vec::new(),
@@ -493,6 +546,8 @@ fn migrate_details(artifact: &LegacyArtifact, report: &Report) -> Map<String, Va
         json!(ids(&|b| b.verdict == Verdict::Failed)),
     );
     details.insert("not_migrated".into(), json!(ids(&|b| !b.migrated)));
+    let kept_unframed = ids(&|b| b.framing.as_ref().is_some_and(Framing::is_unframed));
+    details.insert("kept_unframed".into(), json!(kept_unframed));
     let failed_source_checks: Vec<&Check> = artifact
         .checks
         .iter()

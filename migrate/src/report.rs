@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::framing::Framing;
 use crate::model::{BlockStatus, Check, Finding, Outcome, Severity, SourceKind};
 
 /// The overall verdict on one block's legacy evidence.
@@ -46,7 +47,11 @@ pub struct BlockReport {
     pub legacy_id: String,
     pub block_id: String,
     pub legacy_type: String,
+    /// The type written: the canonical type, or `BINA` for a typed payload kept unframed.
     pub block_type: String,
+    /// How a TEXT, EMBD or IMAG payload was framed, or why it was kept unframed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub framing: Option<Framing>,
     pub status: BlockStatus,
     /// Migrated in this run, or by an earlier run that this one resumed.
     pub migrated: bool,
@@ -76,6 +81,12 @@ pub struct Counts {
     pub failed: usize,
     pub unverifiable: usize,
     pub bytes: u64,
+    /// Typed payloads given their canonical framing, by type.
+    pub framed_text: usize,
+    pub framed_embeddings: usize,
+    pub framed_images: usize,
+    /// Typed payloads the evidence could not frame, kept verbatim as `BINA`.
+    pub kept_unframed: usize,
 }
 
 /// The result of one migration run.
@@ -128,6 +139,13 @@ impl Report {
                 Verdict::Verified => counts.verified += 1,
                 Verdict::Failed => counts.failed += 1,
                 Verdict::Unverifiable => counts.unverifiable += 1,
+            }
+            match block.framing {
+                Some(Framing::Text { .. }) => counts.framed_text += 1,
+                Some(Framing::Embedding { .. }) => counts.framed_embeddings += 1,
+                Some(Framing::Image { .. }) => counts.framed_images += 1,
+                Some(Framing::Unframed { .. }) => counts.kept_unframed += 1,
+                None => {}
             }
         }
         self.counts = counts;
@@ -195,6 +213,21 @@ impl Report {
             "legacy proof {} verified, {} unverifiable, {} FAILED",
             c.verified, c.unverifiable, c.failed
         );
+        if c.framed_text + c.framed_embeddings + c.framed_images + c.kept_unframed > 0 {
+            let _ = writeln!(
+                out,
+                "payloads     framed: {} TEXT, {} EMBD, {} IMAG; {} typed kept unframed as BINA{}",
+                c.framed_text,
+                c.framed_embeddings,
+                c.framed_images,
+                c.kept_unframed,
+                if c.kept_unframed > 0 {
+                    " (typed_payload_unframed warnings say why)"
+                } else {
+                    ""
+                }
+            );
+        }
         let source_failures: Vec<&Check> = self
             .source_checks
             .iter()

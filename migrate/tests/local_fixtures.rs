@@ -1,7 +1,8 @@
 //! Every legacy local file and every Python SDK file in `../shared/fixtures`, migrated from
 //! disk with the CLI: the blocks, order, payloads, statuses and verdicts must match the
-//! fixture's expected contents, the output must verify and survive file -> S3 -> file byte
-//! for byte, and the source file must be unchanged.
+//! fixture's expected contents, `maif cat` (the CLI) must print every block's exact legacy
+//! payload, the output must verify and survive file -> S3 -> file byte for byte, and the
+//! source file must be unchanged.
 
 mod common;
 
@@ -59,12 +60,37 @@ fn migrate(file: &Path, extra: &[&str], exit: i32, want: &[Want], bucket: &str) 
         );
         assert_eq!(block["migrated"], true, "{name} {id}");
     }
+    let shas: Vec<&str> = want.iter().map(|w| w.2.as_str()).collect();
+    let framed = common::assert_maif_cat_returns_the_legacy_payloads(&out, &report, &shas);
+    eprintln!("{name}: framing {framed:?}");
     common::verify_and_round_trip(&out, bucket);
     assert!(
         std::fs::read(file).unwrap() == source_bytes,
         "{name}: the source changed"
     );
     report
+}
+
+/// Legacy embeddings whose file gives no shape, element type or byte order (binary_format
+/// and block_storage store no metadata): kept byte for byte as `BINA`.
+const UNFRAMED_EMBEDDINGS: [(&str, &str); 2] = [
+    (
+        "binary-format-a.maif",
+        "d9bf8c7f-63d4-4093-ba17-15cdac7f945c",
+    ),
+    (
+        "block-storage-b.blk",
+        "9a894a41-5e38-4dcc-8392-dd174d70cebe",
+    ),
+];
+
+/// The type a legacy local block is written under.
+fn written_type(file: &str, id: &str, legacy: &str) -> String {
+    if UNFRAMED_EMBEDDINGS.contains(&(file, id)) {
+        "BINA".into()
+    } else {
+        legacy.into()
+    }
 }
 
 #[test]
@@ -91,7 +117,7 @@ fn legacy_local_files() {
                     let id = r["uuid"].as_str().unwrap();
                     (
                         id.to_owned(),
-                        r["block_type"].as_str().unwrap().to_owned(),
+                        written_type(name, id, r["block_type"].as_str().unwrap()),
                         r["data_sha256"].as_str().unwrap().to_owned(),
                         status(id),
                     )
@@ -112,7 +138,12 @@ fn legacy_local_files() {
                         };
                     let id = b["block_id"].as_str().or(b["uuid"].as_str()).unwrap();
                     let fourcc = b["fourcc"].as_str().or(b["block_type"].as_str()).unwrap();
-                    (id.to_owned(), fourcc.to_owned(), sha, status(id))
+                    (
+                        id.to_owned(),
+                        written_type(name, id, fourcc),
+                        sha,
+                        status(id),
+                    )
                 })
                 .collect()
         };
@@ -127,6 +158,11 @@ fn legacy_local_files() {
             ));
         }
         let report = migrate(&dir.join(name), &[], 0, &want, &bucket);
+        let unframed = UNFRAMED_EMBEDDINGS
+            .iter()
+            .filter(|(f, _)| *f == name)
+            .count();
+        assert_eq!(report["counts"]["kept_unframed"], unframed, "{name}");
         for block in report["blocks"].as_array().unwrap() {
             assert!(
                 common::checks_with(block, "fail").is_empty(),
@@ -142,6 +178,105 @@ fn legacy_local_files() {
             "{name}: {}",
             report["source_checks"]
         );
+    }
+}
+
+/// A typed legacy payload the evidence cannot frame is migrated as docs/MIGRATION.md says:
+/// under `BINA`, byte for byte, with the legacy type in `legacy.type`, the reason in
+/// `legacy.framing` and the report, a warning naming the block, and the legacy checks run
+/// over the exact bytes as for any block.
+#[test]
+fn legacy_embeddings_without_a_known_shape_are_kept_verbatim_as_bina() {
+    let dir = common::fixtures().join("legacy-local");
+    let expected = load_json(&dir.join("expected.json"));
+    for (file, id) in UNFRAMED_EMBEDDINGS {
+        let work = tempfile::tempdir().unwrap();
+        let out = work.path().join("out.maif");
+        let key = common::key_file(work.path());
+        let source = dir.join(file);
+        let args = [
+            source.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ];
+        let report = common::migrate_with_report(work.path(), &args, false, 0);
+        assert_eq!(report["output_verified"], true, "{file}");
+        let block = report["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["legacy_id"] == id)
+            .unwrap_or_else(|| panic!("{file}: {id} migrated"));
+        assert_eq!(block["legacy_type"], "EMBD", "{file}");
+        assert_eq!(block["block_type"], "BINA", "{file}");
+        assert_eq!(block["framing"]["framing"], "unframed", "{file}");
+        let reason = block["framing"]["reason"].as_str().unwrap();
+        for unknown in [
+            "element type unknown",
+            "byte order unknown",
+            "shape unknown",
+        ] {
+            assert!(reason.contains(unknown), "{file}: {reason}");
+        }
+        assert!(
+            common::checks_with(block, "fail").is_empty(),
+            "{file}: {block}"
+        );
+        assert_eq!(report["counts"]["kept_unframed"], 1, "{file}");
+        let warning = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["kind"] == "typed_payload_unframed")
+            .unwrap_or_else(|| panic!("{file}: no warning in {}", report["findings"]));
+        assert_eq!(warning["subject"], id);
+        assert_eq!(warning["severity"], "warning");
+
+        // `maif cat` and `--raw` both print the exact legacy bytes: nothing framed.
+        let data_sha256 = expected
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["file"] == file)
+            .and_then(|f| {
+                f["blocks"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|b| b["block_id"] == id || b["uuid"] == id)
+            })
+            .and_then(|b| b["data_sha256"].as_str())
+            .unwrap()
+            .to_owned();
+        let block_id = block["block_id"].as_str().unwrap();
+        for raw in [false, true] {
+            let bytes = common::maif_cat(&out, block_id, 1, raw);
+            assert_eq!(common::sha256_hex(&bytes), data_sha256, "{file} raw={raw}");
+        }
+
+        // The migrated block's own metadata says what it was and why it is unframed.
+        let metadata = common::block_on(async {
+            let store = maif_store::location::Location::parse(out.to_str().unwrap())
+                .unwrap()
+                .store()
+                .unwrap();
+            let reader = maif_store::artifact::ArtifactReader::open(store)
+                .await
+                .unwrap();
+            let info = reader
+                .blocks()
+                .await
+                .unwrap()
+                .iter()
+                .find(|b| b.id() == id)
+                .cloned()
+                .unwrap();
+            reader.read(&info).await.unwrap().metadata().unwrap()
+        });
+        assert_eq!(metadata["legacy"]["type"], "EMBD", "{file}");
+        assert_eq!(metadata["legacy"]["framing"]["stored_as"], "BINA", "{file}");
+        assert_eq!(metadata["legacy"]["framing"]["withheld_type"], "EMBD");
     }
 }
 
@@ -193,6 +328,36 @@ fn python_sdk_files() {
         }
         let exit = if failing.is_empty() { 0 } else { 1 };
         let report = migrate(&file, &extra, exit, &want, &bucket);
+        // Every SDK TEXT, EMBD and IMAG block has what its framing needs.
+        assert_eq!(report["counts"]["kept_unframed"], 0, "{stem}");
+        if stem == "sdk_multimodal" {
+            // The blocks of the issue: TEXT with its language, EMBD with its SDK shape,
+            // IMAG with the PNG's own size.
+            let framing = |id: &str| {
+                report["blocks"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|b| b["legacy_id"] == id)
+                    .map(|b| b["framing"].clone())
+                    .unwrap()
+            };
+            assert_eq!(
+                framing("ad9cd5f9dc3c4aef868a6ecdfeba5888"),
+                serde_json::json!({"framing": "text", "language": "en"})
+            );
+            assert_eq!(
+                framing("423e534babff4b51bf5819e058807b3d"),
+                serde_json::json!({"framing": "embedding", "dimension": 384, "count": 32,
+                    "dtype": "float32", "shape_from": "metadata",
+                    "dtype_from": "metadata element type, python-sdk byte order"})
+            );
+            assert_eq!(
+                framing("0c0aab3d8b9e4aada3fcccf17971bb2b"),
+                serde_json::json!({"framing": "image", "format": "png", "width": 512,
+                    "height": 512})
+            );
+        }
         // Exactly the expected failures, all on block 0 of the SDK-bug fixture.
         let mut failed = Vec::new();
         for (i, block) in report["blocks"].as_array().unwrap().iter().enumerate() {

@@ -1,7 +1,9 @@
 //! Every legacy S3 fixture, uploaded to a real S3 (LocalStack) with its user metadata exactly
 //! as `objects.json` records it, then migrated with the CLI. The output must hold the
-//! expected blocks in the expected order with the expected payloads and verdicts, pass a
-//! full verify, and survive file -> S3 -> file byte for byte; the source must be untouched.
+//! expected blocks in the expected order with the expected payloads and verdicts (`maif cat`,
+//! the CLI, prints each exact legacy payload; TEXT, EMBD and IMAG carry their canonical
+//! framing), pass a full verify, and survive file -> S3 -> file byte for byte; the source
+//! must be untouched.
 
 mod common;
 
@@ -12,6 +14,7 @@ use std::sync::Arc;
 use common::s3;
 use futures::TryStreamExt as _;
 use maif_store::artifact::{ArtifactReader, VerifyOptions, verify};
+use maif_store::format::payload::content_of;
 use maif_store::location::Location;
 use object_store::path::Path as ObjectPath;
 use object_store::{Attribute, Attributes, ObjectStore, PutOptions};
@@ -245,7 +248,9 @@ fn migrate_fixture(fixture: &str) {
             if &info.entry.block_type.0 == b"LGCY" {
                 continue;
             }
-            blocks.push((info.id(), common::sha256_hex(&block.data), metadata));
+            // What a reader shows: the payload without its typed framing.
+            let content = content_of(info.entry.block_type, &block.data).expect("payload");
+            blocks.push((info.id(), common::sha256_hex(&content), metadata));
         }
         assert_eq!(
             blocks.len(),
@@ -268,6 +273,56 @@ fn migrate_fixture(fixture: &str) {
             assert_eq!(metadata["title"], "padded title");
         }
     });
+
+    // The `maif` CLI prints every exact legacy payload, and every typed block is framed:
+    // each legacy TEXT, EMBD and IMAG block here declares what its framing needs.
+    let shas: Vec<&str> = want.iter().map(|w| w.2.as_str()).collect();
+    let framed = common::assert_maif_cat_returns_the_legacy_payloads(&out, &report, &shas);
+    eprintln!("{fixture}: framing {framed:?}");
+    assert_eq!(report["counts"]["kept_unframed"], 0, "{fixture}");
+    let framing_of = |id: &str| {
+        report["blocks"]
+            .as_array()
+            .expect("blocks")
+            .iter()
+            .find(|b| b["legacy_id"] == id)
+            .map(|b| b["framing"].clone())
+            .unwrap_or_else(|| panic!("{fixture}: {id} in the report"))
+    };
+    let check_framing = |id: &str, want: Value| {
+        assert_eq!(framing_of(id), want, "{fixture} {id}: framing");
+    };
+    match fixture {
+        "text-only" => check_framing(
+            "9d74f8ac-7ab4-4cd8-bff4-6a2105b81e01",
+            serde_json::json!({"framing": "text", "language": "de"}),
+        ),
+        "mixed" => {
+            // `mul` is not a two-letter code: the framing leaves the language unspecified.
+            check_framing(
+                "c250959a-74e9-49bd-98e9-925b518901c9",
+                serde_json::json!({"framing": "text", "language": null}),
+            );
+            check_framing(
+                "f3895fcd-b0a8-4ece-ae2f-f5a0e220aea1",
+                serde_json::json!({"framing": "embedding", "dimension": 384, "count": 8,
+                    "dtype": "float32", "shape_from": "metadata",
+                    "dtype_from": "metadata element type, s3-layout-a byte order"}),
+            );
+            assert_eq!(
+                framing_of("fcb273cf-39b4-4ded-90b0-0b9e14bcafa0")["format"],
+                "png"
+            );
+        }
+        "unified-storage" => check_framing(
+            "e5e8abc8-eb30-402b-88d5-b4a050b8a11f",
+            serde_json::json!({"framing": "embedding", "dimension": 8, "count": 1,
+                "dtype": "float32",
+                "shape_from": "metadata dimension; count from the payload length",
+                "dtype_from": "metadata element type, s3-layout-b byte order"}),
+        ),
+        _ => {}
+    }
 
     // file -> S3 -> file is byte-identical.
     common::verify_and_round_trip(&out, &bucket);

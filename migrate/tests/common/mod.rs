@@ -76,6 +76,108 @@ pub fn migrate_with_report(dir: &Path, args: &[&str], s3: bool, exit: i32) -> Va
     serde_json::from_slice(&std::fs::read(&report).expect("report written")).expect("report JSON")
 }
 
+/// The `maif` CLI (the other package's binary), which `cargo test` and `cargo build` at
+/// the workspace root build beside `maif-migrate`.
+pub fn maif_bin() -> PathBuf {
+    let migrate = Path::new(env!("CARGO_BIN_EXE_maif-migrate"));
+    let maif = migrate.with_file_name(format!("maif{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        maif.is_file(),
+        "the `maif` CLI is not at {}: these tests read migrated blocks back with it. Run \
+         `cargo test` at the workspace root (it builds both packages), or `cargo build --bin \
+         maif` before `cargo test -p maif-migrate`",
+        maif.display()
+    );
+    maif
+}
+
+/// What `maif cat LOCATION BLOCK_ID --version VERSION [--raw]` prints; panics with its
+/// stderr if it fails.
+pub fn maif_cat(location: &Path, block_id: &str, version: u32, raw: bool) -> Vec<u8> {
+    let mut command = Command::new(maif_bin());
+    command.arg("cat").arg(location).arg(block_id);
+    command.args(["--version", &version.to_string()]);
+    if raw {
+        command.arg("--raw");
+    }
+    let output = command.output().expect("run maif cat");
+    assert!(
+        output.status.success(),
+        "maif cat {} {block_id} --version {version}{}: {}\n{}",
+        location.display(),
+        if raw { " --raw" } else { "" },
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// The framing a written FourCC carries (FORMAT.md 4.8): the report's name for it and the
+/// length of its prefix.
+fn typed_framing(fourcc: &str) -> Option<(&'static str, usize)> {
+    match fourcc {
+        "TEXT" => Some(("text", 3)),
+        "EMBD" => Some(("embedding", 12)),
+        "IMAG" => Some(("image", 12)),
+        _ => None,
+    }
+}
+
+/// Reads every migrated block of `report` back from `out` with the `maif` CLI: `maif cat`
+/// must print exactly the legacy payload (`want_sha256[i]` is block i's SHA-256), a block
+/// written under TEXT, EMBD or IMAG must carry that framing (`--raw` is longer by its
+/// prefix), and a legacy TEXT, EMBD or IMAG block written under another type must be
+/// reported as kept unframed. Returns how many blocks were framed, by report framing name.
+pub fn assert_maif_cat_returns_the_legacy_payloads(
+    out: &Path,
+    report: &Value,
+    want_sha256: &[&str],
+) -> std::collections::BTreeMap<String, usize> {
+    let blocks = report["blocks"].as_array().expect("blocks");
+    assert_eq!(blocks.len(), want_sha256.len(), "{}: blocks", out.display());
+    let mut versions: std::collections::HashMap<&str, u32> = Default::default();
+    let mut framings = std::collections::BTreeMap::new();
+    for (block, want) in blocks.iter().zip(want_sha256) {
+        if block["migrated"] != true {
+            continue;
+        }
+        let id = block["block_id"].as_str().expect("block_id");
+        // A source that repeats an id is migrated as versions of one block, in order.
+        let version = versions.entry(id).or_insert(0);
+        *version += 1;
+        let content = maif_cat(out, id, *version, false);
+        assert_eq!(
+            sha256_hex(&content),
+            *want,
+            "{}: `maif cat {id}` is not the legacy payload: {block}",
+            out.display()
+        );
+        let written = block["block_type"].as_str().expect("block_type");
+        let raw = maif_cat(out, id, *version, true);
+        let framing = block["framing"]["framing"].as_str();
+        match typed_framing(written) {
+            Some((name, prefix)) => {
+                assert_eq!(raw.len(), content.len() + prefix, "{id}: {written} framing");
+                assert_eq!(framing, Some(name), "{id}: {block}");
+            }
+            None => {
+                assert_eq!(raw, content, "{id}: {written} is stored unframed");
+                let legacy_type = block["legacy_type"].as_str().unwrap_or_default();
+                if typed_framing(legacy_type).is_some() {
+                    assert_eq!(framing, Some("unframed"), "{id}: {block}");
+                    assert_eq!(written, "BINA", "{id}");
+                } else {
+                    assert_eq!(framing, None, "{id}: {block}");
+                }
+            }
+        }
+        if let Some(framing) = framing {
+            *framings.entry(framing.to_owned()).or_insert(0) += 1;
+        }
+    }
+    framings
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(data))
