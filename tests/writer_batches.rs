@@ -56,7 +56,7 @@ async fn a_refused_block_in_a_late_slice_refuses_the_whole_batch() {
     assert!(writer.add_batch(bad_metadata).await.is_err());
 
     let mut existing_id: Vec<NewBlock> = (0..20).map(big).collect();
-    existing_id.push(NewBlock::new(FourCC::TEXT, b"x".to_vec()).with_id(before.block_id));
+    existing_id.push(NewBlock::new(FourCC::TEXT, b"\0\0\0x".to_vec()).with_id(before.block_id));
     let refused = writer.add_batch(existing_id).await;
     assert!(
         refused
