@@ -1032,3 +1032,56 @@ fn create_and_convert_whose_commit_answers_are_lost_are_done() {
         "the converted artifact is the source, byte for byte"
     );
 }
+
+/// `convert` into a single object (`….maif`) whose multipart completion reaches S3 but loses
+/// its answer reports done, and the object is the source byte for byte.
+#[test]
+fn a_convert_to_one_object_whose_completion_answer_is_lost_is_done() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let dir = work.path();
+    let bucket = s3::bucket("proxy-one-object");
+    let source = thirty_block_artifact(dir);
+    let proxy = FaultProxy::start(
+        &s3::endpoint(),
+        Policy::always(
+            Filter::new(&["POST"], &["uploadId="]),
+            Fault::CloseWithoutResponse,
+        ),
+    );
+    let object = format!("s3://{bucket}/archive/a.maif");
+    let (status, _, stderr) = run_maif_capturing(
+        dir,
+        &[
+            "convert",
+            "--quiet",
+            source.to_str().expect("path"),
+            &object,
+        ],
+        &proxied_env(&proxy),
+        Duration::from_secs(120),
+    );
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{stderr}\n{}",
+        proxy.log_tail(10)
+    );
+    assert!(
+        proxy.stats().injected("CloseWithoutResponse") >= 1,
+        "{:?}",
+        proxy.stats()
+    );
+    drop(proxy);
+    let (status, _, stderr) = run_maif_capturing(
+        dir,
+        &["convert", "--quiet", &object, "back.maif"],
+        &s3::cli_env(),
+        Duration::from_secs(120),
+    );
+    assert!(status.is_some_and(|s| s.success()), "{stderr}");
+    assert!(
+        std::fs::read(dir.join("back.maif")).expect("back")
+            == std::fs::read(&source).expect("source"),
+        "the object is the source, byte for byte"
+    );
+}

@@ -228,6 +228,7 @@ impl BlockStore for ObjectFile {
             store: self.clone(),
             writer: Some(writer),
             next_offset: base.len(),
+            last_trailer: None,
         }))
     }
 }
@@ -246,6 +247,9 @@ struct ObjectFileImport {
     store: ObjectFile,
     writer: Option<WriteMultipart>,
     next_offset: u64,
+    /// The trailer that ends the image (the last commit's), to recognise the finished
+    /// object when the answer to the completion is lost.
+    last_trailer: Option<Bytes>,
 }
 
 impl ObjectFileImport {
@@ -296,6 +300,9 @@ impl ImportSession for ObjectFileImport {
         let start = commit_object_start(commit.seq, commit.segment_offset);
         // Commit 0's bytes start with the base, which `begin_import` already wrote.
         let skip = if commit.seq == 0 { self.next_offset } else { 0 };
+        if bytes.len() >= TRAILER_LEN {
+            self.last_trailer = Some(bytes.slice(bytes.len() - TRAILER_LEN..));
+        }
         self.write_at(start + skip, bytes, skip).await
     }
 
@@ -304,11 +311,34 @@ impl ImportSession for ObjectFileImport {
             location: self.store.url.clone(),
             reason: "the upload already ended".into(),
         })?;
-        writer
-            .finish()
-            .await
-            .map_err(self.store.err("completing the upload"))?;
-        Ok(())
+        let Err(error) = writer.finish().await else {
+            return Ok(());
+        };
+        // The completion may have happened and only its answer been lost (a retried
+        // completion then finds its upload gone): the object decides. It did not exist when
+        // the import began, so one of this image's length ending in this image's trailer is
+        // this upload.
+        let landed = match (
+            &self.last_trailer,
+            self.next_offset.checked_sub(TRAILER_LEN as u64),
+        ) {
+            (Some(trailer), Some(start)) => {
+                match retry_read(&self.store.key, || self.store.store.head(&self.store.key)).await {
+                    Ok(meta) if meta.size == self.next_offset => self
+                        .store
+                        .range(start..self.next_offset)
+                        .await
+                        .is_ok_and(|stored| stored == *trailer),
+                    _ => false,
+                }
+            }
+            _ => false,
+        };
+        if landed {
+            tracing::info!(location = %self.store.url, %error, "the upload completed although its answer was lost");
+            return Ok(());
+        }
+        Err(self.store.err("completing the upload")(error))
     }
 }
 
