@@ -47,7 +47,16 @@ pub(crate) struct Index {
     /// Leading bytes of segments already in hand, by commit.
     segments: Mutex<HashMap<u64, (CommitRef, Bytes)>>,
     heads: Mutex<HashMap<(u64, u64), Arc<RunHead>>>,
+    /// Pages already read and checked, by run (commit, part offset) and page number: lookups
+    /// of many ids (a batch naming its ids) read and hash each page once.
+    pages: Mutex<HashMap<PageKey, Arc<Vec<RunEntry>>>>,
 }
+
+/// A page of a run: the run's commit, its part offset, the page number.
+type PageKey = (u64, u64, usize);
+
+/// Pages kept decoded: at most 512 entries of 92 bytes each, so about 25 MiB at the most.
+const CACHED_PAGES: usize = 256;
 
 fn run_context(run: &RunRef) -> String {
     format!(
@@ -63,6 +72,21 @@ impl Index {
             store,
             segments: Mutex::new(HashMap::new()),
             heads: Mutex::new(HashMap::new()),
+            pages: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached_page(&self, run: &RunRef, page: usize) -> Option<Arc<Vec<RunEntry>>> {
+        let pages = self.pages.lock().ok()?;
+        pages.get(&(run.seq, run.part_offset, page)).cloned()
+    }
+
+    fn remember_page(&self, run: &RunRef, page: usize, entries: Arc<Vec<RunEntry>>) {
+        if let Ok(mut pages) = self.pages.lock() {
+            if pages.len() >= CACHED_PAGES {
+                pages.clear();
+            }
+            pages.insert((run.seq, run.part_offset, page), entries);
         }
     }
 
@@ -120,13 +144,17 @@ impl Index {
             )
             .await?;
         let head = Arc::new(decode_head(run, &bytes)?);
+        self.remember_head(run, head.clone());
+        Ok(head)
+    }
+
+    fn remember_head(&self, run: &RunRef, head: Arc<RunHead>) {
         if let Ok(mut heads) = self.heads.lock() {
             if heads.len() >= 4096 {
                 heads.clear();
             }
-            heads.insert(key, head.clone());
+            heads.insert((run.seq, run.part_offset), head);
         }
-        Ok(head)
     }
 
     /// Page `page` of `run`, checked against its directory.
@@ -135,7 +163,10 @@ impl Index {
         run: &RunRef,
         head: &RunHead,
         page: usize,
-    ) -> Result<Vec<RunEntry>> {
+    ) -> Result<Arc<Vec<RunEntry>>> {
+        if let Some(entries) = self.cached_page(run, page) {
+            return Ok(entries);
+        }
         let range = head.page_range(page);
         let bytes = self
             .read_segment(
@@ -143,8 +174,12 @@ impl Index {
                 run.part_offset + range.start..run.part_offset + range.end,
             )
             .await?;
-        head.decode_page(page, &bytes)
-            .map_err(Error::format(run_context(run)))
+        let entries = Arc::new(
+            head.decode_page(page, &bytes)
+                .map_err(Error::format(run_context(run)))?,
+        );
+        self.remember_page(run, page, entries.clone());
+        Ok(entries)
     }
 
     /// Every entry of `run`, read in one request and checked page by page.
@@ -198,27 +233,30 @@ impl Index {
         let mut next = newest;
         while let Some(run) = next {
             let mut found: Vec<RunEntry> = Vec::new();
-            let head = if run.entry_count <= RUN_PAGE_ENTRIES as u64 {
-                // A run of one page: its head and page in one read.
-                let (head, entries) = self.entries(&run).await?;
+            let cached_head = self
+                .heads
+                .lock()
+                .ok()
+                .and_then(|h| h.get(&(run.seq, run.part_offset)).cloned());
+            let head = match cached_head {
+                Some(head) => head,
+                None if run.entry_count <= RUN_PAGE_ENTRIES as u64 => {
+                    // A run of one page: its head and page in one read, both kept.
+                    let (head, entries) = self.entries(&run).await?;
+                    self.remember_head(&run, head.clone());
+                    self.remember_page(&run, 0, Arc::new(entries));
+                    head
+                }
+                None => self.head(&run).await?,
+            };
+            for page in head.pages_for(block_id) {
                 found.extend(
-                    entries
-                        .into_iter()
+                    self.page(&run, &head, page)
+                        .await?
+                        .iter()
                         .filter(|e| e.entry.block_id == *block_id),
                 );
-                head
-            } else {
-                let head = self.head(&run).await?;
-                for page in head.pages_for(block_id) {
-                    found.extend(
-                        self.page(&run, &head, page)
-                            .await?
-                            .into_iter()
-                            .filter(|e| e.entry.block_id == *block_id),
-                    );
-                }
-                head
-            };
+            }
             let hit = match version {
                 None => found.iter().max_by_key(|e| e.position).copied(),
                 Some(wanted) => found.iter().find(|e| e.version == wanted).copied(),
