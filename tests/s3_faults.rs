@@ -853,8 +853,12 @@ fn an_unknown_add_outcome_is_reported_and_the_named_re_run_settles_it() {
     use common::fault_proxy::Rule;
     let (work, location) = fresh_s3_artifact("proxy-unknown", "agents/q");
     let dir = work.path();
-    // Commit 1's object: commits/<u64::MAX - 1, 20 digits>.
-    let commit_1 = format!("/commits/{:020}", u64::MAX - 1);
+    // Commit 1's object key, named where the layout is defined.
+    let commit_1 = format!(
+        "/{}/{}",
+        maif_store::format::layout::COMMITS_DIR,
+        maif_store::format::layout::commit_object_name(1)
+    );
     let rule = |method: &str, fault: Fault| Rule {
         filter: Filter::new(&[method], &[&commit_1]),
         probability: 1.0,

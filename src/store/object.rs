@@ -71,7 +71,7 @@ pub const PART_SIZE: usize = 16 << 20;
 const PUT_ATTEMPTS: u32 = 4;
 /// Attempts at a read (GET, HEAD, LIST) whose request or body failed on the way: the
 /// client retries a failed request, not a body cut short or a listing that breaks off.
-pub(super) const READ_ATTEMPTS: u32 = 4;
+const READ_ATTEMPTS: u32 = 4;
 
 /// How a store lists keys, which decides how the newest commit is found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +174,33 @@ where
                 tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
             }
             other => return other,
+        }
+    }
+}
+
+/// Runs `read` again, up to [`READ_ATTEMPTS`] times in all, while its answer holds other
+/// than `expected` bytes (`len` gives `None` for an answer without bytes, which is final): a
+/// body can end early without an error, so a short answer is not believed at once. Returns
+/// the last answer; the caller decides what a still-short one means.
+pub(super) async fn reread_short<T, E, F, Fut>(
+    key: &Path,
+    expected: u64,
+    len: impl Fn(&T) -> Option<usize>,
+    mut read: F,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut attempt = 1;
+    loop {
+        let answer = read().await?;
+        match len(&answer) {
+            Some(got) if got as u64 != expected && attempt < READ_ATTEMPTS => {
+                tracing::info!(%key, attempt, got, expected, "re-reading a short answer");
+                attempt += 1;
+            }
+            _ => return Ok(answer),
         }
     }
 }
@@ -300,17 +327,13 @@ impl ObjectBackend {
         range: Option<Range<u64>>,
         expected_len: u64,
     ) -> Result<Option<Bytes>, StoreError> {
-        let mut attempt = 1;
-        loop {
-            let bytes = self.get(key, range.clone()).await?;
-            match bytes {
-                Some(bytes) if bytes.len() as u64 != expected_len && attempt < READ_ATTEMPTS => {
-                    tracing::info!(%key, attempt, got = bytes.len(), expected_len, "re-reading a short answer");
-                    attempt += 1;
-                }
-                other => return Ok(other),
-            }
-        }
+        reread_short(
+            key,
+            expected_len,
+            |answer: &Option<Bytes>| answer.as_ref().map(Bytes::len),
+            || self.get(key, range.clone()),
+        )
+        .await
     }
 
     /// Every commit number present (one full LIST of `commits/`).

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart};
 
-use super::object::{READ_ATTEMPTS, retry_read};
+use super::object::{reread_short, retry_read};
 use super::{
     AppendBase, AppendSession, Base, BlockStore, CommitRef, ImportSession, Latest, StoreError,
 };
@@ -65,17 +65,17 @@ impl ObjectFile {
             return Ok(Bytes::new());
         }
         let expected = range.end - range.start;
-        // A short answer is read again before it is believed (a body can end early).
-        let mut attempt = 1;
-        let bytes = loop {
-            let bytes = retry_read(&self.key, || self.store.get_range(&self.key, range.clone()))
-                .await
-                .map_err(self.err("reading"))?;
-            if bytes.len() as u64 == expected || attempt == READ_ATTEMPTS {
-                break bytes;
-            }
-            attempt += 1;
-        };
+        let bytes = reread_short(
+            &self.key,
+            expected,
+            |b: &Bytes| Some(b.len()),
+            || async {
+                retry_read(&self.key, || self.store.get_range(&self.key, range.clone()))
+                    .await
+                    .map_err(self.err("reading"))
+            },
+        )
+        .await?;
         if bytes.len() as u64 != expected {
             return Err(StoreError::OutOfRange {
                 location: self.url.clone(),
