@@ -14,7 +14,8 @@ use clap::{Args, Parser, Subcommand};
 /// append-only commits).
 ///
 /// Exit status: 0 success, 1 verification failed (or a verified read found tampering),
-/// 2 usage or I/O error.
+/// 2 usage or I/O error (a write that failed did not land and is safe to re-run), 3 the
+/// outcome of a write is unknown (the message names the command that settles it).
 #[derive(Debug, Parser)]
 #[command(name = "maif", version, about, long_about = None)]
 struct Cli {
