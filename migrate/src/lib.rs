@@ -9,6 +9,7 @@
 //! Legacy inputs are evidence, not truth: nothing is written to the source, and "cannot
 //! verify" is never reported as tampering.
 
+pub mod cli;
 pub mod error;
 pub mod framing;
 pub mod hmac;

@@ -1,6 +1,7 @@
 //! S3 settings from the AWS shared configuration, the way the AWS CLI reads them: a `maif`
 //! child with a temporary HOME, no AWS variables but `AWS_PROFILE`, against LocalStack.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::path::Path;

@@ -4,6 +4,7 @@
 //! declared size, an unknown compression or encryption code), so that the one rule is what
 //! fails it; `maif verify` exits 1 naming the block and the field, and `maif cat` fails too.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::path::Path;

@@ -901,3 +901,70 @@ fn lookups_by_digest_time_agent_index_and_history() {
         assert_eq!(out.status.code(), Some(2), "{bad:?}");
     }
 }
+
+/// `../shared/fixtures` beside the checkout (this package lives in `cli/`).
+fn fixtures() -> std::path::PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
+    assert!(
+        dir.is_dir(),
+        "the legacy fixtures are expected at {} (../shared beside the checkout)",
+        dir.display()
+    );
+    dir
+}
+
+/// `maif migrate` is the migration command (the same as `maif-migrate`): a Python SDK file
+/// migrated by it reads back through `maif cat` as the fixture's expected payloads, written
+/// by the Python code, and a second run resumes with nothing to do.
+#[test]
+fn maif_migrate_then_cat_gives_the_payloads_the_python_code_wrote() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    ok(d, &["keygen", "k.pem"]);
+    for name in ["sdk_text_3blocks", "sdk_multimodal"] {
+        let source = fixtures().join(format!("python-sdk/{name}.maif"));
+        let expected: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(fixtures().join(format!("python-sdk/{name}.expected.json")))
+                .expect("expected.json"),
+        )
+        .expect("expected JSON");
+        let out = format!("{name}.maif");
+        let source_text = source.display().to_string();
+        let report = json(
+            d,
+            &["migrate", &source_text, &out, "--key", "k.pem", "--json"],
+        );
+        let blocks = expected["blocks"].as_array().expect("blocks");
+        assert_eq!(
+            report["counts"]["migrated"].as_u64(),
+            Some(blocks.len() as u64),
+            "{name}: {report}"
+        );
+        for block in blocks {
+            let id = block["block_id"].as_str().expect("block_id");
+            let payload = maif(d, &["cat", &out, id]);
+            assert!(
+                payload.status.success(),
+                "maif cat {out} {id}: {}",
+                String::from_utf8_lossy(&payload.stderr)
+            );
+            let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&payload.stdout));
+            assert_eq!(
+                Some(digest.as_str()),
+                block["data_sha256"].as_str(),
+                "{name}: block {id}"
+            );
+        }
+        ok(d, &["verify", &out]);
+        // A second run finds every block committed already.
+        let again = json(
+            d,
+            &["migrate", &source_text, &out, "--key", "k.pem", "--json"],
+        );
+        assert_eq!(
+            again["counts"]["already_present"].as_u64(),
+            Some(blocks.len() as u64),
+            "{name}: resumed run: {again}"
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! The object layout on a real S3 (LocalStack; see `tests/common/s3.rs` for how it is found):
 //! the conformance suite, byte-exact parity, concurrent writers and bad input.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;

@@ -4,13 +4,15 @@
 //! the document says, not merely what this crate writes. Here it checks artifacts built the
 //! way a user builds them, through the CLI, and must refuse a damaged copy.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // The workspace root: this package lives in `cli/`.
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
 fn has_cryptography(python: &Path) -> bool {

@@ -2,6 +2,7 @@
 //! through either backend gives the same blocks, versions, metadata and verification report.
 //! (The same checks against S3 are in `tests/s3.rs`.)
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::parity::{SHAPES, round_trip, write_shape};

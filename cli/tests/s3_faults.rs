@@ -3,6 +3,7 @@
 //! what it claims, and `maif convert` file -> S3 -> file stays byte-identical under 20 % mixed
 //! faults on every request, in one run each way.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};

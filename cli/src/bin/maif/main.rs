@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use maif_migrate::cli::{MigrateArgs, S3Args, init_logging, migrate_failed, run_migrate};
 
 /// Signed, hash-chained, Merkle-rooted MAIF 3.1 artifacts (MAIF 3.0 made rigorous, with
 /// append-only commits).
@@ -23,24 +24,6 @@ struct Cli {
     s3: S3Args,
     #[command(subcommand)]
     command: Command,
-}
-
-/// Where a location names S3 (`s3://bucket/prefix`): settings that override the standard AWS
-/// environment variables and profiles.
-#[derive(Debug, Args, Clone)]
-pub struct S3Args {
-    /// S3 endpoint URL (default: AWS_ENDPOINT_URL, else AWS).
-    #[arg(long, global = true, value_name = "URL")]
-    endpoint: Option<String>,
-    /// S3 region (default: AWS_REGION, else us-east-1).
-    #[arg(long, global = true)]
-    region: Option<String>,
-    /// Use virtual-hosted-style S3 requests instead of path style.
-    #[arg(long, global = true)]
-    virtual_hosted_style: bool,
-    /// Object requests in flight per operation.
-    #[arg(long, global = true, value_name = "N")]
-    concurrency: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,6 +203,11 @@ enum Command {
         #[arg(long)]
         key: PathBuf,
     },
+    /// Migrate a legacy MAIF artifact (legacy S3 layouts, legacy local files, Python SDK 2.1
+    /// files) into canonical MAIF. The source is never written; re-running resumes. Exit 0
+    /// everything migrated and verified (or unverifiable for want of a key), 1 something
+    /// lost, dangling or failed verification, 2 usage or I/O error, 3 outcome unknown.
+    Migrate(MigrateArgs),
     /// Create, read and verify a real artifact under a local folder.
     Demo {
         /// Folder for the demo's files.
@@ -299,29 +287,31 @@ struct ImportArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MAIF_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    init_logging();
+    let settings = cli.s3.settings();
+    // A migration reads and writes many objects at once; everything else is one request
+    // after another and starts faster on one thread.
+    let runtime = match &cli.command {
+        Command::Migrate(_) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("maif: cannot start the async runtime: {e}");
             return ExitCode::from(2);
         }
     };
-    let settings = maif_store::location::S3Settings {
-        endpoint: cli.s3.endpoint,
-        region: cli.s3.region,
-        virtual_hosted_style: cli.s3.virtual_hosted_style,
-        concurrency: cli.s3.concurrency,
-    };
+    if let Command::Migrate(args) = &cli.command {
+        return match runtime.block_on(run_migrate(args, &settings)) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => ExitCode::from(migrate_failed("maif", &e)),
+        };
+    }
     match runtime.block_on(commands::run(cli.command, &settings)) {
         Ok(code) => code,
         Err(e) => {

@@ -4,6 +4,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::time::Instant;
 
 use base64::Engine as _;
+use maif_migrate::cli::{Unit, progress_bar};
 use maif_store::Error;
 use maif_store::artifact::{ArtifactWriter, NewBlock, parse_id};
 use maif_store::format::FourCC;
@@ -77,22 +78,13 @@ pub async fn run(args: ImportArgs, settings: &S3Settings) -> Result<(), Error> {
         )
     };
     let total = std::fs::metadata(&args.jsonl).map(|m| m.len()).ok();
-    let bar = if args.quiet || args.json {
-        indicatif::ProgressBar::hidden()
-    } else {
-        match total.filter(|_| args.jsonl.as_os_str() != "-") {
-            Some(total) => {
-                let bar = indicatif::ProgressBar::new(total);
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{bar:40} {bytes}/{total_bytes} {msg} eta {eta}",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                );
-                bar
-            }
-            None => indicatif::ProgressBar::new_spinner(),
+    let quiet = args.quiet || args.json;
+    let bar = match total.filter(|_| args.jsonl.as_os_str() != "-") {
+        Some(total) => progress_bar(quiet, total, Unit::Bytes, "importing"),
+        None if quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) => {
+            indicatif::ProgressBar::hidden()
         }
+        None => indicatif::ProgressBar::new_spinner(),
     };
     let store = store_at(&args.location, settings)?;
     let mut writer = ArtifactWriter::open(store, read_key(&args.key)?).await?;

@@ -20,6 +20,8 @@ use maif_store::store::BlockStore;
 use maif_store::{Error, SigningKey};
 use serde_json::{Map, Value, json};
 
+use maif_migrate::cli::{Unit, progress_bar};
+
 use super::{AddArgs, Command, output};
 
 /// 1 for "the bytes are not what they claim to be", 2 for everything else (a version this
@@ -97,10 +99,7 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, Error> {
 
 /// A `--public-key` argument: 64 hex digits.
 pub fn parse_public_key(text: &str) -> Result<[u8; 32], Error> {
-    hex::decode(text)
-        .ok()
-        .and_then(|bytes| <[u8; 32]>::try_from(bytes.as_slice()).ok())
-        .ok_or_else(|| Error::Invalid(format!("--public-key {text:?}: expected 64 hex digits")))
+    maif_migrate::cli::parse_public_key(text).map_err(Error::Invalid)
 }
 
 pub fn print_json(value: &Value) {
@@ -377,18 +376,7 @@ pub async fn run(command: Command, settings: &S3Settings) -> Result<ExitCode, Er
                 .iter()
                 .map(|b| b.entry.record_len)
                 .sum();
-            let bar = if quiet || json {
-                indicatif::ProgressBar::hidden()
-            } else {
-                let bar = indicatif::ProgressBar::new(total);
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                );
-                bar
-            };
+            let bar = progress_bar(quiet || json, total, Unit::Bytes, "copying");
             let progress_bar = bar.clone();
             let options = artifact::ConvertOptions {
                 concurrency: settings.concurrency.unwrap_or(16),
@@ -553,6 +541,12 @@ pub async fn run(command: Command, settings: &S3Settings) -> Result<ExitCode, Er
             }
         }
         Command::Demo { dir } => super::demo::run(&dir).await?,
+        // Run by `main` on a runtime of its own.
+        Command::Migrate(_) => {
+            return Err(Error::Invalid(
+                "internal: the migrate command is run by main".into(),
+            ));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
