@@ -4,7 +4,6 @@
 pub mod conformance;
 pub mod counting;
 pub mod fault_proxy;
-pub mod legacy_s3;
 pub mod faulty;
 pub mod legacy_s3;
 pub mod parity;
