@@ -11,9 +11,9 @@
 
 pub mod cli;
 pub mod error;
-pub mod export;
 pub mod framing;
 pub mod hmac;
+pub mod inplace;
 pub mod local;
 pub mod migrate;
 pub mod model;
