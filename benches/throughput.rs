@@ -2,7 +2,9 @@
 //! same run (absolute times vary between machines; the ratios are what to compare).
 //!
 //! `cargo bench --bench throughput` prints a table and writes `target/bench-throughput.json`.
-//! Set `MAIF_BENCH_QUICK=1` for a smaller, faster run.
+//! Set `MAIF_BENCH_QUICK=1` for a smaller, faster run, and `MAIF_BENCH_ONLY=write,verify`
+//! (any of `write`, `write-1k`, `write-1m`, `verify`, `read`, `merkle`) to run only those groups, e.g. under a
+//! profiler.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -91,7 +93,12 @@ async fn write_artifact(path: &std::path::Path, block_len: usize, count: usize) 
     writer.commit().await.expect("commit");
 }
 
-fn write_figures(dir: &std::path::Path, quick: bool, figures: &mut Vec<Figure>) {
+fn write_figures(
+    dir: &std::path::Path,
+    quick: bool,
+    wanted: &dyn Fn(&str) -> bool,
+    figures: &mut Vec<Figure>,
+) {
     let rt = runtime();
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     for (block_len, count) in [
@@ -100,6 +107,14 @@ fn write_figures(dir: &std::path::Path, quick: bool, figures: &mut Vec<Figure>) 
     ] {
         let total = (block_len * count) as f64;
         let label = if block_len == 1024 { "1 KiB" } else { "1 MiB" };
+        let group = if block_len == 1024 {
+            "write-1k"
+        } else {
+            "write-1m"
+        };
+        if !wanted("write") && !wanted(group) {
+            continue;
+        }
         let path = dir.join(format!("write-{block_len}.maif"));
         let (time, ()) = best_of(3, || {
             let _ = std::fs::remove_file(&path);
@@ -347,11 +362,22 @@ fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing: both just run.
     let quick = std::env::var_os("MAIF_BENCH_QUICK").is_some();
     let dir = tempfile::tempdir().expect("tempdir");
+    let only = std::env::var("MAIF_BENCH_ONLY").ok();
+    let wanted = |group: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|g| g == group))
+    };
     let mut figures = Vec::new();
-    write_figures(dir.path(), quick, &mut figures);
-    verify_figures(dir.path(), quick, &mut figures);
-    read_figures(dir.path(), quick, &mut figures);
-    merkle_figures(quick, &mut figures);
+    write_figures(dir.path(), quick, &wanted, &mut figures);
+    if wanted("verify") {
+        verify_figures(dir.path(), quick, &mut figures);
+    }
+    if wanted("read") {
+        read_figures(dir.path(), quick, &mut figures);
+    }
+    if wanted("merkle") {
+        merkle_figures(quick, &mut figures);
+    }
 
     println!(
         "{:<62} {:>14} {:<13} {:>14}  {:>6}  {:<8} bound",

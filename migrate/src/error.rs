@@ -33,6 +33,10 @@ pub enum MigrateError {
     },
     #[error(transparent)]
     Store(#[from] maif_store::Error),
+    /// A migrated artifact whose original cannot be re-created (not a migration, or
+    /// evidence missing), named with the block or section at fault.
+    #[error("{artifact}: cannot export the original: {reason}")]
+    Export { artifact: String, reason: String },
 }
 
 impl MigrateError {

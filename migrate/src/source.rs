@@ -91,7 +91,7 @@ pub fn read_file(
         Some(kind) => kind,
         None => local::detect(name, data)?,
     };
-    match kind {
+    let mut artifact = match kind {
         SourceKind::PythonSdk => sdk::read(name, data, public_key),
         SourceKind::BinaryFormat => local::binary_format::read(name, data),
         SourceKind::BlockStorage => local::block_storage::read(name, data),
@@ -99,7 +99,10 @@ pub fn read_file(
         SourceKind::S3LayoutA | SourceKind::S3LayoutB => Err(MigrateError::Usage(format!(
             "{name}: an S3 layout cannot be read from a local file"
         ))),
-    }
+    }?;
+    // What re-creates the file byte for byte (`export original`).
+    crate::export::keep_file_layout(&mut artifact, data);
+    Ok(artifact)
 }
 
 /// Reads any opened source.

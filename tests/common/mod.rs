@@ -5,7 +5,9 @@ pub mod conformance;
 pub mod counting;
 pub mod fault_proxy;
 pub mod faulty;
+pub mod legacy_s3;
 pub mod parity;
+pub mod resign;
 pub mod s3;
 
 use std::path::Path;

@@ -277,6 +277,14 @@ pub async fn read(
     let mut candidates = std::mem::take(&mut listing.data);
     candidates.append(&mut listing.blocks);
     source.head_all(&mut candidates, progress).await?;
+    // Every listed object, for the evidence that re-creates the prefix (`export original`).
+    let listed: Vec<ListedObject> = candidates
+        .iter()
+        .chain(listing.block_index.iter())
+        .chain(listing.unified_index.iter())
+        .chain(listing.stray.iter())
+        .cloned()
+        .collect();
     let (blocks, data): (Vec<_>, Vec<_>) = candidates
         .into_iter()
         .partition(|o| source.relative(&o.key).starts_with("blocks/"));
@@ -313,6 +321,7 @@ pub async fn read(
         "prefix".into(),
         serde_json::Value::String(source.prefix.clone()),
     );
+    crate::export::keep_object_list(&mut artifact, source, listed).await?;
     Ok(artifact)
 }
 

@@ -97,6 +97,54 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, Error> {
         .ok_or_else(bad)
 }
 
+/// The exit status for a failed migration-library command: what the store error means
+/// ([`exit_code`]), 1 for a legacy source or migrated artifact that is damaged, else 2.
+pub fn migrate_exit_code(error: &maif_migrate::MigrateError) -> u8 {
+    use maif_migrate::MigrateError;
+    match error {
+        MigrateError::Store(e) => exit_code(e),
+        MigrateError::Malformed { .. } => 1,
+        _ => 2,
+    }
+}
+
+/// `maif export MIGRATED DESTINATION --original`.
+pub async fn export(
+    migrated: &str,
+    destination: &str,
+    original: bool,
+    overwrite: bool,
+    json: bool,
+    settings: &S3Settings,
+) -> Result<(), maif_migrate::MigrateError> {
+    if !original {
+        return Err(maif_migrate::MigrateError::Usage(
+            "maif export re-creates the legacy original of a migrated artifact: pass --original \
+             (to copy a canonical artifact, use maif convert)"
+                .into(),
+        ));
+    }
+    let options = maif_migrate::export::ExportOptions {
+        overwrite,
+        concurrency: settings
+            .concurrency
+            .unwrap_or(maif_migrate::cli::DEFAULT_CONCURRENCY),
+    };
+    let summary = maif_migrate::export::export_original(
+        store_at(migrated, settings)?,
+        destination,
+        settings,
+        &options,
+    )
+    .await?;
+    if json {
+        print_json(&json!(summary));
+    } else {
+        println!("{summary}");
+    }
+    Ok(())
+}
+
 /// A `--public-key` argument: 64 hex digits.
 pub fn parse_public_key(text: &str) -> Result<[u8; 32], Error> {
     maif_migrate::cli::parse_public_key(text).map_err(Error::Invalid)
@@ -542,10 +590,10 @@ pub async fn run(command: Command, settings: &S3Settings) -> Result<ExitCode, Er
         }
         Command::Demo { dir } => super::demo::run(&dir).await?,
         // Run by `main` on a runtime of its own.
-        Command::Migrate(_) => {
-            return Err(Error::Invalid(
-                "internal: the migrate command is run by main".into(),
-            ));
+        Command::Migrate(_) | Command::Export { .. } => {
+            return Err(Error::Invalid(format!(
+                "internal: {command:?} is run by main"
+            )));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -208,6 +208,26 @@ enum Command {
     /// everything migrated and verified (or unverifiable for want of a key), 1 something
     /// lost, dangling or failed verification, 2 usage or I/O error, 3 outcome unknown.
     Migrate(MigrateArgs),
+    /// Re-create the legacy source of a migrated artifact exactly: the original file byte for
+    /// byte, or every original object (body and user metadata) under DESTINATION. Checks
+    /// every block it reads against the signed commits, and the rebuilt file against the
+    /// length and SHA-256 recorded at migration, before anything appears at DESTINATION.
+    Export {
+        /// The migrated artifact.
+        migrated: String,
+        /// A file path for a file source (or one object: s3://bucket/key.maif); a prefix
+        /// (s3://bucket/prefix, memory://…) for an S3 source.
+        destination: String,
+        /// Re-create the legacy original (the one export there is; `maif convert` copies
+        /// canonical artifacts).
+        #[arg(long)]
+        original: bool,
+        /// Replace destination files or objects that already exist.
+        #[arg(long)]
+        overwrite: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Create, read and verify a real artifact under a local folder.
     Demo {
         /// Folder for the demo's files.
@@ -292,7 +312,7 @@ fn main() -> ExitCode {
     // A migration reads and writes many objects at once; everything else is one request
     // after another and starts faster on one thread.
     let runtime = match &cli.command {
-        Command::Migrate(_) => tokio::runtime::Builder::new_multi_thread()
+        Command::Migrate(_) | Command::Export { .. } => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build(),
         _ => tokio::runtime::Builder::new_current_thread()
@@ -306,11 +326,36 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Command::Migrate(args) = &cli.command {
-        return match runtime.block_on(run_migrate(args, &settings)) {
-            Ok(code) => ExitCode::from(code),
-            Err(e) => ExitCode::from(migrate_failed("maif", &e)),
-        };
+    match &cli.command {
+        Command::Migrate(args) => {
+            return match runtime.block_on(run_migrate(args, &settings)) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => ExitCode::from(migrate_failed("maif", &e)),
+            };
+        }
+        Command::Export {
+            migrated,
+            destination,
+            original,
+            overwrite,
+            json,
+        } => {
+            return match runtime.block_on(commands::export(
+                migrated,
+                destination,
+                *original,
+                *overwrite,
+                *json,
+                &settings,
+            )) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("maif: {e}");
+                    ExitCode::from(commands::migrate_exit_code(&e))
+                }
+            };
+        }
+        _ => {}
     }
     match runtime.block_on(commands::run(cli.command, &settings)) {
         Ok(code) => code,
