@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod error;
+pub mod export;
 pub mod framing;
 pub mod hmac;
 pub mod inplace;

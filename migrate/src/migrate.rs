@@ -68,14 +68,14 @@ impl Default for MigrateOptions {
 
 /// The id of the source-sections block: stable per source, so a resumed run finds it.
 fn sections_block_id(artifact: &LegacyArtifact) -> [u8; 16] {
+    sections_block_id_for(artifact.kind, &artifact.source)
+}
+
+/// The source-sections block id of a migration of `source` (as `migrated_from` names it).
+pub(crate) fn sections_block_id_for(kind: crate::model::SourceKind, source: &str) -> [u8; 16] {
     let mut id = [0u8; 16];
     let digest = crate::model::sha256(
-        format!(
-            "maif-migrate:source-sections:{}:{}",
-            artifact.kind.as_str(),
-            artifact.source
-        )
-        .as_bytes(),
+        format!("maif-migrate:source-sections:{}:{source}", kind.as_str()).as_bytes(),
     );
     id.copy_from_slice(&digest[..16]);
     id
