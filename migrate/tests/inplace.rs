@@ -335,8 +335,7 @@ fn assert_view_matches_the_migration(
     for info in &readable {
         let latest = readable
             .iter()
-            .filter(|b| b.block_id == info.block_id)
-            .last()
+            .rfind(|b| b.block_id == info.block_id)
             .unwrap();
         let payload = common::block_on(view.payload(&info.block_id, None)).unwrap();
         assert_eq!(
