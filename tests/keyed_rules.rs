@@ -805,3 +805,1145 @@ fn last_record_digest_is_the_last_new_records() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// 9.2, provenance (12.3 "Provenance").
+
+#[test]
+fn each_entry_links_to_the_previous_entry() {
+    // Within the newest commit: quick verification sees it too.
+    let mut a = Artifact::read(standard());
+    a.commits.truncate(5);
+    let r = rebuild_model(&a, |s| {
+        if let Stage::ProvenanceEntry {
+            commit: 4,
+            entry: 1,
+            value,
+        } = s
+        {
+            value.previous = [1; 32];
+        }
+    });
+    full(
+        &r,
+        &[want(
+            "provenance",
+            entry_at(&r, 4, 1),
+            "entry #8 (add_block): does not link to the previous entry",
+        )],
+    );
+    quick(&r, &[want("commit", seg(&r, 4), "commit 4 at byte")]);
+    // A commit's first entry that does not link to the previous commit's head.
+    let r = rebuild(standard(), |s| {
+        if let Stage::ProvenanceEntry {
+            commit: 5,
+            entry: 0,
+            value,
+        } = s
+        {
+            value.previous = [1; 32];
+        }
+    });
+    full(
+        &r,
+        &[want(
+            "provenance",
+            entry_at(&r, 5, 0),
+            "entry #10 (add_block): does not link to the previous entry",
+        )],
+    );
+}
+
+#[test]
+fn entry_details_are_a_json_object() {
+    let mut a = Artifact::read(standard());
+    a.commits[2].provenance[1].details = br#"["not", "an object"]"#.to_vec();
+    let r = rebuild_model(&a, |_| {});
+    full(
+        &r,
+        &[want(
+            "provenance",
+            entry_at(&r, 2, 1),
+            "entry #5 (add_block): details are not a JSON object",
+        )],
+    );
+}
+
+#[test]
+fn the_first_entry_is_create() {
+    let mut a = Artifact::read(standard());
+    a.commits[0].provenance[0].action = Action::Unknown(9);
+    let r = rebuild_model(&a, |_| {});
+    full(
+        &r,
+        &[want(
+            "provenance",
+            entry_at(&r, 0, 0),
+            "entry #0 (unknown(9)): the first entry must be create",
+        )],
+    );
+}
+
+#[test]
+fn create_is_only_the_first_entry() {
+    let mut a = Artifact::read(standard());
+    a.commits[3].provenance[0].action = Action::Create;
+    let r = rebuild_model(&a, |_| {});
+    full(
+        &r,
+        &[want(
+            "provenance",
+            entry_at(&r, 3, 0),
+            "entry #6 (create): create must be the first entry, and only the first",
+        )],
+    );
+}
+
+#[test]
+fn create_names_the_chain_seed() {
+    let r = rebuild(standard(), |s| {
+        if let Stage::ProvenanceEntry {
+            commit: 0,
+            entry: 0,
+            value,
+        } = s
+        {
+            value.subject = [2; 32];
+        }
+    });
+    full(
+        &r,
+        &[want(
+            "provenance",
+            entry_at(&r, 0, 0),
+            "entry #0 (create): does not name this artifact's header and metadata",
+        )],
+    );
+}
+
+#[test]
+fn no_entry_follows_a_finalize_entry_in_its_commit() {
+    // A finalize followed by an add in the same commit.
+    let r = rebuild(sealed(), |s| {
+        if let Stage::Provenance { commit: 2, entries } = s {
+            entries.swap(0, 1);
+        }
+    });
+    full(
+        &r,
+        &[want(
+            "provenance",
+            entry_at(&r, 2, 1),
+            "entry #3 (add_block): follows the finalize entry",
+        )],
+    );
+}
+
+#[test]
+fn add_and_update_entries_name_the_commits_records_in_order() {
+    let p = plain(standard());
+    let (d0, d1) = (digest_at(&p, 0), digest_at(&p, 1));
+    // Two entries out of order.
+    let r = rebuild(standard(), |s| {
+        if let Stage::ProvenanceEntry {
+            commit: 1,
+            entry,
+            value,
+        } = s
+        {
+            match entry {
+                0 => value.subject = d1,
+                1 => value.subject = d0,
+                _ => {}
+            }
+        }
+    });
+    full(
+        &r,
+        &[
+            want(
+                "provenance",
+                entry_at(&r, 1, 0),
+                format!(
+                    "entry #1 (add_block): names digest {} but record #0 has {}",
+                    hex::encode(d1),
+                    hex::encode(d0)
+                ),
+            ),
+            want(
+                "provenance",
+                entry_at(&r, 1, 1),
+                format!(
+                    "entry #2 (add_block): names digest {} but record #1 has {}",
+                    hex::encode(d0),
+                    hex::encode(d1)
+                ),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn an_add_entry_names_a_record_its_commit_adds() {
+    let r = rebuild(standard(), |s| {
+        if let Stage::Provenance { commit: 5, entries } = s {
+            let extra = entries[0].clone();
+            entries.push(extra);
+        }
+    });
+    full(
+        &r,
+        &[want(
+            "provenance",
+            entry_at(&r, 5, 1),
+            "entry #11 (add_block): names a record this commit does not add",
+        )],
+    );
+}
+
+#[test]
+fn every_record_a_commit_adds_has_an_add_or_update_entry() {
+    let r = rebuild(standard(), |s| {
+        if let Stage::Provenance { commit: 2, entries } = s {
+            entries.pop();
+        }
+    });
+    full(
+        &r,
+        &[want(
+            "provenance",
+            entry_at(&r, 2, 0),
+            "commit 2: 1 of the records it adds have no add_block or update entry",
+        )],
+    );
+}
+
+#[test]
+fn add_block_names_version_1_of_its_id() {
+    let mut a = Artifact::read(standard());
+    a.commits[4].provenance[0].action = Action::AddBlock;
+    let r = rebuild_model(&a, |_| {});
+    full(
+        &r,
+        &[want(
+            "provenance",
+            entry_at(&r, 4, 0),
+            format!(
+                "entry #7 (add_block): adds block {} which already exists",
+                format_id(&id(1))
+            ),
+        )],
+    );
+}
+
+#[test]
+fn update_names_version_2_or_later_of_its_id() {
+    // An update naming an id that does not exist.
+    let mut a = Artifact::read(standard());
+    a.commits[4].provenance[1].action = Action::Update;
+    let r = rebuild_model(&a, |_| {});
+    full(
+        &r,
+        &[want(
+            "provenance",
+            entry_at(&r, 4, 1),
+            format!(
+                "entry #8 (update): updates block {} which did not exist",
+                format_id(&id(6))
+            ),
+        )],
+    );
+}
+
+#[test]
+fn an_event_names_the_merkle_root_of_the_records_before_it() {
+    // The migrate entry of commit 4 comes after the commit's two records: the root of the
+    // records before the commit (5 records, not 7) is the wrong subject.
+    let p = plain(standard());
+    let mut before_commit = maif_store::format::Frontier::new();
+    for d in &p.layout.digests[..5] {
+        before_commit.append(d);
+    }
+    let root = before_commit.root();
+    let r = rebuild(standard(), |s| {
+        if let Stage::ProvenanceEntry {
+            commit: 4,
+            entry: 2,
+            value,
+        } = s
+        {
+            value.subject = root;
+        }
+    });
+    full(
+        &r,
+        &[want(
+            "provenance",
+            entry_at(&r, 4, 2),
+            "entry #9 (migrate): does not name the Merkle root of the records before it",
+        )],
+    );
+    // Every event action has the rule: convert, finalize.
+    let r = rebuild(standard(), |s| {
+        if let Stage::ProvenanceEntry {
+            commit: 3,
+            entry: 0,
+            value,
+        } = s
+        {
+            value.subject = [3; 32];
+        }
+    });
+    full(
+        &r,
+        &[want(
+            "provenance",
+            entry_at(&r, 3, 0),
+            "entry #6 (convert): does not name the Merkle root of the records before it",
+        )],
+    );
+    let r = rebuild(sealed(), |s| {
+        if let Stage::ProvenanceEntry {
+            commit: 2,
+            entry: 1,
+            value,
+        } = s
+        {
+            value.subject = [3; 32];
+        }
+    });
+    full(
+        &r,
+        &[want(
+            "provenance",
+            entry_at(&r, 2, 1),
+            "entry #3 (finalize): does not name the Merkle root of the records before it",
+        )],
+    );
+}
+
+#[test]
+fn the_last_entry_is_the_provenance_head() {
+    let r = rebuild(standard(), |s| {
+        if let Stage::Header { commit: 3, header } = s {
+            header.provenance_head = [4; 32];
+        }
+    });
+    full(
+        &r,
+        &[want(
+            "commit",
+            seg(&r, 3),
+            "commit 3: its provenance head is not the digest of its last entry",
+        )],
+    );
+    let r = rebuild(standard(), |s| {
+        if let Stage::Header { commit: 5, header } = s {
+            header.provenance_head = [4; 32];
+        }
+    });
+    full(
+        &r,
+        &[want(
+            "commit",
+            seg(&r, 5),
+            "commit 5: its provenance head is not the digest of its last entry",
+        )],
+    );
+    quick(
+        &r,
+        &[want(
+            "commit",
+            seg(&r, 5),
+            "its provenance entries do not end at the head its header names",
+        )],
+    );
+}
+
+#[test]
+fn a_finalize_entry_requires_the_sealed_flag() {
+    let mut a = Artifact::read(sealed());
+    a.commits[2].header.flags = 0;
+    let r = rebuild_model(&a, |_| {});
+    full(
+        &r,
+        &[want(
+            "commit",
+            seg(&r, 2),
+            "commit 2: has a finalize entry but is not marked sealed",
+        )],
+    );
+}
+
+#[test]
+fn the_sealed_flag_requires_a_finalize_entry() {
+    let mut a = Artifact::read(standard());
+    a.commits[5].header.flags = 1;
+    let r = rebuild_model(&a, |_| {});
+    full(
+        &r,
+        &[want(
+            "commit",
+            seg(&r, 5),
+            "commit 5: is marked sealed without a finalize entry",
+        )],
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 12.3, the Merkle frontier.
+
+#[test]
+fn each_commits_frontier_is_the_tree_of_its_records() {
+    for commit in [2usize, 5] {
+        let r = rebuild(standard(), |s| {
+            if let Stage::Frontier {
+                commit: c,
+                frontier,
+            } = s
+                && c == commit
+            {
+                let mut other = maif_store::format::Frontier::new();
+                for n in 0..frontier.size() {
+                    other.append(&[n as u8; 32]);
+                }
+                *frontier = other;
+            }
+        });
+        full(
+            &r,
+            &[want(
+                "commit",
+                seg(&r, commit),
+                format!(
+                    "commit {commit}: its Merkle frontier is not the tree of the records so far"
+                ),
+            )],
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 12.3, the records.
+
+#[test]
+fn a_record_can_be_read() {
+    // The index entry names bytes past the end of the file.
+    let r = rebuild(standard(), |s| {
+        if let Stage::Entry {
+            commit: 2,
+            record: 1,
+            entry,
+        } = s
+        {
+            entry.entry.offset = 1 << 40;
+        }
+    });
+    // In a single file the only way a record cannot be read is an entry that names bytes
+    // elsewhere, which the tiling rule (a commit rule) also reports.
+    let (seg2, end) = (seg(&r, 2), r.layout.records[2][1]);
+    full(
+        &r,
+        &[
+            want_record(&r, 4, "(bytes 1099511627776..1099511627914) out of range"),
+            want(
+                "commit",
+                seg2,
+                format!(
+                    "commit 2: record #4 is indexed at 1099511627776 but the previous record ends at {end}"
+                ),
+            ),
+            want(
+                "commit",
+                seg2,
+                format!(
+                    "commit 2: its records end at 1099511627914 but its segment starts at {seg2}"
+                ),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_record_decodes_from_exactly_record_len_bytes() {
+    let mut a = Artifact::read(standard());
+    a.commits[5].records[0].trailing = vec![0];
+    let r = rebuild_model(&a, |_| {});
+    full(&r, &[want_record(&r, 7, "block record")]);
+}
+
+#[test]
+fn a_records_header_passes_the_block_header_rules() {
+    let r = rebuild(standard(), |s| {
+        if let Stage::Record {
+            commit: 5,
+            record: 0,
+            header,
+        } = s
+        {
+            header.data_offset += 1;
+        }
+    });
+    full(&r, &[want_record(&r, 7, "data_offset")]);
+    let r = rebuild(standard(), |s| {
+        if let Stage::Record {
+            commit: 5,
+            record: 0,
+            header,
+        } = s
+        {
+            header.uncompressed_size += 1;
+        }
+    });
+    full(&r, &[want_record(&r, 7, "uncompressed_size")]);
+}
+
+fn entry_field_rule(edit: impl Fn(&mut maif_store::format::IndexEntry), reason: &str) {
+    let r = rebuild(standard(), |s| {
+        if let Stage::Entry {
+            commit: 2,
+            record: 1,
+            entry,
+        } = s
+        {
+            edit(&mut entry.entry);
+        }
+    });
+    full(&r, &[want_record(&r, 4, reason)]);
+}
+
+#[test]
+fn index_entry_block_id_equals_the_record_header() {
+    entry_field_rule(
+        |e| e.block_id = id(99),
+        &format!(
+            "index entry says block id {} but the record header says {}",
+            format_id(&id(99)),
+            format_id(&id(5))
+        ),
+    );
+}
+
+#[test]
+fn index_entry_block_type_equals_the_record_header() {
+    entry_field_rule(
+        |e| e.block_type = FourCC::BINA,
+        "index entry says type BINA but the record header says TEXT",
+    );
+}
+
+#[test]
+fn index_entry_metadata_len_equals_the_record_header() {
+    entry_field_rule(
+        |e| e.metadata_len += 1,
+        "index entry says metadata length 1 but the record header says 0",
+    );
+}
+
+#[test]
+fn index_entry_timestamp_equals_the_record_header() {
+    let ts = CREATED_US + 5_000;
+    entry_field_rule(
+        |e| e.timestamp_us += 1,
+        &format!(
+            "index entry says timestamp {} but the record header says {ts}",
+            ts + 1
+        ),
+    );
+}
+
+#[test]
+fn record_metadata_is_empty_or_a_json_object() {
+    let mut a = Artifact::read(standard());
+    a.commits[2].records[1].metadata = b"[1]".to_vec();
+    let r = rebuild_model(&a, |_| {});
+    full(&r, &[want_record(&r, 4, "not a JSON object")]);
+}
+
+#[test]
+fn a_records_digest_equals_its_indexed_digest() {
+    // Everything downstream (the next link, the Merkle leaves, the add_block subject, the
+    // last record digest) names the indexed digest; the record is not the one indexed.
+    let r = rebuild(standard(), |s| {
+        if let Stage::Entry {
+            commit: 2,
+            record: 1,
+            entry,
+        } = s
+        {
+            entry.entry.digest = [5; 32];
+        }
+    });
+    full(
+        &r,
+        &[want_record(
+            &r,
+            4,
+            format!(
+                "content digest {} does not match the indexed digest {}: the record was altered",
+                hex::encode(r.layout.digests[4]),
+                hex::encode([5u8; 32])
+            ),
+        )],
+    );
+}
+
+#[test]
+fn a_records_prev_link_is_the_previous_indexed_digest() {
+    // A chain link to the wrong record.
+    let p = plain(standard());
+    let link = maif_store::format::digest::chain_link(&digest_at(&p, 3));
+    let r = rebuild(standard(), |s| {
+        if let Stage::Record {
+            commit: 4,
+            record: 1,
+            header,
+        } = s
+        {
+            header.prev_link = link;
+        }
+    });
+    full(
+        &r,
+        &[want_record(
+            &r,
+            6,
+            format!(
+                "hash chain broken: the header links to {} but the previous record digest starts {}",
+                hex::encode(link),
+                hex::encode(&r.layout.digests[5][..8])
+            ),
+        )],
+    );
+    // The first record links to something other than the chain seed.
+    let r = rebuild(standard(), |s| {
+        if let Stage::Record {
+            commit: 1,
+            record: 0,
+            header,
+        } = s
+        {
+            header.prev_link = [0; 8];
+        }
+    });
+    full(
+        &r,
+        &[want_record(
+            &r,
+            0,
+            format!(
+                "hash chain broken: the header links to 0000000000000000 but the previous chain seed starts {}",
+                hex::encode(&r.layout.genesis[..8])
+            ),
+        )],
+    );
+}
+
+#[test]
+fn a_block_signature_verifies() {
+    let p = plain(standard());
+    let other = digest_at(&p, 0);
+    let r = rebuild(standard(), |s| {
+        if let Stage::BlockSignature {
+            commit: 2,
+            record: 1,
+            signature,
+            ..
+        } = s
+        {
+            *signature = test_key().sign(maif_store::format::digest::SignedKind::Block, &other);
+        }
+    });
+    full(&r, &[want_record(&r, 4, "block signature does not verify")]);
+}
+
+#[test]
+fn an_encrypted_record_is_not_readable() {
+    let mut a = Artifact::read(standard());
+    a.commits[2].records[1].header.encryption = 1;
+    let r = rebuild_model(&a, |_| {});
+    full(
+        &r,
+        &[want_record(
+            &r,
+            4,
+            "encryption code 1 is not supported: the block cannot be read",
+        )],
+    );
+}
+
+#[test]
+fn a_record_that_does_not_decompress_is_not_readable() {
+    let mut a = Artifact::read(standard());
+    let record = &mut a.commits[2].records[1];
+    record.header.compression = 2;
+    record.header.uncompressed_size = record.data.len() as u64;
+    let r = rebuild_model(&a, |_| {});
+    full(&r, &[want_record(&r, 4, "data at record byte 64: ")]);
+}
+
+#[test]
+fn a_typed_payload_that_does_not_parse_is_not_readable() {
+    let mut a = Artifact::read(standard());
+    a.commits[2].records[1].data[0] = 9;
+    let r = rebuild_model(&a, |_| {});
+    full(
+        &r,
+        &[want_record(
+            &r,
+            4,
+            "payload (the data from record byte 64, decompressed): ",
+        )],
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 12.2, quick verification.
+
+#[test]
+fn a_pinned_key_must_sign_the_artifact() {
+    let other = maif_store::SigningKey::from_seed(&[7; 32]).public_key();
+    let p = plain(standard());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("a.maif");
+    std::fs::write(&path, &p.bytes).expect("write");
+    for quick in [false, true] {
+        let report = block_on(verify(
+            file_store(&path),
+            VerifyOptions {
+                quick,
+                threads: 1,
+                expected_key: Some(other),
+                ..VerifyOptions::default()
+            },
+        ))
+        .expect("verify");
+        assert_problems(
+            &report,
+            &[want(
+                "metadata section",
+                32,
+                format!(
+                    "signed by {}, but the expected key is {}",
+                    hex::encode(test_key().public_key()),
+                    hex::encode(other)
+                ),
+            )],
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 6.3, what `SegmentHeader::decode` checks, re-signed: commit `commit`'s header breaks the
+// rule, and the next commit names its (altered) digest, so the walk back from the newest
+// commit reaches it and its decode is what fails (verification stops there).
+
+fn segment_rule(commit: usize, edit: impl Fn(&mut maif_store::format::SegmentHeader), field: &str) {
+    let r = rebuild(standard(), |s| {
+        if let Stage::Header { commit: c, header } = s
+            && c == commit
+        {
+            edit(header);
+        }
+    });
+    segment_rule_reported(&r, commit, field);
+}
+
+fn segment_bytes_rule(commit: usize, edit: impl Fn(&mut [u8; 352]), field: &str) {
+    let r = rebuild(standard(), |s| {
+        if let Stage::HeaderBytes { commit: c, bytes } = s
+            && c == commit
+        {
+            edit(bytes);
+        }
+    });
+    segment_rule_reported(&r, commit, field);
+}
+
+fn segment_rule_reported(r: &Rebuilt, commit: usize, field: &str) {
+    full(
+        r,
+        &[want("commit", seg(r, commit), format!("commit {commit}: "))],
+    );
+    let report = verify_bytes(&r.bytes, false);
+    assert!(
+        report.problems[0].reason.contains(field),
+        "{field}: {:#?}",
+        report.problems
+    );
+}
+
+#[test]
+fn segment_1_magic() {
+    segment_bytes_rule(2, |b| b[0] = b'X', "magic");
+}
+
+#[test]
+fn segment_2_reserved_is_zero() {
+    segment_bytes_rule(2, |b| b[100] = 1, "reserved");
+}
+
+#[test]
+fn segment_3_newest_run_reference_decodes() {
+    segment_bytes_rule(2, |b| b[272 + 74] = 1, "run.reserved");
+    segment_rule(
+        2,
+        |h| {
+            if let Some(run) = &mut h.newest_run {
+                run.tier = 3;
+            }
+        },
+        "run.tier",
+    );
+    segment_rule(
+        2,
+        |h| {
+            if let Some(run) = &mut h.newest_run {
+                run.streak = 4;
+            }
+        },
+        "run.streak",
+    );
+    segment_rule(
+        2,
+        |h| {
+            if let Some(run) = &mut h.newest_run {
+                run.head_len += 1;
+            }
+        },
+        "run.head_len",
+    );
+    segment_rule(
+        2,
+        |h| {
+            if let Some(run) = &mut h.newest_run {
+                run.segment_offset = u64::MAX;
+            }
+        },
+        "run.part_offset",
+    );
+    // A reference with no entries that is not all zeros.
+    segment_bytes_rule(2, |b| b[272 + 64..272 + 72].fill(0), "run.entry_count");
+}
+
+#[test]
+fn segment_5_no_unknown_flag() {
+    segment_rule(2, |h| h.flags = 2, "unknown bits 0x00000002");
+}
+
+#[test]
+fn segment_6_segment_len_is_the_sum_of_its_parts() {
+    segment_rule(2, |h| h.segment_len += 1, "segment_len");
+}
+
+#[test]
+fn segment_7_segment_end_does_not_overflow() {
+    segment_rule(
+        2,
+        |h| {
+            h.segment_offset = u64::MAX - h.segment_len + 1;
+        },
+        "the segment's end overflows a 64-bit offset",
+    );
+}
+
+#[test]
+fn segment_8_records_start_is_not_past_the_segment() {
+    segment_rule(
+        2,
+        |h| h.records_start = h.segment_offset + 1,
+        "is past the segment",
+    );
+}
+
+#[test]
+fn segment_9_records_added_is_at_most_record_count() {
+    segment_rule(
+        2,
+        |h| h.records_added = h.record_count + 1,
+        "exceeds the record count",
+    );
+}
+
+#[test]
+fn segment_10_every_commit_adds_a_provenance_entry() {
+    segment_rule(
+        2,
+        |h| h.provenance_added = 0,
+        "every commit adds at least one provenance entry",
+    );
+    segment_rule(
+        2,
+        |h| h.provenance_added = h.provenance_count + 1,
+        "every commit adds at least one provenance entry",
+    );
+}
+
+#[test]
+fn segment_11_provenance_entries_fit_their_part() {
+    segment_rule(
+        2,
+        |h| {
+            h.provenance_added = 100;
+            h.provenance_count = 200;
+        },
+        "entries cannot fit in the",
+    );
+}
+
+#[test]
+fn segment_12_commit_0_has_no_predecessor_and_no_records() {
+    segment_rule(
+        0,
+        |h| h.previous_segment_offset = 5,
+        "commit 0 (the creation) has no predecessor and no records",
+    );
+}
+
+#[test]
+fn segment_13_previous_segment_precedes_the_records() {
+    segment_rule(
+        2,
+        |h| h.previous_segment_offset = h.records_start,
+        "does not precede this commit's records",
+    );
+}
+
+#[test]
+fn segment_14_newest_run_describes_the_run_the_segment_holds() {
+    segment_rule(
+        2,
+        |h| {
+            if let Some(run) = &mut h.newest_run {
+                run.seq = 1;
+            }
+        },
+        "does not describe the",
+    );
+    segment_rule(
+        3,
+        |h| {
+            if let Some(run) = &mut h.newest_run {
+                run.seq = 3;
+            }
+        },
+        "names commit 3 but this segment holds no run and is commit 3",
+    );
+    segment_rule(
+        2,
+        |h| h.newest_run = None,
+        "the segment holds a run but names none",
+    );
+}
+
+#[test]
+fn segment_15_newest_run_holds_at_most_record_count_entries() {
+    segment_rule(
+        3,
+        |h| {
+            if let Some(run) = &mut h.newest_run {
+                run.entry_count = 100;
+                run.tier = 3;
+            }
+        },
+        "holds 100 entries but the artifact has 5 records",
+    );
+}
+
+#[test]
+fn segment_16_records_need_a_newest_run() {
+    segment_rule(
+        3,
+        |h| h.newest_run = None,
+        "the artifact has 5 records but no index run",
+    );
+}
+
+#[test]
+fn segment_17_the_frontier_folds_to_the_merkle_root() {
+    segment_rule(
+        2,
+        |h| h.merkle_root = [1; 32],
+        "differs from the root of the frontier that follows the header",
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 8.3, what `RunHead::decode` and `RunHead::decode_page` check, and the head's agreement
+// with the reference to it, re-signed. Full verification stops at the commit whose run
+// breaks a rule; quick verification reads the newest run's head (not its pages).
+
+fn run_rule(original: &[u8], commit: usize, hook: impl FnMut(Stage<'_>), reason: &str, head: bool) {
+    let r = rebuild(original, hook);
+    let wanted = [want("commit", seg(&r, commit), reason)];
+    full(&r, &wanted);
+    if head {
+        quick(&r, &wanted);
+    } else {
+        quick(&r, &[]);
+    }
+}
+
+/// Commit 5's run head, edited; the reference keeps naming the run as the writer made it
+/// (entry count, tier, streak), so the head's own rule is what fails.
+fn run_head_rule(edit: impl Fn(&mut Vec<u8>), reason: &str) {
+    run_rule(
+        standard(),
+        5,
+        |s| match s {
+            Stage::RunHead { commit: 5, head } => edit(head),
+            Stage::Header { commit: 5, header } => {
+                if let Some(run) = &mut header.newest_run {
+                    (run.entry_count, run.tier, run.streak) = (3, 0, 1);
+                }
+            }
+            _ => {}
+        },
+        reason,
+        true,
+    );
+}
+
+#[test]
+fn run_head_magic() {
+    run_head_rule(|h| h[0] = b'X', "magic");
+}
+
+#[test]
+fn run_head_reserved_is_zero() {
+    run_head_rule(|h| h[26] = 1, "reserved");
+}
+
+#[test]
+fn run_head_older_reference_decodes() {
+    run_head_rule(|h| h[32 + 74] = 1, "run.reserved");
+}
+
+#[test]
+fn run_head_holds_an_entry() {
+    run_head_rule(|h| h[8..16].fill(0), "a run holds at least one entry");
+}
+
+#[test]
+fn run_head_page_count() {
+    run_head_rule(|h| h[16] = 2, "but 3 entries fill 1 pages");
+}
+
+#[test]
+fn run_head_tier() {
+    run_head_rule(|h| h[24] = 1, "but a run of 3 entries is tier 0");
+}
+
+#[test]
+fn run_head_streak() {
+    run_head_rule(|h| h[25] = 2, "2 but the runs before it make it 1");
+}
+
+#[test]
+fn run_head_tiers_never_grow_towards_the_newest_run() {
+    // Commit 2's run (tier 1) written on top of commit 1's (tier 0).
+    run_rule(
+        standard(),
+        2,
+        |s| {
+            if let Stage::Run {
+                commit: 2,
+                older,
+                runs,
+                ..
+            } = s
+            {
+                *older = Some(runs[&1]);
+            }
+        },
+        "tiers never grow towards the newest run",
+        false,
+    );
+}
+
+#[test]
+fn run_head_agrees_with_its_reference() {
+    run_rule(
+        standard(),
+        5,
+        |s| {
+            if let Stage::Header { commit: 5, header } = s
+                && let Some(run) = &mut header.newest_run
+            {
+                run.streak = 2;
+            }
+        },
+        "its head disagrees with the reference to it",
+        true,
+    );
+}
+
+#[test]
+fn run_directory_keys_strictly_increase() {
+    run_rule(
+        two_pages(),
+        1,
+        |s| {
+            if let Stage::RunHead { commit: 1, head } = s {
+                let first = head[112..112 + 24].to_vec();
+                head[112 + 56..112 + 56 + 24].copy_from_slice(&first);
+            }
+        },
+        "page 1 does not start after page 0",
+        true,
+    );
+}
+
+#[test]
+fn run_page_starts_with_its_directory_key() {
+    run_rule(
+        two_pages(),
+        1,
+        |s| {
+            if let Stage::RunHead { commit: 1, head } = s {
+                let at = 112 + 56 + 16;
+                let position = u64::from_le_bytes(head[at..at + 8].try_into().unwrap()) + 1;
+                head[at..at + 8].copy_from_slice(&position.to_le_bytes());
+            }
+        },
+        "page 1 does not start with the key its directory entry names",
+        false,
+    );
+}
+
+#[test]
+fn run_page_entries_strictly_increase() {
+    run_rule(
+        standard(),
+        5,
+        |s| {
+            if let Stage::RunPages { commit: 5, pages } = s {
+                let page = &mut pages[0];
+                let (a, b) = page.split_at_mut(92);
+                a.swap_with_slice(&mut b[..92]);
+            }
+        },
+        "entry 1 of page 0 is not in (block id, position) order",
+        false,
+    );
+}
+
+#[test]
+fn run_page_versions_start_at_1() {
+    run_rule(
+        standard(),
+        5,
+        |s| {
+            if let Stage::Entry {
+                commit: 5,
+                record: 0,
+                entry,
+            } = s
+            {
+                entry.version = 0;
+            }
+        },
+        "versions start at 1",
+        false,
+    );
+}

@@ -34,7 +34,8 @@
 //!    `update`, the root of the records before it for the events);
 //! 6. its segment header: every count, offset and digest (`seq`, `segment_offset`,
 //!    `segment_len`, `records_start`, counts, lengths, chain seed, previous commit digest and
-//!    offset, last record digest, provenance head, Merkle root, newest run);
+//!    offset (where that segment really is), last record digest, provenance head, Merkle
+//!    root, newest run);
 //! 7. the commit digest and the commit signature;
 //! 8. the trailer (with its CRC).
 //!
@@ -554,7 +555,11 @@ impl Artifact {
             header.run_len = run_bytes.len() as u64;
             header.genesis = genesis;
             header.previous_commit = previous.as_ref().map_or([0u8; 32], |(_, d)| *d);
-            header.previous_segment_offset = previous.as_ref().map_or(0, |(h, _)| h.segment_offset);
+            // Where the previous segment is, whatever its header says.
+            header.previous_segment_offset = match ci {
+                0 => 0,
+                _ => layout.segments[ci - 1],
+            };
             header.last_record_digest = new_entries.last().map_or_else(
                 || {
                     previous
