@@ -243,8 +243,9 @@ pub struct LegacyOptions {
 pub struct LegacyBlockInfo {
     /// Position in the source's (the migration's) block order, from 0.
     pub position: usize,
-    /// The id the migration gives the block: the legacy uuid's 16 bytes.
-    #[serde(skip)]
+    /// The id the migration gives the block: the legacy uuid's 16 bytes (serialized as
+    /// `id`, in `maif`'s uuid form).
+    #[serde(rename = "id", serialize_with = "serialize_id")]
     pub block_id: [u8; 16],
     /// The id as the source spells it.
     pub legacy_id: String,
@@ -270,6 +271,10 @@ pub struct LegacyBlockInfo {
     /// The metadata the migrated block carries: the caller's keys at the top level and the
     /// evidence, checks and verdict under `legacy`.
     pub metadata: Map<String, Value>,
+}
+
+fn serialize_id<S: serde::Serializer>(id: &[u8; 16], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_id(id))
 }
 
 fn serialize_fourcc<S: serde::Serializer>(code: &FourCC, s: S) -> Result<S::Ok, S::Error> {

@@ -304,6 +304,12 @@ fn assert_view_matches_the_migration(
         assert_eq!(legacy["id"], want["legacy_id"], "{name} {id}");
         assert_eq!(legacy["verdict"], want["verdict"], "{name} {id}");
         assert_eq!(legacy["checks"], want["checks"], "{name} {id}");
+        let serialized = serde_json::to_value(info).unwrap();
+        assert_eq!(
+            serialized["id"], want["block_id"],
+            "{name} {id}: serialized"
+        );
+        assert_eq!(serialized["block_type"], want["block_type"], "{name} {id}");
         let row = info.ls_row();
         assert_eq!(row["id"], want["block_id"], "{name} {id}: ls row");
         assert_eq!(row["verdict"], want["verdict"], "{name} {id}: ls row");
