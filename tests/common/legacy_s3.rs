@@ -8,9 +8,7 @@ use std::sync::Arc;
 
 use futures::TryStreamExt as _;
 use object_store::path::Path as ObjectPath;
-use object_store::{
-    Attribute, Attributes, GetOptions, ObjectStore, ObjectStoreExt as _, PutOptions,
-};
+use object_store::{Attribute, Attributes, GetOptions, ObjectStore, PutOptions};
 
 /// `../shared/fixtures/legacy-s3/<name>` beside the checkout.
 pub fn fixture_dir(name: &str) -> PathBuf {

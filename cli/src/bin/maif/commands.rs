@@ -356,8 +356,14 @@ pub async fn run(command: Command, settings: &S3Settings) -> Result<ExitCode, Er
             quick,
             strict,
             public_key,
+            legacy_keys,
             json,
         } => {
+            if !legacy_keys.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "{location} is canonical MAIF: --legacy-key applies only to legacy sources"
+                )));
+            }
             let expected_key = public_key.as_deref().map(parse_public_key).transpose()?;
             let options = VerifyOptions {
                 quick,

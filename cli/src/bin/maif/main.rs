@@ -3,6 +3,7 @@
 mod commands;
 mod demo;
 mod import;
+mod legacy;
 mod output;
 
 use std::path::PathBuf;
@@ -26,7 +27,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 enum Command {
     /// Generate an Ed25519 signing key (PKCS#8 PEM, mode 0600) and print its public key.
     Keygen {
@@ -125,9 +126,14 @@ enum Command {
         /// Check every signature individually with strict semantics instead of in batches.
         #[arg(long)]
         strict: bool,
-        /// Require this signer (64 hex digits), e.g. the key printed by `maif keygen`.
+        /// Require this signer (64 hex digits), e.g. the key printed by `maif keygen`; for a
+        /// Python SDK file read in place, the key its signatures must be made with.
         #[arg(long, value_name = "HEX")]
         public_key: Option<String>,
+        /// For a legacy source read in place: a legacy HMAC session key, repeatable,
+        /// LABEL=PATH (32 raw bytes), as `maif migrate` takes it.
+        #[arg(long = "legacy-key", value_name = "LABEL=PATH")]
+        legacy_keys: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -236,7 +242,7 @@ enum Command {
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct AddArgs {
     location: String,
     #[arg(long)]
@@ -277,7 +283,7 @@ struct AddArgs {
     json: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 struct ImportArgs {
     location: String,
     #[arg(long)]
@@ -306,6 +312,13 @@ struct ImportArgs {
 }
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`maif ls ... | head`), as other Unix tools do, instead
+    // of panicking inside println!: Rust ignores SIGPIPE by default.
+    #[cfg(unix)]
+    // SAFETY: restoring the default action of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     init_logging();
     let settings = cli.s3.settings();
@@ -357,11 +370,34 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
+    // `ls`, `cat`, `history`, `inspect` and `verify` read every MAIF variant: a legacy
+    // source is read in place (see `legacy`).
+    if runtime.block_on(legacy::is_legacy_file(&cli.command, &settings)) {
+        return run_legacy(&runtime, cli.command, &settings);
+    }
+    let command = cli.command.clone();
     match runtime.block_on(commands::run(cli.command, &settings)) {
         Ok(code) => code,
         Err(e) => {
+            if runtime.block_on(legacy::is_legacy_objects(&command, &settings)) {
+                return run_legacy(&runtime, command, &settings);
+            }
             eprintln!("maif: {e}");
             ExitCode::from(commands::exit_code(&e))
+        }
+    }
+}
+
+fn run_legacy(
+    runtime: &tokio::runtime::Runtime,
+    command: Command,
+    settings: &maif_store::location::S3Settings,
+) -> ExitCode {
+    match runtime.block_on(legacy::run(command, settings)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("maif: {e}");
+            ExitCode::from(legacy::exit_code(&e))
         }
     }
 }
