@@ -152,7 +152,13 @@ pub async fn run(command: Command, settings: &S3Settings) -> Result<ExitCode, Mi
                     && until.is_none_or(|t| b.timestamp_us <= t)
             });
             if let Some(agent) = agent {
-                blocks.retain(|b| metadata_matches(b, "agent_id", &agent));
+                // As for a canonical artifact: the block's own `agent_id`, else the source's
+                // agent (the SDK file's agent id; legacy files without one have none).
+                let source_agent = view.artifact().agent_id.clone();
+                blocks.retain(|b| match b.metadata.get("agent_id") {
+                    Some(_) => metadata_matches(b, "agent_id", &agent),
+                    None => source_agent.as_deref() == Some(agent.as_str()),
+                });
             }
             if let Some(digest) = digest {
                 let wanted = digest.trim().to_ascii_lowercase();
