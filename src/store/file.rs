@@ -139,7 +139,7 @@ impl FileStore {
     }
 
     fn reader(&self) -> Result<Arc<File>, StoreError> {
-        let mut reader = self.reader.lock().map_err(|_| StoreError::Corrupt {
+        let mut reader = self.reader.lock().map_err(|_| StoreError::Internal {
             location: self.location(),
             reason: "a reader thread panicked".into(),
         })?;
@@ -650,7 +650,7 @@ impl FileAppend {
     }
 
     fn file(&self) -> Result<&Arc<File>, StoreError> {
-        self.file.as_ref().ok_or_else(|| StoreError::Corrupt {
+        self.file.as_ref().ok_or_else(|| StoreError::Misuse {
             location: self.location(),
             reason: "append session used after it ended".into(),
         })
@@ -686,7 +686,7 @@ impl FileAppend {
             // The writer stopped on an error: report it.
             let result = self.pipeline.take().map_or(Ok(()), Pipeline::finish);
             result.map_err(self.io("writing records"))?;
-            return Err(StoreError::Corrupt {
+            return Err(StoreError::Internal {
                 location: self.location(),
                 reason: "the record writer stopped".into(),
             });
@@ -740,7 +740,7 @@ impl AppendSession for FileAppend {
     ) -> Result<(), StoreError> {
         let len = record.len();
         if entry.offset != self.next_offset || entry.record_len != len {
-            return Err(StoreError::Corrupt {
+            return Err(StoreError::Misuse {
                 location: self.location(),
                 reason: format!(
                     "record for offset {} ({len} bytes) put out of order: the next record goes at {}",
@@ -918,7 +918,7 @@ impl FileImport {
             {
                 let result = self.pipeline.take().map_or(Ok(()), Pipeline::finish);
                 result.map_err(|e| io_error(&self.location(), "writing", e))?;
-                return Err(StoreError::Corrupt {
+                return Err(StoreError::Internal {
                     location: self.location(),
                     reason: "the record writer stopped".into(),
                 });
@@ -958,7 +958,7 @@ impl ImportSession for FileImport {
 
     async fn put_record(&mut self, entry: &IndexEntry, record: Bytes) -> Result<(), StoreError> {
         if entry.record_len != record.len() as u64 {
-            return Err(StoreError::Corrupt {
+            return Err(StoreError::Misuse {
                 location: self.location(),
                 reason: format!(
                     "record for offset {} has {} bytes, its entry says {}",
@@ -1015,5 +1015,66 @@ impl ImportSession for FileImport {
         }
         remove_durably(&self.partial).map_err(io("removing the partial file"))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(path: &Path) -> FileAppend {
+        let file = File::create(path).expect("create");
+        FileAppend {
+            path: path.to_path_buf(),
+            file: Some(Arc::new(file)),
+            pipeline: None,
+            buffer: Vec::new(),
+            buffer_at: 100,
+            base_end: 100,
+            next_offset: 100,
+            touched: false,
+        }
+    }
+
+    fn entry(offset: u64, record_len: u64) -> IndexEntry {
+        IndexEntry {
+            offset,
+            record_len,
+            block_id: [1; 16],
+            block_type: crate::format::FourCC::BINA,
+            metadata_len: 0,
+            timestamp_us: 0,
+            digest: [2; 32],
+        }
+    }
+
+    /// Misuse by the caller is `Misuse` (exit 2), never `Corrupt` (exit 1, "the bytes are
+    /// not what they claim"): nothing stored is wrong.
+    #[tokio::test]
+    async fn records_put_out_of_order_or_after_the_end_are_misuse_not_corruption() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut append = session(&dir.path().join("a.maif"));
+        let record = || RecordBytes {
+            parts: vec![Bytes::from_static(b"0123456789")],
+        };
+        let out_of_order = append
+            .put_record(&entry(104, 10), record())
+            .await
+            .expect_err("wrong offset");
+        assert!(
+            matches!(out_of_order, StoreError::Misuse { .. }),
+            "{out_of_order:?}"
+        );
+        let wrong_length = append
+            .put_record(&entry(100, 11), record())
+            .await
+            .expect_err("wrong length");
+        assert!(
+            matches!(wrong_length, StoreError::Misuse { .. }),
+            "{wrong_length:?}"
+        );
+        append.file = None;
+        let ended = append.file().map(|_| ()).expect_err("ended");
+        assert!(matches!(ended, StoreError::Misuse { .. }), "{ended:?}");
     }
 }

@@ -38,9 +38,19 @@ pub enum StoreError {
     /// The committed state changed since the append began (another writer committed).
     #[error("commit conflict at {location}: {reason}")]
     Conflict { location: String, reason: String },
-    /// The stored bytes are not a readable committed artifact.
+    /// The stored bytes are not a readable committed artifact. Only damage: never misuse,
+    /// a failed worker or transport trouble, so exit code 1 and a verify problem always
+    /// mean "the bytes are not what they claim".
     #[error("{location}: {reason}")]
     Corrupt { location: String, reason: String },
+    /// The store was used against its contract (a record put out of order, a session used
+    /// after it ended): a bug in the caller, not damage.
+    #[error("{location}: used out of contract: {reason}")]
+    Misuse { location: String, reason: String },
+    /// A worker of the store failed (a writer thread stopped, a lock holder panicked):
+    /// trouble on this side, not damage.
+    #[error("{location}: {reason}")]
+    Internal { location: String, reason: String },
     /// The artifact was torn by an interrupted write and has no committed state to open.
     #[error(
         "{location} is torn ({reason}); run `maif recover` to rebuild it from its intact prefix"

@@ -908,7 +908,7 @@ impl AppendSession for ObjectAppend {
         trailer: [u8; TRAILER_LEN],
     ) -> Result<(), StoreError> {
         if seq != self.base_seq + 1 {
-            return Err(StoreError::Corrupt {
+            return Err(StoreError::Misuse {
                 location: self.uploader.backend.url.clone(),
                 reason: format!("commit {seq} does not follow commit {}", self.base_seq),
             });

@@ -255,7 +255,7 @@ struct ObjectFileImport {
 impl ObjectFileImport {
     async fn write_at(&mut self, offset: u64, bytes: Bytes, skip: u64) -> Result<(), StoreError> {
         if offset != self.next_offset {
-            return Err(StoreError::Corrupt {
+            return Err(StoreError::Misuse {
                 location: self.store.url.clone(),
                 reason: format!(
                     "bytes for offset {offset} arrived out of order (next is {})",
@@ -265,7 +265,7 @@ impl ObjectFileImport {
         }
         let url = self.store.url.clone();
         let key = self.store.key.to_string();
-        let writer = self.writer.as_mut().ok_or_else(|| StoreError::Corrupt {
+        let writer = self.writer.as_mut().ok_or_else(|| StoreError::Misuse {
             location: url.clone(),
             reason: "the upload already ended".into(),
         })?;
@@ -307,7 +307,7 @@ impl ImportSession for ObjectFileImport {
     }
 
     async fn finish(mut self: Box<Self>) -> Result<(), StoreError> {
-        let writer = self.writer.take().ok_or_else(|| StoreError::Corrupt {
+        let writer = self.writer.take().ok_or_else(|| StoreError::Misuse {
             location: self.store.url.clone(),
             reason: "the upload already ended".into(),
         })?;
