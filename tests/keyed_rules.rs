@@ -1947,3 +1947,662 @@ fn run_page_versions_start_at_1() {
         false,
     );
 }
+
+#[test]
+fn every_event_action_names_the_root_of_the_records_before_it() {
+    for action in [
+        Action::Convert,
+        Action::Migrate,
+        Action::Recover,
+        Action::Compact,
+    ] {
+        let mut a = Artifact::read(standard());
+        a.commits[3].provenance[0].action = action;
+        // With the subject derived, the action alone is fine.
+        full(&rebuild_model(&a, |_| {}), &[]);
+        let r = rebuild_model(&a, |s| {
+            if let Stage::ProvenanceEntry {
+                commit: 3,
+                entry: 0,
+                value,
+            } = s
+            {
+                value.subject = [3; 32];
+            }
+        });
+        full(
+            &r,
+            &[want(
+                "provenance",
+                entry_at(&r, 3, 0),
+                format!(
+                    "entry #6 ({}): does not name the Merkle root of the records before it",
+                    action.name()
+                ),
+            )],
+        );
+    }
+}
+
+#[test]
+fn an_unknown_action_is_kept_and_only_the_rules_for_every_entry_apply() {
+    let mut a = Artifact::read(standard());
+    a.commits[3].provenance[0].action = Action::Unknown(200);
+    let r = rebuild_model(&a, |s| {
+        if let Stage::ProvenanceEntry {
+            commit: 3,
+            entry: 0,
+            value,
+        } = s
+        {
+            value.subject = [3; 32];
+        }
+    });
+    full(&r, &[]);
+    a.commits[3].provenance[0].details = b"42".to_vec();
+    let r = rebuild_model(&a, |_| {});
+    full(
+        &r,
+        &[want(
+            "provenance",
+            entry_at(&r, 3, 0),
+            "entry #6 (unknown(200)): details are not a JSON object",
+        )],
+    );
+}
+
+#[test]
+fn commit_0_records_start_at_the_end_of_the_base() {
+    let mut a = Artifact::read(standard());
+    a.commits[0].pad_after_records = vec![0; 4];
+    let base = a.base.len() as u64;
+    let r = rebuild_model(&a, |s| {
+        if let Stage::Header { commit: 0, header } = s {
+            header.records_start += 4;
+        }
+    });
+    full(
+        &r,
+        &[want(
+            "commit",
+            seg(&r, 0),
+            format!(
+                "commit 0: says its records start at {} but the previous commit ends at {base}",
+                base + 4
+            ),
+        )],
+    );
+}
+
+#[test]
+fn a_broken_link_from_an_unsigned_commit_is_that_commits_signature_problem() {
+    // The link to the predecessor is not signed when the commit's signature fails: the
+    // break is reported as the newer commit's signature problem (12.3, first rule).
+    let r = rebuild(standard(), |s| match s {
+        Stage::Header { commit: 5, header } => header.previous_commit = [7; 32],
+        Stage::CommitSignature {
+            commit: 5,
+            signature,
+            ..
+        } => *signature = test_key().sign(maif_store::format::digest::SignedKind::Commit, &[1; 32]),
+        _ => {}
+    });
+    full(
+        &r,
+        &[want(
+            "commit",
+            seg(&r, 5),
+            "commit 5: the commit signature does not verify: its segment was altered",
+        )],
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Every rule of the document has a test here (or, named, elsewhere).
+
+const FORMAT_MD: &str = include_str!("../docs/FORMAT.md");
+const THIS_FILE: &str = include_str!("keyed_rules.rs");
+
+/// The text of the section that starts with the line `start` and ends before `end`.
+fn section<'a>(start: &str, end: &str) -> &'a str {
+    let from = FORMAT_MD
+        .find(&format!("\n{start}"))
+        .unwrap_or_else(|| panic!("FORMAT.md has no heading {start:?}"));
+    let rest = &FORMAT_MD[from + 1..];
+    let to = rest
+        .find(&format!("\n{end}"))
+        .unwrap_or_else(|| panic!("FORMAT.md has no heading {end:?} after {start:?}"));
+    &rest[..to]
+}
+
+fn normalize(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The top-level bullets of `text` ("* " at the start of a line, continued by indented
+/// lines), and its paragraphs that start in bold and do not introduce a list (they end in
+/// a colon when they do): each one rule.
+fn rule_items(text: &str) -> Vec<String> {
+    let mut items = Vec::new();
+    let mut current: Option<String> = None;
+    let mut paragraph: Option<String> = None;
+    let flush = |current: &mut Option<String>, items: &mut Vec<String>| {
+        if let Some(item) = current.take() {
+            items.push(normalize(&item));
+        }
+    };
+    for line in text.lines() {
+        if let Some(bullet) = line.strip_prefix("* ") {
+            flush(&mut current, &mut items);
+            paragraph = None;
+            current = Some(bullet.to_string());
+        } else if line.starts_with("  ") && current.is_some() {
+            if let Some(item) = &mut current {
+                item.push(' ');
+                item.push_str(line);
+            }
+        } else if line.trim().is_empty() {
+            flush(&mut current, &mut items);
+            if let Some(p) = paragraph.take() {
+                let p = normalize(&p);
+                if is_rule_paragraph(&p) {
+                    items.push(p);
+                }
+            }
+        } else {
+            flush(&mut current, &mut items);
+            match &mut paragraph {
+                Some(p) => {
+                    p.push(' ');
+                    p.push_str(line);
+                }
+                None => paragraph = Some(line.to_string()),
+            }
+        }
+    }
+    flush(&mut current, &mut items);
+    if let Some(p) = paragraph {
+        let p = normalize(&p);
+        if is_rule_paragraph(&p) {
+            items.push(p);
+        }
+    }
+    items
+}
+
+/// A paragraph that starts in bold states a rule, unless it is only a bold heading or
+/// introduces a list (it then ends in a colon).
+fn is_rule_paragraph(p: &str) -> bool {
+    let heading =
+        p.starts_with("**") && p.ends_with("**") && p[2..p.len() - 2].find("**").is_none();
+    p.starts_with("**") && !p.ends_with(':') && !heading
+}
+
+/// Checks that each rule is matched by exactly one fragment of `table`, that each fragment
+/// matches exactly one rule, and that each test it names exists (a name `path::test`
+/// names a test in another file of the workspace; an empty list is an exemption, which must
+/// say why in `reason`).
+fn check_coverage(name: &str, rules: &[String], table: &[(&str, &[&str])]) {
+    let mut failures = Vec::new();
+    for rule in rules {
+        let matches: Vec<_> = table.iter().filter(|(f, _)| rule.contains(f)).collect();
+        if matches.len() != 1 {
+            failures.push(format!(
+                "{name}: rule {rule:?} is matched by {} entries of the table, not 1",
+                matches.len()
+            ));
+        }
+    }
+    for (fragment, tests) in table {
+        let count = rules.iter().filter(|r| r.contains(fragment)).count();
+        if count != 1 {
+            failures.push(format!(
+                "{name}: table entry {fragment:?} matches {count} rules of the document, not 1"
+            ));
+        }
+        if tests.is_empty() {
+            failures.push(format!("{name}: rule {fragment:?} has no test"));
+        }
+        for test in *tests {
+            let (source, test) = match test.split_once("::") {
+                None => (THIS_FILE.to_string(), *test),
+                Some((path, test)) => (
+                    std::fs::read_to_string(
+                        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path),
+                    )
+                    .unwrap_or_else(|e| panic!("{path}: {e}")),
+                    test,
+                ),
+            };
+            if !source.contains(&format!("fn {test}(")) {
+                failures.push(format!(
+                    "{name}: rule {fragment:?} names the test {test}, which does not exist"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+const PROVENANCE_TESTS: &[&str] = &[
+    "each_entry_links_to_the_previous_entry",
+    "entry_details_are_a_json_object",
+    "the_first_entry_is_create",
+    "create_is_only_the_first_entry",
+    "create_names_the_chain_seed",
+    "no_entry_follows_a_finalize_entry_in_its_commit",
+    "add_and_update_entries_name_the_commits_records_in_order",
+    "an_add_entry_names_a_record_its_commit_adds",
+    "every_record_a_commit_adds_has_an_add_or_update_entry",
+    "add_block_names_version_1_of_its_id",
+    "update_names_version_2_or_later_of_its_id",
+    "an_event_names_the_merkle_root_of_the_records_before_it",
+    "every_event_action_names_the_root_of_the_records_before_it",
+    "an_unknown_action_is_kept_and_only_the_rules_for_every_entry_apply",
+    "the_last_entry_is_the_provenance_head",
+    "a_finalize_entry_requires_the_sealed_flag",
+    "the_sealed_flag_requires_a_finalize_entry",
+    "no_commit_follows_a_sealed_commit",
+];
+
+#[test]
+fn the_rules_of_section_12_3_each_have_a_test() {
+    let rules = rule_items(section("### 12.3", "## 13."));
+    let table: &[(&str, &[&str])] = &[
+        (
+            "Walking back from the newest commit",
+            &[
+                "predecessor_commit_has_the_digest_its_successor_names",
+                "a_broken_link_from_an_unsigned_commit_is_that_commits_signature_problem",
+            ],
+        ),
+        (
+            "Each commit names this artifact's chain seed",
+            &["each_commit_names_the_chain_seed"],
+        ),
+        (
+            "Each commit signature verifies",
+            &["each_commit_signature_verifies"],
+        ),
+        (
+            "Each commit's trailer is intact",
+            &["each_trailer_is_the_one_its_segment_implies"],
+        ),
+        (
+            "Each commit's `seq` is the previous one's plus 1",
+            &["each_commit_number_is_one_more_than_the_previous"],
+        ),
+        (
+            "Each commit's `records_start` is the previous commit's end",
+            &[
+                "each_commit_records_start_where_the_previous_commit_ends",
+                "commit_0_records_start_at_the_end_of_the_base",
+            ],
+        ),
+        (
+            "No commit follows a sealed commit",
+            &["no_commit_follows_a_sealed_commit"],
+        ),
+        (
+            "`record_count` = the previous `record_count`",
+            &["record_count_is_the_previous_count_plus_records_added"],
+        ),
+        (
+            "`provenance_count` = the previous `provenance_count`",
+            &["provenance_count_is_the_previous_count_plus_provenance_added"],
+        ),
+        (
+            "The segment's parts decode",
+            &[
+                "a_run_head_matches_the_digest_its_reference_names",
+                "run_pages_match_their_directory_digests",
+                "the_provenance_part_holds_exactly_provenance_added_entries",
+            ],
+        ),
+        (
+            "A commit that holds a run: the run's entries for positions below",
+            &[
+                "a_run_holds_exactly_the_entries_of_the_runs_it_replaces",
+                "a_runs_older_run_is_live",
+            ],
+        ),
+        (
+            "A commit that holds no run names the newest live run",
+            &["a_commit_without_a_run_names_the_newest_live_run"],
+        ),
+        (
+            "The run's entries for new positions number `records_added`",
+            &["new_entries_are_the_positions_after_the_previous_count"],
+        ),
+        (
+            "The new entries tile",
+            &["new_entries_tile_the_records_up_to_the_segment"],
+        ),
+        (
+            "Each new entry's `version` is one more",
+            &["each_new_entrys_version_counts_the_earlier_records_of_its_id"],
+        ),
+        (
+            "`last_record_digest` is the digest of the commit's last new record",
+            &["last_record_digest_is_the_last_new_records"],
+        ),
+        ("**Provenance.**", PROVENANCE_TESTS),
+        (
+            "**The Merkle frontier.**",
+            &[
+                "each_commits_frontier_is_the_tree_of_its_records",
+                "an_event_names_the_merkle_root_of_the_records_before_it",
+            ],
+        ),
+        ("it can be read", &["a_record_can_be_read"]),
+        (
+            "it decodes from exactly `record_len` bytes",
+            &[
+                "a_record_decodes_from_exactly_record_len_bytes",
+                "a_records_header_passes_the_block_header_rules",
+            ],
+        ),
+        (
+            "the index entry's `block_id`, `block_type`, `metadata_len` and `timestamp_us`",
+            &[
+                "index_entry_block_id_equals_the_record_header",
+                "index_entry_block_type_equals_the_record_header",
+                "index_entry_metadata_len_equals_the_record_header",
+                "index_entry_timestamp_equals_the_record_header",
+            ],
+        ),
+        (
+            "its metadata is empty or a JSON object",
+            &["record_metadata_is_empty_or_a_json_object"],
+        ),
+        (
+            "its recomputed record digest",
+            &["a_records_digest_equals_its_indexed_digest"],
+        ),
+        (
+            "its `prev_link` is the first 8 bytes",
+            &["a_records_prev_link_is_the_previous_indexed_digest"],
+        ),
+        (
+            "its block signature verifies",
+            &["a_block_signature_verifies"],
+        ),
+        (
+            "**Signatures.**",
+            &[
+                "each_commit_signature_verifies",
+                "a_block_signature_verifies",
+            ],
+        ),
+        (
+            // Object layout only: tested against a bucket with the CLI.
+            "**Storage**",
+            &["cli/tests/s3.rs::verify_reports_missing_wrong_orphaned_and_stray_objects"],
+        ),
+        (
+            "an encryption code other than 0",
+            &["an_encrypted_record_is_not_readable"],
+        ),
+        (
+            "the data is decompressed",
+            &["a_record_that_does_not_decompress_is_not_readable"],
+        ),
+        (
+            "the data of a TEXT, EMBD or IMAG block must parse",
+            &["a_typed_payload_that_does_not_parse_is_not_readable"],
+        ),
+    ];
+    assert!(rules.len() >= 25, "too few rules parsed: {rules:#?}");
+    check_coverage("12.3", &rules, table);
+}
+
+#[test]
+fn the_quick_rules_of_section_12_2_each_have_a_test() {
+    let rules = rule_items(section("### 12.2", "### 12.3"));
+    let table: &[(&str, &[&str])] = &[
+        ("the pinned key", &["a_pinned_key_must_sign_the_artifact"]),
+        (
+            "the commit's `genesis` equals the chain seed",
+            &["each_commit_names_the_chain_seed"],
+        ),
+        (
+            "the commit signature: one signature",
+            &["each_commit_signature_verifies"],
+        ),
+        (
+            "the trailer after the segment is intact",
+            &["each_trailer_is_the_one_its_segment_implies"],
+        ),
+        (
+            "the segment's run head, if it holds a run",
+            &[
+                "a_run_head_matches_the_digest_its_reference_names",
+                "run_head_agrees_with_its_reference",
+                "run_head_magic",
+            ],
+        ),
+        (
+            "the segment's provenance part decodes",
+            &[
+                "the_provenance_part_holds_exactly_provenance_added_entries",
+                "each_entry_links_to_the_previous_entry",
+                "the_last_entry_is_the_provenance_head",
+            ],
+        ),
+    ];
+    check_coverage("12.2", &rules, table);
+}
+
+#[test]
+fn the_provenance_rules_of_section_9_2_each_have_a_test() {
+    let text = section("### 9.2", "### 9.3");
+    let mut rules = rule_items(text);
+    // The table's rows: one rule per action code.
+    rules.extend(
+        text.lines()
+            .filter(|l| l.starts_with("| ") && l[2..].starts_with(|c: char| c.is_ascii_digit()))
+            .map(normalize),
+    );
+    let table: &[(&str, &[&str])] = &[
+        (
+            "| 1 | `create`",
+            &[
+                "the_first_entry_is_create",
+                "create_is_only_the_first_entry",
+                "create_names_the_chain_seed",
+            ],
+        ),
+        (
+            "| 2 | `add_block`",
+            &[
+                "add_and_update_entries_name_the_commits_records_in_order",
+                "add_block_names_version_1_of_its_id",
+            ],
+        ),
+        (
+            "| 3 | `update`",
+            &["update_names_version_2_or_later_of_its_id"],
+        ),
+        (
+            "| 4 | `finalize`",
+            &[
+                "an_event_names_the_merkle_root_of_the_records_before_it",
+                "a_finalize_entry_requires_the_sealed_flag",
+            ],
+        ),
+        (
+            "| 5 | `convert`",
+            &["every_event_action_names_the_root_of_the_records_before_it"],
+        ),
+        (
+            "| 6 | `migrate`",
+            &["every_event_action_names_the_root_of_the_records_before_it"],
+        ),
+        (
+            "| 7 | `recover`",
+            &["every_event_action_names_the_root_of_the_records_before_it"],
+        ),
+        (
+            "| 8 | `compact`",
+            &["every_event_action_names_the_root_of_the_records_before_it"],
+        ),
+        (
+            "| 0, 9–255 |",
+            &["an_unknown_action_is_kept_and_only_the_rules_for_every_entry_apply"],
+        ),
+        (
+            "`previous` equals the digest of the entry before",
+            &["each_entry_links_to_the_previous_entry"],
+        ),
+        (
+            "the details are a JSON object",
+            &["entry_details_are_a_json_object"],
+        ),
+        ("entry #0 is `create`", &["the_first_entry_is_create"]),
+        (
+            "no entry follows a `finalize` entry in its commit",
+            &["no_entry_follows_a_finalize_entry_in_its_commit"],
+        ),
+        (
+            "**Subject rule for",
+            &[
+                "an_event_names_the_merkle_root_of_the_records_before_it",
+                "every_event_action_names_the_root_of_the_records_before_it",
+            ],
+        ),
+        (
+            "entries name its new records one to one",
+            &[
+                "add_and_update_entries_name_the_commits_records_in_order",
+                "an_add_entry_names_a_record_its_commit_adds",
+                "every_record_a_commit_adds_has_an_add_or_update_entry",
+            ],
+        ),
+        (
+            "the digest of the commit's last entry equals its `provenance_head`",
+            &["the_last_entry_is_the_provenance_head"],
+        ),
+        (
+            "the commit has a `finalize` entry if and only if its sealed flag is set",
+            &[
+                "a_finalize_entry_requires_the_sealed_flag",
+                "the_sealed_flag_requires_a_finalize_entry",
+            ],
+        ),
+        (
+            "no commit follows a sealed commit",
+            &["no_commit_follows_a_sealed_commit"],
+        ),
+    ];
+    check_coverage("9.2", &rules, table);
+}
+
+#[test]
+fn the_segment_checks_of_section_6_3_each_have_a_test() {
+    let text = section("### 6.3", "### 6.4");
+    // The numbered checks, and the frontier check of `decode_prefix` as number 17.
+    let mut numbers: Vec<u32> = text
+        .lines()
+        .filter_map(|l| l.split_once(". ").and_then(|(n, _)| n.parse().ok()))
+        .collect();
+    assert_eq!(numbers, (1..=16).collect::<Vec<_>>(), "{text}");
+    assert!(text.contains("requires the root folded from the frontier"));
+    numbers.push(17);
+    for n in numbers {
+        // Check 4 ("exactly 352 bytes were consumed") cannot fail: the header is read from
+        // exactly 352 bytes.
+        if n == 4 {
+            continue;
+        }
+        assert!(
+            THIS_FILE.contains(&format!("fn segment_{n}_")),
+            "6.3 check {n} has no test named segment_{n}_…"
+        );
+    }
+}
+
+#[test]
+fn the_run_checks_of_section_8_3_each_have_a_test() {
+    let text = section("### 8.3", "### 8.4");
+    // The checks of the paragraph that starts with `start`: separated by semicolons, the
+    // last sentence's clauses by ", and ".
+    let checks = |start: &str| -> Vec<String> {
+        let paragraph = text
+            .split("\n\n")
+            .map(normalize)
+            .find(|p| p.starts_with(start))
+            .unwrap_or_else(|| panic!("8.3 has no paragraph {start:?}"));
+        paragraph[start.len()..]
+            .split("; ")
+            .flat_map(|c| c.split(". "))
+            .flat_map(|c| c.split(", and "))
+            .map(|c| {
+                c.trim()
+                    .trim_start_matches("and ")
+                    .trim_end_matches('.')
+                    .to_string()
+            })
+            .filter(|c| !c.is_empty())
+            .collect()
+    };
+    let mut rules = checks("`RunHead::decode` checks, in order:");
+    rules.extend(checks("`RunHead::decode_page` checks a page:"));
+    let table: &[(&str, &[&str])] = &[
+        ("the magic", &["run_head_magic"]),
+        ("`reserved` is zero", &["run_head_reserved_is_zero"]),
+        (
+            "`older` decodes as a `RunRef`",
+            &["run_head_older_reference_decodes"],
+        ),
+        ("`entry_count ≥ 1`", &["run_head_holds_an_entry"]),
+        ("`page_count = ceil", &["run_head_page_count"]),
+        ("`tier = tier_of(entry_count)`", &["run_head_tier"]),
+        (
+            "`older.tier ≥ tier`",
+            &["run_head_tiers_never_grow_towards_the_newest_run"],
+        ),
+        ("`streak` as above", &["run_head_streak"]),
+        // Not reachable once the reference's `head_len` and the page count agree: the
+        // directory is exactly the rest of the head.
+        ("the directory fits in the bytes", &["run_head_page_count"]),
+        (
+            "strictly increase (112",
+            &["run_directory_keys_strictly_increase"],
+        ),
+        // Not reachable: the head is read as exactly the reference's `head_len` bytes.
+        (
+            "exactly the head's bytes were consumed",
+            &["run_head_agrees_with_its_reference"],
+        ),
+        (
+            "checks the head's bytes against the digest in the reference",
+            &["a_run_head_matches_the_digest_its_reference_names"],
+        ),
+        (
+            "equal the reference's",
+            &["run_head_agrees_with_its_reference"],
+        ),
+        (
+            "its digest equals the directory's",
+            &["run_pages_match_their_directory_digests"],
+        ),
+        // Not reachable: a page is read as exactly the bytes its entry count needs.
+        (
+            "its length is `92 ×`",
+            &["run_pages_match_their_directory_digests"],
+        ),
+        (
+            "its first key equals the directory's",
+            &["run_page_starts_with_its_directory_key"],
+        ),
+        (
+            "keys strictly increase",
+            &["run_page_entries_strictly_increase"],
+        ),
+        (
+            "every `version` is at least 1",
+            &["run_page_versions_start_at_1"],
+        ),
+    ];
+    check_coverage("8.3", &rules, table);
+}
