@@ -24,7 +24,7 @@ use object_store::{BackoffConfig, ObjectStore, RetryConfig};
 
 use crate::error::{Error, Result};
 use crate::store::object::{DEFAULT_CONCURRENCY, memory_store};
-use crate::store::{BlockStore, FileStore, ListingOrder, ObjectBackend, ObjectFile};
+use crate::store::{BlockStore, FileStore, ListingOrder, ObjectBackend, ObjectFile, StoreError};
 
 /// Where an artifact lives, as the user named it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,12 +186,20 @@ pub fn listing_order(name: &ObjectStoreName) -> ListingOrder {
 pub fn open_object_store(name: &ObjectStoreName, s3: &S3Settings) -> Result<Arc<dyn ObjectStore>> {
     match name {
         ObjectStoreName::Folder(dir) => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::Invalid(format!("creating folder {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                location: dir.display().to_string(),
+                action: "creating the folder".into(),
+                source,
+            })?;
             // Durable when a write returns, as S3 is: each object and its directory entry are
             // synced before the put reports success.
             let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
-                .map_err(|e| Error::Invalid(format!("opening folder {}: {e}", dir.display())))?
+                .map_err(|e| StoreError::Object {
+                    location: dir.display().to_string(),
+                    key: String::new(),
+                    action: "opening the folder for".into(),
+                    source: Box::new(e),
+                })?
                 .with_fsync(true);
             Ok(Arc::new(store))
         }
@@ -276,9 +284,12 @@ pub fn s3_client(bucket: &str, settings: &S3Settings) -> Result<Arc<object_store
     if let Some(region) = &settings.region {
         builder = builder.with_region(region);
     }
-    let store = builder
-        .build()
-        .map_err(|e| Error::Invalid(format!("s3://{bucket}: cannot configure S3: {e}")))?;
+    let store = builder.build().map_err(|e| StoreError::Object {
+        location: format!("s3://{bucket}"),
+        key: String::new(),
+        action: "configuring S3 for".into(),
+        source: Box::new(e),
+    })?;
     Ok(Arc::new(store))
 }
 

@@ -20,8 +20,7 @@ use crate::migrate::{MigrateOptions, migrate};
 use crate::model::SourceKind;
 use crate::source;
 
-/// Object requests in flight when `--concurrency` is not given.
-pub const DEFAULT_CONCURRENCY: usize = 16;
+pub use maif_store::store::DEFAULT_CONCURRENCY;
 
 /// Where a location names S3 (`s3://bucket/prefix`): settings that override the standard AWS
 /// environment variables and profiles.

@@ -377,7 +377,7 @@ impl Default for ExportOptions {
     fn default() -> Self {
         Self {
             overwrite: false,
-            concurrency: 16,
+            concurrency: maif_store::store::DEFAULT_CONCURRENCY,
         }
     }
 }

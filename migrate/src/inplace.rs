@@ -366,7 +366,9 @@ pub async fn open_legacy(
         )));
     }
     let artifact = source::read(&source, options.force, options.public_key, &|_| {}).await?;
-    let concurrency = settings.concurrency.unwrap_or(16);
+    let concurrency = settings
+        .concurrency
+        .unwrap_or(maif_store::store::DEFAULT_CONCURRENCY);
     let prefix = source::prefix(&source).cloned();
     LegacyView::check(artifact, prefix, options.legacy_keys, concurrency).await
 }

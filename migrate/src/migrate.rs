@@ -59,7 +59,7 @@ impl Default for MigrateOptions {
             key: None,
             legacy_keys: Vec::new(),
             dry_run: false,
-            concurrency: 16,
+            concurrency: maif_store::store::DEFAULT_CONCURRENCY,
             agent_id: "maif-migrate".into(),
             progress: Box::new(|_| {}),
         }

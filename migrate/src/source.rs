@@ -23,7 +23,9 @@ pub enum Source {
 /// `memory://name/prefix` are object-store prefixes; a URL ending in `.maif` is a single
 /// legacy file stored as one object.
 pub async fn open(text: &str, settings: &S3Settings) -> Result<Source> {
-    let concurrency = settings.concurrency.unwrap_or(16);
+    let concurrency = settings
+        .concurrency
+        .unwrap_or(maif_store::store::DEFAULT_CONCURRENCY);
     match Location::parse(text)? {
         Location::File(path) => Ok(Source::File {
             name: text.to_owned(),

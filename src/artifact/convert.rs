@@ -31,7 +31,7 @@ pub struct ConvertOptions {
 impl Default for ConvertOptions {
     fn default() -> Self {
         Self {
-            concurrency: 16,
+            concurrency: crate::store::DEFAULT_CONCURRENCY,
             max_in_flight_bytes: 256 << 20,
             on_progress: None,
         }
@@ -195,6 +195,7 @@ async fn copy_records(
     // Each fetch runs as its own task, so transfers keep going while this loop writes.
     let mut records = stream::iter(missing.iter().copied().map(|entry| {
         let source = source.clone();
+        let location = source.location();
         let fetch = async move {
             let bytes = source.read_record(&entry).await?;
             // Hash on a blocking thread: records are re-hashed in parallel and the runtime
@@ -204,7 +205,13 @@ async fn copy_records(
                 (ok, bytes)
             })
             .await
-            .map_err(|e| Error::Invalid(format!("hashing a record: {e}")))?;
+            .map_err(|e| StoreError::Internal {
+                location: source.location(),
+                reason: format!(
+                    "the task hashing the record at offset {}: {e}",
+                    entry.offset
+                ),
+            })?;
             if !digest_ok {
                 return Err(Error::Verification(format!(
                     "{}: the record at offset {} does not match its committed digest; not copied",
@@ -217,7 +224,10 @@ async fn copy_records(
         async move {
             tokio::spawn(fetch)
                 .await
-                .map_err(|e| Error::Invalid(format!("fetching a record: {e}")))?
+                .map_err(|e| StoreError::Internal {
+                    location,
+                    reason: format!("the task fetching a record: {e}"),
+                })?
         }
     }))
     .buffered(in_flight);

@@ -22,7 +22,7 @@ pub mod object;
 pub mod object_file;
 
 pub use file::FileStore;
-pub use object::{ListingOrder, ObjectBackend};
+pub use object::{DEFAULT_CONCURRENCY, ListingOrder, ObjectBackend};
 pub use object_file::ObjectFile;
 
 /// Errors from a store.

@@ -59,7 +59,8 @@ use crate::format::layout::{
 use crate::format::metadata::MAX_METADATA_LEN;
 use crate::format::{Digest, IndexEntry, MetadataSection, TRAILER_LEN};
 
-/// Default number of object requests in flight per append.
+/// Object requests in flight per operation (an append, a conversion, a migration, an export)
+/// when none is asked for: the one default every command and library entry point uses.
 pub const DEFAULT_CONCURRENCY: usize = 16;
 /// Records at least this large are uploaded in parts.
 pub const MULTIPART_THRESHOLD: usize = 32 << 20;

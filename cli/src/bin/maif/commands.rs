@@ -433,7 +433,9 @@ pub async fn run(command: Command, settings: &S3Settings) -> Result<ExitCode, Er
             let bar = progress_bar(quiet || json, total, Unit::Bytes, "copying");
             let progress_bar = bar.clone();
             let options = artifact::ConvertOptions {
-                concurrency: settings.concurrency.unwrap_or(16),
+                concurrency: settings
+                    .concurrency
+                    .unwrap_or(maif_store::store::DEFAULT_CONCURRENCY),
                 on_progress: Some(Arc::new(move |bytes| progress_bar.inc(bytes))),
                 ..artifact::ConvertOptions::default()
             };
