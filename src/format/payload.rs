@@ -460,6 +460,103 @@ pub fn content_of(block_type: FourCC, data: &[u8]) -> Result<Vec<u8>, FormatErro
     }
 }
 
+/// The stored data for `content` under `block_type`: `content` inside the typed framing
+/// of TEXT (UTF-8, with an optional ISO 639-1 `language`), EMBD (little-endian float32
+/// values, `dimension` per vector, one vector by default) or IMAG (format and size sniffed
+/// from the image bytes); other types unchanged. The inverse of [`content_of`]. The error
+/// says what is wrong with the input, in the words of the parameters.
+pub fn frame_content(
+    block_type: FourCC,
+    content: Vec<u8>,
+    language: Option<&str>,
+    dimension: Option<u32>,
+) -> Result<Vec<u8>, String> {
+    if language.is_some() && block_type != FourCC::TEXT {
+        return Err("a language applies to TEXT blocks only".into());
+    }
+    if dimension.is_some() && block_type != FourCC::EMBD {
+        return Err("a dimension applies to EMBD blocks only".into());
+    }
+    match block_type {
+        FourCC::TEXT => {
+            let text = String::from_utf8(content).map_err(|e| {
+                format!(
+                    "TEXT input is not UTF-8 (first bad byte at offset {})",
+                    e.utf8_error().valid_up_to()
+                )
+            })?;
+            let language = language.map(TextPayload::parse_language).transpose()?;
+            Ok(TextPayload::utf8(&text, language).to_bytes())
+        }
+        FourCC::IMAG => Ok(ImagePayload::sniff(content).to_bytes()),
+        FourCC::EMBD => {
+            if !content.len().is_multiple_of(4) {
+                return Err(format!(
+                    "EMBD input is {} bytes, not a whole number of little-endian float32 values",
+                    content.len()
+                ));
+            }
+            let elements = u32::try_from(content.len() / 4)
+                .map_err(|_| format!("EMBD input of {} bytes is too large", content.len()))?;
+            let dimension = dimension.unwrap_or(elements);
+            if dimension == 0 || !elements.is_multiple_of(dimension) {
+                return Err(format!(
+                    "EMBD input holds {elements} values, which is not a multiple of the dimension {dimension}"
+                ));
+            }
+            Ok(EmbeddingPayload {
+                dimension,
+                count: elements / dimension,
+                dtype: EmbeddingDtype::Float32,
+                values: content,
+            }
+            .to_bytes())
+        }
+        _ => Ok(content),
+    }
+}
+
+#[cfg(test)]
+mod framing_tests {
+    use super::*;
+
+    #[test]
+    fn framed_content_reads_back_as_the_same_content() {
+        let png = [
+            &b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"[..],
+            &[0, 0, 0, 3, 0, 0, 0, 2],
+        ]
+        .concat();
+        let vectors: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        for (block_type, content, language, dimension) in [
+            (FourCC::TEXT, "héllo".as_bytes().to_vec(), Some("en"), None),
+            (FourCC::TEXT, b"no language".to_vec(), None, None),
+            (FourCC::EMBD, vectors.clone(), None, Some(2)),
+            (FourCC::EMBD, vectors, None, None),
+            (FourCC::IMAG, png, None, None),
+            (FourCC::BINA, vec![0, 1, 2], None, None),
+        ] {
+            let framed =
+                frame_content(block_type, content.clone(), language, dimension).expect("frames");
+            assert_eq!(content_of(block_type, &framed).expect("reads"), content);
+        }
+    }
+
+    #[test]
+    fn input_that_cannot_be_framed_is_refused_saying_why() {
+        let refused = |t, c: &[u8], l, d| frame_content(t, c.to_vec(), l, d).expect_err("refused");
+        assert!(refused(FourCC::TEXT, &[0xff, 0xfe], None, None).contains("not UTF-8"));
+        assert!(refused(FourCC::EMBD, &[0; 6], None, None).contains("float32"));
+        assert!(refused(FourCC::EMBD, &[0; 12], None, Some(2)).contains("multiple"));
+        assert!(refused(FourCC::EMBD, &[0; 8], None, Some(0)).contains("multiple"));
+        assert!(refused(FourCC::BINA, &[0], Some("en"), None).contains("TEXT blocks only"));
+        assert!(refused(FourCC::TEXT, b"x", None, Some(2)).contains("EMBD blocks only"));
+    }
+}
+
 #[cfg(test)]
 mod big_endian_tests {
     use super::*;

@@ -12,9 +12,7 @@ use maif_store::artifact::{
 };
 use maif_store::format::FourCC;
 use maif_store::format::digest::sha256;
-use maif_store::format::payload::{
-    EmbeddingDtype, EmbeddingPayload, ImagePayload, TextPayload, content_of,
-};
+use maif_store::format::payload::content_of;
 use maif_store::location::{Location, S3Settings};
 use maif_store::store::BlockStore;
 use maif_store::{Error, SigningKey};
@@ -636,52 +634,15 @@ fn read_inputs(args: &AddArgs) -> Result<Vec<Vec<u8>>, Error> {
     }
 }
 
-/// Applies the typed framing of `block_type` to raw input.
+/// Applies the typed framing of `block_type` to raw input
+/// ([`maif_store::format::payload::frame_content`]).
 pub fn frame_payload(
     block_type: FourCC,
     input: Vec<u8>,
     lang: Option<&str>,
     dim: Option<u32>,
 ) -> Result<Vec<u8>, Error> {
-    match block_type {
-        FourCC::TEXT => {
-            let text = String::from_utf8(input).map_err(|e| {
-                Error::Invalid(format!(
-                    "TEXT input is not UTF-8 (first bad byte at offset {})",
-                    e.utf8_error().valid_up_to()
-                ))
-            })?;
-            let language = lang
-                .map(TextPayload::parse_language)
-                .transpose()
-                .map_err(Error::Invalid)?;
-            Ok(TextPayload::utf8(&text, language).to_bytes())
-        }
-        FourCC::IMAG => Ok(ImagePayload::sniff(input).to_bytes()),
-        FourCC::EMBD => {
-            if !input.len().is_multiple_of(4) {
-                return Err(Error::Invalid(format!(
-                    "EMBD input is {} bytes, not a whole number of little-endian float32 values",
-                    input.len()
-                )));
-            }
-            let elements = (input.len() / 4) as u32;
-            let dimension = dim.unwrap_or(elements);
-            if dimension == 0 || !elements.is_multiple_of(dimension) {
-                return Err(Error::Invalid(format!(
-                    "EMBD input holds {elements} values, which is not a multiple of --dim {dimension}"
-                )));
-            }
-            Ok(EmbeddingPayload {
-                dimension,
-                count: elements / dimension,
-                dtype: EmbeddingDtype::Float32,
-                values: input,
-            }
-            .to_bytes())
-        }
-        _ => Ok(input),
-    }
+    maif_store::format::payload::frame_content(block_type, input, lang, dim).map_err(Error::Invalid)
 }
 
 async fn add(args: AddArgs, settings: &S3Settings) -> Result<(), Error> {
