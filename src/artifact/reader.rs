@@ -211,15 +211,17 @@ impl ArtifactReader {
         }
     }
 
-    /// Every version of `block_id`, oldest first.
+    /// Every version of `block_id`, oldest first, found through the index runs without
+    /// listing them (a few reads per version). An id the artifact does not hold is
+    /// [`Error::UnknownBlock`].
     pub async fn versions(&self, block_id: &[u8; 16]) -> Result<Vec<BlockInfo>> {
-        Ok(self
-            .blocks()
-            .await?
-            .iter()
-            .filter(|b| b.entry.block_id == *block_id)
-            .copied()
-            .collect())
+        let latest = self.find(block_id, None).await?;
+        let mut versions = Vec::with_capacity(latest.version as usize);
+        for version in 1..latest.version {
+            versions.push(self.find(block_id, Some(version)).await?);
+        }
+        versions.push(latest);
+        Ok(versions)
     }
 
     /// Records of type `block_type`, in order.

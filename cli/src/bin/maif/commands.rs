@@ -308,13 +308,8 @@ pub async fn run(command: Command, settings: &S3Settings) -> Result<ExitCode, Er
             let reader = ArtifactReader::open(store_at(&location, settings)?).await?;
             let id = parse_id(&block_id)?;
             let mut rows = Vec::new();
-            for info in reader
-                .blocks()
-                .await?
-                .iter()
-                .filter(|b| b.entry.block_id == id)
-            {
-                let block = reader.read(info).await?;
+            for info in reader.versions(&id).await? {
+                let block = reader.read(&info).await?;
                 rows.push(json!({
                     "version": info.version,
                     "timestamp": artifact::format_time(info.entry.timestamp_us),
@@ -323,9 +318,6 @@ pub async fn run(command: Command, settings: &S3Settings) -> Result<ExitCode, Er
                     "payload_sha256": hex::encode(sha256(&payload_of(&block)?)),
                     "position": info.position,
                 }));
-            }
-            if rows.is_empty() {
-                return Err(Error::UnknownBlock { block_id });
             }
             if json {
                 print_json(&Value::Array(rows));
