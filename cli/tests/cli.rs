@@ -913,6 +913,18 @@ fn fixtures() -> std::path::PathBuf {
     dir
 }
 
+/// Every legacy file fixture (legacy local formats and Python SDK files), in name order.
+fn legacy_fixture_files() -> Vec<std::path::PathBuf> {
+    let mut files: Vec<std::path::PathBuf> = ["legacy-local", "python-sdk"]
+        .iter()
+        .flat_map(|sub| std::fs::read_dir(fixtures().join(sub)).expect("fixture dir"))
+        .map(|entry| entry.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "maif" || e == "blk"))
+        .collect();
+    files.sort();
+    files
+}
+
 /// `maif migrate` is the migration command (the same as `maif-migrate`): a Python SDK file
 /// migrated by it reads back through `maif cat` as the fixture's expected payloads, written
 /// by the Python code, and a second run resumes with nothing to do.
@@ -977,13 +989,7 @@ fn maif_export_original_gives_back_every_legacy_file_byte_for_byte() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     ok(d, &["keygen", "k.pem"]);
-    let mut files: Vec<std::path::PathBuf> = ["legacy-local", "python-sdk"]
-        .iter()
-        .flat_map(|sub| std::fs::read_dir(fixtures().join(sub)).expect("fixture dir"))
-        .map(|entry| entry.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "maif" || e == "blk"))
-        .collect();
-    files.sort();
+    let files = legacy_fixture_files();
     assert!(files.len() >= 12, "fixture files: {files:?}");
     for (n, source) in files.iter().enumerate() {
         let source_text = source.display().to_string();
@@ -1077,13 +1083,7 @@ fn maif_reads_every_legacy_file_in_place_as_the_migration_reports_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let expected_digests = expected_payload_digests();
-    let mut files: Vec<std::path::PathBuf> = ["legacy-local", "python-sdk"]
-        .iter()
-        .flat_map(|sub| std::fs::read_dir(fixtures().join(sub)).expect("fixture dir"))
-        .map(|entry| entry.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "maif" || e == "blk"))
-        .collect();
-    files.sort();
+    let files = legacy_fixture_files();
     let mut checked_against_python = 0;
     for source in &files {
         let f = source.display().to_string();

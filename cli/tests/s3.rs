@@ -566,19 +566,7 @@ fn maif_migrate_then_export_original_puts_every_legacy_object_back() {
     common::test_key().write_pem_file(&key).expect("key");
     let maif = env!("CARGO_BIN_EXE_maif");
     for fixture in ["mixed", "unified-storage"] {
-        let bucket = s3::bucket(&format!("export-{fixture}"));
-        let store = s3::store(&bucket);
-        common::block_on(common::legacy_s3::upload(&store, fixture));
-        let expected: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(common::legacy_s3::fixture_dir(fixture).join("expected.json"))
-                .expect("expected.json"),
-        )
-        .expect("expected JSON");
-        let prefix = expected["prefix"]
-            .as_str()
-            .expect("prefix")
-            .trim_end_matches('/')
-            .to_owned();
+        let (bucket, store, prefix) = common::legacy_s3::in_fresh_bucket(fixture);
         let migrated = dir.path().join(format!("{fixture}.maif"));
         let migrated_text = migrated.display().to_string();
         let out = Command::new(maif)
@@ -653,16 +641,8 @@ fn maif_reads_every_legacy_s3_prefix_in_place_as_the_migration_reports_it() {
         "two-writers",
         "unified-storage",
     ] {
-        let bucket = s3::bucket(&format!("inplace-{fixture}"));
-        let store = s3::store(&bucket);
-        common::block_on(common::legacy_s3::upload(&store, fixture));
-        let expected: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(common::legacy_s3::fixture_dir(fixture).join("expected.json"))
-                .expect("expected.json"),
-        )
-        .expect("expected JSON");
-        let prefix = expected["prefix"].as_str().expect("prefix");
-        let location = format!("s3://{bucket}/{}", prefix.trim_end_matches('/'));
+        let (bucket, _store, prefix) = common::legacy_s3::in_fresh_bucket(fixture);
+        let location = format!("s3://{bucket}/{prefix}");
         let dry = run(&["migrate", &location, "--dry-run", "--json", "--quiet"]);
         let report: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap_or_else(|e| {
             panic!(

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use common::legacy_s3::{Objects, objects_under, upload};
 use common::s3;
-use futures::TryStreamExt as _;
 use maif_migrate::MigrateError;
 use maif_migrate::export::{Destination, ExportOptions, export_original, export_original_to};
 use maif_migrate::migrate::{MigrateOptions, migrate};
@@ -452,73 +452,6 @@ fn s3_fixture_dir(name: &str) -> PathBuf {
     common::fixtures().join("legacy-s3").join(name)
 }
 
-/// Uploads a fixture's objects with their user metadata, as `objects.json` records them.
-async fn upload(store: &Arc<dyn ObjectStore>, fixture: &str) {
-    let dir = s3_fixture_dir(fixture);
-    let objects = load_json(&dir.join("objects.json"));
-    for object in objects.as_array().expect("objects.json is a list") {
-        let key = object["key"].as_str().expect("key");
-        let body = std::fs::read(dir.join("objects").join(key)).expect("fixture body");
-        let mut attributes = Attributes::new();
-        for (name, value) in object["metadata"].as_object().expect("metadata") {
-            attributes.insert(
-                Attribute::Metadata(name.clone().into()),
-                value.as_str().expect("string").to_owned().into(),
-            );
-        }
-        put(store, key, body, attributes).await;
-    }
-}
-
-async fn put(store: &Arc<dyn ObjectStore>, key: &str, body: Vec<u8>, attributes: Attributes) {
-    store
-        .put_opts(
-            &ObjectPath::from(key),
-            body.into(),
-            PutOptions {
-                attributes,
-                ..PutOptions::default()
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("upload {key}: {e}"));
-}
-
-/// Every object under `prefix`: key relative to it -> (body, user metadata).
-type Objects = BTreeMap<String, (Vec<u8>, BTreeMap<String, String>)>;
-
-async fn objects_under(store: &Arc<dyn ObjectStore>, prefix: &str) -> Objects {
-    let listed: Vec<object_store::ObjectMeta> = store
-        .list(Some(&ObjectPath::from(prefix)))
-        .try_collect()
-        .await
-        .expect("list");
-    let mut out = BTreeMap::new();
-    for meta in listed {
-        let result = store
-            .get_opts(&meta.location, GetOptions::default())
-            .await
-            .expect("get");
-        let metadata: BTreeMap<String, String> = result
-            .attributes
-            .iter()
-            .filter_map(|(a, v)| match a {
-                Attribute::Metadata(k) => Some((k.to_string(), v.to_string())),
-                _ => None,
-            })
-            .collect();
-        let body = result.bytes().await.expect("body").to_vec();
-        let key = meta.location.to_string();
-        let relative = key
-            .strip_prefix(prefix)
-            .and_then(|k| k.strip_prefix('/'))
-            .expect("under the prefix")
-            .to_owned();
-        out.insert(relative, (body, metadata));
-    }
-    out
-}
-
 /// Migrates the legacy prefix through the library into the canonical file `out`.
 async fn migrate_prefix(store: Arc<dyn ObjectStore>, bucket: &str, prefix: &str, out: &Path) {
     let src = S3Source {
@@ -534,6 +467,20 @@ async fn migrate_prefix(store: Arc<dyn ObjectStore>, bucket: &str, prefix: &str,
         .await
         .expect("migrate");
     assert_eq!(report.output_verified, Some(true), "{prefix}");
+}
+
+async fn put(store: &Arc<dyn ObjectStore>, key: &str, body: Vec<u8>, attributes: Attributes) {
+    store
+        .put_opts(
+            &ObjectPath::from(key),
+            body.into(),
+            PutOptions {
+                attributes,
+                ..PutOptions::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("upload {key}: {e}"));
 }
 
 fn assert_same_objects(fixture: &str, source: &Objects, exported: &Objects) {

@@ -105,3 +105,21 @@ pub async fn objects_under(store: &Arc<dyn ObjectStore>, prefix: &str) -> Object
     }
     out
 }
+
+/// A fresh bucket on the test S3 holding the fixture `name`: the bucket, its store, and the
+/// artifact prefix the fixture's `expected.json` names (without a trailing `/`).
+pub fn in_fresh_bucket(name: &str) -> (String, Arc<dyn ObjectStore>, String) {
+    let bucket = super::s3::bucket(&format!("legacy-{name}"));
+    let store = super::s3::store(&bucket);
+    super::block_on(upload(&store, name));
+    let expected: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixture_dir(name).join("expected.json")).expect("expected.json"),
+    )
+    .expect("expected JSON");
+    let prefix = expected["prefix"]
+        .as_str()
+        .expect("prefix")
+        .trim_end_matches('/')
+        .to_owned();
+    (bucket, store, prefix)
+}

@@ -7,6 +7,9 @@ pub mod s3;
 #[path = "../../../tests/common/fault_proxy.rs"]
 pub mod fault_proxy;
 
+#[path = "../../../tests/common/legacy_s3.rs"]
+pub mod legacy_s3;
+
 pub mod legacy_gen;
 
 use std::path::{Path, PathBuf};
