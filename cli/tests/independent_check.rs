@@ -195,3 +195,122 @@ fn artifacts_built_through_the_cli_pass_the_independent_checker_and_damage_fails
         Some(1)
     );
 }
+
+/// The bytes of FORMAT.md's worked example, rebuilt from the `xxd` dump in section 18.8
+/// (offsets checked to be contiguous), with the public key and digests its table gives.
+fn worked_example() -> (Vec<u8>, std::collections::HashMap<String, String>) {
+    let doc = std::fs::read_to_string(repo().join("docs/FORMAT.md")).expect("FORMAT.md");
+    let section = doc
+        .split("### 18.8 The whole file")
+        .nth(1)
+        .expect("FORMAT.md has section 18.8");
+    let dump = section
+        .split("```text\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a text block with the dump");
+    let mut bytes = Vec::new();
+    for line in dump.lines().filter(|l| !l.trim().is_empty()) {
+        // xxd: 8 hex digits of offset, ": ", then up to 16 bytes as 8 groups of 4 hex digits
+        // in columns 10..49; the ASCII column follows and is ignored.
+        let offset = usize::from_str_radix(&line[..8], 16).expect("offset");
+        assert_eq!(
+            offset,
+            bytes.len(),
+            "the dump skips or repeats bytes at {line}"
+        );
+        let hex: String = line
+            .get(10..49)
+            .unwrap_or(&line[10..])
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        bytes.extend(hex::decode(&hex).unwrap_or_else(|e| panic!("{line}: {e}")));
+    }
+    // The table of 18: "| item | `value` |" rows.
+    let table = doc
+        .split("## 18. Worked example")
+        .nth(1)
+        .expect("section 18");
+    let values = table
+        .lines()
+        .take_while(|l| !l.starts_with("### "))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells.len() >= 3)
+                .then(|| (cells[1].to_string(), cells[2].trim_matches('`').to_string()))
+        })
+        .collect();
+    (bytes, values)
+}
+
+/// The worked example printed in FORMAT.md is a valid artifact to both readers: the
+/// independent Python checker (written from the document alone) and `maif verify` pinned to
+/// the key the document names, and its digests are the ones the document's table gives. A
+/// byte flipped in its record fails both. So the document and the code cannot drift apart.
+#[test]
+fn the_worked_example_in_format_md_checks_out_in_both_readers() {
+    let (bytes, values) = worked_example();
+    let length: usize = values["file length"]
+        .replace(' ', "")
+        .parse()
+        .expect("file length");
+    assert_eq!(bytes.len(), length, "18.8 holds the whole file");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("small.maif");
+    std::fs::write(&path, &bytes).expect("write");
+    let key = values["public key"].as_str();
+    assert_eq!(key.len(), 64, "public key {key}");
+    assert_agrees(&path, key);
+    let checked = String::from_utf8(independent_check(&path, key).stdout).expect("utf-8");
+    assert!(
+        checked.contains(&format!("chain seed {}", values["chain seed (genesis)"])),
+        "the independent checker derives another chain seed than the document gives:\n{checked}"
+    );
+    let path_text = path.display().to_string();
+    let report: serde_json::Value = serde_json::from_str(&maif(
+        tmp.path(),
+        &["verify", &path_text, "--public-key", key, "--json"],
+    ))
+    .expect("verify JSON");
+    assert_eq!(report["valid"], true, "{report}");
+    let inspected = maif(tmp.path(), &["inspect", &path_text, "--json"]);
+    for item in ["chain seed (genesis)", "commit 0 digest", "record 0 digest"] {
+        let value = values
+            .get(item)
+            .unwrap_or_else(|| panic!("the table of 18 names the {item}"));
+        assert!(
+            inspected.contains(value.as_str()),
+            "maif inspect does not show the {item} {value} the document gives"
+        );
+    }
+    // A flipped byte in the record's text ("hi", inside the record's range that the
+    // heading of 18.3 gives) fails both.
+    let doc = std::fs::read_to_string(repo().join("docs/FORMAT.md")).expect("FORMAT.md");
+    let range = doc
+        .split("### 18.3 The record (")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|r| r.split_once(".."))
+        .and_then(|(a, b)| Some(a.parse::<usize>().ok()?..b.parse::<usize>().ok()?))
+        .expect("18.3 names the record's byte range");
+    let record_at = range.start
+        + bytes[range.clone()]
+            .windows(2)
+            .rposition(|w| w == b"hi")
+            .expect("the record's text");
+    let mut damaged = bytes.clone();
+    damaged[record_at] ^= 0x01;
+    let bad = tmp.path().join("damaged.maif");
+    std::fs::write(&bad, &damaged).expect("write");
+    assert!(!independent_check(&bad, key).status.success());
+    let out = Command::new(env!("CARGO_BIN_EXE_maif"))
+        .args(["verify", bad.to_str().expect("path"), "--public-key", key])
+        .output()
+        .expect("run maif");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "maif verify of the damaged example"
+    );
+}
