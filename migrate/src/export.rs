@@ -165,23 +165,17 @@ pub(crate) fn keep_file_layout(art: &mut LegacyArtifact, data: &Bytes) {
             held.push((at, bytes.len(), Piece::Section(name.clone())));
         }
     }
-    // Versions as the migrator writes them: one per block with a body, in order.
-    let mut versions: HashMap<[u8; 16], u32> = HashMap::new();
-    for block in &art.blocks {
-        if matches!(block.body, Body::Absent) {
-            continue;
-        }
-        let version = versions.entry(block.block_id).or_insert(0);
-        *version = version.saturating_add(1);
+    for (block, version) in art.blocks.iter().zip(art.migrated_versions()) {
+        let Some(version) = version else { continue };
         let id = format_id(&block.block_id);
         let payload = match &block.body {
             Body::Inline(bytes) => view_offset(data, bytes).map(|at| (at, bytes.len())),
             _ => None,
         };
         if let Some((at, len)) = payload {
-            held.push((at, len, Piece::Block(id, *version, len as u64)));
+            held.push((at, len, Piece::Block(id, version, len as u64)));
         } else if let Some((at, len)) = stored_bytes_at(block, data) {
-            held.push((at, len, Piece::Stored(id, *version, len as u64)));
+            held.push((at, len, Piece::Stored(id, version, len as u64)));
         }
     }
     held.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
@@ -248,9 +242,8 @@ pub(crate) async fn keep_object_list(
     objects.dedup_by(|a, b| a.key == b.key);
     // Block objects, by key, with the version the migrator writes them as.
     let mut blocks: HashMap<String, (String, u32)> = HashMap::new();
-    let mut versions: HashMap<[u8; 16], u32> = HashMap::new();
     let mut deletion_records: HashMap<String, BTreeMap<String, String>> = HashMap::new();
-    for block in &art.blocks {
+    for (block, version) in art.blocks.iter().zip(art.migrated_versions()) {
         if let Some(Value::Array(records)) = block.evidence.get("deletion_records") {
             for record in records {
                 if let (Some(key), Some(Value::Object(metadata))) = (
@@ -265,13 +258,9 @@ pub(crate) async fn keep_object_list(
                 }
             }
         }
-        if matches!(block.body, Body::Absent) {
-            continue;
-        }
-        let version = versions.entry(block.block_id).or_insert(0);
-        *version = version.saturating_add(1);
+        let Some(version) = version else { continue };
         if let Body::Object { key, .. } = &block.body {
-            blocks.insert(key.clone(), (format_id(&block.block_id), *version));
+            blocks.insert(key.clone(), (format_id(&block.block_id), version));
         }
     }
     let sections: HashMap<String, String> = art

@@ -15,8 +15,6 @@
 //! [`LegacyView::verify`] says what the migration report says. Nothing is ever written to
 //! the source.
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use futures::StreamExt as _;
 use maif_store::artifact::{format_id, format_time};
@@ -402,39 +400,33 @@ impl LegacyView {
                 artifact.blocks.len()
             )));
         }
-        let mut versions: HashMap<[u8; 16], u32> = HashMap::new();
+        let versions = artifact.migrated_versions();
         let blocks = artifact
             .blocks
             .iter()
             .zip(&report.blocks)
+            .zip(versions)
             .enumerate()
-            .map(|(position, (block, checked))| {
-                let version = block.migrates().then(|| {
-                    let version = versions.entry(block.block_id).or_insert(0);
-                    *version += 1;
-                    *version
-                });
-                LegacyBlockInfo {
-                    position,
-                    block_id: block.block_id,
-                    legacy_id: block.legacy_id.clone(),
-                    block_type: FourCC::parse(&checked.block_type).unwrap_or(block.block_type),
-                    legacy_type: block.legacy_type.clone(),
-                    version,
-                    size: checked.size,
-                    sha256: checked.sha256.clone(),
-                    timestamp_us: block.timestamp_us,
-                    status: block.status,
-                    verdict: checked.verdict,
-                    checks: checked.checks.clone(),
-                    framing: checked.framing.clone(),
-                    metadata: block_metadata(
-                        block,
-                        &checked.checks,
-                        checked.verdict,
-                        checked.framing.as_ref(),
-                    ),
-                }
+            .map(|(position, ((block, checked), version))| LegacyBlockInfo {
+                position,
+                block_id: block.block_id,
+                legacy_id: block.legacy_id.clone(),
+                block_type: FourCC::parse(&checked.block_type).unwrap_or(block.block_type),
+                legacy_type: block.legacy_type.clone(),
+                version,
+                size: checked.size,
+                sha256: checked.sha256.clone(),
+                timestamp_us: block.timestamp_us,
+                status: block.status,
+                verdict: checked.verdict,
+                checks: checked.checks.clone(),
+                framing: checked.framing.clone(),
+                metadata: block_metadata(
+                    block,
+                    &checked.checks,
+                    checked.verdict,
+                    checked.framing.as_ref(),
+                ),
             })
             .collect();
         Ok(LegacyView {

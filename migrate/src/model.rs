@@ -237,6 +237,24 @@ pub struct LegacyArtifact {
 }
 
 impl LegacyArtifact {
+    /// Per block, in order: the version the migration writes it as (1 for the first block
+    /// of an id, 2 for the next, ...), or `None` for a block whose payload is not migrated
+    /// (dangling, encrypted). The one place this numbering is decided; migration, in-place
+    /// reads and export all follow it.
+    pub fn migrated_versions(&self) -> Vec<Option<u32>> {
+        let mut counts: std::collections::HashMap<[u8; 16], u32> = std::collections::HashMap::new();
+        self.blocks
+            .iter()
+            .map(|block| {
+                block.migrates().then(|| {
+                    let count = counts.entry(block.block_id).or_insert(0);
+                    *count = count.saturating_add(1);
+                    *count
+                })
+            })
+            .collect()
+    }
+
     pub fn new(kind: SourceKind, source: impl Into<String>) -> Self {
         Self {
             kind,
