@@ -1245,3 +1245,27 @@ fn every_lookup_works_on_a_legacy_file_in_place() {
     assert_eq!(history.as_array().expect("rows").len(), 1);
     assert_eq!(history[0]["payload_sha256"], blocks[0]["data_sha256"]);
 }
+
+/// `maif inspect … | head -c 1` (a reader that closes its end early) ends `maif` as other
+/// Unix tools end, by SIGPIPE or quietly, never with a Rust panic (exit 101) on stderr.
+#[test]
+fn a_closed_pipe_ends_maif_quietly() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let sdk = fixtures().join("python-sdk/sdk_multimodal.maif");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_maif"))
+        .args(["inspect", sdk.to_str().expect("path")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn maif");
+    // Close the reading end before maif writes its output.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked") && out.status.code() != Some(101),
+        "status {:?} (signal {:?}): {stderr}",
+        out.status.code(),
+        out.status.signal()
+    );
+}
