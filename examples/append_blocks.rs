@@ -5,21 +5,27 @@
 //! ```text
 //! cargo run --example append_blocks -- artifact.maif key.pem 100
 //! ```
+//!
+//! With a fourth argument `abandon`, it then adds one more block and exits without
+//! committing it (a large block, so it reaches the file; dropping the writer mid-append
+//! cuts the file back).
 
 use std::io::Write;
 use std::sync::Arc;
 
 use maif_store::SigningKey;
 use maif_store::artifact::{ArtifactWriter, CreateOptions, NewBlock, format_id};
-use maif_store::format::FourCC;
+use maif_store::format::{Codec, FourCC};
 use maif_store::format::payload::TextPayload;
 use maif_store::store::{BlockStore, FileStore};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, path, key_path, count] = args.as_slice() else {
-        return Err("usage: append_blocks ARTIFACT KEY.pem COUNT".into());
+    let (path, key_path, count, abandon) = match args.as_slice() {
+        [_, path, key_path, count] => (path, key_path, count, false),
+        [_, path, key_path, count, last] if last == "abandon" => (path, key_path, count, true),
+        _ => return Err("usage: append_blocks ARTIFACT KEY.pem COUNT [abandon]".into()),
     };
     let count: usize = count.parse()?;
     let store: Arc<dyn BlockStore> = Arc::new(FileStore::new(path));
@@ -57,6 +63,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         writer.commit().await?;
         writeln!(stdout, "committed {}", format_id(&placed.block_id))?;
         stdout.flush()?;
+    }
+    if abandon {
+        let body = TextPayload::utf8(&"never committed ".repeat(5_000), None).to_bytes();
+        writer.add(NewBlock::new(FourCC::TEXT, body)).await?;
+        drop(writer);
     }
     Ok(())
 }

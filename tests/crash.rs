@@ -180,3 +180,328 @@ fn sigkill_at_random_moments_loses_no_committed_block() {
         .expect("verify");
     assert!(final_report.valid, "{:?}", final_report.problems);
 }
+
+/// What one run of the example writer did.
+struct Run {
+    /// Block ids whose commit returned (printed by the writer).
+    committed: Vec<String>,
+    /// Whether the process aborted at the crash point (SIGABRT) rather than finishing.
+    aborted: bool,
+}
+
+/// Runs the example writer for `count` single-block commits, crashing at `crash_at`
+/// (`POINT@N`, see `MAIF_TEST_CRASH_AT` in `src/store/mod.rs`) when given.
+fn run_writer(
+    artifact: &std::path::Path,
+    key: &std::path::Path,
+    count: usize,
+    crash_at: Option<&str>,
+    abandon: bool,
+) -> Run {
+    use std::os::unix::process::ExitStatusExt;
+    let mut command = Command::new(example_binary());
+    command.arg(artifact).arg(key).arg(count.to_string());
+    if abandon {
+        command.arg("abandon");
+    }
+    match crash_at {
+        Some(point) => command.env("MAIF_TEST_CRASH_AT", point),
+        None => command.env_remove("MAIF_TEST_CRASH_AT"),
+    };
+    let output = command.output().expect("run the example writer");
+    let aborted = output.status.signal() == Some(6);
+    assert!(
+        aborted || output.status.success(),
+        "the writer failed ({:?}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if let Some(point) = crash_at {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let name = point.split('@').next().unwrap_or(point);
+        assert!(
+            aborted && stderr.contains(&format!("aborting at {name}")),
+            "the writer did not stop at {point}: {:?}, stderr {stderr}",
+            output.status
+        );
+    }
+    Run {
+        committed: String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("committed ").map(str::to_string))
+            .collect(),
+        aborted,
+    }
+}
+
+/// What FORMAT.md's crash table (13.3) says readers see after a crash at a point.
+#[derive(Debug)]
+struct Expected {
+    /// The row of the table.
+    row: &'static str,
+    /// Whether readers use the commit the crashed append was making.
+    new_commit_visible: bool,
+    /// The areas of the warnings `verify` gives (the artifact is valid in every row).
+    warnings: &'static [&'static str],
+}
+
+/// Checks the artifact after a crash against `expected`: readers open it without writing,
+/// see every block whose commit returned (and the crashed one only where the table says),
+/// `verify` is valid with exactly the warnings the table names; then the next writer
+/// appends and everything is valid with no warning.
+fn check_after_crash(
+    runtime: &tokio::runtime::Runtime,
+    artifact: &std::path::Path,
+    key: &std::path::Path,
+    committed: &[String],
+    expected: &Expected,
+) {
+    let before = std::fs::read(artifact).expect("read");
+    let reader = runtime
+        .block_on(ArtifactReader::open(common::file_store(artifact)))
+        .unwrap_or_else(|e| panic!("{}: the artifact does not open: {e}", expected.row));
+    let blocks = runtime.block_on(reader.blocks()).expect("list");
+    let ids: HashSet<String> = blocks
+        .iter()
+        .map(|b| format_id(&b.entry.block_id))
+        .collect();
+    for id in committed {
+        assert!(
+            ids.contains(id),
+            "{}: committed block {id} was lost",
+            expected.row
+        );
+    }
+    let extra = usize::from(expected.new_commit_visible);
+    assert_eq!(
+        blocks.len(),
+        committed.len() + extra,
+        "{}: readers see {} blocks, {} committed, the crashed commit {}",
+        expected.row,
+        blocks.len(),
+        committed.len(),
+        if expected.new_commit_visible {
+            "visible"
+        } else {
+            "not visible"
+        }
+    );
+    let report = runtime
+        .block_on(verify(
+            common::file_store(artifact),
+            VerifyOptions::default(),
+        ))
+        .expect("verify");
+    assert!(report.valid, "{}: {:?}", expected.row, report.problems);
+    let mut areas: Vec<&str> = report.warnings.iter().map(|w| w.area.as_str()).collect();
+    areas.sort_unstable();
+    let mut wanted = expected.warnings.to_vec();
+    wanted.sort_unstable();
+    assert_eq!(
+        areas, wanted,
+        "{}: warnings {:?}",
+        expected.row, report.warnings
+    );
+    assert_eq!(
+        std::fs::read(artifact).expect("read"),
+        before,
+        "{}: a read path wrote to the file",
+        expected.row
+    );
+
+    // The next writer goes on from there.
+    let next = run_writer(artifact, key, 1, None, false);
+    assert!(
+        !next.aborted && next.committed.len() == 1,
+        "{}: the next writer",
+        expected.row
+    );
+    let report = runtime
+        .block_on(verify(
+            common::file_store(artifact),
+            VerifyOptions::default(),
+        ))
+        .expect("verify");
+    assert!(
+        report.valid && report.warnings.is_empty(),
+        "{}: after the next append: {:?} {:?}",
+        expected.row,
+        report.problems,
+        report.warnings
+    );
+    assert_eq!(
+        report.record_count as usize,
+        committed.len() + extra + 1,
+        "{}: after the next append",
+        expected.row
+    );
+}
+
+/// Stops a writer at every step of the commit protocol (the `MAIF_TEST_CRASH_AT` hook), one
+/// step per fresh artifact, and checks each crash state of FORMAT.md 13.3: no timing, so
+/// every step is hit every run.
+#[test]
+fn a_crash_at_each_step_of_an_append_leaves_the_state_the_crash_table_describes() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("key.pem");
+    common::test_key().write_pem_file(&key).expect("key");
+    // The third append of each run crashes; the first two returned.
+    let cases: &[(&str, Expected)] = &[
+        (
+            "begin:examined",
+            Expected {
+                row: "A1",
+                new_commit_visible: false,
+                warnings: &[],
+            },
+        ),
+        (
+            "append:records-written",
+            Expected {
+                row: "A3 (records written)",
+                new_commit_visible: false,
+                warnings: &["storage"],
+            },
+        ),
+        (
+            "append:segment-half-written",
+            Expected {
+                row: "A3 (half the segment)",
+                new_commit_visible: false,
+                warnings: &["storage"],
+            },
+        ),
+        // A killed process leaves its writes in the page cache: a whole segment is a whole
+        // commit even before the phase-1 fdatasync (A3 loses it only on a power loss).
+        (
+            "append:segment-written",
+            Expected {
+                row: "A3 (whole segment, process crash)",
+                new_commit_visible: true,
+                warnings: &["trailer"],
+            },
+        ),
+        (
+            "append:phase-1-synced",
+            Expected {
+                row: "A4",
+                new_commit_visible: true,
+                warnings: &["trailer"],
+            },
+        ),
+        (
+            "append:trailer-half-written",
+            Expected {
+                row: "A5 (half the trailer)",
+                new_commit_visible: true,
+                warnings: &["trailer"],
+            },
+        ),
+        (
+            "append:trailer-written",
+            Expected {
+                row: "A5 (whole trailer)",
+                new_commit_visible: true,
+                warnings: &[],
+            },
+        ),
+        (
+            "append:phase-2-synced",
+            Expected {
+                row: "A6",
+                new_commit_visible: true,
+                warnings: &[],
+            },
+        ),
+    ];
+    for (n, (point, expected)) in cases.iter().enumerate() {
+        let artifact = dir.path().join(format!("append-{n}.maif"));
+        let run = run_writer(&artifact, &key, 5, Some(&format!("{point}@3")), false);
+        assert_eq!(
+            run.committed.len(),
+            2,
+            "{}: commits that returned",
+            expected.row
+        );
+        check_after_crash(&runtime, &artifact, &key, &run.committed, expected);
+    }
+
+    // A2: the next writer writes a lost trailer back at begin, and crashes right after.
+    let artifact = dir.path().join("write-back.maif");
+    let run = run_writer(&artifact, &key, 5, Some("append:phase-1-synced@3"), false);
+    let again = run_writer(
+        &artifact,
+        &key,
+        1,
+        Some("begin:trailer-written-back"),
+        false,
+    );
+    assert!(again.committed.is_empty());
+    let a2 = Expected {
+        row: "A2",
+        new_commit_visible: true,
+        warnings: &[],
+    };
+    check_after_crash(&runtime, &artifact, &key, &run.committed, &a2);
+
+    // A7: an append dropped after its records reached the file, crashing before the cut.
+    let artifact = dir.path().join("abandoned.maif");
+    let run = run_writer(&artifact, &key, 2, Some("rollback:before-cut"), true);
+    assert_eq!(run.committed.len(), 2);
+    let a7 = Expected {
+        row: "A7",
+        new_commit_visible: false,
+        warnings: &["storage"],
+    };
+    check_after_crash(&runtime, &artifact, &key, &run.committed, &a7);
+}
+
+/// C1 and C2 of the crash table: `create` publishes a complete file or nothing.
+#[test]
+fn a_crash_while_creating_leaves_no_file_or_a_whole_one() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("key.pem");
+    common::test_key().write_pem_file(&key).expect("key");
+
+    // C1: before the link, nothing is at the name (a temporary file may be beside it).
+    let artifact = dir.path().join("c1.maif");
+    let run = run_writer(&artifact, &key, 1, Some("create:temporary-written"), false);
+    assert!(run.committed.is_empty());
+    assert!(!artifact.exists(), "C1: a file appeared at the name");
+    let opened = runtime.block_on(ArtifactReader::open(common::file_store(&artifact)));
+    assert!(
+        matches!(
+            opened,
+            Err(maif_store::Error::Store(
+                maif_store::store::StoreError::NotFound { .. }
+            ))
+        ),
+        "C1: {:?}",
+        opened.err()
+    );
+    let c1 = Expected {
+        row: "C1 then a create",
+        new_commit_visible: false,
+        warnings: &[],
+    };
+    let next = run_writer(&artifact, &key, 1, None, false);
+    assert_eq!(next.committed.len(), 1, "C1: create can be run again");
+    check_after_crash(&runtime, &artifact, &key, &next.committed, &c1);
+
+    // C2: after the link, the file is whole: commit 0.
+    let artifact = dir.path().join("c2.maif");
+    let run = run_writer(&artifact, &key, 1, Some("create:linked"), false);
+    assert!(run.committed.is_empty());
+    let c2 = Expected {
+        row: "C2",
+        new_commit_visible: false,
+        warnings: &[],
+    };
+    check_after_crash(&runtime, &artifact, &key, &[], &c2);
+}

@@ -28,13 +28,26 @@
 //!
 //! Writers take an exclusive lock on the file for the whole append. Committed bytes never
 //! change, which is what makes handing out slices of a memory map sound.
+//!
+//! # Blocking work
+//!
+//! Every lock wait, `pread`, `pwrite`, `fdatasync` and link runs on the runtime's blocking
+//! threads (`run_blocking`), as `object_store`'s local store does, so a slow disk or a lock
+//! held by another process never stalls the other tasks of the caller's runtime; records
+//! reach the writer thread through a bounded async queue. The one exception is a short read
+//! of committed bytes, served as a slice of the shared memory map without a system call.
+//!
+//! # Crash points
+//!
+//! Each step of the protocol above is named by a `crash_point` (a test hook, inert unless
+//! `MAIF_TEST_CRASH_AT` is set), so `tests/crash.rs` can stop a writer exactly there and
+//! check the state FORMAT.md's crash table describes.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -43,7 +56,7 @@ use bytes::Bytes;
 
 use super::{
     AppendBase, AppendSession, Base, BlockStore, CommitRef, ImportSession, Latest, RecordBytes,
-    StoreError,
+    StoreError, crash_point, run_blocking,
 };
 use crate::format::file_header::FILE_HEADER_LEN;
 use crate::format::layout::commit_object_start;
@@ -54,9 +67,18 @@ use crate::format::{
 };
 
 /// An artifact stored as one file.
-#[derive(Debug)]
+///
+/// Cloning gives another handle on the same file sharing the same read caches (which is how
+/// the blocking work below owns what it needs on a blocking thread).
+#[derive(Debug, Clone)]
 pub struct FileStore {
     path: PathBuf,
+    cache: Arc<ReadCache>,
+}
+
+/// What reads of one file share.
+#[derive(Debug, Default)]
+struct ReadCache {
     /// The most recent memory map of the file, shared by every read of committed bytes.
     mapping: Mutex<Option<Bytes>>,
     /// A read handle for `pread`s.
@@ -84,9 +106,7 @@ impl FileStore {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
-            mapping: Mutex::new(None),
-            reader: Mutex::new(None),
-            committed_end: Mutex::new(0),
+            cache: Arc::default(),
         }
     }
 
@@ -139,7 +159,7 @@ impl FileStore {
     }
 
     fn reader(&self) -> Result<Arc<File>, StoreError> {
-        let mut reader = self.reader.lock().map_err(|_| StoreError::Internal {
+        let mut reader = self.cache.reader.lock().map_err(|_| StoreError::Internal {
             location: self.location(),
             reason: "a reader thread panicked".into(),
         })?;
@@ -171,32 +191,6 @@ impl FileStore {
             }
         })?;
         Ok(buffer)
-    }
-
-    /// Reads committed bytes: a slice of the memory map when short and below the committed
-    /// end this handle has seen, a `pread` otherwise.
-    fn read_committed(&self, range: Range<u64>, what: &str) -> Result<Bytes, StoreError> {
-        let committed_end = self.committed_end.lock().map_or(0, |end| *end);
-        if range.end - range.start < PREAD_MIN && range.end <= committed_end {
-            let cached = self.mapping.lock().ok().and_then(|m| m.clone());
-            let image = match cached {
-                Some(image) if range.end <= image.len() as u64 => image,
-                _ => {
-                    let image = map(&self.open_existing(false)?, &self.location())?;
-                    if let Ok(mut cached) = self.mapping.lock() {
-                        *cached = Some(image.clone());
-                    }
-                    image
-                }
-            };
-            if range.end <= image.len() as u64 {
-                return Ok(image.slice(range.start as usize..range.end as usize));
-            }
-        }
-        // Long reads are copied out with pread: slices of the map would keep every page a
-        // full pass touches resident in this process. Bytes past the committed end may be
-        // truncated by a writer at any time, and a map would fault on them.
-        Ok(Bytes::from(self.pread(&*self.reader()?, range, what)?))
     }
 
     /// The base's length, after checking the file starts like a MAIF file of this version.
@@ -307,7 +301,7 @@ impl FileStore {
             return Ok(None);
         };
         let end = at + TRAILER_LEN as u64;
-        if let Ok(mut committed) = self.committed_end.lock() {
+        if let Ok(mut committed) = self.cache.committed_end.lock() {
             *committed = (*committed).max(end);
         }
         let prefix_end = at.min(trailer.segment_offset + SEGMENT_PREFIX_READ);
@@ -330,29 +324,95 @@ impl FileStore {
         }))
     }
 
-    /// Locks `file` (shared for readers of uncommitted bytes, exclusive for an append). A
-    /// lock that is not free at once is waited for on a blocking thread: its holder may be
-    /// a writer on this very runtime, which must be able to finish.
-    async fn lock(&self, file: File, exclusive: bool) -> Result<File, StoreError> {
-        let attempt = if exclusive {
-            file.try_lock()
+    /// Locks `file` (shared for readers of uncommitted bytes, exclusive for an append),
+    /// waiting for it; only ever called on a blocking thread (see [`run_blocking`]), since
+    /// the holder may be a writer on this very runtime, which must be able to finish.
+    fn lock(&self, file: File, exclusive: bool) -> Result<File, StoreError> {
+        let locked = if exclusive {
+            file.lock()
         } else {
-            file.try_lock_shared()
+            file.lock_shared()
         };
-        match attempt {
-            Ok(()) => Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) => tokio::task::spawn_blocking(move || {
-                let locked = if exclusive {
-                    file.lock()
-                } else {
-                    file.lock_shared()
-                };
-                locked.map(|()| file)
-            })
-            .await
-            .map_err(|e| self.io("locking")(std::io::Error::other(e)))?
-            .map_err(self.io("locking")),
-            Err(std::fs::TryLockError::Error(e)) => Err(self.io("locking")(e)),
+        locked.map(|()| file).map_err(self.io("locking"))
+    }
+
+    /// The committed bytes of `range` from the shared memory map, if a map covering them is
+    /// at hand or can be made: no read happens here (only the caller's first touch of the
+    /// bytes can fault a page in), so this stays on the async side.
+    fn mapped(&self, range: &Range<u64>) -> Result<Option<Bytes>, StoreError> {
+        let committed_end = self.cache.committed_end.lock().map_or(0, |end| *end);
+        if range.end - range.start >= PREAD_MIN || range.end > committed_end {
+            return Ok(None);
+        }
+        let cached = self.cache.mapping.lock().ok().and_then(|m| m.clone());
+        let image = match cached {
+            Some(image) if range.end <= image.len() as u64 => image,
+            _ => {
+                let image = map(&self.open_existing(false)?, &self.location())?;
+                if let Ok(mut cached) = self.cache.mapping.lock() {
+                    *cached = Some(image.clone());
+                }
+                image
+            }
+        };
+        Ok((range.end <= image.len() as u64)
+            .then(|| image.slice(range.start as usize..range.end as usize)))
+    }
+
+    /// Reads committed bytes: a slice of the memory map when short and below the committed
+    /// end this handle has seen, a `pread` on a blocking thread otherwise.
+    async fn read_committed(&self, range: Range<u64>, what: String) -> Result<Bytes, StoreError> {
+        if let Some(bytes) = self.mapped(&range)? {
+            return Ok(bytes);
+        }
+        // Long reads are copied out with pread: slices of the map would keep every page a
+        // full pass touches resident in this process. Bytes past the committed end may be
+        // truncated by a writer at any time, and a map would fault on them.
+        let store = self.clone();
+        run_blocking(&self.location(), move || {
+            Ok(Bytes::from(store.pread(&*store.reader()?, range, &what)?))
+        })
+        .await
+    }
+
+    fn latest_blocking(&self) -> Result<Latest, StoreError> {
+        let file = self.open_existing(false)?;
+        // An intact end needs no lock: committed bytes never change, and a trailer at the end
+        // is only ever written after everything it commits.
+        if let Some(latest) = self.latest_from(&file, false)? {
+            return Ok(latest);
+        }
+        // Otherwise look again under a shared lock, so that no writer is mid-append while the
+        // bytes past the newest trailer are scanned and reported.
+        let file = self.lock(file, false)?;
+        let latest = self.latest_from(&file, true);
+        let _ = file.unlock();
+        latest?.ok_or_else(|| self.torn("no intact trailer"))
+    }
+
+    fn base_blocking(&self) -> Result<Base, StoreError> {
+        let file = self.reader()?;
+        let len = file.metadata().map_err(self.io("reading metadata"))?.len();
+        let base_len = self.base_len(&file, len)?;
+        let bytes = Bytes::from(self.pread(&file, 0..base_len, "the file header and metadata")?);
+        Ok(Base {
+            file_header: bytes.slice(..FILE_HEADER_LEN),
+            metadata_section: bytes.slice(FILE_HEADER_LEN..),
+        })
+    }
+
+    fn create_blocking(&self, genesis: &[u8]) -> Result<(), StoreError> {
+        if self.path.exists() {
+            return Err(StoreError::AlreadyExists {
+                location: self.location(),
+            });
+        }
+        match publish_new_file(&self.path, &[genesis]) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StoreError::AlreadyExists {
+                location: self.location(),
+            }),
+            Err(source) => Err(io_error(&self.location(), "creating", source)),
         }
     }
 }
@@ -405,11 +465,15 @@ pub(crate) fn publish_new_file(path: &Path, bytes: &[&[u8]]) -> std::io::Result<
             file.write_all(part)?;
         }
         file.sync_all()?;
+        crash_point("create:temporary-written");
         std::fs::hard_link(&temp, path)
     })();
     let _ = std::fs::remove_file(&temp);
     match result {
-        Ok(()) => sync_dir(path).map(|()| true),
+        Ok(()) => {
+            crash_point("create:linked");
+            sync_dir(path).map(|()| true)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(e),
     }
@@ -422,29 +486,13 @@ impl BlockStore for FileStore {
     }
 
     async fn latest(&self) -> Result<Latest, StoreError> {
-        let file = self.open_existing(false)?;
-        // An intact end needs no lock: committed bytes never change, and a trailer at the end
-        // is only ever written after everything it commits.
-        if let Some(latest) = self.latest_from(&file, false)? {
-            return Ok(latest);
-        }
-        // Otherwise look again under a shared lock, so that no writer is mid-append while the
-        // bytes past the newest trailer are scanned and reported.
-        let file = self.lock(file, false).await?;
-        let latest = self.latest_from(&file, true);
-        let _ = file.unlock();
-        latest?.ok_or_else(|| self.torn("no intact trailer"))
+        let store = self.clone();
+        run_blocking(&self.location(), move || store.latest_blocking()).await
     }
 
     async fn base(&self) -> Result<Base, StoreError> {
-        let file = self.reader()?;
-        let len = file.metadata().map_err(self.io("reading metadata"))?.len();
-        let base_len = self.base_len(&file, len)?;
-        let bytes = Bytes::from(self.pread(&file, 0..base_len, "the file header and metadata")?);
-        Ok(Base {
-            file_header: bytes.slice(..FILE_HEADER_LEN),
-            metadata_section: bytes.slice(FILE_HEADER_LEN..),
-        })
+        let store = self.clone();
+        run_blocking(&self.location(), move || store.base_blocking()).await
     }
 
     async fn read_segment(
@@ -453,7 +501,8 @@ impl BlockStore for FileStore {
         range: Range<u64>,
     ) -> Result<Bytes, StoreError> {
         let image = super::segment_image_range(&self.location(), commit, &range)?;
-        self.read_committed(image, &format!("commit {}'s segment", commit.seq))
+        self.read_committed(image, format!("commit {}'s segment", commit.seq))
+            .await
     }
 
     async fn read_record_range(
@@ -462,33 +511,48 @@ impl BlockStore for FileStore {
         range: Range<u64>,
     ) -> Result<Bytes, StoreError> {
         let image = super::image_range(&self.location(), entry, &range)?;
-        self.read_committed(image, &format!("the record at offset {}", entry.offset))
+        self.read_committed(image, format!("the record at offset {}", entry.offset))
+            .await
     }
 
     async fn read_uncommitted(&self, range: Range<u64>) -> Result<Bytes, StoreError> {
-        let file = self.lock(self.open_existing(false)?, false).await?;
-        let bytes = self.pread(&file, range, "bytes past the newest commit");
-        let _ = file.unlock();
-        Ok(Bytes::from(bytes?))
+        let store = self.clone();
+        run_blocking(&self.location(), move || {
+            let file = store.lock(store.open_existing(false)?, false)?;
+            let bytes = store.pread(&file, range, "bytes past the newest commit");
+            let _ = file.unlock();
+            Ok(Bytes::from(bytes?))
+        })
+        .await
     }
 
     async fn create(&self, genesis: Bytes) -> Result<(), StoreError> {
-        if self.path.exists() {
-            return Err(StoreError::AlreadyExists {
-                location: self.location(),
-            });
-        }
-        match publish_new_file(&self.path, &[&genesis]) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(StoreError::AlreadyExists {
-                location: self.location(),
-            }),
-            Err(source) => Err(io_error(&self.location(), "creating", source)),
-        }
+        let store = self.clone();
+        run_blocking(&self.location(), move || store.create_blocking(&genesis)).await
     }
 
     async fn begin_append(&self, base: &AppendBase) -> Result<Box<dyn AppendSession>, StoreError> {
-        let file = self.lock(self.open_existing(true)?, true).await?;
+        let store = self.clone();
+        let base = base.clone();
+        let append =
+            run_blocking(&self.location(), move || store.begin_append_blocking(&base)).await?;
+        Ok(Box::new(append))
+    }
+
+    async fn begin_import(&self, base: &Base) -> Result<Box<dyn ImportSession>, StoreError> {
+        let store = self.clone();
+        let base = base.clone();
+        let import = run_blocking(&self.location(), move || store.begin_import_sync(&base)).await?;
+        Ok(Box::new(import))
+    }
+}
+
+impl FileStore {
+    /// Begins an append (13.2 of FORMAT.md): locks the file, checks it is still what the
+    /// caller examined, writes back a lost trailer of the base and cuts an interrupted
+    /// append.
+    fn begin_append_blocking(&self, base: &AppendBase) -> Result<FileAppend, StoreError> {
+        let file = self.lock(self.open_existing(true)?, true)?;
         let unlock_on_error = |e: StoreError| {
             let _ = file.unlock();
             e
@@ -497,6 +561,7 @@ impl BlockStore for FileStore {
             .find_latest(&file, true)
             .map_err(unlock_on_error)?
             .ok_or_else(|| unlock_on_error(self.torn("no intact trailer")))?;
+        crash_point("begin:examined");
         let committed_end = at + TRAILER_LEN as u64;
         let base_trailer_at = base.commit.segment_offset + base.segment_len;
         let conflict = |reason: String| StoreError::Conflict {
@@ -534,6 +599,7 @@ impl BlockStore for FileStore {
                 .map_err(|e| {
                     unlock_on_error(io_error(&self.location(), "writing back a trailer", e))
                 })?;
+            crash_point("begin:trailer-written-back");
         } else {
             let _ = file.unlock();
             return Err(conflict(format!(
@@ -555,7 +621,7 @@ impl BlockStore for FileStore {
                 unlock_on_error(io_error(&self.location(), "syncing a restored trailer", e))
             })?;
         }
-        Ok(Box::new(FileAppend {
+        Ok(FileAppend {
             path: self.path.clone(),
             file: Some(Arc::new(file)),
             pipeline: None,
@@ -564,11 +630,7 @@ impl BlockStore for FileStore {
             base_end: base.end(),
             next_offset: base.end(),
             touched: false,
-        }))
-    }
-
-    async fn begin_import(&self, base: &Base) -> Result<Box<dyn ImportSession>, StoreError> {
-        Ok(Box::new(self.begin_import_sync(base)?))
+        })
     }
 }
 
@@ -588,17 +650,21 @@ const BACKGROUND_SYNC: u64 = 8 << 20;
 /// [`BACKGROUND_SYNC`] bytes), so the disk works while the caller does, and the phase-1
 /// `fdatasync` of the commit finds little left to write. This changes nothing about what is
 /// committed: only the trailer, written after phase 1, commits anything.
+///
+/// The queue is an async channel: a caller ahead of the disk waits on the runtime for room,
+/// never blocking a runtime thread.
 struct Pipeline {
-    sender: SyncSender<(u64, RecordBytes)>,
+    sender: tokio::sync::mpsc::Sender<(u64, RecordBytes)>,
     worker: JoinHandle<std::io::Result<()>>,
 }
 
 impl Pipeline {
     fn start(file: Arc<File>) -> Self {
-        let (sender, receiver) = sync_channel::<(u64, RecordBytes)>(PIPELINE_DEPTH);
+        let (sender, mut receiver) =
+            tokio::sync::mpsc::channel::<(u64, RecordBytes)>(PIPELINE_DEPTH);
         let worker = std::thread::spawn(move || {
             let mut unsynced = 0u64;
-            for (mut offset, record) in receiver {
+            while let Some((mut offset, record)) = receiver.blocking_recv() {
                 for part in &record.parts {
                     file.write_all_at(part, offset)?;
                     offset += part.len() as u64;
@@ -614,7 +680,14 @@ impl Pipeline {
         Self { sender, worker }
     }
 
-    /// Waits for every queued record to be written.
+    /// Queues `record` to be written at `offset`; `false` if the writer has stopped (on an
+    /// error, which [`Self::finish`] returns).
+    async fn send(&self, offset: u64, record: RecordBytes) -> bool {
+        self.sender.send((offset, record)).await.is_ok()
+    }
+
+    /// Waits for every queued record to be written (blocking: called on a blocking thread,
+    /// or once the writer has stopped).
     fn finish(self) -> std::io::Result<()> {
         drop(self.sender);
         self.worker
@@ -657,7 +730,7 @@ impl FileAppend {
     }
 
     /// Sends the gathered small records to the record writer.
-    fn flush_buffer(&mut self) -> Result<(), StoreError> {
+    async fn flush_buffer(&mut self) -> Result<(), StoreError> {
         if self.buffer.is_empty() {
             return Ok(());
         }
@@ -670,18 +743,19 @@ impl FileAppend {
                 parts: vec![Bytes::from(gathered)],
             },
         )
+        .await
     }
 
     /// Queues `record` for the record writer, to be written at `at`.
-    fn send(&mut self, at: u64, record: RecordBytes) -> Result<(), StoreError> {
+    async fn send(&mut self, at: u64, record: RecordBytes) -> Result<(), StoreError> {
         self.touched = true;
         if self.pipeline.is_none() {
             self.pipeline = Some(Pipeline::start(self.file()?.clone()));
         }
-        let queued = self
-            .pipeline
-            .as_ref()
-            .is_some_and(|p| p.sender.send((at, record)).is_ok());
+        let queued = match self.pipeline.as_ref() {
+            Some(pipeline) => pipeline.send(at, record).await,
+            None => false,
+        };
         if !queued {
             // The writer stopped on an error: report it.
             let result = self.pipeline.take().map_or(Ok(()), Pipeline::finish);
@@ -694,21 +768,45 @@ impl FileAppend {
         Ok(())
     }
 
+    /// The two phases of a commit (module documentation), after the records gathered last
+    /// were sent to the writer. Blocking: runs on a blocking thread. Each write is split in
+    /// two around a crash point so the crash tests can tear it.
     fn write_and_sync(&mut self, segment: &[u8], trailer: &[u8]) -> Result<(), StoreError> {
-        self.flush_buffer()?;
         if let Some(pipeline) = self.pipeline.take() {
             pipeline.finish().map_err(self.io("writing a record"))?;
         }
+        crash_point("append:records-written");
         self.touched = true;
         let file = self.file()?.clone();
-        file.write_all_at(segment, self.next_offset)
-            .map_err(self.io("writing the commit segment"))?;
+        let write_in_halves = |bytes: &[u8], at: u64, torn_point: &str, what: &str| {
+            let half = bytes.len() / 2;
+            file.write_all_at(&bytes[..half], at)
+                .map_err(self.io(what))?;
+            crash_point(torn_point);
+            file.write_all_at(&bytes[half..], at + half as u64)
+                .map_err(self.io(what))
+        };
+        write_in_halves(
+            segment,
+            self.next_offset,
+            "append:segment-half-written",
+            "writing the commit segment",
+        )?;
+        crash_point("append:segment-written");
         // Phase 1: every record and the segment are durable before the trailer exists.
         file.sync_data().map_err(self.io("syncing the commit"))?;
-        file.write_all_at(trailer, self.next_offset + segment.len() as u64)
-            .map_err(self.io("writing the trailer"))?;
+        crash_point("append:phase-1-synced");
+        write_in_halves(
+            trailer,
+            self.next_offset + segment.len() as u64,
+            "append:trailer-half-written",
+            "writing the trailer",
+        )?;
+        crash_point("append:trailer-written");
         // Phase 2: the trailer, and with it the commit, is durable.
-        file.sync_data().map_err(self.io("syncing the trailer"))
+        file.sync_data().map_err(self.io("syncing the trailer"))?;
+        crash_point("append:phase-2-synced");
+        Ok(())
     }
 
     /// Cuts the file back to the base commit after a failed or abandoned append, so no
@@ -719,6 +817,9 @@ impl FileAppend {
             let _ = pipeline.finish();
         }
         let mut result = Ok(());
+        if self.touched {
+            crash_point("rollback:before-cut");
+        }
         if self.touched
             && let Some(file) = self.file.as_ref()
             && let Err(e) = file.set_len(self.base_end)
@@ -757,12 +858,12 @@ impl AppendSession for FileAppend {
             }
             self.next_offset += len;
             if self.buffer.len() >= WRITE_BUFFER {
-                self.flush_buffer()?;
+                self.flush_buffer().await?;
             }
             return Ok(());
         }
-        self.flush_buffer()?;
-        self.send(self.next_offset, record)?;
+        self.flush_buffer().await?;
+        self.send(self.next_offset, record).await?;
         self.next_offset += len;
         self.buffer_at = self.next_offset;
         Ok(())
@@ -774,14 +875,33 @@ impl AppendSession for FileAppend {
         segment: Bytes,
         trailer: [u8; TRAILER_LEN],
     ) -> Result<(), StoreError> {
-        let mut result = self.write_and_sync(&segment, &trailer);
+        let flushed = self.flush_buffer().await;
+        let location = self.location();
+        run_blocking(&location, move || {
+            let result = flushed.and_then(|()| self.write_and_sync(&segment, &trailer));
+            self.settle(seq, segment.len() as u64, result)
+        })
+        .await
+    }
+}
+
+impl FileAppend {
+    /// Ends the append with the outcome of its commit: on failure the file is cut back (or
+    /// the outcome is unknown, if the commit may be visible), and the lock is released.
+    fn settle(
+        mut self: Box<Self>,
+        seq: u64,
+        segment_len: u64,
+        result: Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut result = result;
         match &result {
             Err(failure) => {
                 // Once the whole segment is in the file, readers take the commit as made
                 // (its trailer is only a pointer). If it cannot be cut back, this commit
                 // may be visible: saying it failed would invite the caller to add its
                 // blocks again.
-                let segment_end = self.next_offset + segment.len() as u64;
+                let segment_end = self.next_offset + segment_len;
                 let segment_in_file = self
                     .file
                     .as_ref()
@@ -902,27 +1022,23 @@ impl FileImport {
         self.partial.display().to_string()
     }
 
-    fn write_at(&mut self, offset: u64, bytes: Bytes) -> Result<(), StoreError> {
+    /// Queues `bytes` for the writer thread (every write goes there, so the runtime never
+    /// waits on the disk).
+    async fn write_at(&mut self, offset: u64, bytes: Bytes) -> Result<(), StoreError> {
         let len = bytes.len() as u64;
-        if len < PIPELINE_MIN_RECORD {
-            self.file
-                .write_all_at(&bytes, offset)
-                .map_err(|e| io_error(&self.location(), "writing", e))?;
-        } else {
-            let file = self.file.clone();
-            let pipeline = self.pipeline.get_or_insert_with(|| Pipeline::start(file));
-            if pipeline
-                .sender
-                .send((offset, RecordBytes::from(bytes)))
-                .is_err()
-            {
-                let result = self.pipeline.take().map_or(Ok(()), Pipeline::finish);
-                result.map_err(|e| io_error(&self.location(), "writing", e))?;
-                return Err(StoreError::Internal {
-                    location: self.location(),
-                    reason: "the record writer stopped".into(),
-                });
-            }
+        let file = self.file.clone();
+        let queued = self
+            .pipeline
+            .get_or_insert_with(|| Pipeline::start(file))
+            .send(offset, RecordBytes::from(bytes))
+            .await;
+        if !queued {
+            let result = self.pipeline.take().map_or(Ok(()), Pipeline::finish);
+            result.map_err(|e| io_error(&self.location(), "writing", e))?;
+            return Err(StoreError::Internal {
+                location: self.location(),
+                reason: "the record writer stopped".into(),
+            });
         }
         self.written = self.written.max(offset + len);
         self.unflushed += len;
@@ -968,7 +1084,7 @@ impl ImportSession for FileImport {
                 ),
             });
         }
-        self.write_at(entry.offset, record)
+        self.write_at(entry.offset, record).await
     }
 
     async fn put_commit(&mut self, commit: CommitRef, bytes: Bytes) -> Result<(), StoreError> {
@@ -976,9 +1092,18 @@ impl ImportSession for FileImport {
             commit_object_start(commit.seq, commit.segment_offset),
             bytes,
         )
+        .await
     }
 
-    async fn finish(mut self: Box<Self>) -> Result<(), StoreError> {
+    async fn finish(self: Box<Self>) -> Result<(), StoreError> {
+        let location = self.location();
+        run_blocking(&location, move || self.finish_blocking()).await
+    }
+}
+
+impl FileImport {
+    /// Makes every byte durable and publishes the file (blocking).
+    fn finish_blocking(mut self: Box<Self>) -> Result<(), StoreError> {
         let location = self.location();
         let io = |action: &'static str| {
             let location = location.clone();

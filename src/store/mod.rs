@@ -25,6 +25,55 @@ pub use file::FileStore;
 pub use object::{DEFAULT_CONCURRENCY, ListingOrder, ObjectBackend};
 pub use object_file::ObjectFile;
 
+/// Runs blocking file work (locks, `pread`, `pwrite`, `fsync`) on one of the runtime's
+/// blocking threads when called from a Tokio runtime, as `object_store`'s local store does,
+/// so a slow disk never stalls the other tasks of the runtime; outside a runtime it runs
+/// inline.
+pub(crate) async fn run_blocking<T: Send + 'static>(
+    location: &str,
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime
+                .spawn_blocking(work)
+                .await
+                .map_err(|failure| StoreError::Internal {
+                    location: location.to_string(),
+                    reason: format!("a blocking file task failed: {failure}"),
+                })?
+        }
+        Err(_) => work(),
+    }
+}
+
+/// Test hook for the deterministic crash tests, inert in normal use: with the environment
+/// variable `MAIF_TEST_CRASH_AT=POINT` (or `POINT@N`), the process aborts the first (or Nth)
+/// time it reaches the crash point named `POINT`, leaving its files exactly as a crash
+/// there would (every write that returned is in the page cache). The points are the steps
+/// of the commit protocol that FORMAT.md's crash table (13.3) lists; `tests/crash.rs`
+/// stops a writer at each of them and checks the state the table describes.
+pub(crate) fn crash_point(point: &str) {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static REACHED: AtomicU64 = AtomicU64::new(0);
+    let target = TARGET.get_or_init(|| {
+        let wanted = std::env::var("MAIF_TEST_CRASH_AT").ok()?;
+        Some(match wanted.split_once('@') {
+            Some((name, nth)) => (name.to_string(), nth.parse().unwrap_or(1)),
+            None => (wanted, 1),
+        })
+    });
+    if let Some((name, nth)) = target
+        && name == point
+        && REACHED.fetch_add(1, Ordering::SeqCst) + 1 == *nth
+    {
+        eprintln!("MAIF_TEST_CRASH_AT: aborting at {point}");
+        std::process::abort();
+    }
+}
+
 /// Errors from a store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
