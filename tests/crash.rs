@@ -1,5 +1,8 @@
-//! Crash test: a child process appending blocks is killed with SIGKILL at random moments;
-//! every block whose commit had returned must still be there, and the file must stay usable.
+//! Crash tests. The deterministic one stops a child process appending blocks at each step
+//! of the commit protocol (FORMAT.md 13.3) through the `MAIF_TEST_CRASH_AT` hook and checks
+//! the state the crash table describes; the random one kills it with SIGKILL at random
+//! moments. Every block whose commit had returned must still be there, and the file must
+//! stay usable.
 
 mod common;
 
@@ -165,10 +168,8 @@ fn sigkill_at_random_moments_loses_no_committed_block() {
         committed.len() >= ROUNDS,
         "too few commits to mean anything"
     );
-    assert!(
-        kills_mid_append > 0,
-        "no kill landed inside an append; the test exercised nothing"
-    );
+    // Where the kills land is luck, so it is reported, not asserted: the deterministic test
+    // below stops a writer at every step of an append.
 
     // Every kill's leftovers were discarded or completed by the next writer: the artifact is
     // valid, and readers and recovery agree on it.
