@@ -10,6 +10,7 @@
 //! verify" is never reported as tampering.
 
 pub mod cli;
+pub(crate) mod codec;
 pub mod error;
 pub mod export;
 pub mod framing;

@@ -5,26 +5,49 @@
 //! provenance, index or footer (a keyless forgery passes it), so everything is checked here and
 //! nothing is gated on a flag. The structure is walked, every length bounded by the bytes that
 //! remain, before anything is hashed: a truncated or hostile file fails fast and allocates nothing
-//! it does not back with bytes. Hashes cover the stored bytes; JSON is only re-serialised for the
-//! one pre-image the file does not store (the provenance entry hash).
+//! it does not back with bytes. Every field is read through the bounded [`Reader`], so a short
+//! file is an error naming the structure, field and offset, never a field of zeros. Hashes
+//! cover the stored bytes; JSON is only re-serialised for the one pre-image the file does not
+//! store (the provenance entry hash).
 
 use std::ops::Range;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use ed25519_dalek::{Signature, VerifyingKey};
+use maif_store::format::FormatError;
 use serde_json::{Map, Value, json};
 
+use crate::codec::{Reader, ReaderExt as _, malformed, prefix, reader_at};
 use crate::error::MigrateError;
 use crate::model::{
     self, BlockStatus, Body, BodyChecks, Check, LegacyArtifact, LegacyBlock, Severity, SourceKind,
 };
 use crate::pyjson::PyJson;
 
-const FILE_HEADER: usize = 444;
-const BLOCK_HEADER: usize = 372;
-const INDEX_RECORD: usize = 24;
-const FOOTER: usize = 48;
+// Sizes and offsets of python-sdk-format.md §1-§4.
+const MAGIC: &[u8; 4] = b"MAIF";
+/// version_major 2, version_minor 1, as the two big-endian u16 at bytes 4..8.
+const VERSION_2_1: [u8; 4] = [0, 2, 0, 1];
+/// Magic and version: what detection looks at.
+const DETECTION_LEN: usize = MAGIC.len() + VERSION_2_1.len();
+const FILE_HEADER_LEN: usize = 444;
+/// Where the header flags are (§2).
+const FLAGS_AT: usize = 8;
+/// Where the 64-byte agent DID is (§2).
+const AGENT_DID_AT: usize = 60;
+const AGENT_DID_LEN: usize = 64;
+/// `"ED25519:" ‖ signature[64] ‖ 184 zero bytes` (§4).
+const SIGNATURE_MARKER: &[u8; 8] = b"ED25519:";
+const SIGNATURE_LEN: usize = 64;
+const SIGNATURE_PADDING_LEN: usize = 184;
+const FILE_RESERVED_LEN: usize = 4;
+const BLOCK_HEADER_LEN: usize = 372;
+const BLOCK_RESERVED_LEN: usize = 8;
+const INDEX_RECORD_LEN: usize = 24;
+const FOOTER_LEN: usize = 48;
+const FOOTER_MAGIC: &[u8; 4] = b"FIAM";
+const FOOTER_RESERVED_LEN: usize = 4;
 /// SIGNED | FINALIZED | HAS_PROVENANCE: what every SDK file carries.
 const FILE_FLAGS: u32 = 7;
 /// SIGNED | IMMUTABLE.
@@ -39,7 +62,11 @@ type Key = Result<VerifyingKey, String>;
 
 /// Whether `data` starts like an SDK v2.1 file (magic "MAIF" then 00 02 00 01).
 pub fn looks_like(data: &[u8]) -> bool {
-    data.len() >= 8 && data[..4] == *b"MAIF" && data[4..8] == [0, 2, 0, 1]
+    let mut reader = Reader::new(data, "sdk file header");
+    reader.magic(MAGIC, "magic").is_ok()
+        && reader
+            .array::<{ VERSION_2_1.len() }>("version")
+            .is_ok_and(|version| version == VERSION_2_1)
 }
 
 /// Reads and fully verifies an SDK v2.1 file. `source` is the path text for messages.
@@ -52,7 +79,7 @@ pub fn read(
     expected_key: Option<[u8; 32]>,
 ) -> crate::Result<LegacyArtifact> {
     if !looks_like(data) {
-        let start = hex::encode(data.get(..8).unwrap_or(data));
+        let start = hex::encode(data.get(..DETECTION_LEN).unwrap_or(data));
         let reason = format!("not a Python SDK 2.1 file (starts {start}, not 4d41494600020001)");
         return Err(MigrateError::Unrecognized {
             source_name: source.to_owned(),
@@ -60,17 +87,16 @@ pub fn read(
         });
     }
     let layout = walk(source, data)?;
-    let d: &[u8] = data;
-    let header = Header::parse(d);
+    let header = &layout.header;
     let mut art = LegacyArtifact::new(SourceKind::PythonSdk, source);
     art.created_us = Some(header.created);
     art.artifact_id = Some(header.file_id);
     let mut sections = vec![
-        ("sdk_file_header", 0..FILE_HEADER),
-        ("sdk_provenance", layout.provenance.clone()),
-        ("sdk_security", layout.security.clone()),
+        ("sdk_file_header", 0..FILE_HEADER_LEN),
+        ("sdk_provenance", layout.provenance.range.clone()),
+        ("sdk_security", layout.security.range.clone()),
         ("sdk_block_index", layout.index.clone()),
-        ("sdk_footer", layout.footer.clone()),
+        ("sdk_footer", layout.footer.range.clone()),
     ];
     if !layout.trailing.is_empty() {
         sections.push(("sdk_trailing", layout.trailing.clone()));
@@ -87,75 +113,81 @@ pub fn read(
     }
     art.sections = sections
         .into_iter()
-        .map(|(n, r)| (n.to_owned(), data.slice(r)))
+        .map(|(name, range)| (name.to_owned(), data.slice(range)))
         .collect();
 
     // The security section supplies the key, so it is read before any signature. A pinned
     // key is what proves authorship, so signatures are verified under it when there is one.
-    let security = Security::parse(section_body(d, &layout.security));
+    let security = Security::parse(layout.security.json);
     let chosen = match expected_key {
-        Some(k) => Some((k, "pinned")),
-        None => security.public_key.map(|k| (k, "embedded")),
+        Some(pinned) => Some((pinned, "pinned")),
+        None => security.public_key.map(|embedded| (embedded, "embedded")),
     };
     let key: Key = match chosen {
-        Some((k, whose)) => VerifyingKey::from_bytes(&k)
+        Some((bytes, whose)) => VerifyingKey::from_bytes(&bytes)
             .map_err(|_| format!("the {whose} public key is not a valid Ed25519 key")),
         None => Err("the security section names no usable public key; pass --public-key".into()),
     };
     let did = String::from_utf8_lossy(header.did_bytes()).into_owned();
     art.agent_id = (security.text("signer_id").map(str::to_owned))
         .or_else(|| did.strip_prefix("did:maif:").map(str::to_owned));
-    art.file_level = file_level(&header, &layout, d, &security, &did);
-    header_findings(&mut art, &header, &security);
+    art.file_level = file_level(&layout, data.len(), &security, &did);
+    header_findings(&mut art, header, &security);
 
     read_blocks(&mut art, data, &layout, &key);
 
-    let c = &mut art.checks;
+    let checks = &mut art.checks;
     let flags = header.flags;
-    c.push(Check::expect("header_flags", flags == FILE_FLAGS, || {
+    checks.push(Check::expect("header_flags", flags == FILE_FLAGS, || {
         format!("header flags are 0x{flags:x}; the SDK always writes 0x7")
     }));
-    c.push(reserved_zero(d, &layout));
-    c.push(signature_check(
+    checks.push(reserved_zero(&layout));
+    checks.push(signature_check(
         "file_signature",
         &key,
-        &d[184..440],
-        &[&d[..184]],
+        &header.signature,
+        &[header.signed],
     ));
-    let leaves: Vec<[u8; 32]> = layout.blocks.iter().map(|b| b.content_hash).collect();
-    c.push(hash_check(
+    let leaves: Vec<[u8; 32]> = layout
+        .blocks
+        .iter()
+        .map(|block| block.content_hash)
+        .collect();
+    checks.push(hash_check(
         "merkle_root",
         header.merkle_root,
         merkle_root(&leaves),
     ));
-    c.push(section_offsets(&header, &layout, d.len()));
-    c.push(block_count(&header, &layout, d.len()));
-    for (i, raw) in layout.blocks.iter().enumerate() {
-        c.push(index_record(
-            d,
-            layout.index.start + i * INDEX_RECORD,
-            i,
-            raw,
-        ));
+    checks.push(section_offsets(&layout, data.len()));
+    checks.push(block_count(&layout, data.len()));
+    for (position, (record, block)) in layout.index_records.iter().zip(&layout.blocks).enumerate() {
+        checks.push(index_record(record, position, block));
     }
-    let f = layout.footer.start;
-    let magic: [u8; 4] = take(d, f);
-    c.push(Check::expect("footer_magic", &magic == b"FIAM", || {
-        format!("the footer starts {} instead of FIAM", hex::encode(magic))
-    }));
-    let length = be64(d, f + 4);
-    c.push(Check::expect(
+    let footer = &layout.footer;
+    let magic = footer.magic;
+    checks.push(Check::expect(
+        "footer_magic",
+        &magic == FOOTER_MAGIC,
+        || format!("the footer starts {} instead of FIAM", hex::encode(magic)),
+    ));
+    let length = footer.file_length;
+    checks.push(Check::expect(
         "footer_length",
-        length == d.len() as u64,
-        || format!("the footer says {length} bytes; the file has {}", d.len()),
+        length == data.len() as u64,
+        || {
+            format!(
+                "the footer says {length} bytes; the file has {}",
+                data.len()
+            )
+        },
     ));
-    c.push(hash_check(
+    checks.push(hash_check(
         "footer_hash",
-        take(d, f + 12),
-        model::sha256(&d[..f]),
+        footer.checksum,
+        model::sha256(footer.checksummed),
     ));
-    c.push(security.check.clone());
-    c.push(match (expected_key, security.public_key) {
+    checks.push(security.check.clone());
+    checks.push(match (expected_key, security.public_key) {
         (None, _) => Check::unverifiable(
             "public_key_pinned",
             "embedded key is anchored to nothing; pass --public-key",
@@ -171,134 +203,385 @@ pub fn read(
         }
         (Some(_), None) => Check::fail("public_key_pinned", "the file embeds no readable key"),
     });
-    let provenance = section_body(d, &layout.provenance);
-    provenance_checks(c, provenance, &header, &layout.blocks, &key);
+    provenance_checks(checks, layout.provenance.json, header, &layout.blocks, &key);
     Ok(art)
 }
 
-/// Where every part of the file is, according to the structural walk.
-struct Layout {
-    blocks: Vec<RawBlock>,
-    provenance: Range<usize>,
-    security: Range<usize>,
+/// Every part of the file, as the structural walk read it.
+struct Layout<'a> {
+    header: FileHeader<'a>,
+    blocks: Vec<RawBlock<'a>>,
+    provenance: Section<'a>,
+    security: Section<'a>,
     index: Range<usize>,
-    footer: Range<usize>,
+    /// One per block, in file order (the walk bounds their number by the bytes present).
+    index_records: Vec<IndexRecord>,
+    footer: Footer<'a>,
     trailing: Range<usize>,
 }
 
-struct RawBlock {
+/// Bytes read as one field, with where they start in the file.
+struct Span<'a> {
+    at: usize,
+    bytes: &'a [u8],
+}
+
+impl<'a> Span<'a> {
+    fn read(reader: &mut Reader<'a>, len: usize, field: &'static str) -> Result<Self, FormatError> {
+        let at = reader.offset();
+        let bytes = reader.bytes(len, field)?;
+        Ok(Span { at, bytes })
+    }
+
+    fn range(&self) -> Range<usize> {
+        self.at..self.at + self.bytes.len()
+    }
+}
+
+/// The 256-byte signature field of the file header and of every block header (§4).
+struct SignatureField<'a> {
+    marker: [u8; SIGNATURE_MARKER.len()],
+    signature: [u8; SIGNATURE_LEN],
+    padding: Span<'a>,
+}
+
+impl<'a> SignatureField<'a> {
+    fn read(reader: &mut Reader<'a>) -> Result<Self, FormatError> {
+        Ok(SignatureField {
+            marker: reader.array("signature marker")?,
+            signature: reader.array("signature")?,
+            padding: Span::read(reader, SIGNATURE_PADDING_LEN, "signature padding")?,
+        })
+    }
+}
+
+/// The 444-byte file header (§2).
+struct FileHeader<'a> {
+    version: (u16, u16),
+    flags: u32,
+    created: u64,
+    modified: u64,
+    file_id: [u8; 16],
+    creator_id: [u8; 16],
+    did: [u8; AGENT_DID_LEN],
+    block_count: u32,
+    provenance_offset: u64,
+    security_offset: u64,
+    index_offset: u64,
+    merkle_root: [u8; 32],
+    /// Bytes 0..184, everything before the signature field: what the file signature covers.
+    signed: &'a [u8],
+    signature: SignatureField<'a>,
+    reserved: Span<'a>,
+}
+
+impl<'a> FileHeader<'a> {
+    /// Reads the header from a reader at byte 0.
+    fn read(reader: &mut Reader<'a>) -> Result<Self, FormatError> {
+        let start = reader.clone();
+        reader.magic(MAGIC, "magic")?;
+        let version = (
+            reader.u16_be("version_major")?,
+            reader.u16_be("version_minor")?,
+        );
+        let flags = reader.u32_be("flags")?;
+        let created = reader.u64_be("created")?;
+        let modified = reader.u64_be("modified")?;
+        let file_id = reader.array("file_id")?;
+        let creator_id = reader.array("creator_id")?;
+        let did = reader.array("agent_did")?;
+        let block_count = reader.u32_be("block_count")?;
+        let provenance_offset = reader.u64_be("provenance_offset")?;
+        let security_offset = reader.u64_be("security_offset")?;
+        let index_offset = reader.u64_be("index_offset")?;
+        let merkle_root = reader.array("merkle_root")?;
+        let signed = reader.since(&start)?;
+        Ok(FileHeader {
+            version,
+            flags,
+            created,
+            modified,
+            file_id,
+            creator_id,
+            did,
+            block_count,
+            provenance_offset,
+            security_offset,
+            index_offset,
+            merkle_root,
+            signed,
+            signature: SignatureField::read(reader)?,
+            reserved: Span::read(reader, FILE_RESERVED_LEN, "reserved")?,
+        })
+    }
+
+    /// The DID without its NUL padding; it may end inside a UTF-8 character (cut by bytes).
+    fn did_bytes(&self) -> &[u8] {
+        let end = self
+            .did
+            .iter()
+            .rposition(|byte| *byte != 0)
+            .map_or(0, |last| last + 1);
+        self.did.get(..end).unwrap_or_default()
+    }
+}
+
+/// One block: the 372-byte header (§3), its payload and its metadata JSON.
+struct RawBlock<'a> {
     offset: usize,
     size: u32,
     block_type: [u8; 4],
     flags: u32,
+    version: u32,
+    timestamp: u64,
     block_id: [u8; 16],
+    previous_hash: [u8; 32],
     /// As stored: the chain, Merkle root and provenance all use the stored value.
     content_hash: [u8; 32],
-    header: Range<usize>,
-    payload: Range<usize>,
-    metadata: Range<usize>,
+    signature: SignatureField<'a>,
+    metadata_size: u32,
+    reserved: Span<'a>,
+    /// The whole 372-byte header, as stored.
+    header: &'a [u8],
+    payload: Span<'a>,
+    metadata: &'a [u8],
+}
+
+impl<'a> RawBlock<'a> {
+    /// Reads block `position` (of `count` declared) from a reader at its first byte; the
+    /// reader ends where the footer starts, so no block can run into it.
+    fn read(reader: &mut Reader<'a>, position: u32, count: u32) -> Result<Self, String> {
+        let offset = reader.offset();
+        let room = reader.remaining();
+        let start = reader.clone();
+        let fields = (|| {
+            Ok::<_, FormatError>((
+                reader.u32_be("size")?,
+                reader.array("block_type")?,
+                reader.u32_be("flags")?,
+                reader.u32_be("version")?,
+                reader.u64_be("timestamp")?,
+                reader.array("block_id")?,
+                reader.array("previous_hash")?,
+                reader.array("content_hash")?,
+                SignatureField::read(reader)?,
+                reader.u32_be("metadata_size")?,
+                Span::read(reader, BLOCK_RESERVED_LEN, "reserved")?,
+            ))
+        })();
+        let declared = |error: FormatError| {
+            format!(
+                "{count} blocks declared, block {position} does not fit before the footer: {error}"
+            )
+        };
+        let (
+            size,
+            block_type,
+            flags,
+            version,
+            timestamp,
+            block_id,
+            previous_hash,
+            content_hash,
+            signature,
+            metadata_size,
+            reserved,
+        ) = fields.map_err(declared)?;
+        let header = reader.since(&start).map_err(|error| error.to_string())?;
+        let (total, meta_len) = (size as usize, metadata_size as usize);
+        // L = size - 372 - M: the SDK never checks it and reads negative lengths.
+        let Some(payload_len) = total
+            .checked_sub(BLOCK_HEADER_LEN)
+            .and_then(|rest| rest.checked_sub(meta_len))
+        else {
+            return Err(format!(
+                "size {total} < {BLOCK_HEADER_LEN} + metadata_size {meta_len}: negative payload"
+            ));
+        };
+        let runs_past = |error: FormatError| {
+            format!("size field {total} runs past the footer ({room} bytes remain): {error}")
+        };
+        let payload = Span::read(reader, payload_len, "payload").map_err(runs_past)?;
+        let metadata = reader.bytes(meta_len, "metadata").map_err(runs_past)?;
+        Ok(RawBlock {
+            offset,
+            size,
+            block_type,
+            flags,
+            version,
+            timestamp,
+            block_id,
+            previous_hash,
+            content_hash,
+            signature,
+            metadata_size,
+            reserved,
+            header,
+            payload,
+            metadata,
+        })
+    }
+
+    /// The 108 header bytes the block signature covers, rebuilt from the fields in order
+    /// with the status bits of the flags cleared (§5.2).
+    fn signed_header(&self) -> Vec<u8> {
+        let masked = self.flags & !STATUS_MASK;
+        [
+            &self.size.to_be_bytes()[..],
+            &self.block_type,
+            &masked.to_be_bytes(),
+            &self.version.to_be_bytes(),
+            &self.timestamp.to_be_bytes(),
+            &self.block_id,
+            &self.previous_hash,
+            &self.content_hash,
+            &self.metadata_size.to_be_bytes(),
+        ]
+        .concat()
+    }
+}
+
+/// The provenance or security section: a big-endian u32 length, then that much JSON.
+struct Section<'a> {
+    range: Range<usize>,
+    json: &'a [u8],
+}
+
+impl<'a> Section<'a> {
+    fn read(reader: &mut Reader<'a>) -> Result<Self, FormatError> {
+        let start = reader.offset();
+        let length = reader.u32_be("length")?;
+        let json = reader.bytes(length as usize, "json")?;
+        Ok(Section {
+            range: start..reader.offset(),
+            json,
+        })
+    }
+}
+
+/// One 24-byte block index record (§1): where the walk should have found the block.
+struct IndexRecord {
+    offset: u64,
+    size: u64,
+    block_type: u32,
+    flags: u32,
+}
+
+impl IndexRecord {
+    fn read(reader: &mut Reader<'_>) -> Result<Self, FormatError> {
+        Ok(IndexRecord {
+            offset: reader.u64_be("offset")?,
+            size: reader.u64_be("size")?,
+            block_type: reader.u32_be("block_type")?,
+            flags: reader.u32_be("flags")?,
+        })
+    }
+}
+
+/// The 48-byte footer: "FIAM", the file length, SHA-256 of everything before it, reserved.
+struct Footer<'a> {
+    range: Range<usize>,
+    magic: [u8; FOOTER_MAGIC.len()],
+    file_length: u64,
+    checksum: [u8; 32],
+    reserved: Span<'a>,
+    /// Every byte before the footer: what the checksum covers.
+    checksummed: &'a [u8],
+}
+
+impl<'a> Footer<'a> {
+    /// Reads the footer at `offset` of the whole file.
+    fn read(data: &'a [u8], offset: usize) -> Result<(Self, Range<usize>), FormatError> {
+        let mut reader = reader_at(data, offset, "sdk footer")?;
+        let magic = reader.array("magic")?;
+        let file_length = reader.u64_be("file_length")?;
+        let checksum = reader.array("checksum")?;
+        let reserved = Span::read(&mut reader, FOOTER_RESERVED_LEN, "reserved")?;
+        let end = reader.offset();
+        let trailing_len = reader.remaining();
+        let trailing = Span::read(&mut reader, trailing_len, "trailing bytes")?;
+        let footer = Footer {
+            range: offset..end,
+            magic,
+            file_length,
+            checksum,
+            reserved,
+            checksummed: prefix(data, offset, "sdk footer checksum input")?,
+        };
+        Ok((footer, trailing.range()))
+    }
 }
 
 /// Walks blocks and sections from byte 444, as the SDK reads them. Only breakage that leaves
 /// nothing to walk is an error; disagreement with the header's offsets is a check.
-fn walk(source: &str, d: &[u8]) -> crate::Result<Layout> {
+fn walk<'a>(source: &str, data: &'a [u8]) -> crate::Result<Layout<'a>> {
     let bad = |what: &str, offset: usize, why: String| {
         MigrateError::malformed(source, what, offset as u64, why)
     };
-    if d.len() < FILE_HEADER + FOOTER {
-        let why = format!("{} bytes; an SDK 2.1 file has at least 492", d.len());
+    if data.len() < FILE_HEADER_LEN + FOOTER_LEN {
+        let why = format!(
+            "{} bytes; an SDK 2.1 file has at least {}",
+            data.len(),
+            FILE_HEADER_LEN + FOOTER_LEN
+        );
         return Err(bad("file header", 0, why));
     }
-    // Every section must leave room for the footer.
-    let limit = d.len() - FOOTER;
-    let count = be32(d, 124);
+    // Every section must leave room for the footer, so they are read from what precedes it.
+    let footer_limit = data.len() - FOOTER_LEN;
+    let before_footer = prefix(data, footer_limit, "sdk file")
+        .map_err(|error| malformed(source, "file", 0, &error))?;
+    let mut reader = Reader::new(before_footer, "sdk file header");
+    let header = FileHeader::read(&mut reader)
+        .map_err(|error| malformed(source, "file header", 0, &error))?;
+    let count = header.block_count;
+    // Every block holds at least its 372-byte header, so the blocks pushed are backed by bytes.
     let mut blocks = Vec::new();
-    let mut pos = FILE_HEADER;
-    for i in 0..count {
-        let (what, room) = (format!("block {i}"), limit - pos);
-        if room < BLOCK_HEADER {
-            let why = format!("{count} blocks declared, {room} bytes remain before the footer");
-            return Err(bad(&what, pos, why));
-        }
-        let (size, meta_len) = (be32(d, pos) as usize, be32(d, pos + 360) as usize);
-        if size > room {
-            let why = format!("size field {size} runs past the footer ({room} bytes remain)");
-            return Err(bad(&what, pos, why));
-        }
-        // L = size - 372 - M: the SDK never checks it and reads negative lengths.
-        let Some(payload_len) = size
-            .checked_sub(BLOCK_HEADER)
-            .and_then(|r| r.checked_sub(meta_len))
-        else {
-            let why = format!("size {size} < 372 + metadata_size {meta_len}: negative payload");
-            return Err(bad(&what, pos, why));
-        };
-        let (payload, end) = (pos + BLOCK_HEADER, pos + size);
-        blocks.push(RawBlock {
-            offset: pos,
-            size: be32(d, pos),
-            block_type: take(d, pos + 4),
-            flags: be32(d, pos + 8),
-            block_id: take(d, pos + 24),
-            content_hash: take(d, pos + 72),
-            header: pos..payload,
-            payload: payload..payload + payload_len,
-            metadata: payload + payload_len..end,
-        });
-        pos = end;
+    let mut offset = reader.offset();
+    for position in 0..count {
+        let mut block_reader = reader_at(before_footer, offset, "sdk block")
+            .map_err(|error| malformed(source, format!("block {position}"), offset, &error))?;
+        let block = RawBlock::read(&mut block_reader, position, count)
+            .map_err(|why| bad(&format!("block {position}"), offset, why))?;
+        blocks.push(block);
+        offset = block_reader.offset();
     }
-    let prefixed = |what: &str, at: usize| {
-        let (room, len) = (limit.saturating_sub(at), be32(d, at) as usize);
-        if room < 4 || len > room - 4 {
-            return Err(bad(
-                what,
-                at,
-                format!("needs 4 + {len} bytes, {room} remain before the footer"),
-            ));
-        }
-        Ok(at..at + 4 + len)
+    let section = |what: &str, structure: &'static str, offset: usize| {
+        reader_at(before_footer, offset, structure)
+            .and_then(|mut reader| Section::read(&mut reader))
+            .map_err(|error| malformed(source, what, offset, &error))
     };
-    let provenance = prefixed("provenance section", pos)?;
-    let security = prefixed("security section", provenance.end)?;
-    let index_len = (count as usize)
-        .checked_mul(INDEX_RECORD)
-        .filter(|n| *n <= limit - security.end);
-    let Some(index_len) = index_len else {
-        let why = format!("{count} records of 24 bytes run past the footer");
-        return Err(bad("block index", security.end, why));
+    let provenance = section("provenance section", "sdk provenance section", offset)?;
+    let security = section(
+        "security section",
+        "sdk security section",
+        provenance.range.end,
+    )?;
+    // One 24-byte record per block; `count` blocks were read, so the records are too.
+    let index_start = security.range.end;
+    let index_error = |error: FormatError| {
+        let why =
+            format!("{count} records of {INDEX_RECORD_LEN} bytes run past the footer: {error}");
+        bad("block index", index_start, why)
     };
-    let index = security.end..security.end + index_len;
-    let footer = index.end..index.end + FOOTER;
-    let trailing = footer.end..d.len();
+    let mut index_reader =
+        reader_at(before_footer, index_start, "sdk block index").map_err(index_error)?;
+    let mut index_records = Vec::with_capacity(blocks.len());
+    for _ in 0..count {
+        index_records.push(IndexRecord::read(&mut index_reader).map_err(index_error)?);
+    }
+    let index = index_start..index_reader.offset();
+    let (footer, trailing) = Footer::read(data, index.end)
+        .map_err(|error| malformed(source, "footer", index.end, &error))?;
     Ok(Layout {
+        header,
         blocks,
         provenance,
         security,
         index,
+        index_records,
         footer,
         trailing,
     })
-}
-
-fn section_body<'a>(d: &'a [u8], section: &Range<usize>) -> &'a [u8] {
-    d.get(section.start.saturating_add(4)..section.end)
-        .unwrap_or_default()
-}
-
-fn take<const N: usize>(d: &[u8], at: usize) -> [u8; N] {
-    let mut out = [0u8; N];
-    if let Some(src) = d.get(at..).and_then(|rest| rest.get(..N)) {
-        out.copy_from_slice(src);
-    }
-    out
-}
-
-fn be32(d: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes(take(d, at))
-}
-
-fn be64(d: &[u8], at: usize) -> u64 {
-    u64::from_be_bytes(take(d, at))
 }
 
 fn at(offset: usize) -> String {
@@ -309,49 +592,6 @@ fn object(value: Value) -> Map<String, Value> {
     match value {
         Value::Object(map) => map,
         _ => Map::new(),
-    }
-}
-
-struct Header {
-    version: (u16, u16),
-    flags: u32,
-    created: u64,
-    modified: u64,
-    file_id: [u8; 16],
-    creator_id: [u8; 16],
-    did: [u8; 64],
-    block_count: u32,
-    provenance_offset: u64,
-    security_offset: u64,
-    index_offset: u64,
-    merkle_root: [u8; 32],
-}
-
-impl Header {
-    fn parse(d: &[u8]) -> Self {
-        Header {
-            version: (
-                u16::from_be_bytes(take(d, 4)),
-                u16::from_be_bytes(take(d, 6)),
-            ),
-            flags: be32(d, 8),
-            created: be64(d, 12),
-            modified: be64(d, 20),
-            file_id: take(d, 28),
-            creator_id: take(d, 44),
-            did: take(d, 60),
-            block_count: be32(d, 124),
-            provenance_offset: be64(d, 128),
-            security_offset: be64(d, 136),
-            index_offset: be64(d, 144),
-            merkle_root: take(d, 152),
-        }
-    }
-
-    /// The DID without its NUL padding; it may end inside a UTF-8 character (cut by bytes).
-    fn did_bytes(&self) -> &[u8] {
-        let end = self.did.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
-        &self.did[..end]
     }
 }
 
@@ -366,9 +606,9 @@ impl Security {
     fn parse(text: &[u8]) -> Self {
         let value = match PyJson::parse(text) {
             Ok(value) => value,
-            Err(e) => {
+            Err(error) => {
                 let (check, value, public_key) =
-                    (Check::fail("security_json", e.to_string()), None, None);
+                    (Check::fail("security_json", error.to_string()), None, None);
                 return Security {
                     check,
                     value,
@@ -377,9 +617,9 @@ impl Security {
             }
         };
         let string = |name: &str| value.get(name).and_then(PyJson::as_str);
-        let public_key = string("public_key").and_then(|s| {
+        let public_key = string("public_key").and_then(|text| {
             let mut key = [0u8; 32];
-            hex::decode_to_slice(s, &mut key).ok().map(|()| key)
+            hex::decode_to_slice(text, &mut key).ok().map(|()| key)
         });
         let mut problems = Vec::new();
         if !matches!(value, PyJson::Object(_)) {
@@ -390,7 +630,7 @@ impl Security {
                 problems.push(format!("no string {name:?}"));
             }
         }
-        if public_key.is_none_or(|k| VerifyingKey::from_bytes(&k).is_err()) {
+        if public_key.is_none_or(|key| VerifyingKey::from_bytes(&key).is_err()) {
             problems.push("\"public_key\" is not 64 hex digits of an Ed25519 key".to_owned());
         }
         for name in ["key_algorithm", "signature_algorithm"] {
@@ -414,7 +654,7 @@ impl Security {
     }
 
     fn exact(&self, name: &str) -> Value {
-        let member = self.value.as_ref().and_then(|v| v.get(name));
+        let member = self.value.as_ref().and_then(|value| value.get(name));
         member
             .and_then(PyJson::to_exact_value)
             .unwrap_or(Value::Null)
@@ -422,70 +662,64 @@ impl Security {
 }
 
 fn file_level(
-    h: &Header,
     layout: &Layout,
-    d: &[u8],
-    sec: &Security,
+    file_length: usize,
+    security: &Security,
     did: &str,
 ) -> Map<String, Value> {
-    let f = layout.footer.start;
+    let header = &layout.header;
     object(json!({
         "format": "python-sdk-2.1",
-        "version": format!("{}.{}", h.version.0, h.version.1),
-        "flags": h.flags,
-        "created": h.created,
-        "modified": h.modified,
-        "file_id": hex::encode(h.file_id),
-        "creator_id": hex::encode(h.creator_id),
+        "version": format!("{}.{}", header.version.0, header.version.1),
+        "flags": header.flags,
+        "created": header.created,
+        "modified": header.modified,
+        "file_id": hex::encode(header.file_id),
+        "creator_id": hex::encode(header.creator_id),
         "agent_did": did,
-        "agent_did_hex": hex::encode(h.did),
-        "block_count": h.block_count,
-        "provenance_offset": h.provenance_offset,
-        "security_offset": h.security_offset,
-        "index_offset": h.index_offset,
-        "footer_offset": f,
-        "file_length": d.len(),
-        "merkle_root": hex::encode(h.merkle_root),
-        "file_signature": hex::encode(&d[192..256]),
-        "footer_checksum": hex::encode(take::<32>(d, f + 12)),
-        "signer_id": sec.exact("signer_id"),
-        "signer_did": sec.exact("signer_did"),
-        "public_key": sec.exact("public_key"),
-        "signed_at": sec.exact("signed_at"),
+        "agent_did_hex": hex::encode(header.did),
+        "block_count": header.block_count,
+        "provenance_offset": header.provenance_offset,
+        "security_offset": header.security_offset,
+        "index_offset": header.index_offset,
+        "footer_offset": layout.footer.range.start,
+        "file_length": file_length,
+        "merkle_root": hex::encode(header.merkle_root),
+        "file_signature": hex::encode(header.signature.signature),
+        "footer_checksum": hex::encode(layout.footer.checksum),
+        "signer_id": security.exact("signer_id"),
+        "signer_did": security.exact("signer_did"),
+        "public_key": security.exact("public_key"),
+        "signed_at": security.exact("signed_at"),
     }))
 }
 
-fn header_findings(art: &mut LegacyArtifact, header: &Header, security: &Security) {
+fn header_findings(art: &mut LegacyArtifact, header: &FileHeader, security: &Security) {
     if header.flags != FILE_FLAGS {
         let why = format!("header flags 0x{:x}; the SDK writes 0x7", header.flags);
-        art.finding(Severity::Warning, "header_flags", at(8), why);
+        art.finding(Severity::Warning, "header_flags", at(FLAGS_AT), why);
     }
     if std::str::from_utf8(header.did_bytes()).is_err() {
         let why = "the 64-byte header DID ends inside a UTF-8 character (the SDK cuts by bytes); \
                    agent_did_hex keeps it raw, the security section has it whole";
-        art.finding(Severity::Info, "did_not_utf8", at(60), why);
+        art.finding(Severity::Info, "did_not_utf8", at(AGENT_DID_AT), why);
     }
     if let Some(signer) = security.text("signer_id") {
         let mut expected = format!("did:maif:{signer}").into_bytes();
-        expected.resize(64, 0);
+        expected.resize(AGENT_DID_LEN, 0);
         if expected != header.did {
             let why = format!("the header DID is not did:maif:{signer} (the signer_id)");
-            art.finding(Severity::Warning, "did_mismatch", at(60), why);
+            art.finding(Severity::Warning, "did_mismatch", at(AGENT_DID_AT), why);
         }
     }
 }
 
 fn read_blocks(art: &mut LegacyArtifact, data: &Bytes, layout: &Layout, key: &Key) {
-    let d: &[u8] = data;
     let mut chain = [0u8; 32];
-    for (i, raw) in layout.blocks.iter().enumerate() {
-        let (hdr, payload, meta) = (
-            &d[raw.header.clone()],
-            &d[raw.payload.clone()],
-            &d[raw.metadata.clone()],
-        );
+    for (position, raw) in layout.blocks.iter().enumerate() {
+        let (payload, meta) = (raw.payload.bytes, raw.metadata);
         let (block_type, flags, block_id) = (raw.block_type, raw.flags, raw.block_id);
-        let (previous, stored): ([u8; 32], [u8; 32]) = (take(hdr, 40), raw.content_hash);
+        let (previous, stored) = (raw.previous_hash, raw.content_hash);
         let parsed = PyJson::parse(meta);
 
         // `{}` is left out of the content hash but stays in the signed bytes.
@@ -494,20 +728,13 @@ fn read_blocks(art: &mut LegacyArtifact, data: &Bytes, layout: &Layout, key: &Ke
             Ok(value) if value.is_empty_object() => digest,
             _ => model::sha256_parts(&[&digest[..], meta]),
         };
-        let masked = (flags & !STATUS_MASK).to_be_bytes();
-        let signed: [&[u8]; 6] = [
-            &hdr[..8],
-            &masked,
-            &hdr[12..104],
-            &hdr[360..364],
-            payload,
-            meta,
-        ];
+        let signed_header = raw.signed_header();
+        let signed: [&[u8]; 3] = [&signed_header, payload, meta];
         // The chain links stored content hashes, whatever the payloads hash to.
         let chain_expected = std::mem::replace(&mut chain, stored);
         let checks = vec![
             hash_check("sdk_content_hash", stored, content_hash),
-            signature_check("sdk_signature", key, &hdr[104..360], &signed),
+            signature_check("sdk_signature", key, &raw.signature, &signed),
             hash_check("sdk_chain_link", previous, chain_expected),
             Check::expect("block_flags", flags == BLOCK_FLAGS, || {
                 format!("block flags 0x{flags:x}; the SDK always writes 0x3")
@@ -515,12 +742,12 @@ fn read_blocks(art: &mut LegacyArtifact, data: &Bytes, layout: &Layout, key: &Ke
             match &parsed {
                 Ok(PyJson::Object(_)) => Check::pass("metadata_json"),
                 Ok(_) => Check::fail("metadata_json", "the metadata is not a JSON object"),
-                Err(e) => Check::fail("metadata_json", e.to_string()),
+                Err(error) => Check::fail("metadata_json", error.to_string()),
             },
         ];
 
         let legacy_id = hex::encode(block_id);
-        let subject = format!("block {i} ({legacy_id})");
+        let subject = format!("block {position} ({legacy_id})");
         if flags != BLOCK_FLAGS {
             let why = format!("block flags 0x{flags:x}; its signature is verified regardless");
             art.finding(Severity::Warning, "block_flags", subject.clone(), why);
@@ -545,14 +772,14 @@ fn read_blocks(art: &mut LegacyArtifact, data: &Bytes, layout: &Layout, key: &Ke
         let mut evidence = object(json!({
             "format": "python-sdk-2.1",
             "offset": raw.offset,
-            "header_hex": hex::encode(hdr),
+            "header_hex": hex::encode(raw.header),
             "size_field": raw.size,
             "flags": flags,
-            "version": be32(hdr, 12),
+            "version": raw.version,
             "metadata_size": meta.len(),
             "content_hash": hex::encode(stored),
             "previous_hash": hex::encode(previous),
-            "signature": hex::encode(&hdr[112..176]),
+            "signature": hex::encode(raw.signature.signature),
         }));
         match std::str::from_utf8(meta) {
             Ok(text) => evidence.insert("metadata_json".into(), text.into()),
@@ -575,11 +802,11 @@ fn read_blocks(art: &mut LegacyArtifact, data: &Bytes, layout: &Layout, key: &Ke
             block_id,
             legacy_type: model::type_text(&block_type),
             block_type: block_type_code,
-            timestamp_us: be64(hdr, 16),
+            timestamp_us: raw.timestamp,
             status: BlockStatus::Live,
             evidence,
             user_metadata,
-            body: Body::Inline(data.slice(raw.payload.clone())),
+            body: Body::Inline(data.slice(raw.payload.range())),
             checks,
             body_checks: BodyChecks::default(),
         });
@@ -592,18 +819,23 @@ fn verdict(name: impl Into<String>, problems: Vec<String>) -> Check {
 }
 
 fn hash_check(name: &str, stored: [u8; 32], expected: [u8; 32]) -> Check {
-    let (s, e) = (hex::encode(stored), hex::encode(expected));
+    let (stored_hex, expected_hex) = (hex::encode(stored), hex::encode(expected));
     Check::expect(name, stored == expected, || {
-        format!("stored {s} but expected {e}")
+        format!("stored {stored_hex} but expected {expected_hex}")
     })
 }
 
 /// Verifies a 256-byte field `"ED25519:" ‖ sig[64] ‖ 184 zero bytes` over `message`.
-fn signature_check(name: impl Into<String>, key: &Key, field: &[u8], message: &[&[u8]]) -> Check {
-    if !field.starts_with(b"ED25519:") {
+fn signature_check(
+    name: impl Into<String>,
+    key: &Key,
+    field: &SignatureField,
+    message: &[&[u8]],
+) -> Check {
+    if field.marker != *SIGNATURE_MARKER {
         return Check::fail(name, "the signature field does not start with \"ED25519:\"");
     }
-    verify(name, key, &message.concat(), &take(field, 8))
+    verify(name, key, &message.concat(), &field.signature)
 }
 
 fn verify(name: impl Into<String>, key: &Key, message: &[u8], signature: &[u8; 64]) -> Check {
@@ -611,9 +843,9 @@ fn verify(name: impl Into<String>, key: &Key, message: &[u8], signature: &[u8; 6
         Err(why) => Check::unverifiable(name, why.clone()),
         Ok(key) => {
             let ok = key.verify_strict(message, &Signature::from_bytes(signature));
-            let k = hex::encode(key.as_bytes());
+            let key_hex = hex::encode(key.as_bytes());
             Check::expect(name, ok.is_ok(), || {
-                format!("does not verify under key {k}")
+                format!("does not verify under key {key_hex}")
             })
         }
     }
@@ -630,7 +862,7 @@ fn merkle_root(leaves: &[[u8; 32]]) -> [u8; 32] {
         }
         level = level
             .chunks_exact(2)
-            .map(|p| model::sha256_parts(&[&p[0], &p[1]]))
+            .map(|pair| model::sha256_parts(&[&pair[0], &pair[1]]))
             .collect();
     }
     level.first().copied().unwrap_or([0; 32])
@@ -638,65 +870,85 @@ fn merkle_root(leaves: &[[u8; 32]]) -> [u8; 32] {
 
 /// Reserved bytes and signature padding are covered by no signature, only by the unkeyed
 /// footer checksum, so they are checked on their own.
-fn reserved_zero(d: &[u8], layout: &Layout) -> Check {
-    let mut regions = vec![("file signature padding".to_owned(), 256..440)];
-    regions.push(("file header reserved".to_owned(), 440..444));
-    for (i, raw) in layout.blocks.iter().enumerate() {
-        let o = raw.offset;
-        regions.push((format!("block {i} signature padding"), o + 176..o + 360));
-        regions.push((format!("block {i} reserved"), o + 364..o + 372));
+fn reserved_zero(layout: &Layout) -> Check {
+    let header = &layout.header;
+    let mut regions = vec![
+        (
+            "file signature padding".to_owned(),
+            &header.signature.padding,
+        ),
+        ("file header reserved".to_owned(), &header.reserved),
+    ];
+    for (position, raw) in layout.blocks.iter().enumerate() {
+        regions.push((
+            format!("block {position} signature padding"),
+            &raw.signature.padding,
+        ));
+        regions.push((format!("block {position} reserved"), &raw.reserved));
     }
-    regions.push((
-        "footer reserved".to_owned(),
-        layout.footer.start + 44..layout.footer.end,
-    ));
+    regions.push(("footer reserved".to_owned(), &layout.footer.reserved));
     let dirty = regions
         .into_iter()
-        .filter(|(_, r)| d.get(r.clone()).is_none_or(|b| b.iter().any(|x| *x != 0)))
-        .map(|(name, r)| format!("{name} (bytes {}..{})", r.start, r.end));
+        .filter(|(_, span)| span.bytes.iter().any(|byte| *byte != 0))
+        .map(|(name, span)| {
+            let range = span.range();
+            format!("{name} (bytes {}..{})", range.start, range.end)
+        });
     verdict("reserved_zero", dirty.collect())
 }
 
-fn section_offsets(h: &Header, layout: &Layout, len: usize) -> Check {
+fn section_offsets(layout: &Layout, file_length: usize) -> Check {
+    let header = &layout.header;
     let mut problems = Vec::new();
-    let (prov, sec, index) = (&layout.provenance, &layout.security, &layout.index);
     for (name, stored, walked) in [
-        ("provenance", h.provenance_offset, prov.start),
-        ("security", h.security_offset, sec.start),
-        ("index", h.index_offset, index.start),
+        (
+            "provenance",
+            header.provenance_offset,
+            layout.provenance.range.start,
+        ),
+        (
+            "security",
+            header.security_offset,
+            layout.security.range.start,
+        ),
+        ("index", header.index_offset, layout.index.start),
     ] {
         if stored != walked as u64 {
             problems.push(format!("{name}_offset is {stored}, the walk says {walked}"));
         }
     }
-    let end = layout.footer.end;
-    if end != len {
-        problems.push(format!("the footer ends at {end}, the file at {len}"));
+    let end = layout.footer.range.end;
+    if end != file_length {
+        problems.push(format!(
+            "the footer ends at {end}, the file at {file_length}"
+        ));
     }
     verdict("section_offsets", problems)
 }
 
 /// Whether the header's block_count fills exactly the regions its own offsets bound.
-fn block_count(h: &Header, layout: &Layout, len: usize) -> Check {
-    let n = u64::from(h.block_count);
-    let walked_end = layout.provenance.start as u64;
-    let index_len = ((len - FOOTER) as u64).checked_sub(h.index_offset);
-    let ok = walked_end == h.provenance_offset && index_len == Some(n * INDEX_RECORD as u64);
+fn block_count(layout: &Layout, file_length: usize) -> Check {
+    let header = &layout.header;
+    let count = u64::from(header.block_count);
+    let walked_end = layout.provenance.range.start as u64;
+    let index_len = ((file_length - FOOTER_LEN) as u64).checked_sub(header.index_offset);
+    let ok = walked_end == header.provenance_offset
+        && index_len == Some(count * INDEX_RECORD_LEN as u64);
     Check::expect("block_count", ok, || {
         format!(
-            "{n} blocks end at {walked_end} (provenance_offset {}); index_offset {} leaves {index_len:?} \
-             bytes before the footer for {n} records",
-            h.provenance_offset, h.index_offset
+            "{count} blocks end at {walked_end} (provenance_offset {}); index_offset {} leaves {index_len:?} \
+             bytes before the footer for {count} records",
+            header.provenance_offset, header.index_offset
         )
     })
 }
 
-fn index_record(d: &[u8], at: usize, i: usize, raw: &RawBlock) -> Check {
+fn index_record(record: &IndexRecord, position: usize, raw: &RawBlock) -> Check {
     let stored = [
-        be64(d, at),
-        be64(d, at + 8),
-        be32(d, at + 16).into(),
-        be32(d, at + 20).into(),
+        record.offset,
+        record.size,
+        record.block_type.into(),
+        record.flags.into(),
     ];
     let block_type = u32::from_be_bytes(raw.block_type).into();
     let walked = [
@@ -705,30 +957,36 @@ fn index_record(d: &[u8], at: usize, i: usize, raw: &RawBlock) -> Check {
         block_type,
         raw.flags.into(),
     ];
-    Check::expect(format!("block_index[{i}]"), stored == walked, || {
+    Check::expect(format!("block_index[{position}]"), stored == walked, || {
         format!("(offset, size, type, flags) are {stored:?} in the index, {walked:?} in the block")
     })
 }
 
-fn provenance_checks(c: &mut Vec<Check>, text: &[u8], h: &Header, blocks: &[RawBlock], key: &Key) {
+fn provenance_checks(
+    checks: &mut Vec<Check>,
+    text: &[u8],
+    header: &FileHeader,
+    blocks: &[RawBlock],
+    key: &Key,
+) {
     let parsed = PyJson::parse(text);
     let entries: &[PyJson] = match &parsed {
         Ok(PyJson::Array(items)) => items,
         _ => &[],
     };
-    c.push(match &parsed {
-        Err(e) => Check::fail("provenance_json", e.to_string()),
+    checks.push(match &parsed {
+        Err(error) => Check::fail("provenance_json", error.to_string()),
         Ok(PyJson::Array(_)) => {
             let mut problems = Vec::new();
-            for (i, entry) in entries.iter().enumerate() {
+            for (position, entry) in entries.iter().enumerate() {
                 for name in ENTRY_MEMBERS.split_whitespace() {
-                    let ok = entry.get(name).is_some_and(|v| match name {
-                        "timestamp" | "chain_position" => v.as_u64().is_some(),
-                        "metadata" => matches!(v, PyJson::Object(_)),
-                        _ => v.as_str().is_some(),
+                    let ok = entry.get(name).is_some_and(|value| match name {
+                        "timestamp" | "chain_position" => value.as_u64().is_some(),
+                        "metadata" => matches!(value, PyJson::Object(_)),
+                        _ => value.as_str().is_some(),
                     });
                     if !ok {
-                        problems.push(format!("entry {i}: {name:?} is missing or mistyped"));
+                        problems.push(format!("entry {position}: {name:?} is missing or mistyped"));
                     }
                 }
             }
@@ -736,25 +994,31 @@ fn provenance_checks(c: &mut Vec<Check>, text: &[u8], h: &Header, blocks: &[RawB
         }
         Ok(_) => Check::fail("provenance_json", "not a JSON array"),
     });
-    let n = blocks.len();
+    let block_total = blocks.len();
     let count = entries.len();
-    c.push(Check::expect("provenance_count", count == n + 2, || {
-        format!("{count} entries for {n} blocks; the SDK writes n + 2")
-    }));
+    checks.push(Check::expect(
+        "provenance_count",
+        count == block_total + 2,
+        || format!("{count} entries for {block_total} blocks; the SDK writes n + 2"),
+    ));
     let mut previous_entry_hash = "";
-    for (i, entry) in entries.iter().enumerate() {
+    for (position, entry) in entries.iter().enumerate() {
         let text = |name: &str| entry.get(name).and_then(PyJson::as_str);
         let stored = text("entry_hash");
 
         // Python's json.dumps(sort_keys=True) of the hashed members: not stored as bytes.
         let hashed = ENTRY_MEMBERS
             .split_whitespace()
-            .filter(|m| !matches!(*m, "entry_hash" | "signature"));
+            .filter(|member| !matches!(*member, "entry_hash" | "signature"));
         let members: Option<Vec<(String, PyJson)>> = hashed
-            .map(|m| entry.get(m).map(|v| (m.to_owned(), v.clone())))
+            .map(|member| {
+                entry
+                    .get(member)
+                    .map(|value| (member.to_owned(), value.clone()))
+            })
             .collect();
-        let name = format!("provenance[{i}].entry_hash");
-        c.push(match (members, stored) {
+        let name = format!("provenance[{position}].entry_hash");
+        checks.push(match (members, stored) {
             (Some(members), Some(stored)) => {
                 let actual = model::sha256_hex(PyJson::Object(members).dumps_sorted().as_bytes());
                 Check::expect(name, actual == stored, || {
@@ -765,63 +1029,77 @@ fn provenance_checks(c: &mut Vec<Check>, text: &[u8], h: &Header, blocks: &[RawB
         });
 
         // Signed over the 64 hex characters, not the 32-byte digest.
-        let name = format!("provenance[{i}].signature");
+        let name = format!("provenance[{position}].signature");
         let mut signature = [0u8; 64];
-        let decoded =
-            text("signature").is_some_and(|s| hex::decode_to_slice(s, &mut signature).is_ok());
-        c.push(match stored {
+        let decoded = text("signature")
+            .is_some_and(|hex_text| hex::decode_to_slice(hex_text, &mut signature).is_ok());
+        checks.push(match stored {
             Some(hash) if decoded => verify(name, key, hash.as_bytes(), &signature),
             _ => Check::fail(name, "no entry_hash, or no 128-hex-digit signature"),
         });
 
-        let position = entry.get("chain_position").and_then(PyJson::as_u64);
+        let chain_position = entry.get("chain_position").and_then(PyJson::as_u64);
         let link = text("previous_entry_hash");
-        let linked = link == Some(previous_entry_hash) && position == Some(i as u64);
+        let linked = link == Some(previous_entry_hash) && chain_position == Some(position as u64);
         let want = previous_entry_hash;
-        c.push(Check::expect(
-            format!("provenance[{i}].link"),
+        checks.push(Check::expect(
+            format!("provenance[{position}].link"),
             linked,
-            || format!("previous_entry_hash {link:?} (want {want:?}), chain_position {position:?}"),
+            || {
+                format!(
+                    "previous_entry_hash {link:?} (want {want:?}), chain_position {chain_position:?}"
+                )
+            },
         ));
         previous_entry_hash = stored.unwrap_or_default();
-        let problems = entry_semantics(entry, i, entries.len(), h, blocks);
-        c.push(verdict(format!("provenance[{i}].semantics"), problems));
+        let problems = entry_semantics(entry, position, entries.len(), header, blocks);
+        checks.push(verdict(
+            format!("provenance[{position}].semantics"),
+            problems,
+        ));
     }
 }
 
 /// The genesis / add / finalize rules; returns what is wrong with the entry.
 fn entry_semantics(
     entry: &PyJson,
-    i: usize,
-    n: usize,
-    h: &Header,
+    position: usize,
+    entry_count: usize,
+    header: &FileHeader,
     blocks: &[RawBlock],
 ) -> Vec<String> {
     let text = |name: &str| entry.get(name).and_then(PyJson::as_str);
     let member = |name: &str, value: PyJson| (name.to_owned(), value);
-    let string = |s: &str| PyJson::String(s.to_owned());
-    let number = |n: usize| PyJson::Number(n.to_string());
-    let (action, block_hash, metadata) = if i == 0 {
+    let string = |text: &str| PyJson::String(text.to_owned());
+    let number = |value: usize| PyJson::Number(value.to_string());
+    let (action, block_hash, metadata) = if position == 0 {
         let agent = text("agent_id").unwrap_or_default();
-        let seed = format!("genesis:{agent}:{}", h.created);
+        let seed = format!("genesis:{agent}:{}", header.created);
         let metadata = vec![
-            member("file_id", string(&hex::encode(h.file_id))),
-            member("creator_id", string(&hex::encode(h.creator_id))),
+            member("file_id", string(&hex::encode(header.file_id))),
+            member("creator_id", string(&hex::encode(header.creator_id))),
             member("format_version", string("2.1")),
             member("key_algorithm", string("Ed25519")),
         ];
         let hash = model::sha256_hex(seed.as_bytes());
         ("genesis".to_owned(), hash, metadata)
-    } else if i + 1 == n {
+    } else if position + 1 == entry_count {
         let metadata = vec![member("block_count", number(blocks.len()))];
-        ("finalize".to_owned(), hex::encode(h.merkle_root), metadata)
+        (
+            "finalize".to_owned(),
+            hex::encode(header.merkle_root),
+            metadata,
+        )
     } else {
-        let Some(block) = blocks.get(i - 1) else {
-            return vec![format!("an add entry with no block {} to describe", i - 1)];
+        let Some(block) = blocks.get(position - 1) else {
+            return vec![format!(
+                "an add entry with no block {} to describe",
+                position - 1
+            )];
         };
         let metadata = vec![
             member("block_id", string(&hex::encode(block.block_id))),
-            member("size", number(block.payload.len())),
+            member("size", number(block.payload.bytes.len())),
         ];
         let action = format!("add_{}_block", block_kind(&block.block_type));
         (action, hex::encode(block.content_hash), metadata)
@@ -840,8 +1118,8 @@ fn entry_semantics(
     if actual.as_deref() != Some(expected.as_str()) {
         problems.push(format!("metadata {actual:?}, expected {expected}"));
     }
-    let created = h.created;
-    if i == 0 && entry.get("timestamp").and_then(PyJson::as_u64) != Some(created) {
+    let created = header.created;
+    if position == 0 && entry.get("timestamp").and_then(PyJson::as_u64) != Some(created) {
         problems.push(format!("timestamp is not the header's created {created}"));
     }
     problems
@@ -1173,6 +1451,36 @@ mod tests {
             d[at] ^= 0x01;
             if let Ok(art) = read("f", &Bytes::from(d), None) {
                 assert!(!failing(&art).is_empty(), "flip at {at} passed");
+            }
+        }
+    }
+
+    /// A file cut short at a field boundary is refused with an error naming the structure, the
+    /// field and its offset: no field is ever read as zeros. The walk takes the last 48 bytes
+    /// as the footer, so `kept` is what precedes them.
+    #[test]
+    fn a_cut_at_a_field_boundary_names_that_field() {
+        let data = load("sample_text");
+        // (bytes kept before the footer, structure named, field, the field's offset)
+        let cases = [
+            (444 + 40, "block 0", "previous_hash", 484),
+            (444 + 360, "block 0", "metadata_size", 804),
+            (444 + 372 + 100, "block 0", "payload", 816),
+            (1330 + 2, "provenance section", "length", 1330),
+            (3202 + 4 + 10, "security section", "json", 3206),
+            (3459 + 8, "block index", "size", 3467),
+        ];
+        for (kept, named, field, offset) in cases {
+            let cut = data.slice(..kept + FOOTER_LEN);
+            match read("cut", &cut, None) {
+                Err(MigrateError::Malformed { what, reason, .. }) => {
+                    assert_eq!(what, named, "{reason}");
+                    assert!(reason.contains(&format!("field `{field}`")), "{reason}");
+                    let at = format!("truncated at byte {offset}");
+                    assert!(reason.contains(&at), "{reason}");
+                }
+                Err(other) => panic!("cut at {kept}: {other}"),
+                Ok(_) => panic!("cut at {kept} was read"),
             }
         }
     }
