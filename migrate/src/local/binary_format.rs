@@ -3,27 +3,39 @@
 
 use std::collections::HashMap;
 use std::io::Read as _;
+use std::ops::Range;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 
+use maif_store::format::FormatError;
+
 use super::{
-    COMPRESSED, DELETED, DELTA_COMPRESSED, ENCRYPTED, SIGNED, array, flag_names, mark_deleted,
-    to_usize, trailing_bytes, u16_be, u32_be, u64_be, uuid_text, withhold_encrypted,
+    COMPRESSED, DELETED, DELTA_COMPRESSED, ENCRYPTED, SIGNED, flag_names, mark_deleted, to_usize,
+    trailing_bytes, uuid_text, withhold_encrypted,
 };
+use crate::codec::{Reader, ReaderExt as _, malformed, prefix, reader_at};
 use crate::model::{
     Body, BodyChecks, Check, LegacyArtifact, LegacyBlock, Severity, SourceKind, block_id_for,
     canonical_type, sha256, sha256_hex, type_text,
 };
 use crate::{MigrateError, Result};
 
+// Sizes and offsets of legacy-formats.md §4.1.
+const MAGIC: &[u8; 4] = b"MAIF";
 const FILE_HEADER: usize = 144;
 const BLOCK_HEADER: usize = 80;
+const BLOCK_RESERVED_LEN: usize = 8;
 const INDEX_ENTRY: usize = 16;
-/// The checksum field: 80..112. The writer's bug zeroes 96..128 instead (see `checksum`).
+/// The checksum field: 80..112. The writer's bug zeroes 96..128 instead (see `checksum_check`).
 const CHECKSUM_AT: usize = 80;
+/// What the writer hashes in place of the checksum field: the first half of the placeholder...
+const PLACEHOLDER_PREFIX_LEN: usize = 16;
+/// ...then 32 zero bytes, up to byte 128.
+const ZEROED_LEN: usize = 32;
+const ZEROED_END: usize = CHECKSUM_AT + PLACEHOLDER_PREFIX_LEN + ZEROED_LEN;
 
 const FLAG_NAMES: &[(u32, &str)] = &[
     (COMPRESSED, "compressed"),
@@ -56,23 +68,23 @@ struct FileHeader {
     reserved: [u8; 32],
 }
 
-fn file_header(d: &[u8]) -> Option<FileHeader> {
-    if d.len() < FILE_HEADER {
-        return None;
-    }
-    Some(FileHeader {
-        version_major: u16_be(d, 4)?,
-        version_minor: u16_be(d, 6)?,
-        flags: u32_be(d, 8)?,
-        created: u64_be(d, 12)?,
-        modified: u64_be(d, 20)?,
-        creator_id: array(d, 28)?,
-        file_id: array(d, 44)?,
-        block_count: u32_be(d, 60)?,
-        index_offset: u64_be(d, 64)?,
-        metadata_offset: u64_be(d, 72)?,
-        checksum: array(d, CHECKSUM_AT)?,
-        reserved: array(d, 112)?,
+/// Reads the 144-byte file header at the start of `data`.
+fn file_header(data: &[u8]) -> Result<FileHeader, FormatError> {
+    let mut reader = Reader::new(data, "binary_format file header");
+    reader.magic(MAGIC, "magic")?;
+    Ok(FileHeader {
+        version_major: reader.u16_be("version_major")?,
+        version_minor: reader.u16_be("version_minor")?,
+        flags: reader.u32_be("flags")?,
+        created: reader.u64_be("created")?,
+        modified: reader.u64_be("modified")?,
+        creator_id: reader.array("creator_id")?,
+        file_id: reader.array("file_id")?,
+        block_count: reader.u32_be("block_count")?,
+        index_offset: reader.u64_be("index_offset")?,
+        metadata_offset: reader.u64_be("metadata_offset")?,
+        checksum: reader.array("checksum")?,
+        reserved: reader.array("reserved")?,
     })
 }
 
@@ -115,23 +127,78 @@ struct BlockHeader {
     previous_hash: [u8; 32],
 }
 
-fn block_header(d: &[u8], at: usize) -> Option<BlockHeader> {
-    Some(BlockHeader {
-        size: u32_be(d, at)?,
-        block_type: array(d, at.checked_add(4)?)?,
-        version: u32_be(d, at.checked_add(8)?)?,
-        flags: u32_be(d, at.checked_add(12)?)?,
-        timestamp: u64_be(d, at.checked_add(16)?)?,
-        block_id: array(d, at.checked_add(24)?)?,
-        previous_hash: array(d, at.checked_add(40)?)?,
-    })
+/// Reads an 80-byte block header, reserved bytes included, from a reader at its first byte.
+fn block_header(reader: &mut Reader<'_>) -> Result<BlockHeader, FormatError> {
+    let header = BlockHeader {
+        size: reader.u32_be("size")?,
+        block_type: reader.array("block_type")?,
+        version: reader.u32_be("version")?,
+        flags: reader.u32_be("flags")?,
+        timestamp: reader.u64_be("timestamp")?,
+        block_id: reader.array("block_id")?,
+        previous_hash: reader.array("previous_hash")?,
+    };
+    reader.bytes(BLOCK_RESERVED_LEN, "reserved")?;
+    Ok(header)
+}
+
+/// One block as the walk found it.
+struct FoundBlock<'a> {
+    offset: usize,
+    end: usize,
+    header: BlockHeader,
+    /// The 80 header bytes as stored.
+    header_bytes: &'a [u8],
+    /// Header and data: what a later block's caller-supplied previous_hash may name.
+    bytes: &'a [u8],
+    /// Where the stored data lies in the file.
+    stored: Range<usize>,
+}
+
+/// Why no block could be read at an offset.
+enum BlockRead {
+    /// The 80-byte header does not fit.
+    Header(FormatError),
+    /// The size field is smaller than the header it includes.
+    Undersized(usize),
+    /// The data the size field declares does not fit.
+    PastEnd(usize, FormatError),
+}
+
+impl BlockRead {
+    /// The block at `offset` of `region`, the bytes before the index.
+    fn at(region: &[u8], offset: usize) -> Result<FoundBlock<'_>, BlockRead> {
+        let mut reader =
+            reader_at(region, offset, "binary_format block header").map_err(BlockRead::Header)?;
+        let start = reader.clone();
+        let header = block_header(&mut reader).map_err(BlockRead::Header)?;
+        let header_bytes = reader.since(&start).map_err(BlockRead::Header)?;
+        let size = to_usize(u64::from(header.size));
+        let Some(data_len) = size.checked_sub(BLOCK_HEADER) else {
+            return Err(BlockRead::Undersized(size));
+        };
+        let data_start = reader.offset();
+        reader
+            .bytes(data_len, "data")
+            .map_err(|error| BlockRead::PastEnd(size, error))?;
+        let end = reader.offset();
+        let bytes = reader.since(&start).map_err(BlockRead::Header)?;
+        Ok(FoundBlock {
+            offset,
+            end,
+            header,
+            header_bytes,
+            bytes,
+            stored: data_start..end,
+        })
+    }
 }
 
 /// The shape checks of `detect`: `metadata_offset` is EOF and the index ends the file.
 pub(super) fn confirm(data: &[u8]) -> Result<(), String> {
-    let header = file_header(data).ok_or_else(|| {
+    let header = file_header(data).map_err(|error| {
         format!(
-            "only {} bytes, a binary_format file header needs {FILE_HEADER}",
+            "only {} bytes, a binary_format file header needs {FILE_HEADER}: {error}",
             data.len()
         )
     })?;
@@ -153,24 +220,8 @@ pub(super) fn confirm(data: &[u8]) -> Result<(), String> {
 
 /// Reads a `binary_format.py` file.
 pub fn read(source: &str, data: &Bytes) -> Result<LegacyArtifact> {
-    let d: &[u8] = data;
-    let len = d.len();
-    if !d.starts_with(b"MAIF") {
-        return Err(MigrateError::malformed(
-            source,
-            "file header",
-            0,
-            "no `MAIF` magic at byte 0",
-        ));
-    }
-    let header = file_header(d).ok_or_else(|| {
-        MigrateError::malformed(
-            source,
-            "file header",
-            0,
-            format!("{len} bytes, a binary_format file header needs {FILE_HEADER}"),
-        )
-    })?;
+    let len = data.len();
+    let header = file_header(data).map_err(|error| malformed(source, "file header", 0, &error))?;
 
     let mut art = LegacyArtifact::new(SourceKind::BinaryFormat, source);
     art.created_us = Some(header.created);
@@ -226,42 +277,42 @@ pub fn read(source: &str, data: &Bytes) -> Result<LegacyArtifact> {
         "the end of the file"
     };
 
+    // Blocks are read from the bytes before the index alone, so none can run into it.
+    let blocks_region = prefix(data, limit, "binary_format blocks")
+        .map_err(|error| malformed(source, "blocks", FILE_HEADER, &error))?;
     let mut walked: Vec<(usize, usize)> = Vec::new();
     let mut hashes: HashMap<[u8; 32], String> = HashMap::new();
     let mut stop: Option<String> = None;
-    let mut off = FILE_HEADER;
-    while off < limit {
+    let mut offset = FILE_HEADER;
+    while offset < limit {
         let what = format!("block {} header", walked.len());
-        let remain = limit - off;
-        let head = match block_header(d, off) {
-            Some(head) if remain >= BLOCK_HEADER => head,
-            _ => {
-                stop = Some(format!(
-                    "{what}: {remain} bytes remain before {boundary}, a block header needs {BLOCK_HEADER}"
-                ));
+        let remain = limit - offset;
+        let read = BlockRead::at(blocks_region, offset).map_err(|problem| match problem {
+            BlockRead::Header(error) => format!(
+                "{what}: {remain} bytes remain before {boundary}, a block header needs \
+                 {BLOCK_HEADER}: {error}"
+            ),
+            BlockRead::Undersized(size) => format!(
+                "{what}: size {size} is less than the {BLOCK_HEADER}-byte header it includes"
+            ),
+            BlockRead::PastEnd(size, error) => {
+                format!("{what}: a block of {size} bytes runs past {boundary} at {limit}: {error}")
+            }
+        });
+        let found = match read {
+            Ok(found) => found,
+            Err(why) => {
+                stop = Some(why);
                 break;
             }
         };
-        let size = to_usize(u64::from(head.size));
-        if size < BLOCK_HEADER {
-            stop = Some(format!(
-                "{what}: size {size} is less than the {BLOCK_HEADER}-byte header it includes"
-            ));
-            break;
-        }
-        let Some(end) = off.checked_add(size).filter(|end| *end <= limit) else {
-            stop = Some(format!(
-                "{what}: a block of {size} bytes runs past {boundary} at {limit}"
-            ));
-            break;
-        };
-        let block = block(data, off, end, &head, &hashes, &mut art);
+        let block = block(data, &found, &hashes, &mut art);
         hashes
-            .entry(sha256(d.get(off..end).unwrap_or_default()))
+            .entry(sha256(found.bytes))
             .or_insert_with(|| block.legacy_id.clone());
         art.blocks.push(block);
-        walked.push((off, size));
-        off = end;
+        walked.push((offset, found.bytes.len()));
+        offset = found.end;
     }
 
     if let Some(why) = &stop {
@@ -269,29 +320,29 @@ pub fn read(source: &str, data: &Bytes) -> Result<LegacyArtifact> {
             return Err(MigrateError::malformed(
                 source,
                 "block 0 header",
-                off as u64,
+                offset as u64,
                 why.clone(),
             ));
         }
-        trailing_bytes(&mut art, off, limit, why);
+        trailing_bytes(&mut art, offset, limit, why);
     }
     art.checks.push(match (&stop, index_start) {
         (None, Some(_)) => Check::pass("walk_ends_at_index"),
         (Some(why), _) => Check::fail(
             "walk_ends_at_index",
-            format!("the walk stopped at offset {off}: {why}"),
+            format!("the walk stopped at offset {offset}: {why}"),
         ),
         (None, None) => Check::fail(
             "walk_ends_at_index",
             format!(
-                "index_offset {} is outside the file; the blocks walk to {off}",
+                "index_offset {} is outside the file; the blocks walk to {offset}",
                 header.index_offset
             ),
         ),
     });
 
     index_checks(data, &header, index_start, &walked, &mut art);
-    checksum_check(d, &header, index_start, &mut art);
+    checksum_check(data, &header, index_start, &mut art);
     super::note_duplicate_ids(&mut art);
     Ok(art)
 }
@@ -304,7 +355,6 @@ fn index_checks(
     walked: &[(usize, usize)],
     art: &mut LegacyArtifact,
 ) {
-    let d: &[u8] = data;
     let count = to_usize(u64::from(header.block_count));
     art.checks
         .push(Check::expect("block_count", count == walked.len(), || {
@@ -317,31 +367,42 @@ fn index_checks(
         return;
     };
     let wanted_end = start.saturating_add(count.saturating_mul(INDEX_ENTRY));
-    let end = wanted_end.min(d.len());
+    let end = wanted_end.min(data.len());
     art.sections
         .push(("binary_format_index".into(), data.slice(start..end)));
-    if wanted_end < d.len() {
+    if wanted_end < data.len() {
         trailing_bytes(
             art,
             wanted_end,
-            d.len(),
+            data.len(),
             "nothing follows the index in this format",
         );
     }
     let present = (end - start) / INDEX_ENTRY;
+    // The entries block_count declares, and no further: the entries after them are trailing bytes.
+    let index_region = prefix(data, end, "binary_format index");
+    let mut entries = index_region
+        .and_then(|region| reader_at(region, start, "binary_format index"))
+        .ok();
     // One check per block the walk found; the rest of a corrupt index goes in one check,
     // so a forged block_count cannot make the report huge.
-    for (i, (offset, size)) in walked.iter().enumerate() {
-        let at = start + i * INDEX_ENTRY;
-        let name = format!("block_index[{i}]");
-        let entry = u64_be(d, at).zip(u64_be(d, at + 8)).filter(|_| i < present);
+    for (position, (offset, size)) in walked.iter().enumerate() {
+        let name = format!("block_index[{position}]");
+        let entry = entries
+            .as_mut()
+            .map(|reader| Ok::<_, FormatError>((reader.u64_be("offset")?, reader.u64_be("size")?)));
         art.checks.push(match entry {
-            Some((o, s)) => Check::expect(name, o == *offset as u64 && s == *size as u64, || {
-                format!(
-                    "index says offset {o} size {s}, the walk found offset {offset} size {size}"
-                )
-            }),
-            None => Check::fail(name, "the index has no entry for this block"),
+            Some(Ok((index_offset, index_size))) => Check::expect(
+                name,
+                index_offset == *offset as u64 && index_size == *size as u64,
+                || {
+                    format!(
+                        "index says offset {index_offset} size {index_size}, the walk found \
+                         offset {offset} size {size}"
+                    )
+                },
+            ),
+            Some(Err(_)) | None => Check::fail(name, "the index has no entry for this block"),
         });
     }
     if present > walked.len() {
@@ -364,17 +425,20 @@ fn index_checks(
 /// The writer hashes the file with `P[0..16)` at 80..96 and zeros at 96..128, where
 /// `P = SHA-256(block bytes)` is the placeholder it packed first.
 fn checksum_check(
-    d: &[u8],
+    data: &[u8],
     header: &FileHeader,
     index_start: Option<usize>,
     art: &mut LegacyArtifact,
 ) {
     let parts = index_start.and_then(|start| {
-        Some((
-            d.get(FILE_HEADER..start)?,
-            d.get(..CHECKSUM_AT)?,
-            d.get(128..)?,
-        ))
+        let blocks_len = start.checked_sub(FILE_HEADER)?;
+        let blocks = reader_at(data, FILE_HEADER, "binary_format blocks")
+            .and_then(|mut reader| reader.bytes(blocks_len, "blocks"));
+        let mut reader = Reader::new(data, "binary_format checksum input");
+        let head = reader.bytes(CHECKSUM_AT, "bytes before the checksum");
+        let zeroed = reader.bytes(ZEROED_END - CHECKSUM_AT, "checksum and reserved");
+        let rest = reader.rest("bytes after the zeroed range");
+        Some((blocks.ok()?, head.ok()?, zeroed.and(rest).ok()?))
     });
     let Some((blocks, head, rest)) = parts else {
         art.checks.push(Check::fail(
@@ -389,8 +453,8 @@ fn checksum_check(
     let placeholder = sha256(blocks);
     let mut hasher = Sha256::new();
     hasher.update(head);
-    hasher.update(&placeholder[..16]);
-    hasher.update([0u8; 32]);
+    hasher.update(&placeholder[..PLACEHOLDER_PREFIX_LEN]);
+    hasher.update([0u8; ZEROED_LEN]);
     hasher.update(rest);
     let computed: [u8; 32] = hasher.finalize().into();
     art.checks.push(Check::expect(
@@ -443,16 +507,13 @@ fn inflate(stored: &[u8]) -> Inflated {
 
 fn block(
     data: &Bytes,
-    off: usize,
-    end: usize,
-    head: &BlockHeader,
+    found: &FoundBlock,
     earlier: &HashMap<[u8; 32], String>,
     art: &mut LegacyArtifact,
 ) -> LegacyBlock {
-    let d: &[u8] = data;
+    let head = &found.header;
     let legacy_id = uuid_text(head.block_id);
-    let data_start = off + BLOCK_HEADER;
-    let stored = data.slice(data_start..end);
+    let stored = data.slice(found.stored.clone());
 
     let (meaning, previous_check) = if head.previous_hash == [0; 32] {
         ("none".to_owned(), Check::pass("previous_hash"))
@@ -471,11 +532,8 @@ fn block(
 
     let mut evidence = Map::new();
     evidence.insert("format".into(), json!("binary-format"));
-    evidence.insert("offset".into(), json!(off));
-    evidence.insert(
-        "header_hex".into(),
-        json!(hex::encode(d.get(off..data_start).unwrap_or_default())),
-    );
+    evidence.insert("offset".into(), json!(found.offset));
+    evidence.insert("header_hex".into(), json!(hex::encode(found.header_bytes)));
     evidence.insert("size".into(), json!(head.size));
     evidence.insert("data_size".into(), json!(stored.len()));
     evidence.insert(
@@ -856,6 +914,63 @@ mod tests {
             "{err}"
         );
         assert!(read("t", &fixture("binary-format-a.maif").slice(..143)).is_err());
+    }
+
+    fn malformed_parts(result: Result<LegacyArtifact>) -> (String, u64, String) {
+        match result {
+            Err(MigrateError::Malformed {
+                what,
+                offset,
+                reason,
+                ..
+            }) => (what, offset, reason),
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("a cut file was read"),
+        }
+    }
+
+    /// A file cut short at a field boundary is an error, or a finding, naming the structure,
+    /// the field and its offset: no field is ever read as zeros.
+    #[test]
+    fn a_cut_at_a_field_boundary_names_that_field() {
+        let data = fixture("binary-format-a.maif");
+        let (what, offset, reason) = malformed_parts(read("cut", &data.slice(..60)));
+        assert_eq!((what.as_str(), offset), ("file header", 0));
+        assert!(reason.contains("binary_format file header"), "{reason}");
+        assert!(
+            reason.contains("truncated at byte 60: field `block_count`"),
+            "{reason}"
+        );
+
+        // Block 0's header ends before previous_hash, or its data before the size says.
+        let (what, offset, reason) = malformed_parts(read("cut", &data.slice(..184)));
+        assert_eq!((what.as_str(), offset), ("block 0 header", 144));
+        assert!(
+            reason.contains("truncated at byte 184: field `previous_hash`"),
+            "{reason}"
+        );
+        let (_, offset, reason) = malformed_parts(read("cut", &data.slice(..234)));
+        assert_eq!(offset, 144);
+        assert!(
+            reason.contains("truncated at byte 224: field `data`"),
+            "{reason}"
+        );
+
+        // Block 2's header ends before its timestamp: blocks 0 and 1 are kept.
+        let art = read("cut", &data.slice(..386)).unwrap();
+        assert_eq!(art.blocks.len(), 2);
+        let finding = art
+            .findings
+            .iter()
+            .find(|f| f.kind == "trailing_bytes")
+            .unwrap();
+        assert!(
+            finding
+                .message
+                .contains("truncated at byte 386: field `timestamp`"),
+            "{}",
+            finding.message
+        );
     }
 
     #[test]

@@ -2,22 +2,31 @@
 //! no magic, no file header and no index, so every record header is checked on its own.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use bytes::Bytes;
+use maif_store::format::FormatError;
 use serde_json::{Map, Value, json};
 
-use super::{array, to_usize, trailing_bytes, u32_le, u64_le, uuid_text};
+use super::{to_usize, trailing_bytes, uuid_text};
+use crate::codec::{ReaderExt as _, reader_at};
 use crate::model::{
     BlockStatus, Body, BodyChecks, Check, LegacyArtifact, LegacyBlock, Severity, SourceKind,
     block_id_for, canonical_type, sha256_hex, type_text,
 };
 use crate::{MigrateError, Result};
 
+/// The record header, `H72` of legacy-formats.md §1.3 and §4.2 (all little-endian).
 const HEADER: usize = 72;
+/// previous_hash keeps the first 32 hex characters of its predecessor's SHA-256 (§4.2).
+const PREVIOUS_HASH_HEX_LEN: usize = 32;
 /// In this format flag 0x01 marks an update record; nothing here is ever compressed.
 const UPDATE: u32 = 0x01;
+/// The uuid byte holding the version nibble, and the byte holding the variant bits (RFC 4122).
+const UUID_VERSION_BYTE: usize = 6;
+const UUID_VARIANT_BYTE: usize = 8;
 
-struct Record {
+struct Record<'a> {
     offset: usize,
     end: usize,
     size: u32,
@@ -27,13 +36,15 @@ struct Record {
     uuid: [u8; 16],
     previous_hash: [u8; 32],
     flags: u32,
+    /// The 72 header bytes as stored.
+    header: &'a [u8],
+    /// The whole record, header and data: what a successor's previous_hash hashes.
+    bytes: &'a [u8],
+    /// Where the data lies in the file.
+    data: Range<usize>,
 }
 
-impl Record {
-    fn data_start(&self) -> usize {
-        self.offset + HEADER
-    }
-
+impl Record<'_> {
     /// The stored previous_hash, or `None` for the NUL of a chain root.
     fn previous_hash(&self) -> Option<&[u8; 32]> {
         (self.previous_hash != [0; 32]).then_some(&self.previous_hash)
@@ -44,31 +55,34 @@ impl Record {
 fn check_header(
     block_type: &[u8; 4],
     uuid: &[u8; 16],
-    prev: &[u8; 32],
+    previous_hash: &[u8; 32],
     version: u32,
     flags: u32,
 ) -> Result<(), String> {
-    let name_len = block_type.iter().position(|b| *b == 0).unwrap_or(4);
+    let name_len = block_type
+        .iter()
+        .position(|byte| *byte == 0)
+        .unwrap_or(block_type.len());
     let (name, padding) = block_type.split_at(name_len);
     if name.is_empty()
-        || !name.iter().all(|b| (0x20..0x7f).contains(b))
-        || padding.iter().any(|b| *b != 0)
+        || !name.iter().all(|byte| (0x20..0x7f).contains(byte))
+        || padding.iter().any(|byte| *byte != 0)
     {
         return Err(format!(
             "block type {} is not 1 to 4 printable ASCII bytes padded with NUL",
             hex::encode(block_type)
         ));
     }
-    if uuid[6] & 0xf0 != 0x40 || uuid[8] & 0xc0 != 0x80 {
+    if uuid[UUID_VERSION_BYTE] & 0xf0 != 0x40 || uuid[UUID_VARIANT_BYTE] & 0xc0 != 0x80 {
         return Err(format!(
             "uuid bytes {} are not a version-4 RFC 4122 uuid",
             hex::encode(uuid)
         ));
     }
-    let nul = prev.iter().all(|b| *b == 0);
-    let hex = prev
+    let nul = previous_hash.iter().all(|byte| *byte == 0);
+    let hex = previous_hash
         .iter()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+        .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(byte));
     if !nul && !hex {
         return Err("previous_hash is neither 32 NUL bytes nor 32 lower-case hex digits".into());
     }
@@ -92,70 +106,81 @@ pub(crate) fn encode_header(
     previous_hash: [u8; 32],
     flags: u32,
 ) -> [u8; HEADER] {
+    // The fields in order fill the 72 bytes exactly (4 + 4 + 4 + 8 + 16 + 32 + 4).
+    let fields: [&[u8]; 7] = [
+        &size.to_le_bytes(),
+        &block_type,
+        &version.to_le_bytes(),
+        &timestamp_us.to_le_bytes(),
+        &uuid,
+        &previous_hash,
+        &flags.to_le_bytes(),
+    ];
     let mut out = [0u8; HEADER];
-    out[0..4].copy_from_slice(&size.to_le_bytes());
-    out[4..8].copy_from_slice(&block_type);
-    out[8..12].copy_from_slice(&version.to_le_bytes());
-    out[12..20].copy_from_slice(&timestamp_us.to_le_bytes());
-    out[20..36].copy_from_slice(&uuid);
-    out[36..68].copy_from_slice(&previous_hash);
-    out[68..72].copy_from_slice(&flags.to_le_bytes());
+    for (slot, byte) in out.iter_mut().zip(fields.into_iter().flatten()) {
+        *slot = *byte;
+    }
     out
 }
 
 /// One record at `offset`, or why there is none.
-fn record(d: &[u8], offset: usize) -> Result<Record, String> {
-    let remain = d.len().saturating_sub(offset);
-    if remain < HEADER {
-        return Err(format!(
-            "a {remain}-byte fragment, shorter than a {HEADER}-byte record header"
-        ));
-    }
-    let field = |at: usize| offset.checked_add(at).ok_or("offset overflow");
-    let parsed = (|| {
-        Some(Record {
-            offset,
-            end: 0,
-            size: u32_le(d, field(0).ok()?)?,
-            block_type: array(d, field(4).ok()?)?,
-            version: u32_le(d, field(8).ok()?)?,
-            timestamp: u64_le(d, field(12).ok()?)?,
-            uuid: array(d, field(20).ok()?)?,
-            previous_hash: array(d, field(36).ok()?)?,
-            flags: u32_le(d, field(68).ok()?)?,
-        })
+fn record(data: &[u8], offset: usize) -> Result<Record<'_>, String> {
+    let remain = data.len().saturating_sub(offset);
+    let fragment = |error: FormatError| {
+        format!("a {remain}-byte fragment, shorter than a {HEADER}-byte record header: {error}")
+    };
+    let mut reader = reader_at(data, offset, "block_storage record header").map_err(fragment)?;
+    let start = reader.clone();
+    let fields = (|| {
+        Ok::<_, FormatError>((
+            reader.u32("size")?,
+            reader.array("block_type")?,
+            reader.u32("version")?,
+            reader.u64("timestamp")?,
+            reader.array("uuid")?,
+            reader.array("previous_hash")?,
+            reader.u32("flags")?,
+        ))
     })();
-    let mut rec = parsed.ok_or("record header out of range")?;
-    check_header(
-        &rec.block_type,
-        &rec.uuid,
-        &rec.previous_hash,
-        rec.version,
-        rec.flags,
-    )
-    .map_err(|why| format!("not a record header: {why}"))?;
-    let size = to_usize(u64::from(rec.size));
-    rec.end = offset
-        .checked_add(HEADER)
-        .and_then(|at| at.checked_add(size))
-        .filter(|end| *end <= d.len())
-        .ok_or_else(|| {
-            format!(
-                "a record of {HEADER} + {size} bytes runs past the end of the file ({remain} bytes remain)"
-            )
-        })?;
-    Ok(rec)
+    let (size, block_type, version, timestamp, uuid, previous_hash, flags) =
+        fields.map_err(fragment)?;
+    let header = reader.since(&start).map_err(fragment)?;
+    check_header(&block_type, &uuid, &previous_hash, version, flags)
+        .map_err(|why| format!("not a record header: {why}"))?;
+    let data_len = to_usize(u64::from(size));
+    let data_start = reader.offset();
+    reader.bytes(data_len, "data").map_err(|error| {
+        format!(
+            "a record of {HEADER} + {data_len} bytes runs past the end of the file ({remain} bytes remain): {error}"
+        )
+    })?;
+    let end = reader.offset();
+    let bytes = reader.since(&start).map_err(|error| error.to_string())?;
+    Ok(Record {
+        offset,
+        end,
+        size,
+        block_type,
+        version,
+        timestamp,
+        uuid,
+        previous_hash,
+        flags,
+        header,
+        bytes,
+        data: data_start..end,
+    })
 }
 
 /// The records from offset 0, and where and why the walk stopped short of EOF.
-fn walk(d: &[u8]) -> (Vec<Record>, Option<(usize, String)>) {
+fn walk(data: &[u8]) -> (Vec<Record<'_>>, Option<(usize, String)>) {
     let mut records = Vec::new();
     let mut offset = 0;
-    while offset < d.len() {
-        match record(d, offset) {
-            Ok(rec) => {
-                offset = rec.end;
-                records.push(rec);
+    while offset < data.len() {
+        match record(data, offset) {
+            Ok(found) => {
+                offset = found.end;
+                records.push(found);
             }
             Err(why) => return (records, Some((offset, why))),
         }
@@ -179,8 +204,7 @@ pub(super) fn confirm(data: &[u8]) -> Result<(), String> {
 
 /// Reads a `block_storage.py` file.
 pub fn read(source: &str, data: &Bytes) -> Result<LegacyArtifact> {
-    let d: &[u8] = data;
-    let (records, stop) = walk(d);
+    let (records, stop) = walk(data);
     if records.is_empty() {
         let (offset, why) = stop.unwrap_or((0, "the file is empty: no records".into()));
         return Err(MigrateError::malformed(
@@ -195,16 +219,16 @@ pub fn read(source: &str, data: &Bytes) -> Result<LegacyArtifact> {
     // The 32-hex prefix of SHA-256(header ‖ data) of each record: what a successor stores.
     let full: Vec<String> = records
         .iter()
-        .map(|r| sha256_hex(d.get(r.offset..r.end).unwrap_or_default()))
+        .map(|record| sha256_hex(record.bytes))
         .collect();
     let mut by_prefix: HashMap<&[u8], usize> = HashMap::new();
     let mut parent: Vec<Option<usize>> = Vec::with_capacity(records.len());
     let mut blocks: Vec<LegacyBlock> = Vec::with_capacity(records.len());
-    for (i, rec) in records.iter().enumerate() {
+    for (position, rec) in records.iter().enumerate() {
         let legacy_id = uuid_text(rec.uuid);
         let (link, meaning, check) = match rec.previous_hash() {
             None => {
-                if i > 0 {
+                if position > 0 {
                     art.finding(
                         Severity::Info,
                         "chain_root",
@@ -219,10 +243,10 @@ pub fn read(source: &str, data: &Bytes) -> Result<LegacyArtifact> {
                 (None, "none".to_owned(), Check::pass("chain_link"))
             }
             Some(prefix) => match by_prefix.get(&prefix[..]) {
-                Some(&j) => {
-                    let target = &blocks[j].legacy_id;
+                Some(&parent_position) => {
+                    let target = &blocks[parent_position].legacy_id;
                     (
-                        Some(j),
+                        Some(parent_position),
                         format!("links to {target}"),
                         Check::pass("chain_link"),
                     )
@@ -252,12 +276,7 @@ pub fn read(source: &str, data: &Bytes) -> Result<LegacyArtifact> {
         let mut evidence = Map::new();
         evidence.insert("format".into(), json!("block-storage"));
         evidence.insert("offset".into(), json!(rec.offset));
-        evidence.insert(
-            "header_hex".into(),
-            json!(hex::encode(
-                d.get(rec.offset..rec.data_start()).unwrap_or_default()
-            )),
-        );
+        evidence.insert("header_hex".into(), json!(hex::encode(rec.header)));
         evidence.insert("size".into(), json!(rec.size));
         evidence.insert("version".into(), json!(rec.version));
         evidence.insert("flags".into(), json!(rec.flags));
@@ -265,16 +284,20 @@ pub fn read(source: &str, data: &Bytes) -> Result<LegacyArtifact> {
         evidence.insert(
             "previous_hash".into(),
             match rec.previous_hash() {
-                Some(p) => json!(String::from_utf8_lossy(p)),
+                Some(previous) => json!(String::from_utf8_lossy(previous)),
                 None => Value::Null,
             },
         );
         evidence.insert("previous_hash_meaning".into(), json!(meaning));
-        evidence.insert("record_sha256".into(), json!(full[i]));
+        evidence.insert("record_sha256".into(), json!(full[position]));
 
         // The writer pads the type with NUL; the name it was given is what precedes them.
-        let name_len = rec.block_type.iter().position(|b| *b == 0).unwrap_or(4);
-        let type_name = rec.block_type.get(..name_len).unwrap_or_default();
+        let name_len = rec
+            .block_type
+            .iter()
+            .position(|byte| *byte == 0)
+            .unwrap_or(rec.block_type.len());
+        let (type_name, _padding) = rec.block_type.split_at(name_len);
         blocks.push(LegacyBlock {
             legacy_id: legacy_id.clone(),
             block_id: block_id_for(&legacy_id),
@@ -284,15 +307,15 @@ pub fn read(source: &str, data: &Bytes) -> Result<LegacyArtifact> {
             status: BlockStatus::Live,
             evidence,
             user_metadata: Map::new(),
-            body: Body::Inline(data.slice(rec.data_start()..rec.end)),
+            body: Body::Inline(data.slice(rec.data.clone())),
             checks: vec![check],
             body_checks: BodyChecks {
                 declared_size: Some(u64::from(rec.size)),
                 ..BodyChecks::default()
             },
         });
-        if let Some(prefix) = full[i].as_bytes().get(..32) {
-            by_prefix.entry(prefix).or_insert(i);
+        if let Some(prefix) = full[position].as_bytes().get(..PREVIOUS_HASH_HEX_LEN) {
+            by_prefix.entry(prefix).or_insert(position);
         }
     }
 
@@ -310,7 +333,7 @@ pub fn read(source: &str, data: &Bytes) -> Result<LegacyArtifact> {
             trailing_bytes(
                 &mut art,
                 *offset,
-                d.len(),
+                data.len(),
                 &format!(
                     "{why} (a file reopened by the reference writer keeps the old tail as garbage)"
                 ),
@@ -335,15 +358,15 @@ fn mark_updates(
     blocks: &mut [LegacyBlock],
     art: &mut LegacyArtifact,
 ) {
-    for (i, rec) in records.iter().enumerate() {
+    for (position, rec) in records.iter().enumerate() {
         if rec.flags & UPDATE == 0 {
             continue;
         }
-        let target = parent.get(i).copied().flatten();
-        let Some(j) = target.filter(|_| rec.version > 1) else {
+        let target = parent.get(position).copied().flatten();
+        let Some(target_position) = target.filter(|_| rec.version > 1) else {
             let id = blocks
-                .get(i)
-                .map(|b| b.legacy_id.clone())
+                .get(position)
+                .map(|block| block.legacy_id.clone())
                 .unwrap_or_default();
             art.finding(
                 Severity::Warning,
@@ -363,16 +386,18 @@ fn mark_updates(
             continue;
         };
         let (Some(target_id), Some(update_id)) = (
-            blocks.get(j).map(|b| b.legacy_id.clone()),
-            blocks.get(i).map(|b| b.legacy_id.clone()),
+            blocks
+                .get(target_position)
+                .map(|block| block.legacy_id.clone()),
+            blocks.get(position).map(|block| block.legacy_id.clone()),
         ) else {
             continue;
         };
-        if let Some(update) = blocks.get_mut(i) {
+        if let Some(update) = blocks.get_mut(position) {
             update.status = BlockStatus::UpdateRecord;
             update.evidence.insert("updates".into(), json!(target_id));
         }
-        if let Some(old) = blocks.get_mut(j) {
+        if let Some(old) = blocks.get_mut(target_position) {
             if let Some(Value::String(earlier)) = old.evidence.get("superseded_by") {
                 art.finding(
                     Severity::Info,
@@ -392,20 +417,20 @@ fn mark_updates(
 /// last record, so the chain forks.
 fn report_forks(parent: &[Option<usize>], blocks: &[LegacyBlock], art: &mut LegacyArtifact) {
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); blocks.len()];
-    for (child, p) in parent.iter().enumerate() {
-        if let Some(kids) = p.and_then(|p| children.get_mut(p)) {
+    for (child, parent_of_child) in parent.iter().enumerate() {
+        if let Some(kids) = parent_of_child.and_then(|at| children.get_mut(at)) {
             kids.push(child);
         }
     }
-    for (p, kids) in children.iter().enumerate() {
+    for (parent_position, kids) in children.iter().enumerate() {
         if kids.len() < 2 {
             continue;
         }
         let (Some(parent_block), names) = (
-            blocks.get(p),
+            blocks.get(parent_position),
             kids.iter()
-                .filter_map(|k| blocks.get(*k))
-                .map(|b| format!("{} ({:?})", b.legacy_id, b.status))
+                .filter_map(|kid| blocks.get(*kid))
+                .map(|block| format!("{} ({:?})", block.legacy_id, block.status))
                 .collect::<Vec<_>>(),
         ) else {
             continue;
@@ -550,6 +575,44 @@ mod tests {
         let fork = art.findings.iter().find(|f| f.kind == "fork").unwrap();
         assert_eq!(fork.subject, original.legacy_id);
         assert!(fork.message.contains(&embd.legacy_id) && fork.message.contains(&update.legacy_id));
+    }
+
+    /// A file cut short at a field boundary is an error, or a finding, naming the structure,
+    /// the field and its offset: no field is ever read as zeros.
+    #[test]
+    fn a_cut_at_a_field_boundary_names_that_field() {
+        let data = fixture("block-storage-a.blk");
+        for (cut, field, offset) in [(20, "uuid", 20), (72 + 5, "data", 72)] {
+            match read("cut", &data.slice(..cut)) {
+                Err(MigrateError::Malformed {
+                    what,
+                    offset: 0,
+                    reason,
+                    ..
+                }) => {
+                    assert_eq!(what, "record 0 header");
+                    let named = format!("truncated at byte {offset}: field `{field}`");
+                    assert!(reason.contains(&named), "{reason}");
+                }
+                other => panic!("cut at {cut}: {other:?}"),
+            }
+        }
+        // Record 1 ends before its previous_hash: record 0 is kept.
+        let art = read("cut", &data.slice(..104 + 36)).unwrap();
+        assert_eq!(art.blocks.len(), 1);
+        let stop = art
+            .findings
+            .iter()
+            .find(|f| f.kind == "trailing_bytes")
+            .unwrap();
+        assert!(
+            stop.message.contains("block_storage record header")
+                && stop
+                    .message
+                    .contains("truncated at byte 140: field `previous_hash`"),
+            "{}",
+            stop.message
+        );
     }
 
     #[test]

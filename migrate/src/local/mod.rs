@@ -14,10 +14,18 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde_json::json;
 
+use crate::codec::Reader;
 use crate::model::{
     BlockStatus, Body, BodyChecks, LegacyArtifact, LegacyBlock, Severity, SourceKind, sha256_hex,
 };
 use crate::{MigrateError, Result};
+
+/// The magic every local format but block_storage starts with.
+const MAGIC: &[u8; 4] = b"MAIF";
+/// What detection names a file by: the magic and the four bytes after it.
+const DETECTION_LEN: usize = 8;
+/// The version major byte of a canonical MAIF 3.x file (FORMAT.md).
+const CANONICAL_MAJOR: u8 = 3;
 
 /// Which local legacy format `data` is, decided from bytes (never from the extension),
 /// with the confirmations of docs/legacy-inputs.md §1.1.
@@ -26,25 +34,27 @@ pub fn detect(source: &str, data: &[u8]) -> Result<SourceKind> {
         source_name: source.to_owned(),
         reason,
     };
-    let first8 = hex::encode(data.get(..8).unwrap_or(data));
-    if data.starts_with(b"MAIF") {
-        if let Some(&[3, minor]) = data.get(4..6) {
+    let first8 = hex::encode(data.get(..DETECTION_LEN).unwrap_or(data));
+    let mut reader = Reader::new(data, "legacy file start");
+    if reader.magic(MAGIC, "magic").is_ok() {
+        // Canonical files are named by their major and minor bytes alone.
+        if let Ok([CANONICAL_MAJOR, minor]) = reader.clone().array::<2>("canonical version") {
             return Err(unrecognized(format!(
                 "already a canonical MAIF 3.{minor} file; use `maif convert` to copy it"
             )));
         }
-        return match data.get(4..8) {
+        return match reader.array::<4>("variant") {
             // The SDK reader checks the footer and header itself and reports damage as
             // failed checks, so a tampered SDK file is read rather than refused here.
-            Some([0, 2, 0, 1]) if crate::sdk::looks_like(data) => Ok(SourceKind::PythonSdk),
-            Some([0, 1, 0, 0]) => binary_format::confirm(data)
+            Ok([0, 2, 0, 1]) if crate::sdk::looks_like(data) => Ok(SourceKind::PythonSdk),
+            Ok([0, 1, 0, 0]) => binary_format::confirm(data)
                 .map(|()| SourceKind::BinaryFormat)
                 .map_err(|why| {
                     unrecognized(format!(
                         "first 8 bytes {first8}: binary_format.py magic (MAIF 1.0), but {why}"
                     ))
                 }),
-            Some([0, 0, 0, 1]) => unified::confirm(data)
+            Ok([0, 0, 0, 1]) => unified::confirm(data)
                 .map(|()| SourceKind::UnifiedLocal)
                 .map_err(|why| {
                     unrecognized(format!(
@@ -52,12 +62,12 @@ pub fn detect(source: &str, data: &[u8]) -> Result<SourceKind> {
                          but {why}"
                     ))
                 }),
-            Some(variant) => Err(unrecognized(format!(
+            Ok(variant) => Err(unrecognized(format!(
                 "first 8 bytes {first8}: unknown MAIF variant {} (known: 00020001 Python SDK 2.1, \
                  00010000 binary_format.py, 00000001 unified local, 03xx canonical MAIF 3.x)",
                 hex::encode(variant)
             ))),
-            None => Err(unrecognized(format!(
+            Err(_) => Err(unrecognized(format!(
                 "first bytes {first8}: `MAIF` followed by fewer than 4 bytes, no known format is that short"
             ))),
         };
@@ -73,35 +83,10 @@ pub fn detect(source: &str, data: &[u8]) -> Result<SourceKind> {
         })
 }
 
-/// `N` bytes at `at`, or `None` when the data ends first.
-pub(crate) fn array<const N: usize>(data: &[u8], at: usize) -> Option<[u8; N]> {
-    data.get(at..at.checked_add(N)?)?.try_into().ok()
-}
-
-pub(crate) fn u16_be(data: &[u8], at: usize) -> Option<u16> {
-    array(data, at).map(u16::from_be_bytes)
-}
-
-pub(crate) fn u32_be(data: &[u8], at: usize) -> Option<u32> {
-    array(data, at).map(u32::from_be_bytes)
-}
-
-pub(crate) fn u64_be(data: &[u8], at: usize) -> Option<u64> {
-    array(data, at).map(u64::from_be_bytes)
-}
-
-pub(crate) fn u32_le(data: &[u8], at: usize) -> Option<u32> {
-    array(data, at).map(u32::from_le_bytes)
-}
-
-pub(crate) fn u64_le(data: &[u8], at: usize) -> Option<u64> {
-    array(data, at).map(u64::from_le_bytes)
-}
-
 /// A length field as `usize`; a value no address space holds saturates, so that the
 /// bounds check that follows refuses it.
-pub(crate) fn to_usize(n: u64) -> usize {
-    usize::try_from(n).unwrap_or(usize::MAX)
+pub(crate) fn to_usize(length: u64) -> usize {
+    usize::try_from(length).unwrap_or(usize::MAX)
 }
 
 /// Hyphenated lower-case uuid text of 16 raw bytes.
@@ -117,8 +102,8 @@ pub(crate) fn flag_names(flags: u32, names: &[(u32, &str)]) -> Vec<String> {
         .map(|mask| {
             names
                 .iter()
-                .find(|(m, _)| *m == mask)
-                .map_or_else(|| format!("0x{mask:08x}"), |(_, n)| (*n).to_owned())
+                .find(|(named, _)| *named == mask)
+                .map_or_else(|| format!("0x{mask:08x}"), |(_, name)| (*name).to_owned())
         })
         .collect()
 }
@@ -180,9 +165,9 @@ pub(crate) fn trailing_bytes(artifact: &mut LegacyArtifact, offset: usize, end: 
 pub(crate) fn note_duplicate_ids(artifact: &mut LegacyArtifact) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     let mut duplicates = Vec::new();
-    for (i, block) in artifact.blocks.iter().enumerate() {
-        if let Some(first) = seen.insert(&block.legacy_id, i) {
-            duplicates.push((block.legacy_id.clone(), first, i));
+    for (position, block) in artifact.blocks.iter().enumerate() {
+        if let Some(first) = seen.insert(&block.legacy_id, position) {
+            duplicates.push((block.legacy_id.clone(), first, position));
         }
     }
     for (id, first, again) in duplicates {

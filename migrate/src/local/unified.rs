@@ -7,12 +7,14 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use bytes::Bytes;
+use maif_store::format::FormatError;
 use serde_json::{Map, Value, json};
 
 use super::{
-    COMPRESSED, DELETED, DELTA_COMPRESSED, ENCRYPTED, SIGNED, array, flag_names, mark_deleted,
-    to_usize, trailing_bytes, u32_be, u64_be, withhold_encrypted,
+    COMPRESSED, DELETED, DELTA_COMPRESSED, ENCRYPTED, SIGNED, flag_names, mark_deleted, to_usize,
+    trailing_bytes, withhold_encrypted,
 };
+use crate::codec::{Reader, ReaderExt as _, reader_at};
 use crate::model::{
     BlockStatus, Body, BodyChecks, Check, LegacyArtifact, LegacyBlock, Severity, SourceKind,
     block_id_for, canonical_type, sha256_hex, type_text,
@@ -20,8 +22,18 @@ use crate::model::{
 use crate::pyjson::PyJson;
 use crate::{MigrateError, Result};
 
+/// The record header, packed `'>4sIQ4s36sQ64s64sII28s'` (legacy-formats.md §4.3).
 const HEADER: usize = 228;
+const MAGIC: &[u8; 4] = b"MAIF";
 const HEADER_TYPE: &[u8; 4] = b"HDER";
+/// Where the block type and the uuid text are in a record header (§4.3), for messages.
+const BLOCK_TYPE_AT: usize = 16;
+const UUID_AT: usize = 20;
+const UUID_TEXT_LEN: usize = 36;
+const HASH_TEXT_LEN: usize = 64;
+const RESERVED_LEN: usize = 28;
+/// The positions of the hyphens in hyphenated uuid text.
+const UUID_HYPHENS: [usize; 4] = [8, 13, 18, 23];
 
 const FLAG_NAMES: &[(u32, &str)] = &[
     (COMPRESSED, "compressed"),
@@ -34,27 +46,59 @@ const FLAG_NAMES: &[(u32, &str)] = &[
     (0x80, "has_metadata"),
 ];
 
-struct Record {
+/// The fields of a 228-byte record header.
+struct RecordHeader {
+    version: u32,
+    size: u64,
+    block_type: [u8; 4],
+    uuid: [u8; UUID_TEXT_LEN],
+    timestamp: u64,
+    previous_hash: [u8; HASH_TEXT_LEN],
+    block_hash: [u8; HASH_TEXT_LEN],
+    flags: u32,
+    metadata_size: u32,
+}
+
+impl RecordHeader {
+    /// Reads a header, magic to reserved bytes, from a reader at its first byte.
+    fn read(reader: &mut Reader<'_>) -> Result<Self, FormatError> {
+        reader.magic(MAGIC, "magic")?;
+        let header = RecordHeader {
+            version: reader.u32_be("version")?,
+            size: reader.u64_be("size")?,
+            block_type: reader.array("block_type")?,
+            uuid: reader.array("uuid")?,
+            timestamp: reader.u64_be("timestamp")?,
+            previous_hash: reader.array("previous_hash")?,
+            block_hash: reader.array("block_hash")?,
+            flags: reader.u32_be("flags")?,
+            metadata_size: reader.u32_be("metadata_size")?,
+        };
+        reader.bytes(RESERVED_LEN, "reserved")?;
+        Ok(header)
+    }
+}
+
+struct Record<'a> {
     offset: usize,
     end: usize,
     version: u32,
     size: u64,
     block_type: [u8; 4],
-    uuid: [u8; 36],
+    uuid: [u8; UUID_TEXT_LEN],
     timestamp: u64,
-    previous_hash: [u8; 64],
-    block_hash: [u8; 64],
+    previous_hash: [u8; HASH_TEXT_LEN],
+    block_hash: [u8; HASH_TEXT_LEN],
     flags: u32,
     metadata_size: u32,
-    metadata: Range<usize>,
+    /// The 228 header bytes as stored.
+    header: &'a [u8],
+    metadata: &'a [u8],
     data: Range<usize>,
+    data_bytes: &'a [u8],
 }
 
-impl Record {
-    fn header_range(&self) -> Range<usize> {
-        self.offset..self.offset + HEADER
-    }
-
+impl Record<'_> {
     fn uuid_text(&self) -> Option<String> {
         let text = std::str::from_utf8(&self.uuid).ok()?;
         let id = uuid::Uuid::try_parse(text).ok()?;
@@ -66,8 +110,8 @@ impl Record {
         self.uuid_text().unwrap_or_else(|| type_text(&self.uuid))
     }
 
-    fn ascii_field(field: &[u8; 64]) -> Value {
-        if field.iter().all(|b| *b == 0) {
+    fn ascii_field(field: &[u8; HASH_TEXT_LEN]) -> Value {
+        if field.iter().all(|byte| *byte == 0) {
             Value::Null
         } else {
             json!(type_text(field))
@@ -78,53 +122,41 @@ impl Record {
         type_text(&self.block_hash)
     }
 
-    fn metadata_text(&self, d: &[u8]) -> Option<String> {
-        d.get(self.metadata.clone())
-            .and_then(|m| std::str::from_utf8(m).ok())
-            .map(str::to_owned)
+    fn metadata_text(&self) -> Option<String> {
+        std::str::from_utf8(self.metadata).ok().map(str::to_owned)
     }
 }
 
-fn is_uuid_text(field: &[u8]) -> bool {
-    field.len() == 36
-        && field.iter().enumerate().all(|(i, b)| match i {
-            8 | 13 | 18 | 23 => *b == b'-',
-            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(b),
-        })
+fn is_uuid_text(field: &[u8; UUID_TEXT_LEN]) -> bool {
+    field.iter().enumerate().all(|(at, byte)| {
+        if UUID_HYPHENS.contains(&at) {
+            *byte == b'-'
+        } else {
+            byte.is_ascii_digit() || (b'a'..=b'f').contains(byte)
+        }
+    })
 }
 
-fn is_hex64(field: &[u8; 64]) -> bool {
+fn is_hex64(field: &[u8; HASH_TEXT_LEN]) -> bool {
     field
         .iter()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(byte))
 }
 
 /// One record at `offset`, or why there is none.
-fn record(d: &[u8], offset: usize) -> Result<Record, String> {
-    let remain = d.len().saturating_sub(offset);
-    if remain < HEADER {
-        return Err(format!(
-            "a {remain}-byte fragment, shorter than a {HEADER}-byte record header"
-        ));
-    }
-    if d.get(offset..offset + 4) != Some(b"MAIF") {
-        return Err("no `MAIF` magic at the record start".into());
-    }
-    let at = |n: usize| offset + n;
-    let fields = (|| {
-        Some((
-            u32_be(d, at(4))?,
-            u64_be(d, at(8))?,
-            array::<4>(d, at(16))?,
-            array::<36>(d, at(20))?,
-            u64_be(d, at(56))?,
-            array::<64>(d, at(64))?,
-            array::<64>(d, at(128))?,
-            u32_be(d, at(192))?,
-            u32_be(d, at(196))?,
-        ))
-    })();
-    let Some((
+fn record(data: &[u8], offset: usize) -> Result<Record<'_>, String> {
+    let remain = data.len().saturating_sub(offset);
+    let unreadable = |error: FormatError| match error {
+        FormatError::BadMagic { .. } => format!("no `MAIF` magic at the record start: {error}"),
+        _ => {
+            format!("a {remain}-byte fragment, shorter than a {HEADER}-byte record header: {error}")
+        }
+    };
+    let mut reader = reader_at(data, offset, "unified record header").map_err(unreadable)?;
+    let start = reader.clone();
+    let fields = RecordHeader::read(&mut reader).map_err(unreadable)?;
+    let header = reader.since(&start).map_err(unreadable)?;
+    let RecordHeader {
         version,
         size,
         block_type,
@@ -134,23 +166,19 @@ fn record(d: &[u8], offset: usize) -> Result<Record, String> {
         block_hash,
         flags,
         metadata_size,
-    )) = fields
-    else {
-        return Err("record header out of range".into());
-    };
-    let meta_start = offset + HEADER;
-    let ranges = meta_start
-        .checked_add(to_usize(u64::from(metadata_size)))
-        .and_then(|meta_end| {
-            let end = meta_end.checked_add(to_usize(size))?;
-            (end <= d.len()).then_some((meta_end, end))
-        });
-    let Some((meta_end, end)) = ranges else {
-        return Err(format!(
+    } = fields;
+    let runs_past = |error: FormatError| {
+        format!(
             "a record of {HEADER} + {metadata_size} metadata + {size} data bytes runs past the \
-             end of the file ({remain} bytes remain)"
-        ));
+             end of the file ({remain} bytes remain): {error}"
+        )
     };
+    let metadata = reader
+        .bytes(to_usize(u64::from(metadata_size)), "metadata")
+        .map_err(runs_past)?;
+    let data_start = reader.offset();
+    let data_bytes = reader.bytes(to_usize(size), "data").map_err(runs_past)?;
+    let end = reader.offset();
     Ok(Record {
         offset,
         end,
@@ -163,43 +191,49 @@ fn record(d: &[u8], offset: usize) -> Result<Record, String> {
         block_hash,
         flags,
         metadata_size,
-        metadata: meta_start..meta_end,
-        data: meta_end..end,
+        header,
+        metadata,
+        data: data_start..end,
+        data_bytes,
     })
 }
 
 /// The shape checks of `detect` on the first record.
 pub(super) fn confirm(data: &[u8]) -> Result<(), String> {
-    if data.len() < HEADER {
+    let header =
+        RecordHeader::read(&mut Reader::new(data, "unified record header")).map_err(|error| {
+            format!(
+                "only {} bytes, a unified record header needs {HEADER}: {error}",
+                data.len()
+            )
+        })?;
+    let block_type = header.block_type;
+    if !block_type.iter().all(|byte| (0x20..0x7f).contains(byte)) {
         return Err(format!(
-            "only {} bytes, a unified record header needs {HEADER}",
-            data.len()
-        ));
-    }
-    let block_type = data.get(16..20).unwrap_or_default();
-    if !block_type.iter().all(|b| (0x20..0x7f).contains(b)) {
-        return Err(format!(
-            "bytes 16..20 ({}) are not a printable block type",
+            "bytes {BLOCK_TYPE_AT}..{} ({}) are not a printable block type",
+            BLOCK_TYPE_AT + block_type.len(),
             hex::encode(block_type)
         ));
     }
-    if !is_uuid_text(data.get(20..56).unwrap_or_default()) {
-        return Err("bytes 20..56 are not a lower-case hyphenated uuid".into());
+    if !is_uuid_text(&header.uuid) {
+        return Err(format!(
+            "bytes {UUID_AT}..{} are not a lower-case hyphenated uuid",
+            UUID_AT + UUID_TEXT_LEN
+        ));
     }
     Ok(())
 }
 
 /// Reads a `UnifiedStorage` local file.
 pub fn read(source: &str, data: &Bytes) -> Result<LegacyArtifact> {
-    let d: &[u8] = data;
     let mut records = Vec::new();
     let mut stop = None;
     let mut offset = 0;
-    while offset < d.len() {
-        match record(d, offset) {
-            Ok(rec) => {
-                offset = rec.end;
-                records.push(rec);
+    while offset < data.len() {
+        match record(data, offset) {
+            Ok(found) => {
+                offset = found.end;
+                records.push(found);
             }
             Err(why) => {
                 stop = Some((offset, why));
@@ -221,12 +255,12 @@ pub fn read(source: &str, data: &Bytes) -> Result<LegacyArtifact> {
     // Both what a record stored as its block_hash and what its data hashes to: a
     // previous_hash naming either identifies the record.
     let mut by_hash: HashMap<String, String> = HashMap::new();
-    for (i, rec) in records.iter().enumerate() {
-        let computed = sha256_hex(d.get(rec.data.clone()).unwrap_or_default());
+    for (position, rec) in records.iter().enumerate() {
+        let computed = sha256_hex(rec.data_bytes);
         if &rec.block_type == HEADER_TYPE {
-            header_record(data, rec, i, &computed, &mut art);
+            header_record(data, rec, position, &computed, &mut art);
         } else {
-            if i == 0 {
+            if position == 0 {
                 art.checks.push(Check::fail(
                     "header_record",
                     format!(
@@ -253,7 +287,7 @@ pub fn read(source: &str, data: &Bytes) -> Result<LegacyArtifact> {
                 "walk_ends_at_eof",
                 format!("the walk stopped at offset {offset}: {why}"),
             ));
-            trailing_bytes(&mut art, *offset, d.len(), why);
+            trailing_bytes(&mut art, *offset, data.len(), why);
         }
     }
     art.finding(
@@ -292,8 +326,7 @@ fn header_record(
     }
     art.sections.push(("unified_header_record".into(), whole));
     art.created_us = Some(rec.timestamp);
-    let d: &[u8] = data;
-    let metadata = rec.metadata_text(d);
+    let metadata = rec.metadata_text();
     let mut problems = Vec::new();
     if rec.size != 0 {
         problems.push(format!(
@@ -307,10 +340,13 @@ fn header_record(
             rec.block_hash_text()
         ));
     }
-    match metadata.as_deref().map(|m| PyJson::parse(m.as_bytes())) {
+    match metadata
+        .as_deref()
+        .map(|text| PyJson::parse(text.as_bytes()))
+    {
         Some(Ok(PyJson::Object(_))) => {}
         Some(Ok(_)) => problems.push("its metadata is not a JSON object".into()),
-        Some(Err(e)) => problems.push(format!("its metadata is not JSON: {e}")),
+        Some(Err(error)) => problems.push(format!("its metadata is not JSON: {error}")),
         None => problems.push("its metadata is not UTF-8".into()),
     }
     art.checks.push(if problems.is_empty() {
@@ -337,7 +373,7 @@ fn header_record(
         Some(text) => fields.insert("header_metadata_json".into(), json!(text)),
         None => fields.insert(
             "header_metadata_hex".into(),
-            json!(hex::encode(d.get(rec.metadata.clone()).unwrap_or_default())),
+            json!(hex::encode(rec.metadata)),
         ),
     };
 }
@@ -348,7 +384,6 @@ fn block(
     earlier: &HashMap<String, String>,
     art: &mut LegacyArtifact,
 ) -> LegacyBlock {
-    let d: &[u8] = data;
     let legacy_id = rec.legacy_id();
     if rec.uuid_text().is_none() {
         art.finding(
@@ -363,7 +398,7 @@ fn block(
         );
     }
 
-    let (meaning, previous_check) = if rec.previous_hash.iter().all(|b| *b == 0) {
+    let (meaning, previous_check) = if rec.previous_hash.iter().all(|byte| *byte == 0) {
         ("none".to_owned(), Check::pass("previous_hash"))
     } else if !is_hex64(&rec.previous_hash) {
         (
@@ -390,10 +425,7 @@ fn block(
     let mut evidence = Map::new();
     evidence.insert("format".into(), json!("unified-local"));
     evidence.insert("offset".into(), json!(rec.offset));
-    evidence.insert(
-        "header_hex".into(),
-        json!(hex::encode(d.get(rec.header_range()).unwrap_or_default())),
-    );
+    evidence.insert("header_hex".into(), json!(hex::encode(rec.header)));
     evidence.insert("version".into(), json!(rec.version));
     evidence.insert("size".into(), json!(rec.size));
     evidence.insert("flags".into(), json!(rec.flags));
@@ -411,16 +443,13 @@ fn block(
     evidence.insert("metadata_size".into(), json!(rec.metadata_size));
 
     let mut user_metadata = Map::new();
-    match rec.metadata_text(d) {
+    match rec.metadata_text() {
         Some(text) => {
             user_metadata = parse_metadata(&text, &legacy_id, art);
             evidence.insert("metadata_json".into(), json!(text));
         }
         None => {
-            evidence.insert(
-                "metadata_hex".into(),
-                json!(hex::encode(d.get(rec.metadata.clone()).unwrap_or_default())),
-            );
+            evidence.insert("metadata_hex".into(), json!(hex::encode(rec.metadata)));
             art.finding(
                 Severity::Warning,
                 "metadata",
@@ -474,8 +503,8 @@ fn parse_metadata(text: &str, id: &str, art: &mut LegacyArtifact) -> Map<String,
         Ok(PyJson::Object(members)) => {
             for (key, value) in members {
                 match value.to_exact_value() {
-                    Some(v) => {
-                        out.insert(key, v);
+                    Some(exact) => {
+                        out.insert(key, exact);
                     }
                     None => art.finding(
                         Severity::Info,
@@ -495,11 +524,11 @@ fn parse_metadata(text: &str, id: &str, art: &mut LegacyArtifact) -> Map<String,
             id.to_owned(),
             "metadata is not a JSON object; kept in metadata_json only",
         ),
-        Err(e) => art.finding(
+        Err(error) => art.finding(
             Severity::Warning,
             "metadata",
             id.to_owned(),
-            format!("metadata is not JSON ({e}); kept in metadata_json only"),
+            format!("metadata is not JSON ({error}); kept in metadata_json only"),
         ),
     }
     out
@@ -607,6 +636,45 @@ mod tests {
         let data = fixture("unified-local-a.maif");
         assert!(record(&data, 326).is_err());
         assert_eq!(record(&data, 0).unwrap().end, 330);
+    }
+
+    /// A file cut short at a field boundary is an error, or a finding, naming the structure,
+    /// the field and its offset: no field is ever read as zeros.
+    #[test]
+    fn a_cut_at_a_field_boundary_names_that_field() {
+        let data = fixture("unified-local-a.maif");
+        for (cut, field, offset) in [(56, "timestamp", 56), (228 + 5, "metadata", 228)] {
+            match read("cut", &data.slice(..cut)) {
+                Err(MigrateError::Malformed {
+                    what,
+                    offset: 0,
+                    reason,
+                    ..
+                }) => {
+                    assert_eq!(what, "record 0 header");
+                    let named = format!("truncated at byte {offset}: field `{field}`");
+                    assert!(reason.contains(&named), "{reason}");
+                }
+                other => panic!("cut at {cut}: {other:?}"),
+            }
+        }
+        // The TEXT record at 330 ends before its flags: the HDER record is kept.
+        let art = read("cut", &data.slice(..330 + 192)).unwrap();
+        assert_eq!(art.sections.len(), 1);
+        assert!(art.blocks.is_empty());
+        let stop = art
+            .findings
+            .iter()
+            .find(|f| f.kind == "trailing_bytes")
+            .unwrap();
+        assert!(
+            stop.message.contains("unified record header")
+                && stop
+                    .message
+                    .contains("truncated at byte 522: field `flags`"),
+            "{}",
+            stop.message
+        );
     }
 
     #[test]
