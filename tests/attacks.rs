@@ -9,7 +9,7 @@ use maif_store::SigningKey;
 use maif_store::artifact::{
     ArtifactReader, ArtifactWriter, CreateOptions, NewBlock, VerifyOptions, VerifyReport, verify,
 };
-use maif_store::format::FourCC;
+use maif_store::format::{Codec, FourCC};
 
 fn check(bytes: &[u8], options: VerifyOptions) -> VerifyReport {
     let dir = tempfile::tempdir().expect("tempdir");

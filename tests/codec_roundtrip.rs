@@ -2,7 +2,8 @@
 //! trailing and missing bytes are rejected. Merkle roots and proofs against an independent
 //! recursive implementation of RFC 9162.
 
-use maif_store::format::block::{BlockHeader, RecordView, encode_record};
+use maif_store::format::block::{BlockHeader, Encryption, RecordView, encode_record};
+use maif_store::format::compression::Compression;
 use maif_store::format::digest::Digest;
 use maif_store::format::merkle::{
     Frontier, consistency_proof, inclusion_proof, merkle_root, verify_consistency, verify_inclusion,
@@ -16,6 +17,7 @@ use maif_store::format::segment::SegmentHeader;
 use maif_store::format::{
     Action, FileHeader, FourCC, IndexEntry, MetadataSection, TRAILER_LEN, Trailer,
 };
+use maif_store::format::{Codec, FixedCodec};
 use proptest::prelude::*;
 use sha2::{Digest as _, Sha256};
 
@@ -63,8 +65,8 @@ fn block_header() -> impl Strategy<Value = BlockHeader> {
                     block_id,
                     block_type: FourCC(code),
                     flags,
-                    compression: if compressed { 2 } else { 0 },
-                    encryption,
+                    compression: Compression(if compressed { 2 } else { 0 }),
+                    encryption: Encryption(encryption),
                     metadata_len,
                     data_offset: 64 + metadata_len,
                     data_size: size,
@@ -269,15 +271,15 @@ fn rejects_truncation_and_trailing<T: std::fmt::Debug>(
 proptest! {
     #[test]
     fn file_header_roundtrips(header in file_header()) {
-        let bytes = header.to_bytes();
+        let bytes = header.to_array();
         prop_assert_eq!(FileHeader::decode(&bytes).unwrap(), header);
-        prop_assert_eq!(FileHeader::decode(&bytes).unwrap().to_bytes(), bytes);
+        prop_assert_eq!(FileHeader::decode(&bytes).unwrap().to_array(), bytes);
         rejects_truncation_and_trailing(&bytes, FileHeader::decode);
     }
 
     #[test]
     fn block_header_roundtrips(header in block_header()) {
-        let bytes = header.to_bytes();
+        let bytes = header.to_array();
         prop_assert_eq!(BlockHeader::decode(&bytes).unwrap(), header);
         rejects_truncation_and_trailing(&bytes, BlockHeader::decode);
     }
@@ -286,7 +288,7 @@ proptest! {
     fn block_header_bytes_roundtrip(bytes in any::<[u8; 64]>()) {
         // Any 64 bytes that decode re-encode to themselves.
         if let Ok(header) = BlockHeader::decode(&bytes) {
-            prop_assert_eq!(header.to_bytes(), bytes);
+            prop_assert_eq!(header.to_array(), bytes);
         }
     }
 
@@ -299,7 +301,7 @@ proptest! {
         link in any::<[u8; 8]>(),
     ) {
         let header = BlockHeader {
-            block_id: id, block_type: FourCC::BINA, flags: 0, compression: 0, encryption: 0,
+            block_id: id, block_type: FourCC::BINA, flags: 0, compression: Compression(0), encryption: Encryption(0),
             metadata_len: metadata.len() as u32, data_offset: 64 + metadata.len() as u32,
             data_size: data.len() as u64, uncompressed_size: data.len() as u64, timestamp_us: 7, prev_link: link,
         };
@@ -336,9 +338,9 @@ proptest! {
 
     #[test]
     fn trailer_roundtrips(trailer in trailer()) {
-        let bytes = trailer.to_bytes();
+        let bytes = trailer.to_array();
         prop_assert_eq!(Trailer::decode(&bytes).unwrap(), trailer);
-        prop_assert_eq!(Trailer::decode(&bytes).unwrap().to_bytes(), bytes);
+        prop_assert_eq!(Trailer::decode(&bytes).unwrap().to_array(), bytes);
         rejects_truncation_and_trailing(&bytes, Trailer::decode);
         let at = trailer.segment_offset + trailer.segment_len;
         prop_assert_eq!(Trailer::decode_at(&bytes, at).unwrap(), trailer);
@@ -347,16 +349,16 @@ proptest! {
 
     #[test]
     fn trailer_crc_catches_every_single_byte_flip(trailer in trailer(), at in 0usize..TRAILER_LEN, mask in 1u8..=255) {
-        let mut bytes = trailer.to_bytes();
+        let mut bytes = trailer.to_array();
         bytes[at] ^= mask;
         prop_assert!(Trailer::decode(&bytes).is_err());
     }
 
     #[test]
     fn segment_header_roundtrips(header in segment_header()) {
-        let bytes = header.to_bytes();
+        let bytes = header.to_array();
         prop_assert_eq!(SegmentHeader::decode(&bytes).unwrap(), header);
-        prop_assert_eq!(SegmentHeader::decode(&bytes).unwrap().to_bytes(), bytes);
+        prop_assert_eq!(SegmentHeader::decode(&bytes).unwrap().to_array(), bytes);
         rejects_truncation_and_trailing(&bytes, SegmentHeader::decode);
     }
 
@@ -468,7 +470,7 @@ fn f16_widening_matches_known_values() {
 
 #[test]
 fn other_versions_are_rejected_clearly() {
-    let mut bytes = FileHeader::new(1, [0; 16]).to_bytes();
+    let mut bytes = FileHeader::new(1, [0; 16]).to_array();
     bytes[4] = 4;
     let error = FileHeader::decode(&bytes).unwrap_err().to_string();
     assert!(error.contains("unsupported MAIF version 4.1"), "{error}");

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use maif_store::artifact::{ArtifactWriter, NewBlock, VerifyOptions, format_id, verify};
 use maif_store::format::block::encode_record;
 use maif_store::format::digest::{SignedKind, chain_link, content_digest, record_digest};
-use maif_store::format::{BLOCK_HEADER_LEN, BlockHeader, FourCC};
+use maif_store::format::{BLOCK_HEADER_LEN, BlockHeader, Codec, FourCC};
 
 const ID: [u8; 16] = [0x5a; 16];
 
@@ -32,8 +32,8 @@ fn crafted_record(
         block_id: ID,
         block_type,
         flags: 0,
-        compression,
-        encryption,
+        compression: compression.into(),
+        encryption: encryption.into(),
         metadata_len: 0,
         data_offset: BLOCK_HEADER_LEN as u32,
         data_size: stored.len() as u64,

@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use super::index::Index;
 use crate::error::{Error, Result};
+use crate::format::{Codec, FixedCodec};
 use crate::format::digest::{Digest, SignedKind, chain_link, genesis_digest};
 use crate::format::metadata::MetadataSection;
 use crate::format::provenance::decode_entries;
@@ -66,7 +67,7 @@ impl Commit {
         AppendBase {
             commit: self.reference(),
             segment_len: self.head.header.segment_len,
-            trailer: self.trailer().to_bytes(),
+            trailer: self.trailer().to_array(),
             segment_header: self.head.header_bytes,
             examined_len,
         }

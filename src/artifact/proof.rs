@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::commit::{Commit, Identity};
 use super::reader::{ArtifactReader, walk_commits};
 use crate::error::{Error, Result};
+use crate::format::Codec;
 use crate::format::block::{BLOCK_HEADER_LEN, BlockHeader};
 use crate::format::digest::{Digest, record_digest};
 use crate::format::merkle::{

@@ -11,6 +11,7 @@ use super::commit::{Commit, Identity, check_commit, find_latest, read_parts, set
 use super::format_id;
 use super::index::Index;
 use crate::error::{Error, Result};
+use crate::format::Codec;
 use crate::format::compression::decompress;
 use crate::format::run::RunEntry;
 use crate::format::segment::SEGMENT_HEADER_LEN;
@@ -323,7 +324,7 @@ impl ArtifactReader {
         if record.header.encryption != 0 {
             return Err(Error::format(info.context())(
                 crate::format::FormatError::UnsupportedEncryption {
-                    code: record.header.encryption,
+                    code: record.header.encryption.0,
                 },
             ));
         }

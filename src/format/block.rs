@@ -4,7 +4,8 @@
 //! are valid inside a single file and as an object in a bucket.
 
 use super::FormatError;
-use super::codec::{Reader, Writer};
+use super::codec::{Codec, FixedCodec, Reader, Writer, wire_code};
+use super::compression::Compression;
 use super::digest::{Digest, content_digest, record_digest};
 use super::fourcc::FourCC;
 
@@ -15,6 +16,15 @@ pub const SIGNATURE_LEN: usize = 64;
 /// Largest block metadata JSON, in bytes.
 pub const MAX_BLOCK_METADATA_LEN: u32 = 16 * 1024 * 1024;
 
+wire_code! {
+    /// Encryption code of a block's data. Only "none" is defined; a reader refuses any other
+    /// (FORMAT.md 4.4), but the code is kept and shown as stored.
+    pub struct Encryption(pub u8) {
+        /// Data stored in the clear.
+        NONE = 0 => "none",
+    }
+}
+
 /// The fixed 64-byte header at the start of every record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockHeader {
@@ -23,10 +33,10 @@ pub struct BlockHeader {
     pub block_type: FourCC,
     /// Reserved; writers store 0, readers ignore unknown bits.
     pub flags: u16,
-    /// Compression code of `data` (0 none, 2 zstd).
-    pub compression: u8,
-    /// Encryption code of `data` (0 none; nothing else is defined yet).
-    pub encryption: u8,
+    /// Compression code of `data` (none or zstd).
+    pub compression: Compression,
+    /// Encryption code of `data` (none; nothing else is defined yet).
+    pub encryption: Encryption,
     /// Length of the block metadata JSON that follows the header.
     pub metadata_len: u32,
     /// Offset of the data from the start of the record; always `64 + metadata_len`.
@@ -41,13 +51,28 @@ pub struct BlockHeader {
     pub prev_link: [u8; 8],
 }
 
-impl BlockHeader {
-    pub fn encode(&self, out: &mut Vec<u8>) {
+// Field offsets within the header, each derived from the one before it.
+const BLOCK_TYPE_AT: usize = 16;
+const FLAGS_AT: usize = BLOCK_TYPE_AT + 4;
+const COMPRESSION_AT: usize = FLAGS_AT + 2;
+const ENCRYPTION_AT: usize = COMPRESSION_AT + 1;
+const METADATA_LEN_AT: usize = ENCRYPTION_AT + 1;
+const DATA_OFFSET_AT: usize = METADATA_LEN_AT + 4;
+const DATA_SIZE_AT: usize = DATA_OFFSET_AT + 4;
+const UNCOMPRESSED_SIZE_AT: usize = DATA_SIZE_AT + 8;
+const TIMESTAMP_AT: usize = UNCOMPRESSED_SIZE_AT + 8;
+const PREV_LINK_AT: usize = TIMESTAMP_AT + 8;
+const _: () = assert!(PREV_LINK_AT + 8 == BLOCK_HEADER_LEN);
+
+impl Codec for BlockHeader {
+    const STRUCTURE: &'static str = "block header";
+
+    fn encode(&self, out: &mut impl Writer) {
         out.put_bytes(&self.block_id);
         out.put_bytes(&self.block_type.0);
         out.put_u16(self.flags);
-        out.put_u8(self.compression);
-        out.put_u8(self.encryption);
+        out.put_u8(self.compression.0);
+        out.put_u8(self.encryption.0);
         out.put_u32(self.metadata_len);
         out.put_u32(self.data_offset);
         out.put_u64(self.data_size);
@@ -56,23 +81,15 @@ impl BlockHeader {
         out.put_bytes(&self.prev_link);
     }
 
-    pub fn to_bytes(&self) -> [u8; BLOCK_HEADER_LEN] {
-        let mut out = Vec::with_capacity(BLOCK_HEADER_LEN);
-        self.encode(&mut out);
-        let mut bytes = [0u8; BLOCK_HEADER_LEN];
-        bytes.copy_from_slice(&out);
-        bytes
-    }
-
-    /// Decodes exactly 64 bytes and checks the fields agree with each other.
-    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
-        let mut r = Reader::new(bytes, "block header");
+    /// Reads the 64 bytes and checks the fields agree with each other.
+    fn read(r: &mut Reader<'_>) -> Result<Self, FormatError> {
+        let start = r.position();
         let header = BlockHeader {
             block_id: r.array("block_id")?,
             block_type: FourCC(r.array("block_type")?),
             flags: r.u16("flags")?,
-            compression: r.u8("compression")?,
-            encryption: r.u8("encryption")?,
+            compression: Compression(r.u8("compression")?),
+            encryption: Encryption(r.u8("encryption")?),
             metadata_len: r.u32("metadata_len")?,
             data_offset: r.u32("data_offset")?,
             data_size: r.u64("data_size")?,
@@ -80,39 +97,33 @@ impl BlockHeader {
             timestamp_us: r.u64("timestamp")?,
             prev_link: r.array("prev_link")?,
         };
-        r.finish()?;
-        let invalid = |field, offset, reason: String| FormatError::InvalidField {
-            structure: "block header",
-            field,
-            offset,
-            reason,
-        };
+        let invalid =
+            |field, at: usize, reason: String| r.invalid_at(field, start + at as u64, reason);
         if header.metadata_len > MAX_BLOCK_METADATA_LEN {
             return Err(invalid(
                 "metadata_len",
-                24,
+                METADATA_LEN_AT,
                 format!(
                     "{} exceeds the {MAX_BLOCK_METADATA_LEN}-byte limit",
                     header.metadata_len
                 ),
             ));
         }
-        if u64::from(header.data_offset) != BLOCK_HEADER_LEN as u64 + u64::from(header.metadata_len)
-        {
+        if u64::from(header.data_offset) != prefix_len(header.metadata_len) {
             return Err(invalid(
                 "data_offset",
-                28,
+                DATA_OFFSET_AT,
                 format!(
                     "{} but 64 + metadata_len is {}",
                     header.data_offset,
-                    BLOCK_HEADER_LEN as u64 + u64::from(header.metadata_len)
+                    prefix_len(header.metadata_len)
                 ),
             ));
         }
-        if header.compression == 0 && header.uncompressed_size != header.data_size {
+        if header.compression == Compression::NONE && header.uncompressed_size != header.data_size {
             return Err(invalid(
                 "uncompressed_size",
-                40,
+                UNCOMPRESSED_SIZE_AT,
                 format!(
                     "{} differs from data_size {} on an uncompressed block",
                     header.uncompressed_size, header.data_size
@@ -121,7 +132,11 @@ impl BlockHeader {
         }
         Ok(header)
     }
+}
 
+impl FixedCodec<BLOCK_HEADER_LEN> for BlockHeader {}
+
+impl BlockHeader {
     /// Total record length this header announces, or an error if it overflows.
     pub fn record_len(&self) -> Result<u64, FormatError> {
         (BLOCK_HEADER_LEN as u64 + SIGNATURE_LEN as u64)
@@ -130,7 +145,7 @@ impl BlockHeader {
             .ok_or_else(|| FormatError::InvalidField {
                 structure: "block header",
                 field: "data_size",
-                offset: 32,
+                offset: DATA_SIZE_AT as u64,
                 reason: format!("{} overflows the record length", self.data_size),
             })
     }
@@ -158,7 +173,7 @@ impl<'a> RecordView<'a> {
         let signature: &[u8; SIGNATURE_LEN] = r
             .take(SIGNATURE_LEN as u64, "signature")?
             .try_into()
-            .map_err(|_| r.invalid("signature", SIGNATURE_LEN as u64, "wrong length"))?;
+            .map_err(|_| r.invalid("signature", "wrong length"))?;
         r.finish()?;
         Ok(Self {
             header,
@@ -235,11 +250,11 @@ pub fn parse_block_metadata(
 pub struct UnsignedRecord {
     pub block_id: [u8; 16],
     pub block_type: FourCC,
-    pub compression: u8,
+    pub compression: Compression,
     pub uncompressed_size: u64,
     pub timestamp_us: u64,
     pub metadata: Vec<u8>,
-    /// Stored bytes (already compressed when `compression != 0`).
+    /// Stored bytes (already compressed unless `compression` is none).
     pub data: Vec<u8>,
 }
 
@@ -263,7 +278,7 @@ impl UnsignedRecord {
             block_type: self.block_type,
             flags: 0,
             compression: self.compression,
-            encryption: 0,
+            encryption: Encryption::NONE,
             metadata_len,
             data_offset: BLOCK_HEADER_LEN as u32 + metadata_len,
             data_size: self.data.len() as u64,

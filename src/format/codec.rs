@@ -1,6 +1,14 @@
-//! The bounded cursor every decoder reads through, and the little-endian writers every
-//! encoder writes through. Modelled on rustls' codec: each structure has an `encode` into a
-//! buffer and a `decode` that consumes exactly its bytes and rejects anything left over.
+//! The codec every byte layout of the format is written and read through, modelled on
+//! rustls' `msgs/codec.rs`:
+//!
+//! - [`Codec`]: a structure encodes itself into a [`Writer`] (infallibly: lengths that may not
+//!   fit are checked where values are made, never while encoding) and reads itself from a
+//!   bounded [`Reader`]. Whole-buffer decoding and the trailing-byte check are written once,
+//!   in the trait ([`Codec::decode`], through [`Reader::all`]).
+//! - [`FixedCodec`]: a structure of a fixed length encodes straight into an array.
+//! - [`read_counted`]: a count, then that many items, read in one place.
+//! - [`wire_code!`]: one-byte codes from stored bytes as newtypes with named constants, so an
+//!   unknown value stays representable.
 
 use super::FormatError;
 
@@ -10,6 +18,8 @@ use super::FormatError;
 pub struct Reader<'a> {
     bytes: &'a [u8],
     position: usize,
+    /// Where the field taken last starts (what [`Reader::invalid`] reports).
+    field_start: usize,
     structure: &'static str,
 }
 
@@ -19,6 +29,7 @@ impl<'a> Reader<'a> {
         Self {
             bytes,
             position: 0,
+            field_start: 0,
             structure,
         }
     }
@@ -54,6 +65,7 @@ impl<'a> Reader<'a> {
         // `count <= remaining <= usize::MAX`, so the cast is lossless.
         let end = self.position + count as usize;
         let taken = &self.bytes[self.position..end];
+        self.field_start = self.position;
         self.position = end;
         Ok(taken)
     }
@@ -97,7 +109,7 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    /// Fails unless every byte was consumed.
+    /// Fails unless every byte was consumed. The one place trailing bytes are rejected.
     pub fn finish(self) -> Result<(), FormatError> {
         if self.remaining() != 0 {
             return Err(FormatError::TrailingBytes {
@@ -109,17 +121,32 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    /// An [`FormatError::InvalidField`] for the field that ends at the cursor.
-    pub fn invalid(
+    /// Reads one value with `read`, then fails unless every byte was consumed.
+    pub fn all<T>(
+        mut self,
+        read: impl FnOnce(&mut Self) -> Result<T, FormatError>,
+    ) -> Result<T, FormatError> {
+        let value = read(&mut self)?;
+        self.finish()?;
+        Ok(value)
+    }
+
+    /// An [`FormatError::InvalidField`] for `field`, the field taken last.
+    pub fn invalid(&self, field: &'static str, reason: impl Into<String>) -> FormatError {
+        self.invalid_at(field, self.field_start as u64, reason)
+    }
+
+    /// An [`FormatError::InvalidField`] for `field` at `offset` of this reader's input.
+    pub fn invalid_at(
         &self,
         field: &'static str,
-        field_len: u64,
+        offset: u64,
         reason: impl Into<String>,
     ) -> FormatError {
         FormatError::InvalidField {
             structure: self.structure,
             field,
-            offset: self.position().saturating_sub(field_len),
+            offset,
             reason: reason.into(),
         }
     }
@@ -134,31 +161,115 @@ pub fn printable(bytes: &[u8]) -> String {
     }
 }
 
-/// Little-endian writers over a growable buffer.
+/// Little-endian writers over a buffer: a growable `Vec<u8>`, or the fixed array a
+/// [`FixedCodec`] encodes into.
 pub trait Writer {
-    fn put_u8(&mut self, value: u8);
-    fn put_u16(&mut self, value: u16);
-    fn put_u32(&mut self, value: u32);
-    fn put_u64(&mut self, value: u64);
     fn put_bytes(&mut self, bytes: &[u8]);
+    fn put_u8(&mut self, value: u8) {
+        self.put_bytes(&[value]);
+    }
+    fn put_u16(&mut self, value: u16) {
+        self.put_bytes(&value.to_le_bytes());
+    }
+    fn put_u32(&mut self, value: u32) {
+        self.put_bytes(&value.to_le_bytes());
+    }
+    fn put_u64(&mut self, value: u64) {
+        self.put_bytes(&value.to_le_bytes());
+    }
 }
 
 impl Writer for Vec<u8> {
-    fn put_u8(&mut self, value: u8) {
-        self.push(value);
-    }
-    fn put_u16(&mut self, value: u16) {
-        self.extend_from_slice(&value.to_le_bytes());
-    }
-    fn put_u32(&mut self, value: u32) {
-        self.extend_from_slice(&value.to_le_bytes());
-    }
-    fn put_u64(&mut self, value: u64) {
-        self.extend_from_slice(&value.to_le_bytes());
-    }
     fn put_bytes(&mut self, bytes: &[u8]) {
         self.extend_from_slice(bytes);
     }
+}
+
+/// A structure of the format: how it is written, and how it is read back.
+///
+/// `encode` cannot fail: every length a structure stores is checked when the value is made.
+/// `read` consumes exactly the structure's bytes from a cursor that may hold more (the
+/// structure is part of a larger one); [`Codec::decode`] reads a whole buffer and rejects
+/// anything left over.
+pub trait Codec: Sized {
+    /// Name of the structure in error messages of [`Codec::decode`].
+    const STRUCTURE: &'static str;
+
+    /// Appends the structure's bytes to `out`.
+    fn encode(&self, out: &mut impl Writer);
+
+    /// Reads the structure at the cursor and checks its fields.
+    fn read(r: &mut Reader<'_>) -> Result<Self, FormatError>;
+
+    /// Bytes the encoding will take, to size the buffer of [`Codec::to_bytes`] (a hint).
+    fn encoded_len_hint(&self) -> usize {
+        0
+    }
+
+    /// The structure's bytes.
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len_hint());
+        self.encode(&mut out);
+        out
+    }
+
+    /// Decodes exactly one structure from `bytes`: short and trailing input are rejected.
+    fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        Reader::new(bytes, Self::STRUCTURE).all(Self::read)
+    }
+}
+
+/// A structure whose encoding is always `LEN` bytes; it encodes straight into an array.
+pub trait FixedCodec<const LEN: usize>: Codec {
+    /// The structure's `LEN` bytes.
+    fn to_array(&self) -> [u8; LEN] {
+        let mut out = ArrayWriter {
+            bytes: [0u8; LEN],
+            len: 0,
+        };
+        self.encode(&mut out);
+        out.bytes
+    }
+}
+
+/// Writes into a fixed array. Every [`FixedCodec`] writes exactly `LEN` bytes (the unit
+/// tests of each structure check it), so nothing is ever dropped here; were an encoding
+/// longer, the excess would be dropped rather than panic.
+struct ArrayWriter<const LEN: usize> {
+    bytes: [u8; LEN],
+    len: usize,
+}
+
+impl<const LEN: usize> Writer for ArrayWriter<LEN> {
+    fn put_bytes(&mut self, bytes: &[u8]) {
+        let end = self.len.saturating_add(bytes.len());
+        if let Some(slot) = self.bytes.get_mut(self.len..end) {
+            slot.copy_from_slice(bytes);
+        }
+        self.len = end;
+    }
+}
+
+/// Reads a counted section: `count` items of at least `item_len` bytes each, read by `read`.
+/// A count the remaining bytes cannot hold is refused with `too_many(remaining)` before
+/// anything is reserved, so a hostile count never allocates.
+pub fn read_counted<'a, T>(
+    r: &mut Reader<'a>,
+    count: u64,
+    item_len: usize,
+    too_many: impl FnOnce(usize) -> FormatError,
+    mut read: impl FnMut(&mut Reader<'a>) -> Result<T, FormatError>,
+) -> Result<Vec<T>, FormatError> {
+    let remaining = r.remaining();
+    if count > (remaining / item_len.max(1)) as u64 {
+        return Err(too_many(remaining));
+    }
+    // `count <= remaining`, so the cast is lossless and the reservation bounded by the input.
+    let mut items = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        items.push(read(r)?);
+    }
+    Ok(items)
 }
 
 /// Converts a length that the format stores as `u32` after checking it fits.
@@ -173,4 +284,98 @@ pub fn len_u32(
         offset: 0,
         reason: format!("length {len} does not fit in 32 bits"),
     })
+}
+
+/// Declares a one-byte code read from stored bytes as a newtype with named constants
+/// (rustls' `enum_builder!`): every byte value is representable, the named ones have a name,
+/// and `Display` and serialisation show the number.
+macro_rules! wire_code {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident(pub u8) {
+            $( $(#[$const_meta:meta])* $constant:ident = $value:literal => $text:literal, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+        #[serde(transparent)]
+        pub struct $name(pub u8);
+
+        impl $name {
+            $( $(#[$const_meta])* pub const $constant: Self = Self($value); )*
+
+            /// Human name of the code, for messages; `unassigned` for a code with no name.
+            pub fn name(self) -> &'static str {
+                match self.0 {
+                    $( $value => $text, )*
+                    _ => "unassigned",
+                }
+            }
+        }
+
+        /// Compares with a stored byte, as the code's own byte.
+        impl PartialEq<u8> for $name {
+            fn eq(&self, code: &u8) -> bool {
+                self.0 == *code
+            }
+        }
+
+        impl From<u8> for $name {
+            fn from(code: u8) -> Self {
+                Self(code)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Display::fmt(&self.0, f)
+            }
+        }
+    };
+}
+pub(crate) use wire_code;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counted_sections_refuse_a_count_the_bytes_cannot_hold_before_reserving() {
+        let bytes = [0u8; 10];
+        let mut r = Reader::new(&bytes, "test");
+        let too_many = |remaining| FormatError::Decompression {
+            reason: format!("{remaining} bytes"),
+        };
+        let error =
+            read_counted(&mut r, u64::MAX, 4, too_many, |r| r.u32("item")).expect_err("refused");
+        assert_eq!(error.to_string(), "decompression failed: 10 bytes");
+        let items = read_counted(&mut r, 2, 4, too_many, |r| r.u32("item")).expect("two");
+        assert_eq!(items, vec![0, 0]);
+        assert_eq!(r.remaining(), 2);
+    }
+
+    #[test]
+    fn invalid_names_the_offset_of_the_field_taken_last() {
+        let bytes = [1u8, 2, 3, 4, 5, 6, 7];
+        let mut r = Reader::new(&bytes, "test");
+        r.u8("a").expect("a");
+        r.u32("b").expect("b");
+        assert_eq!(r.invalid("b", "bad").offset(), Some(1));
+        assert_eq!(r.invalid_at("c", 6, "bad").offset(), Some(6));
+    }
+
+    #[test]
+    fn all_rejects_trailing_bytes() {
+        let error = Reader::new(&[0u8; 3], "test")
+            .all(|r| r.u16("x"))
+            .expect_err("trailing");
+        assert_eq!(
+            error,
+            FormatError::TrailingBytes {
+                structure: "test",
+                offset: 2,
+                extra: 1
+            }
+        );
+    }
 }

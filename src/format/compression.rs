@@ -3,21 +3,31 @@
 use std::io::Read;
 
 use super::FormatError;
+use super::codec::wire_code;
 
-/// Data stored as is.
-pub const COMPRESSION_NONE: u8 = 0;
-/// Data stored as one zstd frame.
-pub const COMPRESSION_ZSTD: u8 = 2;
-
-/// Human name of a compression code, for messages.
-pub fn compression_name(code: u8) -> &'static str {
-    match code {
-        COMPRESSION_NONE => "none",
-        1 => "zlib",
-        COMPRESSION_ZSTD => "zstd",
-        3 => "lz4",
-        _ => "unassigned",
+wire_code! {
+    /// Compression code of a block's data. This build implements none and zstd; the other
+    /// named codes are assigned by MAIF 3.0 and refused by name.
+    pub struct Compression(pub u8) {
+        /// Data stored as is.
+        NONE = 0 => "none",
+        /// Data stored as one zlib stream (assigned, not implemented).
+        ZLIB = 1 => "zlib",
+        /// Data stored as one zstd frame.
+        ZSTD = 2 => "zstd",
+        /// Data stored as one lz4 frame (assigned, not implemented).
+        LZ4 = 3 => "lz4",
     }
+}
+
+/// Data stored as is (the same as [`Compression::NONE`]).
+pub const COMPRESSION_NONE: Compression = Compression::NONE;
+/// Data stored as one zstd frame (the same as [`Compression::ZSTD`]).
+pub const COMPRESSION_ZSTD: Compression = Compression::ZSTD;
+
+/// Human name of a compression code (or of its stored byte), for messages.
+pub fn compression_name(code: impl Into<Compression>) -> &'static str {
+    code.into().name()
 }
 
 /// Compresses `data` with zstd at `level`.
@@ -32,9 +42,13 @@ pub fn zstd_compress(data: &[u8], level: i32) -> Result<Vec<u8>, FormatError> {
 /// Output is grown as the decoder produces it, never pre-allocated from the declared size, and
 /// decoding stops with an error as soon as it would exceed that size, so a hostile header
 /// cannot make us allocate more than the data really expands to, nor more than it declares.
-pub fn decompress(code: u8, stored: &[u8], uncompressed_size: u64) -> Result<Vec<u8>, FormatError> {
-    match code {
-        COMPRESSION_NONE => {
+pub fn decompress(
+    code: impl Into<Compression>,
+    stored: &[u8],
+    uncompressed_size: u64,
+) -> Result<Vec<u8>, FormatError> {
+    match code.into() {
+        Compression::NONE => {
             if stored.len() as u64 != uncompressed_size {
                 return Err(FormatError::Decompression {
                     reason: format!(
@@ -45,7 +59,7 @@ pub fn decompress(code: u8, stored: &[u8], uncompressed_size: u64) -> Result<Vec
             }
             Ok(stored.to_vec())
         }
-        COMPRESSION_ZSTD => {
+        Compression::ZSTD => {
             let decoder = zstd::stream::read::Decoder::with_buffer(stored).map_err(|e| {
                 FormatError::Decompression {
                     reason: format!("zstd: {e}"),
@@ -75,8 +89,8 @@ pub fn decompress(code: u8, stored: &[u8], uncompressed_size: u64) -> Result<Vec
             Ok(out)
         }
         code => Err(FormatError::UnsupportedCompression {
-            code,
-            name: compression_name(code),
+            code: code.0,
+            name: code.name(),
         }),
     }
 }

@@ -1,7 +1,7 @@
 //! The 32-byte file header.
 
 use super::FormatError;
-use super::codec::{Reader, Writer};
+use super::codec::{Codec, FixedCodec, Reader, Writer};
 
 /// Magic number at offset 0 of every MAIF file.
 pub const FILE_MAGIC: [u8; 4] = *b"MAIF";
@@ -37,8 +37,12 @@ impl FileHeader {
             artifact_id,
         }
     }
+}
 
-    pub fn encode(&self, out: &mut Vec<u8>) {
+impl Codec for FileHeader {
+    const STRUCTURE: &'static str = "file header";
+
+    fn encode(&self, out: &mut impl Writer) {
         out.put_bytes(&FILE_MAGIC);
         out.put_u8(self.major);
         out.put_u8(self.minor);
@@ -47,32 +51,23 @@ impl FileHeader {
         out.put_bytes(&self.artifact_id);
     }
 
-    pub fn to_bytes(&self) -> [u8; FILE_HEADER_LEN] {
-        let mut out = Vec::with_capacity(FILE_HEADER_LEN);
-        self.encode(&mut out);
-        let mut bytes = [0u8; FILE_HEADER_LEN];
-        bytes.copy_from_slice(&out);
-        bytes
-    }
-
-    /// Decodes exactly 32 bytes. The version is checked before anything else is read, so a
-    /// file of another version is named as such rather than reported as damaged.
-    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
-        let mut r = Reader::new(bytes, "file header");
+    /// Reads the 32 bytes. The version is checked before anything else is read, so a file of
+    /// another version is named as such rather than reported as damaged.
+    fn read(r: &mut Reader<'_>) -> Result<Self, FormatError> {
         r.magic(&FILE_MAGIC, "magic")?;
         let major = r.u8("major_version")?;
         let minor = r.u8("minor_version")?;
         if (major, minor) != (MAJOR_VERSION, MINOR_VERSION) {
             return Err(FormatError::UnsupportedVersion { major, minor });
         }
-        let header = FileHeader {
+        Ok(FileHeader {
             major,
             minor,
             flags: r.u16("flags")?,
             created_us: r.u64("created")?,
             artifact_id: r.array("artifact_id")?,
-        };
-        r.finish()?;
-        Ok(header)
+        })
     }
 }
+
+impl FixedCodec<FILE_HEADER_LEN> for FileHeader {}

@@ -1,7 +1,7 @@
 //! The index entry: where a record is and what it is, 80 bytes. Index runs hold them.
 
 use super::FormatError;
-use super::codec::{Reader, Writer};
+use super::codec::{Codec, FixedCodec, Reader, Writer};
 use super::digest::Digest;
 use super::fourcc::FourCC;
 
@@ -23,8 +23,10 @@ pub struct IndexEntry {
     pub digest: Digest,
 }
 
-impl IndexEntry {
-    pub fn encode(&self, out: &mut Vec<u8>) {
+impl Codec for IndexEntry {
+    const STRUCTURE: &'static str = "index entry";
+
+    fn encode(&self, out: &mut impl Writer) {
         out.put_u64(self.offset);
         out.put_u64(self.record_len);
         out.put_bytes(&self.block_id);
@@ -34,7 +36,7 @@ impl IndexEntry {
         out.put_bytes(&self.digest);
     }
 
-    pub fn read(r: &mut Reader<'_>) -> Result<Self, FormatError> {
+    fn read(r: &mut Reader<'_>) -> Result<Self, FormatError> {
         Ok(Self {
             offset: r.u64("offset")?,
             record_len: r.u64("record_len")?,
@@ -45,7 +47,11 @@ impl IndexEntry {
             digest: r.array("digest")?,
         })
     }
+}
 
+impl FixedCodec<INDEX_ENTRY_LEN> for IndexEntry {}
+
+impl IndexEntry {
     /// Offset one past the record's last byte.
     pub fn end(&self) -> Option<u64> {
         self.offset.checked_add(self.record_len)

@@ -11,6 +11,9 @@ use super::codec::{Reader, Writer, len_u32};
 pub const MAX_METADATA_LEN: u32 = 64 * 1024;
 /// Signature algorithm named in the metadata section.
 pub const SIGNATURE_ALGORITHM: &str = "ed25519";
+/// Offset of the length prefix, and of the JSON that follows it.
+const LENGTH_AT: u64 = 0;
+const JSON_AT: u64 = LENGTH_AT + 4;
 
 /// The metadata section as stored: the exact JSON bytes (never re-serialised once written,
 /// because they are covered by the chain seed and the commit signature).
@@ -46,7 +49,7 @@ impl MetadataSection {
         let json = serde_json::to_vec(metadata).map_err(|e| FormatError::InvalidField {
             structure: "metadata section",
             field: "json",
-            offset: 4,
+            offset: JSON_AT,
             reason: e.to_string(),
         })?;
         let section = Self { json };
@@ -60,7 +63,7 @@ impl MetadataSection {
             return Err(FormatError::InvalidField {
                 structure: "metadata section",
                 field: "length",
-                offset: 0,
+                offset: LENGTH_AT,
                 reason: format!("{len} bytes exceeds the {MAX_METADATA_LEN}-byte limit"),
             });
         }
@@ -69,7 +72,7 @@ impl MetadataSection {
 
     /// Encoded length: 4-byte prefix plus JSON.
     pub fn encoded_len(&self) -> usize {
-        4 + self.json.len()
+        JSON_AT as usize + self.json.len()
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), FormatError> {
@@ -93,19 +96,18 @@ impl MetadataSection {
         if len > MAX_METADATA_LEN {
             return Err(r.invalid(
                 "length",
-                4,
                 format!("{len} bytes exceeds the {MAX_METADATA_LEN}-byte limit"),
             ));
         }
-        Ok(4 + len as usize)
+        Ok(JSON_AT as usize + len as usize)
     }
 
     /// Decodes exactly one section and checks the JSON is an object.
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         let total = Self::peek_len(bytes)?;
         let mut r = Reader::new(bytes, "metadata section");
-        r.take(4, "length")?;
-        let json = r.take(total as u64 - 4, "json")?;
+        r.take(JSON_AT, "length")?;
+        let json = r.take(total as u64 - JSON_AT, "json")?;
         r.finish()?;
         match serde_json::from_slice::<serde_json::Value>(json) {
             Ok(serde_json::Value::Object(_)) => {}
@@ -113,7 +115,7 @@ impl MetadataSection {
                 return Err(FormatError::InvalidField {
                     structure: "metadata section",
                     field: "json",
-                    offset: 4,
+                    offset: JSON_AT,
                     reason: "not a JSON object".into(),
                 });
             }
@@ -121,7 +123,7 @@ impl MetadataSection {
                 return Err(FormatError::InvalidField {
                     structure: "metadata section",
                     field: "json",
-                    offset: 4,
+                    offset: JSON_AT,
                     reason: format!("invalid JSON: {e}"),
                 });
             }
@@ -136,7 +138,7 @@ impl MetadataSection {
         serde_json::from_slice(&self.json).map_err(|e| FormatError::InvalidField {
             structure: "metadata section",
             field: "json",
-            offset: 4,
+            offset: JSON_AT,
             reason: format!("not canonical artifact metadata: {e}"),
         })
     }
@@ -147,7 +149,7 @@ impl MetadataSection {
         let invalid = |reason: String| FormatError::InvalidField {
             structure: "metadata section",
             field: "public_key",
-            offset: 4,
+            offset: JSON_AT,
             reason,
         };
         if metadata.signature_algorithm != SIGNATURE_ALGORITHM {

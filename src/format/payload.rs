@@ -4,12 +4,15 @@
 //! their payload unframed.
 
 use super::FormatError;
-use super::codec::{Reader, Writer};
+use super::codec::{Codec, Reader, Writer};
 use super::fourcc::FourCC;
 
 /// Text encoding codes of a TEXT payload.
 pub const TEXT_ENCODING_UTF8: u8 = 0;
 pub const TEXT_ENCODING_UTF16LE: u8 = 1;
+
+/// Offset of a TEXT payload's encoding code.
+const TEXT_ENCODING_AT: u64 = 0;
 
 /// A TEXT payload: `encoding (u8) | language (2 ASCII bytes, or two zero bytes) | text`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,72 +46,6 @@ impl TextPayload {
         }
     }
 
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        out.put_u8(self.encoding);
-        out.put_bytes(&self.language.unwrap_or([0, 0]));
-        out.put_bytes(&self.text);
-    }
-
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(Self::PREFIX_LEN + self.text.len());
-        self.encode(&mut out);
-        out
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
-        let mut r = Reader::new(bytes, "TEXT payload");
-        let encoding = r.u8("encoding")?;
-        let language_bytes: [u8; 2] = r.array("language")?;
-        let language = match language_bytes {
-            [0, 0] => None,
-            code if code.iter().all(u8::is_ascii_alphabetic) => Some(code),
-            other => {
-                return Err(r.invalid(
-                    "language",
-                    2,
-                    format!("0x{} is not an ASCII language code", hex::encode(other)),
-                ));
-            }
-        };
-        let text = r.take(r.remaining() as u64, "text")?;
-        match encoding {
-            TEXT_ENCODING_UTF8 => {
-                if let Err(e) = std::str::from_utf8(text) {
-                    return Err(FormatError::InvalidField {
-                        structure: "TEXT payload",
-                        field: "text",
-                        offset: Self::PREFIX_LEN as u64 + e.valid_up_to() as u64,
-                        reason: "invalid UTF-8".into(),
-                    });
-                }
-            }
-            TEXT_ENCODING_UTF16LE => {
-                if text.len() % 2 != 0 {
-                    return Err(FormatError::InvalidField {
-                        structure: "TEXT payload",
-                        field: "text",
-                        offset: Self::PREFIX_LEN as u64,
-                        reason: "UTF-16 text has an odd number of bytes".into(),
-                    });
-                }
-            }
-            other => {
-                return Err(FormatError::InvalidField {
-                    structure: "TEXT payload",
-                    field: "encoding",
-                    offset: 0,
-                    reason: format!("unknown text encoding code {other}"),
-                });
-            }
-        }
-        r.finish()?;
-        Ok(Self {
-            encoding,
-            language,
-            text: text.to_vec(),
-        })
-    }
-
     /// The text as a Rust string.
     pub fn as_string(&self) -> Result<String, FormatError> {
         let invalid = |reason: &str| FormatError::InvalidField {
@@ -134,6 +71,71 @@ impl TextPayload {
     }
 }
 
+impl Codec for TextPayload {
+    const STRUCTURE: &'static str = "TEXT payload";
+
+    fn encode(&self, out: &mut impl Writer) {
+        out.put_u8(self.encoding);
+        out.put_bytes(&self.language.unwrap_or([0, 0]));
+        out.put_bytes(&self.text);
+    }
+
+    fn encoded_len_hint(&self) -> usize {
+        Self::PREFIX_LEN + self.text.len()
+    }
+
+    /// Reads the framing and the text, which runs to the end of the input.
+    fn read(r: &mut Reader<'_>) -> Result<Self, FormatError> {
+        let start = r.position();
+        let encoding = r.u8("encoding")?;
+        let language_bytes: [u8; 2] = r.array("language")?;
+        let language = match language_bytes {
+            [0, 0] => None,
+            code if code.iter().all(u8::is_ascii_alphabetic) => Some(code),
+            other => {
+                return Err(r.invalid(
+                    "language",
+                    format!("0x{} is not an ASCII language code", hex::encode(other)),
+                ));
+            }
+        };
+        let text_at = r.position();
+        let text = r.take(r.remaining() as u64, "text")?;
+        match encoding {
+            TEXT_ENCODING_UTF8 => {
+                if let Err(e) = std::str::from_utf8(text) {
+                    return Err(r.invalid_at(
+                        "text",
+                        text_at + e.valid_up_to() as u64,
+                        "invalid UTF-8",
+                    ));
+                }
+            }
+            TEXT_ENCODING_UTF16LE => {
+                if text.len() % 2 != 0 {
+                    return Err(r.invalid_at(
+                        "text",
+                        text_at,
+                        "UTF-16 text has an odd number of bytes",
+                    ));
+                }
+            }
+            other => {
+                return Err(r.invalid_at(
+                    "encoding",
+                    start + TEXT_ENCODING_AT,
+                    format!("unknown text encoding code {other}"),
+                ));
+            }
+        }
+        Ok(Self {
+            encoding,
+            language,
+            text: text.to_vec(),
+        })
+    }
+}
+
 /// Element type of an embedding payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EmbeddingDtype {
@@ -146,6 +148,15 @@ pub enum EmbeddingDtype {
 }
 
 impl EmbeddingDtype {
+    /// The element type a stored code names, if it names one.
+    fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(EmbeddingDtype::Float32),
+            1 => Some(EmbeddingDtype::Float16),
+            2 => Some(EmbeddingDtype::Float32BigEndian),
+            _ => None,
+        }
+    }
     fn code(self) -> u8 {
         match self {
             EmbeddingDtype::Float32 => 0,
@@ -193,58 +204,6 @@ impl EmbeddingPayload {
         })
     }
 
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        out.put_u32(self.dimension);
-        out.put_u32(self.count);
-        out.put_u8(self.dtype.code());
-        out.put_bytes(&[0, 0, 0]);
-        out.put_bytes(&self.values);
-    }
-
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(Self::PREFIX_LEN + self.values.len());
-        self.encode(&mut out);
-        out
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
-        let mut r = Reader::new(bytes, "EMBD payload");
-        let dimension = r.u32("dimension")?;
-        let count = r.u32("count")?;
-        let dtype = match r.u8("dtype")? {
-            0 => EmbeddingDtype::Float32,
-            1 => EmbeddingDtype::Float16,
-            2 => EmbeddingDtype::Float32BigEndian,
-            other => {
-                return Err(r.invalid("dtype", 1, format!("unknown element type code {other}")));
-            }
-        };
-        if r.take(3, "reserved")? != [0, 0, 0] {
-            return Err(r.invalid("reserved", 3, "must be zero"));
-        }
-        let expected = u64::from(dimension)
-            .checked_mul(u64::from(count))
-            .and_then(|n| n.checked_mul(dtype.element_len()));
-        let Some(expected) = expected.filter(|n| *n == r.remaining() as u64) else {
-            return Err(r.invalid(
-                "values",
-                0,
-                format!(
-                    "{count} vectors x {dimension} dimensions do not fill the {} bytes present",
-                    r.remaining()
-                ),
-            ));
-        };
-        let values = r.take(expected, "values")?.to_vec();
-        r.finish()?;
-        Ok(Self {
-            dimension,
-            count,
-            dtype,
-            values,
-        })
-    }
-
     /// The vectors as float32 (float16 elements are widened exactly).
     pub fn vectors(&self) -> Vec<Vec<f32>> {
         let elements: Vec<f32> = match self.dtype {
@@ -272,6 +231,55 @@ impl EmbeddingPayload {
             .chunks(self.dimension as usize)
             .map(<[f32]>::to_vec)
             .collect()
+    }
+}
+
+impl Codec for EmbeddingPayload {
+    const STRUCTURE: &'static str = "EMBD payload";
+
+    fn encode(&self, out: &mut impl Writer) {
+        out.put_u32(self.dimension);
+        out.put_u32(self.count);
+        out.put_u8(self.dtype.code());
+        out.put_bytes(&[0, 0, 0]);
+        out.put_bytes(&self.values);
+    }
+
+    fn encoded_len_hint(&self) -> usize {
+        Self::PREFIX_LEN + self.values.len()
+    }
+
+    /// Reads the framing and the values, which must fill the rest of the input exactly.
+    fn read(r: &mut Reader<'_>) -> Result<Self, FormatError> {
+        let dimension = r.u32("dimension")?;
+        let count = r.u32("count")?;
+        let code = r.u8("dtype")?;
+        let Some(dtype) = EmbeddingDtype::from_code(code) else {
+            return Err(r.invalid("dtype", format!("unknown element type code {code}")));
+        };
+        if r.take(3, "reserved")? != [0, 0, 0] {
+            return Err(r.invalid("reserved", "must be zero"));
+        }
+        let expected = u64::from(dimension)
+            .checked_mul(u64::from(count))
+            .and_then(|n| n.checked_mul(dtype.element_len()));
+        let Some(expected) = expected.filter(|n| *n == r.remaining() as u64) else {
+            return Err(r.invalid_at(
+                "values",
+                r.position(),
+                format!(
+                    "{count} vectors x {dimension} dimensions do not fill the {} bytes present",
+                    r.remaining()
+                ),
+            ));
+        };
+        let values = r.take(expected, "values")?.to_vec();
+        Ok(Self {
+            dimension,
+            count,
+            dtype,
+            values,
+        })
     }
 }
 
@@ -361,8 +369,12 @@ impl ImagePayload {
             image,
         }
     }
+}
 
-    pub fn encode(&self, out: &mut Vec<u8>) {
+impl Codec for ImagePayload {
+    const STRUCTURE: &'static str = "IMAG payload";
+
+    fn encode(&self, out: &mut impl Writer) {
         out.put_u8(self.format.code());
         out.put_bytes(&[0, 0, 0]);
         out.put_u32(self.width);
@@ -370,22 +382,19 @@ impl ImagePayload {
         out.put_bytes(&self.image);
     }
 
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(Self::PREFIX_LEN + self.image.len());
-        self.encode(&mut out);
-        out
+    fn encoded_len_hint(&self) -> usize {
+        Self::PREFIX_LEN + self.image.len()
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
-        let mut r = Reader::new(bytes, "IMAG payload");
+    /// Reads the framing and the image bytes, which run to the end of the input.
+    fn read(r: &mut Reader<'_>) -> Result<Self, FormatError> {
         let format = ImageFormat::from_code(r.u8("format")?);
         if r.take(3, "reserved")? != [0, 0, 0] {
-            return Err(r.invalid("reserved", 3, "must be zero"));
+            return Err(r.invalid("reserved", "must be zero"));
         }
         let width = r.u32("width")?;
         let height = r.u32("height")?;
         let image = r.take(r.remaining() as u64, "image")?.to_vec();
-        r.finish()?;
         Ok(Self {
             format,
             width,

@@ -5,7 +5,7 @@
 //! commit authenticates every entry (FORMAT.md explains the trade-off).
 
 use super::FormatError;
-use super::codec::{Reader, Writer, len_u32};
+use super::codec::{Codec, FixedCodec, Reader, Writer, len_u32, read_counted};
 use super::digest::{Digest, provenance_digest};
 
 /// Encoded size of an entry header.
@@ -14,6 +14,8 @@ pub const ENTRY_HEADER_LEN: usize = 80;
 pub const MAX_DETAILS_LEN: u32 = 1024 * 1024;
 /// Smallest encoded entry (a header with empty details).
 pub const MIN_ENTRY_LEN: usize = ENTRY_HEADER_LEN;
+/// Offset of `details_len` within an entry header.
+const DETAILS_LEN_AT: u64 = 4;
 
 /// What a provenance entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -97,29 +99,85 @@ pub struct ProvenanceEntry {
     pub details: Vec<u8>,
 }
 
+/// The fixed 80-byte header of a provenance entry:
+/// `action | flags | reserved (2) | details_len | timestamp | previous | subject`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryHeader {
+    pub action: Action,
+    pub flags: u8,
+    /// Length of the details JSON that follows (at most [`MAX_DETAILS_LEN`]).
+    pub details_len: u32,
+    pub timestamp_us: u64,
+    pub previous: Digest,
+    pub subject: Digest,
+}
+
+impl Codec for EntryHeader {
+    const STRUCTURE: &'static str = "provenance entry";
+
+    fn encode(&self, out: &mut impl Writer) {
+        out.put_u8(self.action.code());
+        out.put_u8(self.flags);
+        out.put_u16(0);
+        out.put_u32(self.details_len);
+        out.put_u64(self.timestamp_us);
+        out.put_bytes(&self.previous);
+        out.put_bytes(&self.subject);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, FormatError> {
+        let action = Action::from_code(r.u8("action")?);
+        let flags = r.u8("flags")?;
+        let reserved = r.u16("reserved")?;
+        if reserved != 0 {
+            return Err(r.invalid("reserved", format!("must be zero, found {reserved}")));
+        }
+        let details_len = r.u32("details_len")?;
+        if details_len > MAX_DETAILS_LEN {
+            return Err(r.invalid(
+                "details_len",
+                format!("{details_len} exceeds the {MAX_DETAILS_LEN}-byte limit"),
+            ));
+        }
+        Ok(Self {
+            action,
+            flags,
+            details_len,
+            timestamp_us: r.u64("timestamp")?,
+            previous: r.array("previous")?,
+            subject: r.array("subject")?,
+        })
+    }
+}
+
+impl FixedCodec<ENTRY_HEADER_LEN> for EntryHeader {}
+
 impl ProvenanceEntry {
-    /// The 80 header bytes (part of the digest).
-    pub fn header_bytes(&self) -> Result<[u8; ENTRY_HEADER_LEN], FormatError> {
+    /// The entry's header, once its details are checked to fit: the one fallible step of
+    /// encoding an entry (its fields are public, so the details length is checked here).
+    pub fn header(&self) -> Result<EntryHeader, FormatError> {
         let details_len = len_u32(self.details.len(), "provenance entry", "details_len")?;
         if details_len > MAX_DETAILS_LEN {
             return Err(FormatError::InvalidField {
                 structure: "provenance entry",
                 field: "details_len",
-                offset: 4,
+                offset: DETAILS_LEN_AT,
                 reason: format!("{details_len} exceeds the {MAX_DETAILS_LEN}-byte limit"),
             });
         }
-        let mut out = Vec::with_capacity(ENTRY_HEADER_LEN);
-        out.put_u8(self.action.code());
-        out.put_u8(self.flags);
-        out.put_u16(0);
-        out.put_u32(details_len);
-        out.put_u64(self.timestamp_us);
-        out.put_bytes(&self.previous);
-        out.put_bytes(&self.subject);
-        let mut header = [0u8; ENTRY_HEADER_LEN];
-        header.copy_from_slice(&out);
-        Ok(header)
+        Ok(EntryHeader {
+            action: self.action,
+            flags: self.flags,
+            details_len,
+            timestamp_us: self.timestamp_us,
+            previous: self.previous,
+            subject: self.subject,
+        })
+    }
+
+    /// The 80 header bytes (part of the digest).
+    pub fn header_bytes(&self) -> Result<[u8; ENTRY_HEADER_LEN], FormatError> {
+        Ok(self.header()?.to_array())
     }
 
     /// The entry digest (header and details).
@@ -131,38 +189,23 @@ impl ProvenanceEntry {
         ENTRY_HEADER_LEN + self.details.len()
     }
 
-    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), FormatError> {
-        out.put_bytes(&self.header_bytes()?);
+    /// Appends the entry; fails only if its details are too long (see [`Self::header`]).
+    pub fn encode(&self, out: &mut impl Writer) -> Result<(), FormatError> {
+        self.header()?.encode(out);
         out.put_bytes(&self.details);
         Ok(())
     }
 
     /// Reads one entry from the cursor.
     pub fn read(r: &mut Reader<'_>) -> Result<Self, FormatError> {
-        let action = Action::from_code(r.u8("action")?);
-        let flags = r.u8("flags")?;
-        let reserved = r.u16("reserved")?;
-        if reserved != 0 {
-            return Err(r.invalid("reserved", 2, format!("must be zero, found {reserved}")));
-        }
-        let details_len = r.u32("details_len")?;
-        if details_len > MAX_DETAILS_LEN {
-            return Err(r.invalid(
-                "details_len",
-                4,
-                format!("{details_len} exceeds the {MAX_DETAILS_LEN}-byte limit"),
-            ));
-        }
-        let timestamp_us = r.u64("timestamp")?;
-        let previous = r.array("previous")?;
-        let subject = r.array("subject")?;
-        let details = r.take(u64::from(details_len), "details")?.to_vec();
+        let header = EntryHeader::read(r)?;
+        let details = r.take(u64::from(header.details_len), "details")?.to_vec();
         Ok(Self {
-            action,
-            flags,
-            timestamp_us,
-            previous,
-            subject,
+            action: header.action,
+            flags: header.flags,
+            timestamp_us: header.timestamp_us,
+            previous: header.previous,
+            subject: header.subject,
             details,
         })
     }
@@ -193,22 +236,21 @@ pub fn encode_entries(entries: &[ProvenanceEntry]) -> Result<Vec<u8>, FormatErro
 /// Decodes exactly `count` entries from `bytes`, with nothing left over. A count the bytes
 /// cannot hold is rejected before anything is reserved.
 pub fn decode_entries(bytes: &[u8], count: u64) -> Result<Vec<ProvenanceEntry>, FormatError> {
-    let mut r = Reader::new(bytes, "provenance part");
-    if count > (bytes.len() / MIN_ENTRY_LEN) as u64 {
-        return Err(FormatError::InvalidField {
-            structure: "provenance part",
-            field: "entry count",
-            offset: 0,
-            reason: format!("{count} entries cannot fit in {} bytes", bytes.len()),
-        });
-    }
-    let mut entries = Vec::with_capacity(count as usize);
-    for _ in 0..count {
-        // The cursor spans the whole part, so errors already carry part offsets.
-        entries.push(ProvenanceEntry::read(&mut r)?);
-    }
-    r.finish()?;
-    Ok(entries)
+    // The cursor spans the whole part, so errors already carry part offsets.
+    Reader::new(bytes, "provenance part").all(|r| {
+        read_counted(
+            r,
+            count,
+            MIN_ENTRY_LEN,
+            |remaining| FormatError::InvalidField {
+                structure: "provenance part",
+                field: "entry count",
+                offset: 0,
+                reason: format!("{count} entries cannot fit in {remaining} bytes"),
+            },
+            ProvenanceEntry::read,
+        )
+    })
 }
 
 /// Digest of the last of `entries`, chained from `previous_head` (the head before them).

@@ -15,7 +15,7 @@
 //! when runs merge lives with the writer; this module only encodes and checks the bytes.
 
 use super::FormatError;
-use super::codec::{Reader, Writer};
+use super::codec::{Codec, FixedCodec, Reader, Writer, read_counted};
 use super::digest::{Digest, run_head_digest, run_page_digest};
 use super::index::{INDEX_ENTRY_LEN, IndexEntry};
 
@@ -33,6 +33,29 @@ pub const RUN_PAGE_ENTRIES: usize = 512;
 pub const RUN_PAGE_LEN: usize = RUN_PAGE_ENTRIES * RUN_ENTRY_LEN;
 /// Encoded size of one directory entry: first block id, first position, page digest.
 pub const DIRECTORY_ENTRY_LEN: usize = 16 + 8 + 32;
+
+// Field offsets within a run header, each derived from the one before it.
+const ENTRY_COUNT_AT: u64 = RUN_MAGIC.len() as u64;
+const PAGE_COUNT_AT: u64 = ENTRY_COUNT_AT + 8;
+const TIER_AT: u64 = PAGE_COUNT_AT + 8;
+const STREAK_AT: u64 = TIER_AT + 1;
+const RESERVED_AT: u64 = STREAK_AT + 1;
+const OLDER_AT: u64 = RESERVED_AT + 6;
+const _: () = assert!(OLDER_AT as usize + RUN_REF_LEN == RUN_HEADER_LEN);
+
+// Field offsets within a run reference.
+const REF_PART_OFFSET_AT: u64 = 16;
+const REF_HEAD_LEN_AT: u64 = REF_PART_OFFSET_AT + 8;
+const REF_HEAD_DIGEST_AT: u64 = REF_HEAD_LEN_AT + 8;
+const REF_ENTRY_COUNT_AT: u64 = REF_HEAD_DIGEST_AT + 32;
+const REF_TIER_AT: u64 = REF_ENTRY_COUNT_AT + 8;
+const REF_STREAK_AT: u64 = REF_TIER_AT + 1;
+const REF_RESERVED_AT: u64 = REF_STREAK_AT + 1;
+const _: () = assert!(REF_RESERVED_AT as usize + 6 == RUN_REF_LEN);
+
+/// Offset of a run entry's version within the entry.
+const VERSION_AT: u64 = INDEX_ENTRY_LEN as u64 + 8;
+const _: () = assert!(VERSION_AT as usize + 4 == RUN_ENTRY_LEN);
 
 /// The tier of a run of `count` entries: `floor(log4(count))` (runs of 1 to 3 entries are
 /// tier 0, 4 to 15 tier 1, ...). The merge policy keeps at most three runs per tier.
@@ -58,14 +81,18 @@ impl RunEntry {
     pub fn key(&self) -> ([u8; 16], u64) {
         (self.entry.block_id, self.position)
     }
+}
 
-    pub fn encode(&self, out: &mut Vec<u8>) {
+impl Codec for RunEntry {
+    const STRUCTURE: &'static str = "run entry";
+
+    fn encode(&self, out: &mut impl Writer) {
         self.entry.encode(out);
         out.put_u64(self.position);
         out.put_u32(self.version);
     }
 
-    pub fn read(r: &mut Reader<'_>) -> Result<Self, FormatError> {
+    fn read(r: &mut Reader<'_>) -> Result<Self, FormatError> {
         Ok(Self {
             entry: IndexEntry::read(r)?,
             position: r.u64("position")?,
@@ -73,6 +100,8 @@ impl RunEntry {
         })
     }
 }
+
+impl FixedCodec<RUN_ENTRY_LEN> for RunEntry {}
 
 /// Where a run is: the commit whose segment holds it, and its head's digest and size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,99 +128,6 @@ impl RunRef {
         self.segment_offset.checked_add(self.part_offset)
     }
 
-    /// Encodes `run`, or 80 zero bytes for "no run".
-    pub fn encode_option(run: Option<&RunRef>, out: &mut Vec<u8>) {
-        match run {
-            None => out.put_bytes(&[0u8; RUN_REF_LEN]),
-            Some(run) => {
-                out.put_u64(run.seq);
-                out.put_u64(run.segment_offset);
-                out.put_u64(run.part_offset);
-                out.put_u64(run.head_len);
-                out.put_bytes(&run.head_digest);
-                out.put_u64(run.entry_count);
-                out.put_u8(run.tier);
-                out.put_u8(run.streak);
-                out.put_bytes(&[0u8; 6]);
-            }
-        }
-    }
-
-    /// Reads a reference; all zeros is `None`.
-    pub fn read_option(r: &mut Reader<'_>) -> Result<Option<RunRef>, FormatError> {
-        let start = r.position();
-        let run = RunRef {
-            seq: r.u64("run.seq")?,
-            segment_offset: r.u64("run.segment_offset")?,
-            part_offset: r.u64("run.part_offset")?,
-            head_len: r.u64("run.head_len")?,
-            head_digest: r.array("run.head_digest")?,
-            entry_count: r.u64("run.entry_count")?,
-            tier: r.u8("run.tier")?,
-            streak: r.u8("run.streak")?,
-        };
-        let reserved: [u8; 6] = r.array("run.reserved")?;
-        if reserved != [0u8; 6] {
-            return Err(r.invalid("run.reserved", 6, "must be zero"));
-        }
-        if run.entry_count == 0 {
-            if run != RunRef::zeroed() {
-                return Err(FormatError::InvalidField {
-                    structure: r.structure(),
-                    field: "run.entry_count",
-                    offset: start + 64,
-                    reason: "a run reference with no entries must be all zeros".into(),
-                });
-            }
-            return Ok(None);
-        }
-        let invalid = |field, at: u64, reason: String| FormatError::InvalidField {
-            structure: r.structure(),
-            field,
-            offset: start + at,
-            reason,
-        };
-        if run.tier != tier_of(run.entry_count) {
-            return Err(invalid(
-                "run.tier",
-                72,
-                format!(
-                    "{} but a run of {} entries is tier {}",
-                    run.tier,
-                    run.entry_count,
-                    tier_of(run.entry_count)
-                ),
-            ));
-        }
-        if run.streak == 0 || run.streak > 3 {
-            return Err(invalid(
-                "run.streak",
-                73,
-                format!("{} is not between 1 and 3", run.streak),
-            ));
-        }
-        if run.head_len != expected_head_len(run.entry_count) {
-            return Err(invalid(
-                "run.head_len",
-                24,
-                format!(
-                    "{} but a run of {} entries has a {}-byte head",
-                    run.head_len,
-                    run.entry_count,
-                    expected_head_len(run.entry_count)
-                ),
-            ));
-        }
-        if run.offset().is_none() {
-            return Err(invalid(
-                "run.part_offset",
-                16,
-                "overflows a 64-bit offset".into(),
-            ));
-        }
-        Ok(Some(run))
-    }
-
     fn zeroed() -> RunRef {
         RunRef {
             seq: 0,
@@ -205,6 +141,95 @@ impl RunRef {
         }
     }
 }
+
+/// A run reference as stored: all zeros is "no run".
+impl Codec for Option<RunRef> {
+    const STRUCTURE: &'static str = "run reference";
+
+    fn encode(&self, out: &mut impl Writer) {
+        let run = self.unwrap_or_else(RunRef::zeroed);
+        out.put_u64(run.seq);
+        out.put_u64(run.segment_offset);
+        out.put_u64(run.part_offset);
+        out.put_u64(run.head_len);
+        out.put_bytes(&run.head_digest);
+        out.put_u64(run.entry_count);
+        out.put_u8(run.tier);
+        out.put_u8(run.streak);
+        out.put_bytes(&[0u8; 6]);
+    }
+
+    /// Reads a reference and checks it describes a run that can exist; all zeros is `None`.
+    fn read(r: &mut Reader<'_>) -> Result<Self, FormatError> {
+        let start = r.position();
+        let run = RunRef {
+            seq: r.u64("run.seq")?,
+            segment_offset: r.u64("run.segment_offset")?,
+            part_offset: r.u64("run.part_offset")?,
+            head_len: r.u64("run.head_len")?,
+            head_digest: r.array("run.head_digest")?,
+            entry_count: r.u64("run.entry_count")?,
+            tier: r.u8("run.tier")?,
+            streak: r.u8("run.streak")?,
+        };
+        let reserved: [u8; 6] = r.array("run.reserved")?;
+        if reserved != [0u8; 6] {
+            return Err(r.invalid("run.reserved", "must be zero"));
+        }
+        let invalid = |field, at: u64, reason: String| r.invalid_at(field, start + at, reason);
+        if run.entry_count == 0 {
+            if run != RunRef::zeroed() {
+                return Err(invalid(
+                    "run.entry_count",
+                    REF_ENTRY_COUNT_AT,
+                    "a run reference with no entries must be all zeros".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        if run.tier != tier_of(run.entry_count) {
+            return Err(invalid(
+                "run.tier",
+                REF_TIER_AT,
+                format!(
+                    "{} but a run of {} entries is tier {}",
+                    run.tier,
+                    run.entry_count,
+                    tier_of(run.entry_count)
+                ),
+            ));
+        }
+        if run.streak == 0 || run.streak > 3 {
+            return Err(invalid(
+                "run.streak",
+                REF_STREAK_AT,
+                format!("{} is not between 1 and 3", run.streak),
+            ));
+        }
+        if run.head_len != expected_head_len(run.entry_count) {
+            return Err(invalid(
+                "run.head_len",
+                REF_HEAD_LEN_AT,
+                format!(
+                    "{} but a run of {} entries has a {}-byte head",
+                    run.head_len,
+                    run.entry_count,
+                    expected_head_len(run.entry_count)
+                ),
+            ));
+        }
+        if run.offset().is_none() {
+            return Err(invalid(
+                "run.part_offset",
+                REF_PART_OFFSET_AT,
+                "overflows a 64-bit offset".into(),
+            ));
+        }
+        Ok(Some(run))
+    }
+}
+
+impl FixedCodec<RUN_REF_LEN> for Option<RunRef> {}
 
 /// Number of pages of a run of `count` entries.
 pub fn page_count(count: u64) -> u64 {
@@ -228,6 +253,26 @@ pub struct DirectoryEntry {
     pub first_position: u64,
     pub page_digest: Digest,
 }
+
+impl Codec for DirectoryEntry {
+    const STRUCTURE: &'static str = "run directory entry";
+
+    fn encode(&self, out: &mut impl Writer) {
+        out.put_bytes(&self.first_id);
+        out.put_u64(self.first_position);
+        out.put_bytes(&self.page_digest);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, FormatError> {
+        Ok(Self {
+            first_id: r.array("directory.first_id")?,
+            first_position: r.u64("directory.first_position")?,
+            page_digest: r.array("directory.page_digest")?,
+        })
+    }
+}
+
+impl FixedCodec<DIRECTORY_ENTRY_LEN> for DirectoryEntry {}
 
 /// A run's head: what it holds and where each page's keys start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,9 +325,9 @@ impl RunHead {
         let streak = r.u8("streak")?;
         let reserved: [u8; 6] = r.array("reserved")?;
         if reserved != [0u8; 6] {
-            return Err(r.invalid("reserved", 6, "must be zero"));
+            return Err(r.invalid("reserved", "must be zero"));
         }
-        let older = RunRef::read_option(&mut r)?;
+        let older = Option::<RunRef>::read(&mut r)?;
         let invalid = |field, offset, reason: String| FormatError::InvalidField {
             structure: "index run",
             field,
@@ -292,14 +337,14 @@ impl RunHead {
         if entry_count == 0 {
             return Err(invalid(
                 "entry_count",
-                8,
+                ENTRY_COUNT_AT,
                 "a run holds at least one entry".into(),
             ));
         }
         if pages != page_count(entry_count) {
             return Err(invalid(
                 "page_count",
-                16,
+                PAGE_COUNT_AT,
                 format!(
                     "{pages} but {entry_count} entries fill {} pages",
                     page_count(entry_count)
@@ -309,7 +354,7 @@ impl RunHead {
         if tier != tier_of(entry_count) {
             return Err(invalid(
                 "tier",
-                24,
+                TIER_AT,
                 format!(
                     "{tier} but a run of {entry_count} entries is tier {}",
                     tier_of(entry_count)
@@ -320,7 +365,7 @@ impl RunHead {
             Some(older) if older.tier < tier => {
                 return Err(invalid(
                     "older",
-                    32,
+                    OLDER_AT,
                     format!(
                         "names a run of tier {} older than this tier-{tier} run: tiers never grow towards the newest run",
                         older.tier
@@ -333,31 +378,26 @@ impl RunHead {
         if streak != expected_streak || streak > 3 {
             return Err(invalid(
                 "streak",
-                25,
+                STREAK_AT,
                 format!("{streak} but the runs before it make it {expected_streak}"),
             ));
         }
-        if pages > (r.remaining() / DIRECTORY_ENTRY_LEN) as u64 {
-            return Err(invalid(
-                "page_count",
-                16,
-                format!(
-                    "{pages} directory entries cannot fit in {} bytes",
-                    r.remaining()
-                ),
-            ));
-        }
-        let mut directory = Vec::with_capacity(pages as usize);
-        for page in 0..pages {
-            let entry = DirectoryEntry {
-                first_id: r.array("directory.first_id")?,
-                first_position: r.u64("directory.first_position")?,
-                page_digest: r.array("directory.page_digest")?,
-            };
-            if let Some(previous) = directory
-                .last()
-                .map(|d: &DirectoryEntry| (d.first_id, d.first_position))
-                && previous >= (entry.first_id, entry.first_position)
+        let directory = read_counted(
+            &mut r,
+            pages,
+            DIRECTORY_ENTRY_LEN,
+            |remaining| {
+                invalid(
+                    "page_count",
+                    PAGE_COUNT_AT,
+                    format!("{pages} directory entries cannot fit in {remaining} bytes"),
+                )
+            },
+            DirectoryEntry::read,
+        )?;
+        for (page, pair) in (1u64..).zip(directory.windows(2)) {
+            if (pair[0].first_id, pair[0].first_position)
+                >= (pair[1].first_id, pair[1].first_position)
             {
                 return Err(invalid(
                     "directory",
@@ -365,7 +405,6 @@ impl RunHead {
                     format!("page {page} does not start after page {}", page - 1),
                 ));
             }
-            directory.push(entry);
         }
         r.finish()?;
         Ok(Self {
@@ -417,9 +456,20 @@ impl RunHead {
             ));
         }
         let mut r = Reader::new(bytes, "index run page");
-        let mut entries = Vec::with_capacity(count);
-        for n in 0..count {
-            let entry = RunEntry::read(&mut r)?;
+        let entries = read_counted(
+            &mut r,
+            count as u64,
+            RUN_ENTRY_LEN,
+            |remaining| {
+                invalid(
+                    "entries",
+                    0,
+                    format!("page {page} holds {remaining} bytes, {count} entries need more"),
+                )
+            },
+            RunEntry::read,
+        )?;
+        for (n, entry) in entries.iter().enumerate() {
             let at = (n * RUN_ENTRY_LEN) as u64;
             if n == 0
                 && (entry.entry.block_id, entry.position)
@@ -431,8 +481,8 @@ impl RunHead {
                     format!("page {page} does not start with the key its directory entry names"),
                 ));
             }
-            if let Some(previous) = entries.last().map(RunEntry::key)
-                && previous >= entry.key()
+            if let Some(previous) = n.checked_sub(1).and_then(|p| entries.get(p))
+                && previous.key() >= entry.key()
             {
                 return Err(invalid(
                     "order",
@@ -443,11 +493,10 @@ impl RunHead {
             if entry.version == 0 {
                 return Err(invalid(
                     "version",
-                    at + INDEX_ENTRY_LEN as u64 + 8,
+                    at + VERSION_AT,
                     "versions start at 1".into(),
                 ));
             }
-            entries.push(entry);
         }
         r.finish()?;
         Ok(entries)
@@ -524,9 +573,12 @@ pub fn encode_run(entries: &[RunEntry], older: Option<&RunRef>) -> Result<Encode
         for entry in page {
             entry.encode(&mut pages);
         }
-        directory.put_bytes(&page[0].entry.block_id);
-        directory.put_u64(page[0].position);
-        directory.put_bytes(&run_page_digest(&pages[start..]));
+        DirectoryEntry {
+            first_id: page[0].entry.block_id,
+            first_position: page[0].position,
+            page_digest: run_page_digest(&pages[start..]),
+        }
+        .encode(&mut directory);
     }
     let mut header = Vec::with_capacity(RUN_HEADER_LEN);
     header.put_bytes(&RUN_MAGIC);
@@ -535,7 +587,7 @@ pub fn encode_run(entries: &[RunEntry], older: Option<&RunRef>) -> Result<Encode
     header.put_u8(tier);
     header.put_u8(streak);
     header.put_bytes(&[0u8; 6]);
-    RunRef::encode_option(older, &mut header);
+    older.copied().encode(&mut header);
     let head_digest = run_head_digest(&header, &directory);
     let head_len = (header.len() + directory.len()) as u64;
     let mut bytes = header;

@@ -15,7 +15,7 @@
 
 use super::FormatError;
 use super::block::SIGNATURE_LEN;
-use super::codec::{Reader, Writer};
+use super::codec::{Codec, FixedCodec, Reader, Writer};
 use super::digest::{Digest, commit_digest};
 use super::merkle::Frontier;
 use super::run::{RunRef, run_part_len};
@@ -99,6 +99,70 @@ pub struct SegmentHeader {
     pub newest_run: Option<RunRef>,
 }
 
+impl Codec for SegmentHeader {
+    const STRUCTURE: &'static str = "segment header";
+
+    fn encode(&self, out: &mut impl Writer) {
+        out.put_bytes(&SEGMENT_MAGIC);
+        out.put_u64(self.seq);
+        out.put_u64(self.committed_us);
+        out.put_u64(self.segment_offset);
+        out.put_u64(self.segment_len);
+        out.put_u64(self.records_start);
+        out.put_u64(self.record_count);
+        out.put_u64(self.records_added);
+        out.put_u64(self.provenance_count);
+        out.put_u64(self.provenance_added);
+        out.put_u64(self.provenance_len);
+        out.put_u64(self.run_len);
+        out.put_u32(self.flags);
+        out.put_u32(0);
+        out.put_bytes(&self.genesis);
+        out.put_bytes(&self.previous_commit);
+        out.put_u64(self.previous_segment_offset);
+        out.put_bytes(&self.last_record_digest);
+        out.put_bytes(&self.provenance_head);
+        out.put_bytes(&self.merkle_root);
+        self.newest_run.encode(out);
+    }
+
+    /// Reads the 352 bytes and checks the fields agree with each other.
+    fn read(r: &mut Reader<'_>) -> Result<Self, FormatError> {
+        r.magic(&SEGMENT_MAGIC, "magic")?;
+        let header = SegmentHeader {
+            seq: r.u64("seq")?,
+            committed_us: r.u64("committed")?,
+            segment_offset: r.u64("segment_offset")?,
+            segment_len: r.u64("segment_len")?,
+            records_start: r.u64("records_start")?,
+            record_count: r.u64("record_count")?,
+            records_added: r.u64("records_added")?,
+            provenance_count: r.u64("provenance_count")?,
+            provenance_added: r.u64("provenance_added")?,
+            provenance_len: r.u64("provenance_len")?,
+            run_len: r.u64("run_len")?,
+            flags: r.u32("flags")?,
+            genesis: {
+                let reserved = r.u32("reserved")?;
+                if reserved != 0 {
+                    return Err(r.invalid("reserved", "must be zero"));
+                }
+                r.array("genesis")?
+            },
+            previous_commit: r.array("previous_commit")?,
+            previous_segment_offset: r.u64("previous_segment_offset")?,
+            last_record_digest: r.array("last_record_digest")?,
+            provenance_head: r.array("provenance_head")?,
+            merkle_root: r.array("merkle_root")?,
+            newest_run: Option::<RunRef>::read(r)?,
+        };
+        header.check()?;
+        Ok(header)
+    }
+}
+
+impl FixedCodec<SEGMENT_HEADER_LEN> for SegmentHeader {}
+
 impl SegmentHeader {
     pub fn is_sealed(&self) -> bool {
         self.flags & FLAG_SEALED != 0
@@ -127,70 +191,6 @@ impl SegmentHeader {
     /// Image offset one past this commit's trailer.
     pub fn end(&self) -> u64 {
         self.segment_offset + self.segment_len + super::TRAILER_LEN as u64
-    }
-
-    pub fn to_bytes(&self) -> [u8; SEGMENT_HEADER_LEN] {
-        let mut out = Vec::with_capacity(SEGMENT_HEADER_LEN);
-        out.put_bytes(&SEGMENT_MAGIC);
-        out.put_u64(self.seq);
-        out.put_u64(self.committed_us);
-        out.put_u64(self.segment_offset);
-        out.put_u64(self.segment_len);
-        out.put_u64(self.records_start);
-        out.put_u64(self.record_count);
-        out.put_u64(self.records_added);
-        out.put_u64(self.provenance_count);
-        out.put_u64(self.provenance_added);
-        out.put_u64(self.provenance_len);
-        out.put_u64(self.run_len);
-        out.put_u32(self.flags);
-        out.put_u32(0);
-        out.put_bytes(&self.genesis);
-        out.put_bytes(&self.previous_commit);
-        out.put_u64(self.previous_segment_offset);
-        out.put_bytes(&self.last_record_digest);
-        out.put_bytes(&self.provenance_head);
-        out.put_bytes(&self.merkle_root);
-        RunRef::encode_option(self.newest_run.as_ref(), &mut out);
-        let mut bytes = [0u8; SEGMENT_HEADER_LEN];
-        bytes.copy_from_slice(&out);
-        bytes
-    }
-
-    /// Decodes exactly 352 bytes and checks the fields agree with each other.
-    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
-        let mut r = Reader::new(bytes, "segment header");
-        r.magic(&SEGMENT_MAGIC, "magic")?;
-        let header = SegmentHeader {
-            seq: r.u64("seq")?,
-            committed_us: r.u64("committed")?,
-            segment_offset: r.u64("segment_offset")?,
-            segment_len: r.u64("segment_len")?,
-            records_start: r.u64("records_start")?,
-            record_count: r.u64("record_count")?,
-            records_added: r.u64("records_added")?,
-            provenance_count: r.u64("provenance_count")?,
-            provenance_added: r.u64("provenance_added")?,
-            provenance_len: r.u64("provenance_len")?,
-            run_len: r.u64("run_len")?,
-            flags: r.u32("flags")?,
-            genesis: {
-                let reserved = r.u32("reserved")?;
-                if reserved != 0 {
-                    return Err(r.invalid("reserved", 4, "must be zero"));
-                }
-                r.array("genesis")?
-            },
-            previous_commit: r.array("previous_commit")?,
-            previous_segment_offset: r.u64("previous_segment_offset")?,
-            last_record_digest: r.array("last_record_digest")?,
-            provenance_head: r.array("provenance_head")?,
-            merkle_root: r.array("merkle_root")?,
-            newest_run: RunRef::read_option(&mut r)?,
-        };
-        r.finish()?;
-        header.check()?;
-        Ok(header)
     }
 
     fn check(&self) -> Result<(), FormatError> {
@@ -426,7 +426,7 @@ pub fn encode_segment(
     provenance: &[u8],
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(header.segment_len as usize);
-    out.put_bytes(&header.to_bytes());
+    header.encode(&mut out);
     out.put_bytes(signature);
     frontier.encode(&mut out);
     out.put_bytes(run);

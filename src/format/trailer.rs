@@ -16,7 +16,7 @@
 //! root, as in MAIF 3.0.
 
 use super::FormatError;
-use super::codec::{Reader, Writer};
+use super::codec::{Codec, FixedCodec, Reader, Writer};
 use super::digest::Digest;
 
 /// Magic at the start of the trailer.
@@ -27,6 +27,7 @@ const SEGMENT_OFFSET_AT: usize = TRAILER_MAGIC.len();
 const SEGMENT_LEN_AT: usize = SEGMENT_OFFSET_AT + 8;
 const CRC_AT: usize = SEGMENT_LEN_AT + 8;
 const ROOT_AT: usize = CRC_AT + 4;
+const _: () = assert!(ROOT_AT + 32 == TRAILER_LEN);
 
 /// Where the segment of the commit this trailer ends starts, and how long it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,75 +51,13 @@ impl Trailer {
         self.trailer_offset()?.checked_add(TRAILER_LEN as u64)
     }
 
-    fn crc(bytes: &[u8; TRAILER_LEN]) -> u32 {
-        let crc = crc32c::crc32c(&bytes[..CRC_AT]);
-        crc32c::crc32c_append(crc, &bytes[ROOT_AT..])
-    }
-
-    pub fn to_bytes(&self) -> [u8; TRAILER_LEN] {
-        let mut out = Vec::with_capacity(TRAILER_LEN);
-        out.put_bytes(&TRAILER_MAGIC);
-        out.put_u64(self.segment_offset);
-        out.put_u64(self.segment_len);
-        out.put_u32(0);
-        out.put_bytes(&self.merkle_root);
-        let mut bytes = [0u8; TRAILER_LEN];
-        bytes.copy_from_slice(&out);
-        let crc = Self::crc(&bytes);
-        bytes[CRC_AT..ROOT_AT].copy_from_slice(&crc.to_le_bytes());
-        bytes
-    }
-
-    /// Decodes exactly 60 bytes, checking the magic and the CRC32C before trusting any field.
-    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
-        let mut r = Reader::new(bytes, "trailer");
-        r.magic(&TRAILER_MAGIC, "magic")?;
-        let fixed: &[u8; TRAILER_LEN] = bytes.try_into().map_err(|_| {
-            if bytes.len() < TRAILER_LEN {
-                FormatError::Truncated {
-                    structure: "trailer",
-                    field: "trailer",
-                    offset: 0,
-                    needed: TRAILER_LEN as u64,
-                    available: bytes.len() as u64,
-                }
-            } else {
-                FormatError::TrailingBytes {
-                    structure: "trailer",
-                    offset: TRAILER_LEN as u64,
-                    extra: (bytes.len() - TRAILER_LEN) as u64,
-                }
-            }
-        })?;
-        let segment_offset = r.u64("segment_offset")?;
-        let segment_len = r.u64("segment_len")?;
-        let stored_crc = r.u32("crc32c")?;
-        let computed = Self::crc(fixed);
-        if stored_crc != computed {
-            return Err(r.invalid(
-                "crc32c",
-                4,
-                format!(
-                    "stored 0x{stored_crc:08x}, computed 0x{computed:08x}: the trailer is damaged or torn"
-                ),
-            ));
-        }
-        let merkle_root = r.array("merkle_root")?;
-        r.finish()?;
-        let trailer = Trailer {
-            segment_offset,
-            segment_len,
-            merkle_root,
-        };
-        if trailer.end().is_none() {
-            return Err(FormatError::InvalidField {
-                structure: "trailer",
-                field: "segment_len",
-                offset: SEGMENT_LEN_AT as u64,
-                reason: "the segment's end overflows a 64-bit offset".into(),
-            });
-        }
-        Ok(trailer)
+    /// The CRC32C of every byte of the trailer but the CRC itself, computed from the fields
+    /// (so encoding needs no second pass and decoding no copy of the bytes).
+    fn crc(&self) -> u32 {
+        let crc = crc32c::crc32c(&TRAILER_MAGIC);
+        let crc = crc32c::crc32c_append(crc, &self.segment_offset.to_le_bytes());
+        let crc = crc32c::crc32c_append(crc, &self.segment_len.to_le_bytes());
+        crc32c::crc32c_append(crc, &self.merkle_root)
     }
 
     /// Decodes the trailer at image offset `at` and checks that it locates the segment that
@@ -139,3 +78,61 @@ impl Trailer {
         Ok(trailer)
     }
 }
+
+impl Codec for Trailer {
+    const STRUCTURE: &'static str = "trailer";
+
+    fn encode(&self, out: &mut impl Writer) {
+        out.put_bytes(&TRAILER_MAGIC);
+        out.put_u64(self.segment_offset);
+        out.put_u64(self.segment_len);
+        out.put_u32(self.crc());
+        out.put_bytes(&self.merkle_root);
+    }
+
+    /// Reads the 60 bytes, checking the magic, then that all 60 are there, then the CRC32C,
+    /// before trusting any field.
+    fn read(r: &mut Reader<'_>) -> Result<Self, FormatError> {
+        let start = r.position();
+        r.magic(&TRAILER_MAGIC, "magic")?;
+        let rest = (TRAILER_LEN - SEGMENT_OFFSET_AT) as u64;
+        if (r.remaining() as u64) < rest {
+            return Err(FormatError::Truncated {
+                structure: r.structure(),
+                field: "trailer",
+                offset: start,
+                needed: TRAILER_LEN as u64,
+                available: SEGMENT_OFFSET_AT as u64 + r.remaining() as u64,
+            });
+        }
+        let segment_offset = r.u64("segment_offset")?;
+        let segment_len = r.u64("segment_len")?;
+        let stored_crc = r.u32("crc32c")?;
+        let merkle_root = r.array("merkle_root")?;
+        let trailer = Trailer {
+            segment_offset,
+            segment_len,
+            merkle_root,
+        };
+        let computed = trailer.crc();
+        if stored_crc != computed {
+            return Err(r.invalid_at(
+                "crc32c",
+                start + CRC_AT as u64,
+                format!(
+                    "stored 0x{stored_crc:08x}, computed 0x{computed:08x}: the trailer is damaged or torn"
+                ),
+            ));
+        }
+        if trailer.end().is_none() {
+            return Err(r.invalid_at(
+                "segment_len",
+                start + SEGMENT_LEN_AT as u64,
+                "the segment's end overflows a 64-bit offset",
+            ));
+        }
+        Ok(trailer)
+    }
+}
+
+impl FixedCodec<TRAILER_LEN> for Trailer {}

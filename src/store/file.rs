@@ -58,6 +58,7 @@ use super::{
     AppendBase, AppendSession, Base, BlockStore, CommitRef, ImportSession, Latest, RecordBytes,
     StoreError, crash_point, run_blocking,
 };
+use crate::format::Codec;
 use crate::format::file_header::FILE_HEADER_LEN;
 use crate::format::layout::commit_object_start;
 use crate::format::segment::SEGMENT_HEADER_LEN;

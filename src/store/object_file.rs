@@ -18,6 +18,7 @@ use super::object::{reread_short, retry_read};
 use super::{
     AppendBase, AppendSession, Base, BlockStore, CommitRef, ImportSession, Latest, StoreError,
 };
+use crate::format::Codec;
 use crate::format::file_header::FILE_HEADER_LEN;
 use crate::format::layout::commit_object_start;
 use crate::format::metadata::MAX_METADATA_LEN;

@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use maif_store::SigningKey;
 use maif_store::artifact::{ArtifactWriter, CreateOptions, NewBlock};
-use maif_store::format::FourCC;
 use maif_store::format::digest::sha256;
 use maif_store::format::payload::{EmbeddingPayload, ImagePayload, TextPayload};
+use maif_store::format::{Codec, FourCC};
 use maif_store::store::{BlockStore, FileStore};
 use serde_json::{Map, Value};
 

@@ -7,8 +7,8 @@ use maif_store::artifact::{
     ArtifactReader, ArtifactWriter, ConvertOptions, CreateOptions, NewBlock, VerifyOptions,
     convert, verify,
 };
-use maif_store::format::FourCC;
 use maif_store::format::payload::{EmbeddingDtype, EmbeddingPayload, ImagePayload};
+use maif_store::format::{Codec, FourCC};
 use maif_store::store::BlockStore;
 
 use super as common;

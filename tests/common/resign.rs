@@ -47,8 +47,8 @@
 //! byte for byte (Ed25519 is deterministic); `keyed_rules.rs` checks that first.
 //!
 //! Everything is built from the crate's public format types and encoders
-//! (`BlockHeader::to_bytes`, `encode_record`, `RunEntry::encode`, `RunRef::encode_option`,
-//! `ProvenanceEntry::encode`, `SegmentHeader::to_bytes`, `Frontier`, `Trailer::to_bytes`,
+//! (the `Codec` encoders of `BlockHeader`, `RunEntry`, `Option<RunRef>`, `SegmentHeader` and
+//! `Trailer`, `encode_record`, `ProvenanceEntry::encode`, `Frontier`,
 //! the digest functions of `format::digest`); no accessor was added to the library. The run
 //! encoder here is written out (rather than `format::run::encode_run`) only because that
 //! one refuses to write the malformed runs some tests need.
@@ -74,6 +74,7 @@ use maif_store::format::{
     RecordView, RunEntry, RunHead, RunRef, SIGNATURE_LEN, SegmentHead, SegmentHeader, TRAILER_LEN,
     Trailer,
 };
+use maif_store::format::{Codec, FixedCodec};
 
 /// One record: its sources, and junk bytes a test may place before it.
 #[derive(Debug, Clone)]
@@ -355,7 +356,7 @@ impl Artifact {
                     record: ri,
                     header: &mut header,
                 });
-                let header_bytes = header.to_bytes();
+                let header_bytes = header.to_array();
                 let digest = record_digest(
                     &header_bytes,
                     &content_digest(&record.metadata, &record.data),
@@ -460,7 +461,7 @@ impl Artifact {
                     head.push(tier);
                     head.push(streak);
                     head.extend_from_slice(&[0u8; 6]);
-                    RunRef::encode_option(older.as_ref(), &mut head);
+                    older.encode(&mut head);
                     for page in &pages {
                         head.extend_from_slice(&page[16..32]);
                         head.extend_from_slice(&page[80..88]);
@@ -577,7 +578,7 @@ impl Artifact {
             });
 
             // 7: the commit digest and signature.
-            let mut header_bytes = header.to_bytes();
+            let mut header_bytes = header.to_array();
             hook(Stage::HeaderBytes {
                 commit: ci,
                 bytes: &mut header_bytes,
