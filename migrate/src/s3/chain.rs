@@ -94,58 +94,61 @@ impl Ord for Seconds {
 /// broken by time.
 pub fn analyse(headers: &[ChainHeader], times: &[(Seconds, String)]) -> ChainAnalysis {
     let mut by_hash: HashMap<String, usize> = HashMap::new();
-    for (i, header) in headers.iter().enumerate() {
+    for (position, header) in headers.iter().enumerate() {
         for pad in [b' ', 0u8] {
-            by_hash.entry(sha256_hex(&h72(header, pad))).or_insert(i);
+            by_hash
+                .entry(sha256_hex(&h72(header, pad)))
+                .or_insert(position);
         }
     }
     let links: Vec<Link> = headers
         .iter()
         .enumerate()
-        .map(|(i, header)| match &header.previous_hash {
+        .map(|(position, header)| match &header.previous_hash {
             None => Link::Root,
             Some(previous) => match by_hash.get(&previous.to_ascii_lowercase()) {
-                Some(&parent) if parent != i => Link::Parent(parent),
+                Some(&parent) if parent != position => Link::Parent(parent),
                 _ => Link::Gap(previous.clone()),
             },
         })
         .collect();
     let mut children: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for (i, link) in links.iter().enumerate() {
+    for (position, link) in links.iter().enumerate() {
         if let Link::Parent(parent) = link {
-            children.entry(*parent).or_default().push(i);
+            children.entry(*parent).or_default().push(position);
         }
     }
     let forks = children
         .iter()
-        .filter(|(_, c)| c.len() > 1)
-        .map(|(p, c)| (*p, c.clone()))
+        .filter(|(_, kids)| kids.len() > 1)
+        .map(|(parent, kids)| (*parent, kids.clone()))
         .collect();
     let segments = links
         .iter()
-        .filter(|l| !matches!(l, Link::Parent(_)))
+        .filter(|link| !matches!(link, Link::Parent(_)))
         .count();
 
     let mut waiting: Vec<usize> = links
         .iter()
-        .map(|l| usize::from(matches!(l, Link::Parent(_))))
+        .map(|link| usize::from(matches!(link, Link::Parent(_))))
         .collect();
-    let key = |i: usize| Reverse((times[i].0, times[i].1.clone(), i));
+    let key = |position: usize| Reverse((times[position].0, times[position].1.clone(), position));
     let mut ready: BinaryHeap<_> = (0..headers.len())
-        .filter(|&i| waiting[i] == 0)
+        .filter(|&position| waiting[position] == 0)
         .map(key)
         .collect();
     let mut order = Vec::with_capacity(headers.len());
     let mut placed = vec![false; headers.len()];
     while order.len() < headers.len() {
         let next = match ready.pop() {
-            Some(Reverse((_, _, i))) => i,
+            Some(Reverse((_, _, position))) => position,
             // Only a cycle leaves blocks waiting: release the earliest of them.
             None => match (0..headers.len())
-                .filter(|&i| !placed[i])
-                .min_by(|&a, &b| (times[a].0, &times[a].1).cmp(&(times[b].0, &times[b].1)))
-            {
-                Some(i) => i,
+                .filter(|&position| !placed[position])
+                .min_by(|&left, &right| {
+                    (times[left].0, &times[left].1).cmp(&(times[right].0, &times[right].1))
+                }) {
+                Some(position) => position,
                 None => break,
             },
         };

@@ -66,8 +66,8 @@ fn parse_index(artifact: &mut LegacyArtifact, source: &S3Source, index: &PyJson)
         };
         let declared = positions
             .iter()
-            .find(|(k, _)| *k == uuid)
-            .and_then(|(_, v)| v.as_u64());
+            .find(|(listed, _)| *listed == uuid)
+            .and_then(|(_, declared)| declared.as_u64());
         if declared != Some(position as u64) {
             positions_ok = false;
         }
@@ -116,10 +116,10 @@ fn field(
     name: &str,
 ) -> Option<String> {
     metadata
-        .and_then(|m| m.get(name).cloned())
-        .or_else(|| match index.and_then(|h| h.get(name)) {
-            Some(PyJson::String(s)) => Some(s.clone()),
-            Some(PyJson::Number(t)) => Some(t.clone()),
+        .and_then(|from_object| from_object.get(name).cloned())
+        .or_else(|| match index.and_then(|header| header.get(name)) {
+            Some(PyJson::String(text)) => Some(text.clone()),
+            Some(PyJson::Number(token)) => Some(token.clone()),
             _ => None,
         })
 }
@@ -143,12 +143,12 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
             );
             match parsed {
                 Ok(value) => Some(parse_index(&mut artifact, source, &value)),
-                Err(e) => {
+                Err(error) => {
                     artifact.finding(
                         Severity::Error,
                         "index_unreadable",
                         &index_key,
-                        e.to_string(),
+                        error.to_string(),
                     );
                     None
                 }
@@ -184,7 +184,7 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
     }
     let indexed: BTreeSet<String> = index
         .as_ref()
-        .map(|i| i.entries.keys().cloned().collect())
+        .map(|parsed| parsed.entries.keys().cloned().collect())
         .unwrap_or_default();
     let mut uuids: BTreeSet<String> = indexed.clone();
     for (uuid, object) in &objects {
@@ -227,16 +227,16 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
     let mut times = Vec::new();
     for uuid in &uuids {
         let object = objects.get(uuid).copied();
-        let entry = index.as_ref().and_then(|i| i.entries.get(uuid));
-        let metadata = object.map(|o| &o.metadata);
-        let index_header = entry.map(|e| &e.header);
+        let entry = index.as_ref().and_then(|parsed| parsed.entries.get(uuid));
+        let metadata = object.map(|found| &found.metadata);
+        let index_header = entry.map(|indexed| &indexed.header);
         let key = object
-            .map(|o| o.key.clone())
-            .or_else(|| entry.and_then(|e| e.s3_key.clone()))
+            .map(|found| found.key.clone())
+            .or_else(|| entry.and_then(|indexed| indexed.s3_key.clone()))
             .unwrap_or_else(|| source.key(&format!("data/{uuid}")));
-        let v1 = metadata.is_some_and(|m| {
-            m.get("format_version").is_some_and(|v| v == "1")
-                && m.get("magic").is_some_and(|v| v == "MAIF")
+        let v1 = metadata.is_some_and(|user| {
+            user.get("format_version").is_some_and(|value| value == "1")
+                && user.get("magic").is_some_and(|value| value == "MAIF")
         });
         let block_type = field(metadata, index_header, "block_type").unwrap_or_default();
         let size_text = field(metadata, index_header, "size");
@@ -257,8 +257,8 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
             let mut differences = Vec::new();
             for name in ["size", "version", "timestamp", "previous_hash", "flags"] {
                 let in_index = match header.get(name) {
-                    Some(PyJson::Number(t)) => Some(t.clone()),
-                    Some(PyJson::String(s)) => Some(s.clone()),
+                    Some(PyJson::Number(token)) => Some(token.clone()),
+                    Some(PyJson::String(text)) => Some(text.clone()),
                     _ => None,
                 };
                 let in_object = metadata.get(name).cloned();
@@ -294,20 +294,20 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
         }
         if v1 {
             let named = metadata
-                .and_then(|m| m.get("uuid"))
+                .and_then(|user| user.get("uuid"))
                 .cloned()
                 .unwrap_or_default();
             checks.push(Check::expect("uuid_metadata", &named == uuid, || {
                 format!("metadata uuid {named:?} differs from the key's {uuid:?}")
             }));
         }
-        let object_signature = metadata.and_then(|m| m.get("signature")).cloned();
+        let object_signature = metadata.and_then(|user| user.get("signature")).cloned();
         let index_signature = index
             .as_ref()
-            .and_then(|i| i.signatures.get(uuid))
+            .and_then(|parsed| parsed.signatures.get(uuid))
             .map(PyJson::dumps);
-        if let (Some(a), Some(b)) = (&object_signature, &index_signature)
-            && a != b
+        if let (Some(in_object), Some(in_index)) = (&object_signature, &index_signature)
+            && in_object != in_index
         {
             checks.push(Check::fail(
                 "index_signature",
@@ -320,11 +320,11 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
             (None, None) => (None, "none"),
         };
         let hmac = read_signature(signature_text.as_deref(), &mut checks);
-        let encrypted = metadata.is_some_and(|m| {
-            m.get("encrypted")
-                .or_else(|| m.get("user_encrypted"))
-                .is_some_and(|v| v.eq_ignore_ascii_case("true"))
-                || m.contains_key("encryption_method")
+        let encrypted = metadata.is_some_and(|user| {
+            user.get("encrypted")
+                .or_else(|| user.get("user_encrypted"))
+                .is_some_and(|value| value.eq_ignore_ascii_case("true"))
+                || user.contains_key("encryption_method")
         });
         let body = match (object, encrypted) {
             (Some(_), true) => {
@@ -366,7 +366,7 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
             &key,
             uuid,
             object,
-            entry.map(|e| (e.position, &e.header)),
+            entry.map(|indexed| (indexed.position, &indexed.header)),
         );
         evidence.insert("generation".into(), json!(if v1 { "v1" } else { "v0" }));
         evidence.insert("timestamp".into(), json!(timestamp_token));
@@ -382,22 +382,28 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
         let user_metadata = caller_metadata(metadata, "user_", &mut evidence);
         let declared_sha256 = if v1 {
             metadata
-                .and_then(|m| m.get("block_hash"))
-                .map(|h| ("block_hash metadata".to_owned(), h.clone()))
+                .and_then(|user| user.get("block_hash"))
+                .map(|hash| ("block_hash metadata".to_owned(), hash.clone()))
         } else {
             None
         };
         headers.push(ChainHeader {
             size: size_text
                 .as_deref()
-                .and_then(|s| s.parse().ok())
+                .and_then(|text| text.parse().ok())
                 .unwrap_or(0),
             block_type: block_type.clone(),
-            version: version.as_deref().and_then(|v| v.parse().ok()).unwrap_or(1),
+            version: version
+                .as_deref()
+                .and_then(|text| text.parse().ok())
+                .unwrap_or(1),
             timestamp_us,
             uuid: block_id,
             previous_hash: previous_hash.clone(),
-            flags: flags.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0),
+            flags: flags
+                .as_deref()
+                .and_then(|text| text.parse().ok())
+                .unwrap_or(0),
         });
         times.push((
             Seconds(timestamp_token.parse().unwrap_or(f64::NAN)),
@@ -415,7 +421,7 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
             body,
             checks,
             body_checks: BodyChecks {
-                declared_size: size_text.as_deref().and_then(|s| s.parse().ok()),
+                declared_size: size_text.as_deref().and_then(|text| text.parse().ok()),
                 declared_sha256,
                 signature_expected: hmac.is_some() || signature_text.is_none(),
                 hmac,
@@ -423,7 +429,7 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
         });
     }
     apply_chain(&mut artifact, blocks, &headers, &times);
-    artifact.created_us = artifact.blocks.iter().map(|b| b.timestamp_us).min();
+    artifact.created_us = artifact.blocks.iter().map(|block| block.timestamp_us).min();
     Ok(artifact)
 }
 
@@ -436,9 +442,9 @@ fn apply_chain(
     times: &[(Seconds, String)],
 ) {
     let analysis = chain::analyse(headers, times);
-    let ids: Vec<String> = blocks.iter().map(|b| b.legacy_id.clone()).collect();
-    for (i, link) in analysis.links.iter().enumerate() {
-        let block = &mut blocks[i];
+    let ids: Vec<String> = blocks.iter().map(|block| block.legacy_id.clone()).collect();
+    for (position, link) in analysis.links.iter().enumerate() {
+        let block = &mut blocks[position];
         let (check, described) = match link {
             Link::Root => (Check::pass("chain_link"), "root".to_owned()),
             Link::Parent(parent) => (
@@ -465,7 +471,7 @@ fn apply_chain(
         block.evidence.insert("chain".into(), json!(described));
     }
     for (parent, children) in &analysis.forks {
-        let names: Vec<&str> = children.iter().map(|c| ids[*c].as_str()).collect();
+        let names: Vec<&str> = children.iter().map(|child| ids[*child].as_str()).collect();
         artifact.finding(
             Severity::Info,
             "chain_fork",
@@ -492,6 +498,6 @@ fn apply_chain(
     artifact.blocks = analysis
         .order
         .iter()
-        .filter_map(|&i| slots.get_mut(i).and_then(Option::take))
+        .filter_map(|&position| slots.get_mut(position).and_then(Option::take))
         .collect();
 }

@@ -27,10 +27,10 @@ fn is_deletion_record(metadata: &BTreeMap<String, String>, size: u64) -> bool {
     size == 0
         && metadata
             .get("maif_block_type")
-            .is_some_and(|t| t.trim() == "LIFE")
+            .is_some_and(|block_type| block_type.trim() == "LIFE")
         && metadata
             .get("maif_meta_action")
-            .is_some_and(|a| a == "delete")
+            .is_some_and(|action| action == "delete")
         && metadata.contains_key("maif_meta_target_uuid")
 }
 
@@ -49,13 +49,13 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
             match parsed {
                 Ok(index) => match index.get("blocks") {
                     Some(PyJson::Array(headers)) => {
-                        for (i, header) in headers.iter().enumerate() {
+                        for (position, header) in headers.iter().enumerate() {
                             match header.get("uuid").and_then(PyJson::as_str) {
                                 Some(uuid) => index_order.push((uuid.to_owned(), header.clone())),
                                 None => artifact.finding(
                                     Severity::Error,
                                     "index_entry_unreadable",
-                                    format!("{index_key} blocks[{i}]"),
+                                    format!("{index_key} blocks[{position}]"),
                                     "index entry has no uuid; skipped",
                                 ),
                             }
@@ -68,7 +68,7 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
                         "unified_index.json has no `blocks` list",
                     ),
                 },
-                Err(e) => artifact.finding(Severity::Error, "index_unreadable", &index_key, e.to_string()),
+                Err(error) => artifact.finding(Severity::Error, "index_unreadable", &index_key, error.to_string()),
             }
         }
         None => artifact.finding(
@@ -94,12 +94,22 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
     let objects: BTreeMap<String, &ListedObject> = listing
         .blocks
         .iter()
-        .map(|o| (o.key.rsplit('/').next().unwrap_or(&o.key).to_owned(), o))
+        .map(|listed| {
+            (
+                listed
+                    .key
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or(&listed.key)
+                    .to_owned(),
+                listed,
+            )
+        })
         .collect();
     let index_headers: BTreeMap<&str, (usize, &PyJson)> = index_order
         .iter()
         .enumerate()
-        .map(|(i, (u, h))| (u.as_str(), (i, h)))
+        .map(|(position, (uuid, header))| (uuid.as_str(), (position, header)))
         .collect();
 
     // Deletion records fold into their target's evidence when the target is here.
@@ -109,9 +119,9 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
         if is_deletion_record(&object.metadata, object.size)
             && let Some(target) = object.metadata.get("maif_meta_target_uuid")
             && objects.contains_key(target)
-            && !objects
-                .get(target)
-                .is_some_and(|t| is_deletion_record(&t.metadata, t.size))
+            && !objects.get(target).is_some_and(|target_object| {
+                is_deletion_record(&target_object.metadata, target_object.size)
+            })
         {
             let mut record = Map::new();
             record.insert("uuid".into(), json!(uuid));
@@ -135,21 +145,21 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
     }
 
     // Index order first, then unindexed objects by time.
-    let mut order: Vec<String> = index_order.iter().map(|(u, _)| u.clone()).collect();
+    let mut order: Vec<String> = index_order.iter().map(|(uuid, _)| uuid.clone()).collect();
     let mut rest: Vec<(Seconds, String)> = objects
         .iter()
-        .filter(|(u, _)| !index_headers.contains_key(u.as_str()))
-        .map(|(u, o)| {
-            let t = o
+        .filter(|(uuid, _)| !index_headers.contains_key(uuid.as_str()))
+        .map(|(uuid, listed)| {
+            let seconds = listed
                 .metadata
                 .get("maif_timestamp")
-                .and_then(|t| t.parse().ok())
+                .and_then(|token| token.parse().ok())
                 .unwrap_or(f64::NAN);
-            (Seconds(t), u.clone())
+            (Seconds(seconds), uuid.clone())
         })
         .collect();
     rest.sort();
-    order.extend(rest.into_iter().map(|(_, u)| u));
+    order.extend(rest.into_iter().map(|(_, uuid)| uuid));
 
     let mut seen = BTreeSet::new();
     for uuid in order {
@@ -157,8 +167,10 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
             continue;
         }
         let object = objects.get(&uuid).copied();
-        let header = index_headers.get(uuid.as_str()).map(|(_, h)| *h);
-        let position = index_headers.get(uuid.as_str()).map(|(i, _)| *i);
+        let header = index_headers
+            .get(uuid.as_str())
+            .map(|(_, indexed)| *indexed);
+        let position = index_headers.get(uuid.as_str()).map(|(at, _)| *at);
         if folded.contains(&uuid) {
             artifact.finding(
                 Severity::Info,
@@ -168,33 +180,35 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
             );
             continue;
         }
-        let metadata = object.map(|o| &o.metadata);
+        let metadata = object.map(|found| &found.metadata);
         let text = |name: &str, index_name: &str| -> Option<String> {
-            metadata.and_then(|m| m.get(name).cloned()).or_else(|| {
-                match header.and_then(|h| h.get(index_name)) {
-                    Some(PyJson::String(s)) => Some(s.clone()),
-                    Some(PyJson::Number(t)) => Some(t.clone()),
-                    _ => None,
-                }
-            })
+            metadata
+                .and_then(|user| user.get(name).cloned())
+                .or_else(
+                    || match header.and_then(|indexed| indexed.get(index_name)) {
+                        Some(PyJson::String(text)) => Some(text.clone()),
+                        Some(PyJson::Number(token)) => Some(token.clone()),
+                        _ => None,
+                    },
+                )
         };
         let key = object
-            .map(|o| o.key.clone())
+            .map(|found| found.key.clone())
             .unwrap_or_else(|| source.key(&format!("blocks/{uuid}")));
         let block_type = text("maif_block_type", "block_type").unwrap_or_default();
         let timestamp_token = text("maif_timestamp", "timestamp").unwrap_or_default();
         let version: u64 = text("maif_version", "version")
-            .and_then(|v| v.parse().ok())
+            .and_then(|text| text.parse().ok())
             .unwrap_or(1);
         let previous_hash = text("maif_previous_hash", "previous_hash");
         let index_flags = header
-            .and_then(|h| h.get("flags"))
+            .and_then(|indexed| indexed.get("flags"))
             .and_then(PyJson::as_u64)
             .unwrap_or(0);
         let mut checks = super::header_value_checks(
             &timestamp_token,
             metadata
-                .and_then(|m| m.get("maif_size"))
+                .and_then(|user| user.get("maif_size"))
                 .map(String::as_str),
         );
         let mut status = match (object, header) {
@@ -204,7 +218,7 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
             (None, _) => BlockStatus::Dangling,
         };
         if let Some(metadata) = metadata {
-            if is_deletion_record(metadata, object.map_or(0, |o| o.size)) {
+            if is_deletion_record(metadata, object.map_or(0, |found| found.size)) {
                 status = BlockStatus::DeletionRecord;
             } else if version > 1 && previous_hash.is_some() {
                 status = BlockStatus::OverwrittenInPlace;
@@ -231,12 +245,12 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
         }
         let hmac = read_signature(
             metadata
-                .and_then(|m| m.get("maif_signature"))
+                .and_then(|user| user.get("maif_signature"))
                 .map(String::as_str),
             &mut checks,
         );
         let signature_unreadable =
-            hmac.is_none() && metadata.is_some_and(|m| m.contains_key("maif_signature"));
+            hmac.is_none() && metadata.is_some_and(|user| user.contains_key("maif_signature"));
         let body = match object {
             Some(object) => Body::Object {
                 key: key.clone(),
@@ -297,16 +311,16 @@ pub async fn build(source: &S3Source, listing: Listing) -> Result<LegacyArtifact
                 // The index `size` is 0 after an in-place update (a reference bug): trust
                 // the object's own metadata and body.
                 declared_size: metadata
-                    .and_then(|m| m.get("maif_size"))
-                    .and_then(|s| s.parse().ok()),
+                    .and_then(|user| user.get("maif_size"))
+                    .and_then(|text| text.parse().ok()),
                 declared_sha256: metadata
-                    .and_then(|m| m.get("maif_block_hash"))
-                    .map(|h| ("maif_block_hash metadata".to_owned(), h.clone())),
+                    .and_then(|user| user.get("maif_block_hash"))
+                    .map(|hash| ("maif_block_hash metadata".to_owned(), hash.clone())),
                 hmac,
                 signature_expected: !signature_unreadable,
             },
         });
     }
-    artifact.created_us = artifact.blocks.iter().map(|b| b.timestamp_us).min();
+    artifact.created_us = artifact.blocks.iter().map(|block| block.timestamp_us).min();
     Ok(artifact)
 }
