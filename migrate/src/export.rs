@@ -379,10 +379,13 @@ pub struct ExportSummary {
     /// The legacy source the artifact was migrated from (`migrated_from`).
     pub source: String,
     pub destination: String,
-    /// Files or objects written.
+    /// Files or objects the original has (all of them are at the destination now).
     pub objects: u64,
-    /// Body bytes written.
+    /// Body bytes of those files or objects.
     pub bytes: u64,
+    /// Of `objects`, those found at the destination already, holding exactly what the export
+    /// writes (left by an interrupted or earlier export of the same original) and kept.
+    pub already_there: u64,
 }
 
 impl std::fmt::Display for ExportSummary {
@@ -396,7 +399,15 @@ impl std::fmt::Display for ExportSummary {
             self.objects,
             if self.kind.is_s3() { "objects" } else { "file" },
             self.bytes
-        )
+        )?;
+        if self.already_there > 0 {
+            write!(
+                f,
+                " ({} already there with the same bytes and metadata)",
+                self.already_there
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -878,6 +889,7 @@ async fn export_file(
         destination: destination_name,
         objects: 1,
         bytes: written,
+        already_there: 0,
     })
 }
 
@@ -910,29 +922,8 @@ async fn upload_file(
     options: &ExportOptions,
 ) -> Result<()> {
     let path = object_path(key)?;
-    let mode = if options.overwrite {
-        PutMode::Overwrite
-    } else {
-        PutMode::Create
-    };
-    let mut source = std::fs::File::open(file).map_err(io_error(file))?;
-    if length <= SINGLE_PUT_BYTES {
-        let mut body = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
-        source.read_to_end(&mut body).map_err(io_error(file))?;
-        store
-            .put_opts(
-                &path,
-                PutPayload::from(body),
-                PutOptions {
-                    mode,
-                    ..PutOptions::default()
-                },
-            )
-            .await
-            .map_err(put_error(name, key))?;
-        return Ok(());
-    }
-    // Multipart uploads cannot be create-only: check first (documented as not atomic).
+    // One object is one destination, like a file: if it exists, the export is refused
+    // (the create-only write below guards against a writer racing this check).
     if !options.overwrite {
         match store.head(&path).await {
             Ok(_) => return Err(put_error(name, key)(already_exists(key))),
@@ -940,6 +931,22 @@ async fn upload_file(
             Err(e) => return Err(put_error(name, key)(e)),
         }
     }
+    let mut source = std::fs::File::open(file).map_err(io_error(file))?;
+    if length <= SINGLE_PUT_BYTES {
+        let mut body = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+        source.read_to_end(&mut body).map_err(io_error(file))?;
+        if options.overwrite {
+            store
+                .put_opts(&path, PutPayload::from(body), PutMode::Overwrite.into())
+                .await
+                .map_err(put_error(name, key))?;
+        } else {
+            put_create_only(store, key, name, Bytes::from(body), &BTreeMap::new()).await?;
+        }
+        return Ok(());
+    }
+    // Multipart uploads cannot be create-only: the HEAD above is the check (documented as
+    // not atomic).
     let upload = store
         .put_multipart(&path)
         .await
@@ -965,6 +972,85 @@ fn already_exists(key: &str) -> object_store::Error {
     object_store::Error::AlreadyExists {
         path: key.to_owned(),
         source: "exists".into(),
+    }
+}
+
+/// Whether the object at `path` holds exactly `body` with the user metadata `metadata`;
+/// `None` if there is no object.
+async fn holds_exactly(
+    store: &Arc<dyn ObjectStore>,
+    path: &ObjectPath,
+    body: &[u8],
+    metadata: &BTreeMap<String, String>,
+) -> std::result::Result<Option<bool>, object_store::Error> {
+    let found = match store.get(path).await {
+        Ok(found) => found,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if found.meta.size != body.len() as u64 {
+        return Ok(Some(false));
+    }
+    let found_metadata = crate::s3::user_metadata(&found.attributes);
+    let found_body = found.bytes().await?;
+    Ok(Some(found_body == body && found_metadata == *metadata))
+}
+
+/// Writes one object create-only, settling every outcome that leaves open whether it was
+/// written by reading it back: a write whose answer was lost (a reset or timeout after the
+/// store acted) and a create-only write that finds the key taken (by this very write,
+/// retried by the client, or by an export of the same original) both succeed when the object
+/// holds exactly `body` and `metadata`. Anything else at the key is refused, never replaced.
+async fn put_create_only(
+    store: &Arc<dyn ObjectStore>,
+    key: &str,
+    name: &str,
+    body: Bytes,
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let path = object_path(key)?;
+    let mut attributes = Attributes::new();
+    for (k, v) in metadata {
+        attributes.insert(Attribute::Metadata(k.clone().into()), v.clone().into());
+    }
+    let written = store
+        .put_opts(
+            &path,
+            PutPayload::from(body.clone()),
+            PutOptions {
+                mode: PutMode::Create,
+                attributes,
+                ..PutOptions::default()
+            },
+        )
+        .await;
+    let failure = match written {
+        Ok(_) => return Ok(()),
+        Err(e @ object_store::Error::NotImplemented { .. }) => return Err(put_error(name, key)(e)),
+        Err(failure) => failure,
+    };
+    match holds_exactly(store, &path, &body, metadata).await {
+        Ok(Some(true)) => {
+            tracing::info!(key, error = %failure, "the object holds what was written: done");
+            Ok(())
+        }
+        Ok(Some(false)) => Err(MigrateError::Usage(format!(
+            "{name}: object {key} already exists with other content; refusing to overwrite it"
+        ))),
+        // Not there: the write did not happen, and running the export again is safe.
+        Ok(None) => Err(put_error(name, key)(failure)),
+        Err(reading) => Err(MigrateError::Object {
+            key: key.to_owned(),
+            source: object_store::Error::Generic {
+                store: "export",
+                source: format!(
+                    "writing failed ({failure}) and reading the object back to see whether \
+                     the write happened failed too ({reading}); run the export again: it \
+                     keeps what is already written"
+                )
+                .into(),
+            },
+        }),
     }
 }
 
@@ -1026,8 +1112,9 @@ async fn export_objects(
             format!("{prefix}/{key}")
         }
     };
-    // Every key must be a valid object path, and none may be there already.
+    // Every key must be a valid object path; what is there already is checked below.
     let mut keys = BTreeSet::new();
+    let mut already_there: BTreeSet<&str> = BTreeSet::new();
     for object in &manifest.objects {
         if object.key.is_empty() || !keys.insert(object.key.as_str()) {
             return Err(refuse(
@@ -1055,22 +1142,36 @@ async fn export_objects(
             })?;
         let existing: BTreeSet<String> =
             listed.into_iter().map(|m| m.location.to_string()).collect();
-        if let Some(object) = manifest
-            .objects
-            .iter()
-            .find(|o| existing.contains(&target(&o.key)))
-        {
-            return Err(MigrateError::Usage(format!(
-                "{name}: object {} already exists; refusing to overwrite it",
-                target(&object.key)
-            )));
+        // An object already there is kept when it holds exactly what the export writes (an
+        // interrupted or earlier export of this original left it); anything else there is
+        // refused before the first write.
+        for object in &manifest.objects {
+            let key = target(&object.key);
+            if !existing.contains(&key) {
+                continue;
+            }
+            let (body, metadata) = object_content(reader, origin, object).await?;
+            let same = holds_exactly(&store, &object_path(&key)?, &body, &metadata)
+                .await
+                .map_err(|source| MigrateError::Object {
+                    key: key.clone(),
+                    source,
+                })?;
+            match same {
+                Some(true) => {
+                    already_there.insert(object.key.as_str());
+                }
+                Some(false) => {
+                    return Err(MigrateError::Usage(format!(
+                        "{name}: object {key} already exists with other content; refusing \
+                         to overwrite it"
+                    )));
+                }
+                // Listed a moment ago, gone now: written below.
+                None => {}
+            }
         }
     }
-    let mode = if options.overwrite {
-        PutMode::Overwrite
-    } else {
-        PutMode::Create
-    };
     // Resolve and check everything before the first write, so that a refusal (a store that
     // cannot hold user metadata, a missing or altered block) leaves the destination empty.
     // Bodies are read again when written, so at most `concurrency` of them are held at once.
@@ -1088,43 +1189,59 @@ async fn export_objects(
             }
         }
     }
-    let written: Vec<u64> = futures::stream::iter(manifest.objects.iter())
-        .map(|object| {
-            let store = store.clone();
-            let key = target(&object.key);
-            let name = name.clone();
-            let mode = mode.clone();
-            async move {
-                let (body, metadata) = object_content(reader, origin, object).await?;
+    let overwrite = options.overwrite;
+    let written: Vec<u64> = futures::stream::iter(
+        manifest
+            .objects
+            .iter()
+            .filter(|o| !already_there.contains(o.key.as_str())),
+    )
+    .map(|object| {
+        let store = store.clone();
+        let key = target(&object.key);
+        let name = name.clone();
+        async move {
+            let (body, metadata) = object_content(reader, origin, object).await?;
+            let length = body.len() as u64;
+            if overwrite {
                 let mut attributes = Attributes::new();
                 for (k, v) in metadata {
                     attributes.insert(Attribute::Metadata(k.into()), v.into());
                 }
-                let length = body.len() as u64;
                 store
                     .put_opts(
                         &object_path(&key)?,
                         PutPayload::from(body),
                         PutOptions {
-                            mode,
+                            mode: PutMode::Overwrite,
                             attributes,
                             ..PutOptions::default()
                         },
                     )
                     .await
                     .map_err(put_error(&name, &key))?;
-                Ok::<_, MigrateError>(length)
+            } else {
+                put_create_only(&store, &key, &name, body, &metadata).await?;
             }
-        })
-        .buffer_unordered(options.concurrency.max(1))
-        .try_collect()
-        .await?;
+            Ok::<_, MigrateError>(length)
+        }
+    })
+    .buffer_unordered(options.concurrency.max(1))
+    .try_collect()
+    .await?;
+    let kept_bytes: u64 = manifest
+        .objects
+        .iter()
+        .filter(|o| already_there.contains(o.key.as_str()))
+        .map(|o| o.size)
+        .sum();
     Ok(ExportSummary {
         kind: origin.kind,
         source: origin.source.clone(),
         destination: name,
-        objects: written.len() as u64,
-        bytes: written.iter().sum(),
+        objects: written.len() as u64 + already_there.len() as u64,
+        bytes: written.iter().sum::<u64>() + kept_bytes,
+        already_there: already_there.len() as u64,
     })
 }
 

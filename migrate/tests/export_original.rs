@@ -23,7 +23,9 @@ use maif_store::location::{Location, ObjectStoreName, S3Settings, open_object_st
 use maif_store::store::BlockStore;
 use maif_store::{ArtifactWriter, CreateOptions, NewBlock, SigningKey};
 use object_store::path::Path as ObjectPath;
-use object_store::{Attribute, Attributes, GetOptions, ObjectStore, PutOptions};
+use object_store::{
+    Attribute, Attributes, GetOptions, ObjectStore, ObjectStoreExt as _, PutOptions,
+};
 use serde_json::Value;
 
 fn load_json(path: &Path) -> Value {
@@ -553,7 +555,8 @@ fn every_legacy_s3_prefix_comes_back_object_for_object() {
             let exported = objects_under(&store, &exported_prefix).await;
             assert_same_objects(fixture, &source, &exported);
 
-            // Again to the same prefix: refused, and nothing changes.
+            // Again to the same prefix: every object is there with exactly its bytes and
+            // metadata, so nothing is written and nothing changes.
             let again = export_original_to(
                 file_store(&out),
                 Destination::Objects {
@@ -565,8 +568,13 @@ fn every_legacy_s3_prefix_comes_back_object_for_object() {
                 &ExportOptions::default(),
             )
             .await
-            .expect_err("the objects exist");
-            assert!(again.to_string().contains("already exists"), "{again}");
+            .unwrap_or_else(|e| panic!("{fixture}: export again: {e}"));
+            assert_eq!(again.already_there, source.len() as u64, "{fixture}");
+            assert_same_objects(
+                fixture,
+                &source,
+                &objects_under(&store, &exported_prefix).await,
+            );
 
             // To a memory store, through the location string.
             let name = format!("export-{}", uuid::Uuid::new_v4().simple());
@@ -656,4 +664,146 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// The export to a prefix under faults and interruptions, as OBJECT-LAYOUT.md's rules for
+/// create-only writes ask: a write whose answer is lost after S3 acted is settled by reading
+/// the object back (the export succeeds, nothing is written twice); a re-run after an
+/// interrupted export keeps the objects already there with exactly the right bytes and
+/// metadata and writes the rest; an object with other content is refused before anything
+/// is written, and never replaced.
+#[test]
+fn an_export_to_a_prefix_survives_lost_answers_and_interruptions_and_never_replaces_other_content()
+{
+    use common::fault_proxy::{Fault, FaultProxy, Filter, Policy};
+    let fixture = "mixed";
+    let work = tempfile::tempdir().expect("tempdir");
+    let bucket = s3::bucket("export-faults");
+    let store = s3::store(&bucket);
+    let expected = load_json(&s3_fixture_dir(fixture).join("expected.json"));
+    let prefix = expected["prefix"]
+        .as_str()
+        .expect("prefix")
+        .trim_matches('/')
+        .to_owned();
+    let out = work.path().join("migrated.maif");
+    // Every PUT reaches S3, and its answer is lost: the client sees a reset.
+    let proxy = FaultProxy::start(
+        &s3::endpoint(),
+        Policy::always(
+            Filter::new(&["PUT"], &["/exported"]),
+            Fault::ResetAfterForward,
+        ),
+    );
+    let through_proxy: Arc<dyn ObjectStore> = Arc::new(
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(proxy.endpoint())
+            .with_bucket_name(&bucket)
+            .with_region("us-east-1")
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .with_allow_http(true)
+            .build()
+            .expect("S3 client"),
+    );
+    let options = ExportOptions::default();
+    let export_to = |store: Arc<dyn ObjectStore>, path: &str| {
+        export_original_to(
+            file_store(&out),
+            Destination::Objects {
+                store,
+                path: path.to_owned(),
+                name: format!("s3://{bucket}/{path}"),
+                user_metadata: true,
+            },
+            &options,
+        )
+    };
+    common::block_on(async {
+        upload(&store, fixture).await;
+        migrate_prefix(store.clone(), &bucket, &prefix, &out).await;
+        let source = objects_under(&store, &prefix).await;
+
+        let summary = export_to(through_proxy.clone(), "exported/lost-answers")
+            .await
+            .unwrap_or_else(|e| panic!("every lost answer is settled by reading back: {e}"));
+        let resets = proxy.stats().injected("ResetAfterForward");
+        assert!(
+            resets >= source.len() as u64,
+            "every PUT lost its answer ({resets} resets for {} objects)",
+            source.len()
+        );
+        assert_eq!(summary.objects, source.len() as u64);
+        assert_same_objects(
+            fixture,
+            &source,
+            &objects_under(&store, "exported/lost-answers").await,
+        );
+
+        // An interrupted export: only some objects made it. The re-run keeps them and
+        // writes the rest.
+        let exported = objects_under(&store, "exported/lost-answers").await;
+        let keys: Vec<&String> = exported.keys().collect();
+        assert!(keys.len() >= 4, "{keys:?}");
+        for key in keys.iter().step_by(2) {
+            store
+                .delete(&ObjectPath::from(format!("exported/lost-answers/{key}")))
+                .await
+                .expect("delete");
+        }
+        let removed = keys.len().div_ceil(2) as u64;
+        let resumed = export_to(store.clone(), "exported/lost-answers")
+            .await
+            .unwrap_or_else(|e| panic!("a re-run completes an interrupted export: {e}"));
+        assert_eq!(resumed.already_there, source.len() as u64 - removed);
+        assert_same_objects(
+            fixture,
+            &source,
+            &objects_under(&store, "exported/lost-answers").await,
+        );
+
+        // Another object at one of the keys (other bytes, or the same bytes with other
+        // metadata): refused before anything is written, and left as it is.
+        let (first_key, (first_body, _)) = source.iter().next().expect("an object");
+        let (last_key, _) = source.iter().last().expect("an object");
+        for (n, (body, metadata)) in [
+            (b"someone else's object".to_vec(), BTreeMap::new()),
+            (
+                first_body.clone(),
+                BTreeMap::from([("other".to_string(), "x".to_string())]),
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let path = format!("exported/other-{n}");
+            let mut attributes = Attributes::new();
+            for (k, v) in &metadata {
+                attributes.insert(Attribute::Metadata(k.clone().into()), v.clone().into());
+            }
+            put(
+                &store,
+                &format!("{path}/{first_key}"),
+                body.clone(),
+                attributes,
+            )
+            .await;
+            let refused = export_to(store.clone(), &path)
+                .await
+                .expect_err("other content at a key");
+            let message = refused.to_string();
+            assert!(
+                message.contains("already exists with other content")
+                    && message.contains(first_key.as_str()),
+                "{message}"
+            );
+            let left = objects_under(&store, &path).await;
+            assert_eq!(left.len(), 1, "nothing written: {:?}", left.keys());
+            assert!(
+                left[first_key].0 == body,
+                "the other object is left as it was"
+            );
+            assert!(!left.contains_key(last_key));
+        }
+    });
 }

@@ -227,7 +227,7 @@ fn object_path(key: &str) -> Result<Path> {
 }
 
 /// The `x-amz-meta-*` attributes of a GET/HEAD response.
-fn user_metadata(attributes: &object_store::Attributes) -> BTreeMap<String, String> {
+pub(crate) fn user_metadata(attributes: &object_store::Attributes) -> BTreeMap<String, String> {
     attributes
         .iter()
         .filter_map(|(attribute, value)| match attribute {
