@@ -33,7 +33,7 @@ pub use index::IndexEntry;
 pub use merkle::Frontier;
 pub use metadata::{ArtifactMetadata, MetadataSection};
 pub use provenance::{Action, EntryHeader, ProvenanceEntry};
-pub use run::{RunEntry, RunHead, RunRef};
+pub use run::{RunEntry, RunHead, RunHeader, RunRef};
 pub use segment::{SegmentHead, SegmentHeader};
 pub use trailer::{TRAILER_LEN, Trailer};
 
@@ -92,6 +92,13 @@ mod fixed_length_tests {
             version: 1,
         });
         check(&Some(run));
+        check(&RunHeader {
+            entry_count: 1,
+            page_count: 1,
+            tier: 0,
+            streak: 1,
+            older: None,
+        });
         check::<{ run::RUN_REF_LEN }, Option<RunRef>>(&None);
         check(&run::DirectoryEntry {
             first_id: [1; 16],

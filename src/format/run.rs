@@ -274,50 +274,34 @@ impl Codec for DirectoryEntry {
 
 impl FixedCodec<DIRECTORY_ENTRY_LEN> for DirectoryEntry {}
 
-/// A run's head: what it holds and where each page's keys start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunHead {
+/// The fixed header of a run: what it holds and the next older live run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunHeader {
     pub entry_count: u64,
+    pub page_count: u64,
     pub tier: u8,
     pub streak: u8,
     /// The next older live run when this run was written.
     pub older: Option<RunRef>,
-    pub directory: Vec<DirectoryEntry>,
 }
 
-impl RunHead {
-    /// Byte range of page `page` within the run part.
-    pub fn page_range(&self, page: usize) -> std::ops::Range<u64> {
-        let start = expected_head_len(self.entry_count) + (page * RUN_PAGE_LEN) as u64;
-        start..start + self.page_entries(page) as u64 * RUN_ENTRY_LEN as u64
+impl Codec for RunHeader {
+    const STRUCTURE: &'static str = "index run";
+
+    fn encode(&self, out: &mut impl Writer) {
+        out.put_bytes(&RUN_MAGIC);
+        out.put_u64(self.entry_count);
+        out.put_u64(self.page_count);
+        out.put_u8(self.tier);
+        out.put_u8(self.streak);
+        out.put_bytes(&[0u8; 6]);
+        self.older.encode(out);
     }
 
-    /// Entries on page `page`.
-    pub fn page_entries(&self, page: usize) -> usize {
-        let before = (page * RUN_PAGE_ENTRIES) as u64;
-        (self.entry_count.saturating_sub(before)).min(RUN_PAGE_ENTRIES as u64) as usize
-    }
-
-    /// The pages that can hold entries of `block_id` (usually one).
-    pub fn pages_for(&self, block_id: &[u8; 16]) -> std::ops::Range<usize> {
-        // Page i holds the keys from its first key up to (not including) page i + 1's.
-        let last = self
-            .directory
-            .partition_point(|d| d.first_id <= *block_id)
-            .saturating_sub(1);
-        let first = self
-            .directory
-            .partition_point(|d| (d.first_id, d.first_position) < (*block_id, 0))
-            .saturating_sub(1);
-        if self.directory.is_empty() {
-            return 0..0;
-        }
-        first..last + 1
-    }
-
-    /// Decodes and checks a run head (header and directory) from exactly its bytes.
-    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
-        let mut r = Reader::new(bytes, "index run");
+    /// Reads the 112 bytes and checks the counts, tier and streak agree with each other and
+    /// with the older run.
+    fn read(r: &mut Reader<'_>) -> Result<Self, FormatError> {
+        let start = r.position();
         r.magic(&RUN_MAGIC, "magic")?;
         let entry_count = r.u64("entry_count")?;
         let pages = r.u64("page_count")?;
@@ -327,13 +311,8 @@ impl RunHead {
         if reserved != [0u8; 6] {
             return Err(r.invalid("reserved", "must be zero"));
         }
-        let older = Option::<RunRef>::read(&mut r)?;
-        let invalid = |field, offset, reason: String| FormatError::InvalidField {
-            structure: "index run",
-            field,
-            offset,
-            reason,
-        };
+        let older = Option::<RunRef>::read(r)?;
+        let invalid = |field, at: u64, reason: String| r.invalid_at(field, start + at, reason);
         if entry_count == 0 {
             return Err(invalid(
                 "entry_count",
@@ -382,16 +361,78 @@ impl RunHead {
                 format!("{streak} but the runs before it make it {expected_streak}"),
             ));
         }
+        Ok(Self {
+            entry_count,
+            page_count: pages,
+            tier,
+            streak,
+            older,
+        })
+    }
+}
+
+impl FixedCodec<RUN_HEADER_LEN> for RunHeader {}
+
+/// A run's head: what it holds and where each page's keys start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunHead {
+    pub entry_count: u64,
+    pub tier: u8,
+    pub streak: u8,
+    /// The next older live run when this run was written.
+    pub older: Option<RunRef>,
+    pub directory: Vec<DirectoryEntry>,
+}
+
+impl RunHead {
+    /// Byte range of page `page` within the run part.
+    pub fn page_range(&self, page: usize) -> std::ops::Range<u64> {
+        let start = expected_head_len(self.entry_count) + (page * RUN_PAGE_LEN) as u64;
+        start..start + self.page_entries(page) as u64 * RUN_ENTRY_LEN as u64
+    }
+
+    /// Entries on page `page`.
+    pub fn page_entries(&self, page: usize) -> usize {
+        let before = (page * RUN_PAGE_ENTRIES) as u64;
+        (self.entry_count.saturating_sub(before)).min(RUN_PAGE_ENTRIES as u64) as usize
+    }
+
+    /// The pages that can hold entries of `block_id` (usually one).
+    pub fn pages_for(&self, block_id: &[u8; 16]) -> std::ops::Range<usize> {
+        // Page i holds the keys from its first key up to (not including) page i + 1's.
+        let last = self
+            .directory
+            .partition_point(|d| d.first_id <= *block_id)
+            .saturating_sub(1);
+        let first = self
+            .directory
+            .partition_point(|d| (d.first_id, d.first_position) < (*block_id, 0))
+            .saturating_sub(1);
+        if self.directory.is_empty() {
+            return 0..0;
+        }
+        first..last + 1
+    }
+
+    /// Decodes and checks a run head (header and directory) from exactly its bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let mut r = Reader::new(bytes, RunHeader::STRUCTURE);
+        let RunHeader {
+            entry_count,
+            page_count: pages,
+            tier,
+            streak,
+            older,
+        } = RunHeader::read(&mut r)?;
         let directory = read_counted(
             &mut r,
             pages,
             DIRECTORY_ENTRY_LEN,
-            |remaining| {
-                invalid(
-                    "page_count",
-                    PAGE_COUNT_AT,
-                    format!("{pages} directory entries cannot fit in {remaining} bytes"),
-                )
+            |remaining| FormatError::InvalidField {
+                structure: RunHeader::STRUCTURE,
+                field: "page_count",
+                offset: PAGE_COUNT_AT,
+                reason: format!("{pages} directory entries cannot fit in {remaining} bytes"),
             },
             DirectoryEntry::read,
         )?;
@@ -399,11 +440,12 @@ impl RunHead {
             if (pair[0].first_id, pair[0].first_position)
                 >= (pair[1].first_id, pair[1].first_position)
             {
-                return Err(invalid(
-                    "directory",
-                    RUN_HEADER_LEN as u64 + page * DIRECTORY_ENTRY_LEN as u64,
-                    format!("page {page} does not start after page {}", page - 1),
-                ));
+                return Err(FormatError::InvalidField {
+                    structure: RunHeader::STRUCTURE,
+                    field: "directory",
+                    offset: RUN_HEADER_LEN as u64 + page * DIRECTORY_ENTRY_LEN as u64,
+                    reason: format!("page {page} does not start after page {}", page - 1),
+                });
             }
         }
         r.finish()?;
@@ -580,17 +622,18 @@ pub fn encode_run(entries: &[RunEntry], older: Option<&RunRef>) -> Result<Encode
         }
         .encode(&mut directory);
     }
-    let mut header = Vec::with_capacity(RUN_HEADER_LEN);
-    header.put_bytes(&RUN_MAGIC);
-    header.put_u64(count);
-    header.put_u64(page_count(count));
-    header.put_u8(tier);
-    header.put_u8(streak);
-    header.put_bytes(&[0u8; 6]);
-    older.copied().encode(&mut header);
+    let header = RunHeader {
+        entry_count: count,
+        page_count: page_count(count),
+        tier,
+        streak,
+        older: older.copied(),
+    }
+    .to_array();
     let head_digest = run_head_digest(&header, &directory);
     let head_len = (header.len() + directory.len()) as u64;
-    let mut bytes = header;
+    let mut bytes = Vec::with_capacity(header.len() + directory.len() + pages.len());
+    bytes.extend_from_slice(&header);
     bytes.extend_from_slice(&directory);
     bytes.extend_from_slice(&pages);
     Ok(EncodedRun {
