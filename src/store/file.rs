@@ -534,7 +534,7 @@ impl BlockStore for FileStore {
 
     async fn begin_append(&self, base: &AppendBase) -> Result<Box<dyn AppendSession>, StoreError> {
         let store = self.clone();
-        let base = base.clone();
+        let base = *base;
         let append =
             run_blocking(&self.location(), move || store.begin_append_blocking(&base)).await?;
         Ok(Box::new(append))
@@ -880,7 +880,7 @@ impl AppendSession for FileAppend {
         let location = self.location();
         run_blocking(&location, move || {
             let result = flushed.and_then(|()| self.write_and_sync(&segment, &trailer));
-            self.settle(seq, segment.len() as u64, result)
+            (*self).settle(seq, segment.len() as u64, result)
         })
         .await
     }
@@ -890,7 +890,7 @@ impl FileAppend {
     /// Ends the append with the outcome of its commit: on failure the file is cut back (or
     /// the outcome is unknown, if the commit may be visible), and the lock is released.
     fn settle(
-        mut self: Box<Self>,
+        mut self,
         seq: u64,
         segment_len: u64,
         result: Result<(), StoreError>,
@@ -1098,13 +1098,13 @@ impl ImportSession for FileImport {
 
     async fn finish(self: Box<Self>) -> Result<(), StoreError> {
         let location = self.location();
-        run_blocking(&location, move || self.finish_blocking()).await
+        run_blocking(&location, move || (*self).finish_blocking()).await
     }
 }
 
 impl FileImport {
     /// Makes every byte durable and publishes the file (blocking).
-    fn finish_blocking(mut self: Box<Self>) -> Result<(), StoreError> {
+    fn finish_blocking(mut self) -> Result<(), StoreError> {
         let location = self.location();
         let io = |action: &'static str| {
             let location = location.clone();
