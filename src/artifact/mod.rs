@@ -7,6 +7,7 @@ mod convert;
 mod gc;
 mod index;
 mod proof;
+mod provenance_rules;
 mod reader;
 mod recover;
 mod verify;
