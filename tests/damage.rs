@@ -10,6 +10,7 @@ use std::cell::Cell;
 use maif_store::artifact::{
     ArtifactReader, Commit, RecoveryMode, VerifyOptions, recover_file, verify,
 };
+use maif_store::format::Codec;
 use maif_store::format::provenance::decode_entries;
 use maif_store::format::run::RunHead;
 use maif_store::format::{MetadataSection, RecordView, SegmentHead, SegmentHeader};
