@@ -11,6 +11,11 @@
 //!    the header and metadata do, the creation is signed anew.
 //!
 //! The source is never modified, and the output appears only once complete.
+//!
+//! Recovery writes no provenance entry itself: the new commit is made by the writer, so its
+//! entries (an add_block or update per salvaged record, then the `recover` event) pass the
+//! provenance rules of `provenance_rules.rs`, and a kept commit is one that full
+//! verification, which applies the same rules, finds nothing wrong with.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -24,12 +24,13 @@ use super::commit::{
 };
 use super::format_id;
 use super::index::Index;
+use super::provenance_rules::{ProvenanceRules, Subjects};
 use super::reader::{READ_CONCURRENCY, read_commit};
 use crate::error::Result;
 use crate::format::Codec;
 use crate::format::digest::{Digest, SignedKind, chain_link};
 use crate::format::run::{RunEntry, RunRef};
-use crate::format::{Action, FourCC, Frontier, IndexEntry, RecordView, TRAILER_LEN, Trailer};
+use crate::format::{FourCC, Frontier, IndexEntry, RecordView, TRAILER_LEN, Trailer};
 use crate::keys::{SignatureCheck, verify_many};
 use crate::store::{AuditFinding, BlockStore, StoreError};
 
@@ -616,7 +617,8 @@ struct ChainCheck<'a> {
     live: Vec<(RunRef, Vec<RunEntry>)>,
     /// Every record's index entry, in position order.
     entries: Vec<(u64, IndexEntry)>,
-    sealed_at: Option<u64>,
+    /// The provenance rules of FORMAT.md 9.2, fed every commit and entry.
+    rules: ProvenanceRules,
 }
 
 impl<'a> ChainCheck<'a> {
@@ -630,7 +632,7 @@ impl<'a> ChainCheck<'a> {
             versions: HashMap::new(),
             live: Vec::new(),
             entries: Vec::new(),
-            sealed_at: None,
+            rules: ProvenanceRules::new(),
         }
     }
 
@@ -668,10 +670,8 @@ impl<'a> ChainCheck<'a> {
                 header.records_start
             ));
         }
-        if let Some(sealed) = self.sealed_at {
-            flag(format!(
-                "follows commit {sealed}, which finalized the artifact"
-            ));
+        if let Err(refusal) = self.rules.begin_commit(self.provenance_count) {
+            flag(refusal.to_string());
         }
         let previous_count = self.frontier.size();
         if header.record_count != previous_count + header.records_added {
@@ -787,8 +787,11 @@ impl<'a> ChainCheck<'a> {
         // Provenance: the chain, and what each entry says.
         let provenance_at = header.segment_offset + header.provenance_at();
         let mut entry_at = provenance_at;
-        let mut next_record = new_entries.iter();
-        let mut finalizes = false;
+        let mut subjects = CommitSubjects {
+            genesis: self.identity.genesis,
+            frontier: &mut self.frontier,
+            records: new_entries.iter(),
+        };
         for (n, entry) in parts.provenance.iter().enumerate() {
             let number = self.provenance_count + n as u64;
             let mut pflag = |reason: String| {
@@ -811,75 +814,24 @@ impl<'a> ChainCheck<'a> {
             if entry.details_json().is_err() {
                 pflag("details are not a JSON object".into());
             }
-            if finalizes {
-                pflag("follows the finalize entry".into());
-            }
-            match entry.action {
-                Action::Create => {
-                    if number != 0 {
-                        pflag("create must be the first entry, and only the first".into());
-                    } else if entry.subject != self.identity.genesis {
-                        pflag("does not name this artifact's header and metadata".into());
-                    }
-                }
-                Action::AddBlock | Action::Update => match next_record.next() {
-                    Some(record) if record.entry.digest == entry.subject => {
-                        self.frontier.append(&record.entry.digest);
-                        if entry.action == Action::AddBlock && record.version != 1 {
-                            pflag(format!(
-                                "adds block {} which already exists",
-                                format_id(&record.entry.block_id)
-                            ));
-                        }
-                        if entry.action == Action::Update && record.version == 1 {
-                            pflag(format!(
-                                "updates block {} which did not exist",
-                                format_id(&record.entry.block_id)
-                            ));
-                        }
-                    }
-                    Some(record) => {
-                        self.frontier.append(&record.entry.digest);
-                        pflag(format!(
-                            "names digest {} but record #{} has {}",
-                            hex::encode(entry.subject),
-                            record.position,
-                            hex::encode(record.entry.digest)
-                        ));
-                    }
-                    None => pflag("names a record this commit does not add".into()),
-                },
-                Action::Finalize
-                | Action::Convert
-                | Action::Migrate
-                | Action::Recover
-                | Action::Compact => {
-                    if entry.subject != self.frontier.root() {
-                        pflag("does not name the Merkle root of the records before it".into());
-                    }
-                    finalizes |= entry.action == Action::Finalize;
-                }
-                Action::Unknown(_) => {}
-            }
-            if number == 0 && entry.action != Action::Create {
-                pflag("the first entry must be create".into());
-            }
+            self.rules
+                .entry(entry.action, &entry.subject, &mut subjects, |refusal| {
+                    pflag(refusal.to_string())
+                });
             self.provenance_head = digest;
             entry_at += entry.encoded_len() as u64;
         }
-        let unnamed = next_record.count();
-        if unnamed > 0 {
+        // Records no entry named still count for the tree.
+        let unnamed = subjects.records;
+        if let Err(refusal) = self.rules.records_left(unnamed.len()) {
             problems.push(problem(
                 "provenance",
                 Some(provenance_at),
-                format!(
-                    "commit {}: {unnamed} of the records it adds have no add_block or update entry",
-                    header.seq
-                ),
+                format!("commit {}: {refusal}", header.seq),
             ));
-            for record in new_entries.iter().skip(new_entries.len() - unnamed) {
-                self.frontier.append(&record.entry.digest);
-            }
+        }
+        for record in unnamed {
+            self.frontier.append(&record.entry.digest);
         }
         self.provenance_count += parts.provenance.len() as u64;
         let mut flag = |reason: String| {
@@ -892,15 +844,8 @@ impl<'a> ChainCheck<'a> {
         if self.provenance_head != header.provenance_head {
             flag("its provenance head is not the digest of its last entry".into());
         }
-        if finalizes != header.is_sealed() {
-            flag(if finalizes {
-                "has a finalize entry but is not marked sealed".into()
-            } else {
-                "is marked sealed without a finalize entry".into()
-            });
-        }
-        if header.is_sealed() {
-            self.sealed_at = Some(header.seq);
+        if let Err(refusal) = self.rules.end_commit(header.seq, header.is_sealed()) {
+            flag(refusal.to_string());
         }
         if self.frontier != *commit.frontier() {
             flag("its Merkle frontier is not the tree of the records so far".into());
@@ -910,6 +855,30 @@ impl<'a> ChainCheck<'a> {
         self.previous = Some(commit.clone());
         report.problems.extend(problems);
         Ok(())
+    }
+}
+
+/// What a commit's provenance entries can name, as full verification has it: the records
+/// the commit adds, in order, each added to the tree as an entry takes it.
+struct CommitSubjects<'f, 'r> {
+    genesis: Digest,
+    frontier: &'f mut Frontier,
+    records: std::slice::Iter<'r, RunEntry>,
+}
+
+impl Subjects for CommitSubjects<'_, '_> {
+    fn genesis(&self) -> Digest {
+        self.genesis
+    }
+
+    fn next_record(&mut self) -> Option<RunEntry> {
+        let record = self.records.next()?;
+        self.frontier.append(&record.entry.digest);
+        Some(*record)
+    }
+
+    fn root(&mut self) -> Digest {
+        self.frontier.root()
     }
 }
 

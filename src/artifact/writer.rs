@@ -19,9 +19,9 @@ use serde_json::{Map, Value, json};
 
 use super::commit::{Commit, Identity, Settled, find_latest, settle};
 use super::index::{Index, plan_run};
+use super::provenance_rules::ProvenanceRules;
 use super::{format_id, format_time, now_us};
 use crate::error::{Error, Result};
-use crate::format::{Codec, FixedCodec};
 use crate::format::block::{BLOCK_HEADER_LEN, BlockHeader, MAX_BLOCK_METADATA_LEN};
 use crate::format::compression::{COMPRESSION_NONE, COMPRESSION_ZSTD, zstd_compress};
 use crate::format::digest::{
@@ -36,6 +36,7 @@ use crate::format::{
     Action, ArtifactMetadata, FileHeader, FourCC, Frontier, IndexEntry, MetadataSection,
     RecordView, SIGNATURE_LEN, Trailer,
 };
+use crate::format::{Codec, FixedCodec};
 use crate::keys::{PublicKey, SigningKey};
 use crate::store::{AppendSession, Base, BlockStore, RecordBytes, StoreError};
 
@@ -199,6 +200,9 @@ pub struct ArtifactWriter {
     placed: Vec<Placed>,
     /// Versions the pending blocks give their ids.
     pending_versions: HashMap<[u8; 16], u32>,
+    /// The provenance rules (FORMAT.md 9.2) of the commit being built: the newest commit,
+    /// then the pending events. Reset whenever `commit` changes or `pending` is cleared.
+    rules: ProvenanceRules,
     session: Option<Box<dyn AppendSession>>,
     merkle_hashes: u64,
     /// The pending commit merges every live run into one.
@@ -326,6 +330,8 @@ impl ArtifactWriter {
         create_details: Value,
     ) -> Result<Self> {
         let genesis = genesis_digest(&base.file_header, &base.metadata_section);
+        // Commit 0 holds the create entry alone.
+        ProvenanceRules::new().create()?;
         let create = ProvenanceEntry {
             action: Action::Create,
             flags: 0,
@@ -397,6 +403,7 @@ impl ArtifactWriter {
         let index = Index::new(store.clone());
         index.remember_segment(settled.commit.reference(), settled.prefix);
         let commit = settled.commit;
+        let rules = ProvenanceRules::writing_after(commit.header());
         Self {
             examined_len: settled.examined_len,
             store,
@@ -410,6 +417,7 @@ impl ArtifactWriter {
             pending: Vec::new(),
             placed: Vec::new(),
             pending_versions: HashMap::new(),
+            rules,
             session: None,
             merkle_hashes: 0,
             compacting: false,
@@ -479,15 +487,10 @@ impl ArtifactWriter {
         self.merkle_hashes
     }
 
+    /// May blocks be added? Not after a finalize entry, pending or committed
+    /// ([`Error::Finalized`]).
     fn check_open(&self) -> Result<()> {
-        let finalizing = self
-            .pending
-            .iter()
-            .any(|p| matches!(p, Pending::Event { action, .. } if *action == Action::Finalize));
-        if self.commit.header().is_sealed() || finalizing {
-            return Err(Error::Finalized);
-        }
-        Ok(())
+        Ok(self.rules.entry_allowed()?)
     }
 
     /// The blocks the last successful [`Self::commit`] made durable, where they finally
@@ -553,7 +556,8 @@ impl ArtifactWriter {
                 .await?
                 .map(|e| e.version),
         };
-        let version = existing.map_or(1, |v| v + 1);
+        let action = ProvenanceRules::block_action(existing);
+        let version = ProvenanceRules::block_version(action, &id, existing)?;
         let prepared = PreparedBlock {
             block_id: id,
             block_type: view.header.block_type,
@@ -566,11 +570,7 @@ impl ArtifactWriter {
             data: record.slice(view.data_range()),
             content: view.content_digest(),
             explicit_id: true,
-            action: if version == 1 {
-                Action::AddBlock
-            } else {
-                Action::Update
-            },
+            action,
         };
         self.pending_versions.insert(id, version);
         let first = self.pending.len();
@@ -764,21 +764,9 @@ impl ArtifactWriter {
         {
             return Ok(Slot::AlreadyCommitted(committed));
         }
-        let version = match (block.action, existing) {
-            (Action::Update, None) => {
-                return Err(Error::UnknownBlock {
-                    block_id: format_id(&id),
-                });
-            }
-            (Action::Update, Some(v)) => v + 1,
-            (_, Some(_)) => {
-                return Err(Error::Invalid(format!(
-                    "block {} already exists with other content; use update to add a new version",
-                    format_id(&id)
-                )));
-            }
-            (_, None) => 1,
-        };
+        // An update of an id that does not exist is `Error::UnknownBlock`; an add of one that
+        // does (with other content: same content was answered above) is refused.
+        let version = ProvenanceRules::block_version(block.action, &id, existing)?;
         self.pending_versions.insert(id, version);
         Ok(Slot::New(version))
     }
@@ -909,6 +897,7 @@ impl ArtifactWriter {
         self.pending.clear();
         self.placed.clear();
         self.pending_versions.clear();
+        self.rules = ProvenanceRules::writing_after(self.commit.header());
     }
 
     /// Reads the newest commit and links every pending item onto it again.
@@ -921,8 +910,14 @@ impl ArtifactWriter {
             .remember_segment(settled.commit.reference(), settled.prefix);
         self.commit = settled.commit;
         self.examined_len = settled.examined_len;
-        if self.commit.header().is_sealed() {
-            return Err(Error::Finalized);
+        // Nothing follows a sealed commit (`Error::Finalized`); the pending events were
+        // allowed after the old commit, so they are after this one.
+        self.rules = ProvenanceRules::writing_after(self.commit.header());
+        self.rules.commit_allowed()?;
+        for item in &self.pending {
+            if let Pending::Event { action, .. } = item {
+                self.rules.event(*action)?;
+            }
         }
         self.placed.clear();
         self.pending_versions.clear();
@@ -970,8 +965,11 @@ impl ArtifactWriter {
 
     /// Records an artifact-level provenance event (convert, migrate, ...) with `details`
     /// merged into the entry's JSON; the subject is the Merkle root at that point.
+    ///
+    /// `action` must be an event (not create, add_block or update), and nothing may follow
+    /// a finalize entry ([`Error::Finalized`]).
     pub async fn record_event(&mut self, action: Action, detail: Map<String, Value>) -> Result<()> {
-        self.check_open()?;
+        self.rules.check_event(action)?;
         if self.agent_id.is_none() {
             let identity = Identity::read(self.store.as_ref()).await?;
             self.agent_id = Some(
@@ -987,6 +985,7 @@ impl ArtifactWriter {
             "agent".into(),
             Value::String(self.agent_id.clone().unwrap_or_default()),
         );
+        self.rules.event(action)?;
         self.pending.push(Pending::Event {
             action,
             details: detail,
@@ -1089,9 +1088,7 @@ impl ArtifactWriter {
             self.last_committed = std::mem::take(&mut self.already_committed);
             return Ok(());
         }
-        if self.commit.header().is_sealed() {
-            return Err(Error::Finalized);
-        }
+        self.rules.commit_allowed()?;
         if self.session.is_none() {
             self.session = Some(
                 self.store
@@ -1108,7 +1105,6 @@ impl ArtifactWriter {
         let mut entries = Vec::with_capacity(self.pending.len());
         let mut head = base.provenance_head;
         let mut placed = self.placed.iter();
-        let mut sealed = false;
         for item in &self.pending {
             let entry = match item {
                 Pending::Block(block) => {
@@ -1130,7 +1126,6 @@ impl ArtifactWriter {
                     hashes += u64::from(computed);
                     let mut d = d.clone();
                     d.insert("record_count".into(), json!(frontier.size()));
-                    sealed |= *action == Action::Finalize;
                     ProvenanceEntry {
                         action: *action,
                         flags: 0,
@@ -1180,7 +1175,11 @@ impl ArtifactWriter {
             provenance_added: entries.len() as u64,
             provenance_len: provenance.len() as u64,
             run_len: run_bytes.len() as u64,
-            flags: if sealed { FLAG_SEALED } else { 0 },
+            flags: if self.rules.sealed_flag() {
+                FLAG_SEALED
+            } else {
+                0
+            },
             genesis: base.genesis,
             previous_commit: self.commit.digest,
             previous_segment_offset: base.segment_offset,
@@ -1222,6 +1221,7 @@ impl ArtifactWriter {
         self.index.remember_segment(commit.reference(), segment);
         self.examined_len = commit.end();
         self.commit = commit;
+        self.rules = ProvenanceRules::writing_after(self.commit.header());
         self.merkle_hashes += hashes;
         self.last_committed = self.placed.iter().map(|p| self.block_ref(p)).collect();
         self.last_committed.append(&mut self.already_committed);
@@ -1406,6 +1406,86 @@ fn sign_all(key: &SigningKey, digests: &[Digest]) -> Vec<[u8; SIGNATURE_LEN]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The writer refuses what the provenance rules refuse, with its documented errors, and
+    /// seals the commit that holds the finalize entry.
+    #[tokio::test]
+    async fn the_writer_appends_only_what_the_provenance_rules_allow() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("rules.maif");
+        let store: Arc<dyn BlockStore> = Arc::new(crate::store::FileStore::new(&path));
+        let key = SigningKey::from_seed(&[3; 32]);
+        let mut writer = ArtifactWriter::create(store.clone(), key, CreateOptions::default())
+            .await
+            .expect("create");
+        // Create, add_block and update are not events.
+        for action in [Action::Create, Action::AddBlock, Action::Update] {
+            let refused = writer.record_event(action, Map::new()).await;
+            assert!(
+                matches!(&refused, Err(Error::Invalid(m)) if m.starts_with("provenance: ")),
+                "{action:?}: {refused:?}"
+            );
+        }
+        let id = [0x42; 16];
+        let first = writer
+            .add(NewBlock::new(FourCC::BINA, vec![1u8]).with_id(id))
+            .await
+            .expect("add");
+        assert_eq!(first.version, 1);
+        let missing = writer
+            .update([0x43; 16], NewBlock::new(FourCC::BINA, vec![2u8]))
+            .await;
+        assert!(
+            matches!(&missing, Err(Error::UnknownBlock { block_id }) if *block_id == format_id(&[0x43; 16])),
+            "{missing:?}"
+        );
+        let again = writer
+            .add(NewBlock::new(FourCC::BINA, vec![3u8]).with_id(id))
+            .await
+            .expect_err("an add of an existing id with other content");
+        assert!(
+            again
+                .to_string()
+                .contains("already exists with other content; use update"),
+            "{again}"
+        );
+        let second = writer
+            .update(id, NewBlock::new(FourCC::BINA, vec![4u8]))
+            .await
+            .expect("update");
+        assert_eq!(second.version, 2);
+        writer
+            .record_event(Action::Convert, Map::new())
+            .await
+            .expect("convert");
+        writer
+            .record_event(Action::Unknown(9), Map::new())
+            .await
+            .expect("an unknown action is an event");
+        writer
+            .record_event(Action::Finalize, Map::new())
+            .await
+            .expect("finalize");
+        // Nothing after the finalize entry, pending or committed.
+        let after = writer.add(NewBlock::new(FourCC::BINA, vec![5u8])).await;
+        assert!(matches!(after, Err(Error::Finalized)), "{after:?}");
+        let after = writer.record_event(Action::Migrate, Map::new()).await;
+        assert!(matches!(after, Err(Error::Finalized)), "{after:?}");
+        writer.commit().await.expect("commit");
+        assert!(writer.last_commit().header().is_sealed());
+        let after = writer.add(NewBlock::new(FourCC::BINA, vec![6u8])).await;
+        assert!(matches!(after, Err(Error::Finalized)), "{after:?}");
+        let mut reopened = ArtifactWriter::open(store.clone(), SigningKey::from_seed(&[3; 32]))
+            .await
+            .expect("open");
+        let after = reopened.record_event(Action::Convert, Map::new()).await;
+        assert!(matches!(after, Err(Error::Finalized)), "{after:?}");
+        let report = super::super::verify::verify(store, Default::default())
+            .await
+            .expect("verify");
+        assert!(report.valid, "{:?}", report.problems);
+        assert_eq!(report.provenance_entries, 6);
+    }
 
     #[test]
     fn block_details_are_the_bytes_serde_json_writes_for_the_map() {
