@@ -199,16 +199,27 @@ const PROCESS_CREDENTIALS_REUSED_FOR: Duration = Duration::from_secs(300);
 pub struct ProcessCredentials {
     command: String,
     profile: String,
+    reuse_for: Duration,
     cached: Mutex<Option<(Instant, Arc<AwsCredential>)>>,
 }
 
 impl ProcessCredentials {
+    /// Runs `command` for credentials, reusing its answer for five minutes.
     pub fn new(command: String, profile: String) -> Self {
         ProcessCredentials {
             command,
             profile,
+            reuse_for: PROCESS_CREDENTIALS_REUSED_FOR,
             cached: Mutex::new(None),
         }
+    }
+
+    /// The same, reusing the answer for `reuse_for` instead (tests set a window that has
+    /// already passed).
+    #[cfg(test)]
+    fn reusing_for(mut self, reuse_for: Duration) -> Self {
+        self.reuse_for = reuse_for;
+        self
     }
 
     fn run(command: &str, profile: &str) -> Result<AwsCredential, String> {
@@ -255,7 +266,7 @@ impl CredentialProvider for ProcessCredentials {
     async fn get_credential(&self) -> object_store::Result<Arc<AwsCredential>> {
         let mut cached = self.cached.lock().await;
         if let Some((at, credential)) = cached.as_ref()
-            && at.elapsed() < PROCESS_CREDENTIALS_REUSED_FOR
+            && at.elapsed() < self.reuse_for
         {
             return Ok(credential.clone());
         }
@@ -299,5 +310,57 @@ mod tests {
             sections["services local"]["s3.endpoint_url"],
             "http://localhost:4566"
         );
+    }
+
+    /// A credential process that appends a line to `calls` each time it runs.
+    #[cfg(unix)]
+    fn counting_process(dir: &Path) -> (String, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let calls = dir.join("calls");
+        let script = dir.join("creds.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho run >> '{}'\n\
+                 echo '{{\"Version\": 1, \"AccessKeyId\": \"AKIDTEST\", \"SecretAccessKey\": \"s\"}}'\n",
+                calls.display()
+            ),
+        )
+        .expect("script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        (script.display().to_string(), calls)
+    }
+
+    #[cfg(unix)]
+    fn runs(calls: &Path) -> usize {
+        std::fs::read_to_string(calls).map_or(0, |text| text.lines().count())
+    }
+
+    /// README: "Process credentials are reused for five minutes."
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn process_credentials_are_reused_for_five_minutes_then_fetched_again() {
+        assert_eq!(PROCESS_CREDENTIALS_REUSED_FOR, Duration::from_secs(5 * 60));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (command, calls) = counting_process(dir.path());
+
+        // Two requests within the window (a test takes far less than five minutes): the
+        // process runs once and both get its credentials.
+        let provider = ProcessCredentials::new(command.clone(), "p".into());
+        let first = provider.get_credential().await.expect("first");
+        let second = provider.get_credential().await.expect("second");
+        assert_eq!(first.key_id, "AKIDTEST");
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "the second request ran it again"
+        );
+        assert_eq!(runs(&calls), 1);
+
+        // Once the window has passed (here: a window of zero), each request runs it again:
+        // the count above is this cache's doing, not something else caching.
+        let expired = ProcessCredentials::new(command, "p".into()).reusing_for(Duration::ZERO);
+        expired.get_credential().await.expect("third");
+        expired.get_credential().await.expect("fourth");
+        assert_eq!(runs(&calls), 3);
     }
 }
