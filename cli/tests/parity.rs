@@ -62,8 +62,19 @@ fn converting_twice_is_a_no_op_and_a_different_artifact_is_refused() {
     });
 }
 
+/// The exit code of a `maif` stopped by its `MAIF_TEST_CONVERT_STOP_AFTER_RECORDS` test hook
+/// (`src/artifact/convert.rs`).
+const TEST_STOP_EXIT_CODE: i32 = 86;
+
 #[test]
 fn a_killed_conversion_resumes_to_an_identical_result() {
+    const RECORDS: u64 = 300;
+    // Where the first run of each direction stops: a third of the way through the copy.
+    const STOP_AT: u64 = 100;
+    // Writes still in flight when it stops may or may not land, as with a kill: at most the
+    // 2 uploads of `--concurrency 2`, or the file writer's queue (8) and the record it
+    // writes, plus the record just handed over.
+    const IN_FLIGHT: u64 = 12;
     let dir = tempfile::tempdir().expect("tempdir");
     let source = dir.path().join("big.maif");
     common::block_on(async {
@@ -72,7 +83,7 @@ fn a_killed_conversion_resumes_to_an_identical_result() {
             ArtifactWriter::create(store, common::test_key(), CreateOptions::default())
                 .await
                 .expect("create");
-        for n in 0..300u32 {
+        for n in 0..RECORDS as u32 {
             writer
                 .add(NewBlock::new(FourCC::BINA, vec![n as u8; 256 << 10]))
                 .await
@@ -80,75 +91,70 @@ fn a_killed_conversion_resumes_to_an_identical_result() {
         }
         writer.commit().await.expect("commit");
     });
-    let folder = format!("file://{}/objects", dir.path().display());
+    let objects = dir.path().join("objects");
+    let folder = format!("file://{}", objects.display());
     let back = dir.path().join("back.maif");
+    let partial = dir.path().join("back.maif.maif-partial");
     let maif = env!("CARGO_BIN_EXE_maif");
     for (from, to) in [
         (source.display().to_string(), folder.clone()),
         (folder.clone(), back.display().to_string()),
     ] {
-        // Kill a first attempt partway (trying other delays until one lands mid-copy), then run
-        // it again to completion.
-        let mut landed = false;
-        for delay_ms in [120u64, 60, 250, 30, 500, 15, 1000] {
-            let mut child = std::process::Command::new(maif)
-                .args(["convert", &from, &to, "--quiet", "--concurrency", "2"])
-                .spawn()
-                .expect("spawn");
-            std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-            let _ = child.kill();
-            let status = child.wait().expect("wait");
-            let out = std::process::Command::new(maif)
-                .args(["convert", &from, &to, "--json"])
-                .output()
-                .expect("rerun");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-            println!("{from} -> {to}: kill after {delay_ms} ms ({status}), rerun {report}");
-            assert_eq!(report["records"], 300);
-            let resumed = report["records_resumed"].as_u64().expect("resumed");
-            if resumed > 0 && resumed < 300 && status.code().is_none() {
-                landed = true;
-                break;
-            }
-            // The kill missed the copy: start this direction over.
-            let _ = std::fs::remove_dir_all(dir.path().join("objects"));
-            let _ = std::fs::remove_file(&back);
-            if to == folder {
-                let _ = std::fs::create_dir_all(dir.path().join("objects"));
-            }
-            if to != folder && from == folder {
-                // The folder is the source here and must stay; rebuild it.
-                convert_blocking(&source, &folder);
-            }
-        }
-        assert!(
-            landed,
-            "no kill landed in the middle of the {from} -> {to} copy"
+        // A first run, stopped by the test hook right after it handed over record STOP_AT.
+        let stopped = std::process::Command::new(maif)
+            .args(["convert", &from, &to, "--quiet", "--concurrency", "2"])
+            .env("MAIF_TEST_CONVERT_STOP_AFTER_RECORDS", STOP_AT.to_string())
+            .output()
+            .expect("first run");
+        let said = String::from_utf8_lossy(&stopped.stderr);
+        assert_eq!(
+            stopped.status.code(),
+            Some(TEST_STOP_EXIT_CODE),
+            "{from} -> {to}: the first run was not stopped by the test hook: {said}"
         );
+        // What it left: no finished destination, only what a resumed run can reuse.
+        if to == folder {
+            let commits: Vec<String> = std::fs::read_dir(objects.join("commits"))
+                .expect("commits")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(
+                commits,
+                ["18446744073709551615"],
+                "only commit 0 (no records) may have landed"
+            );
+        } else {
+            assert!(
+                !back.exists(),
+                "a stopped copy published {}",
+                back.display()
+            );
+            assert!(partial.exists(), "the stopped copy left no partial file");
+        }
+        // The same command again finishes it, reusing what the first run stored.
+        let out = std::process::Command::new(maif)
+            .args(["convert", &from, &to, "--json"])
+            .output()
+            .expect("rerun");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        println!("{from} -> {to}: stopped after {STOP_AT} records, rerun {report}");
+        assert_eq!(report["records"], RECORDS);
+        assert_eq!(report["already_converted"], false);
+        let resumed = report["records_resumed"].as_u64().expect("resumed");
+        assert!(
+            (STOP_AT - IN_FLIGHT..=STOP_AT).contains(&resumed),
+            "{from} -> {to}: the rerun reused {resumed} records of the {STOP_AT} the first run handed over"
+        );
+        assert_eq!(report["records_copied"], RECORDS - resumed);
     }
+    assert!(!partial.exists(), "the partial file was left behind");
     assert!(
         std::fs::read(&source).expect("read") == std::fs::read(&back).expect("read"),
         "resumed conversion is not byte-identical"
     );
-}
-
-fn convert_blocking(source: &std::path::Path, folder: &str) {
-    common::block_on(async {
-        let target = Location::parse(folder)
-            .expect("loc")
-            .store()
-            .expect("store");
-        convert(
-            common::file_store(source),
-            target,
-            ConvertOptions::default(),
-        )
-        .await
-        .expect("convert");
-    });
 }

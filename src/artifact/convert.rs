@@ -3,7 +3,7 @@
 //! the same artifact (same signatures, chain, Merkle roots, index runs) and the single-file
 //! image rebuilt from it is the same bytes.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -16,6 +16,32 @@ use crate::error::{Error, Result};
 use crate::format::layout::commit_object_start;
 use crate::format::{IndexEntry, RecordView, TRAILER_LEN};
 use crate::store::{BlockStore, StoreError};
+
+/// TEST HOOK, for tests only; inert unless the variable is set. With
+/// `MAIF_TEST_CONVERT_STOP_AFTER_RECORDS=N` (read once per process) a conversion exits the
+/// process at once, with [`TEST_STOP_EXIT_CODE`] and no cleanup (as a kill would), right after
+/// it has handed the Nth record it copies to the destination. Writes still in flight then
+/// (uploads, up to the concurrency; queued file writes) may or may not land, as with a kill.
+/// Tests use it to interrupt a conversion at a chosen record instead of racing a kill.
+const TEST_STOP_AFTER_RECORDS: &str = "MAIF_TEST_CONVERT_STOP_AFTER_RECORDS";
+/// The exit code of a process stopped by [`TEST_STOP_AFTER_RECORDS`] (test hook only).
+const TEST_STOP_EXIT_CODE: i32 = 86;
+
+/// The [`TEST_STOP_AFTER_RECORDS`] test hook: exits once `copied` records were handed over.
+fn test_stop_after(copied: u64) {
+    static AT: OnceLock<Option<u64>> = OnceLock::new();
+    let at = *AT.get_or_init(|| {
+        std::env::var(TEST_STOP_AFTER_RECORDS)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+    });
+    if at == Some(copied) {
+        eprintln!(
+            "maif convert: test hook {TEST_STOP_AFTER_RECORDS}: stopping after {copied} records"
+        );
+        std::process::exit(TEST_STOP_EXIT_CODE);
+    }
+}
 
 /// How a conversion runs.
 #[derive(Clone)]
@@ -238,6 +264,7 @@ async fn copy_records(
         if let Some(progress) = &options.on_progress {
             progress(entry.record_len);
         }
+        test_stop_after(report.records_copied);
     }
     Ok(())
 }
