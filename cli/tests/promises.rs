@@ -1,0 +1,1002 @@
+//! One test per documented promise that had none (issue 12.3), run the way a user works:
+//! through the `maif` binary. Each test names the statement it checks (file and line of
+//! README.md or docs/*.md); expected values come from those statements, not from running
+//! the code.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn maif(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_maif"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run maif")
+}
+
+fn said(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = maif(dir, args);
+    assert!(out.status.success(), "maif {args:?} failed: {}", said(&out));
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn json(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let text = ok(dir, args);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("maif {args:?}: {e}: {text}"))
+}
+
+fn sha(path: &Path) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        std::fs::read(path).expect("read"),
+    ))
+}
+
+/// A temporary folder holding a key `k.pem` and the artifact `a.maif`: commit 0 (create),
+/// then one commit per text, each adding one TEXT block. Returns the block ids in order.
+fn artifact_with(dir: &Path, location: &str, texts: &[&str]) -> Vec<String> {
+    if !dir.join("k.pem").exists() {
+        ok(dir, &["keygen", "k.pem"]);
+    }
+    ok(dir, &["create", location, "--key", "k.pem", "--agent", "a"]);
+    texts
+        .iter()
+        .map(|text| {
+            let added = json(
+                dir,
+                &[
+                    "add", location, "--key", "k.pem", "--type", "TEXT", "--text", text, "--json",
+                ],
+            );
+            added["block_id"].as_str().expect("block_id").to_string()
+        })
+        .collect()
+}
+
+fn ids_listed(dir: &Path, location: &str) -> Vec<String> {
+    let listing = json(dir, &["ls", location, "--json"]);
+    listing
+        .as_array()
+        .expect("ls rows")
+        .iter()
+        .map(|row| row["id"].as_str().expect("id").to_string())
+        .collect()
+}
+
+/// Flips one byte of `path` at `at`.
+fn flip(path: &Path, at: usize) {
+    let mut bytes = std::fs::read(path).expect("read");
+    bytes[at] ^= 0x01;
+    std::fs::write(path, bytes).expect("write");
+}
+
+/// The file offset of the first payload byte of block `n` (as `inspect` lists blocks).
+fn data_at(dir: &Path, location: &str, n: usize) -> usize {
+    json(dir, &["inspect", location, "--json"])["blocks"][n]["data_at"]
+        .as_u64()
+        .expect("data_at") as usize
+}
+
+/// README.md:174-177 (exit 1 "also when `ls`/`cat` refuse a tampered artifact") and
+/// README.md:19 ("verification that names what is wrong"): `cat` of a block whose record
+/// was altered exits 1 and prints none of the altered payload.
+#[test]
+fn cat_of_an_altered_record_exits_1_and_prints_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let ids = artifact_with(dir, "a.maif", &["first text", "second text"]);
+    flip(&dir.join("a.maif"), data_at(dir, "a.maif", 0) + 4);
+    for args in [
+        &["cat", "a.maif", ids[0].as_str()][..],
+        &["cat", "a.maif", ids[0].as_str(), "--raw"][..],
+        &["cat", "a.maif", "--index", "0"][..],
+    ] {
+        let out = maif(dir, args);
+        assert_eq!(out.status.code(), Some(1), "maif {args:?}: {}", said(&out));
+        assert!(
+            out.stdout.is_empty(),
+            "maif {args:?} printed altered bytes: {}",
+            said(&out)
+        );
+    }
+    let out = maif(dir, &["verify", "a.maif"]);
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+}
+
+/// README.md:174-177 (exit 1 when `ls`/`cat` refuse a tampered artifact) and
+/// README.md:224-226 (damage: "Readers and writers refuse the file rather than fall back
+/// to an older state or truncate committed bytes"): a byte changed inside the newest
+/// commit's segment makes `ls` and `cat` exit 1, and an append is refused without touching
+/// a byte of the file.
+#[test]
+fn ls_cat_and_add_refuse_an_artifact_whose_newest_commit_was_altered() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let ids = artifact_with(dir, "a.maif", &["first text", "second text"]);
+    let newest = json(dir, &["inspect", "a.maif", "--json"])["commits"]
+        .as_array()
+        .expect("commits")
+        .last()
+        .expect("newest commit")["segment_offset"]
+        .as_u64()
+        .expect("segment_offset") as usize;
+    // Inside the 352-byte segment header (FORMAT.md 6.2), which the commit signature covers.
+    flip(&dir.join("a.maif"), newest + 200);
+    let before = std::fs::read(dir.join("a.maif")).expect("read");
+    for args in [
+        &["ls", "a.maif"][..],
+        &["ls", "a.maif", "--json"][..],
+        &["cat", "a.maif", ids[0].as_str()][..],
+        &["cat", "a.maif", ids[1].as_str()][..],
+        &["verify", "a.maif"][..],
+    ] {
+        let out = maif(dir, args);
+        assert_eq!(out.status.code(), Some(1), "maif {args:?}: {}", said(&out));
+    }
+    let add = maif(
+        dir,
+        &[
+            "add", "a.maif", "--key", "k.pem", "--type", "TEXT", "--text", "third",
+        ],
+    );
+    assert!(
+        !add.status.success(),
+        "an append to a damaged file succeeded: {}",
+        said(&add)
+    );
+    assert!(
+        std::fs::read(dir.join("a.maif")).expect("read") == before,
+        "the refused append changed the file"
+    );
+}
+
+/// docs/OBJECT-LAYOUT.md:316-319 (convert re-hashes every record; "A record that does not
+/// match is not copied"), :326-328 (an interrupted conversion to the object layout never
+/// leaves "a commit whose records are missing"), :333-338 (a file is published only at the
+/// end) and README.md:174-177 (exit 1 for an artifact that fails verification): converting
+/// a source with an altered record fails with exit 1, publishes no file, and leaves no
+/// commit in a folder that names the altered record.
+#[test]
+fn convert_refuses_a_source_with_an_altered_record() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    artifact_with(dir, "a.maif", &["first text", "second text"]);
+    let good_digest = json(dir, &["ls", "a.maif", "--json"])[1]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_string();
+    flip(&dir.join("a.maif"), data_at(dir, "a.maif", 1) + 2);
+    let source_sha = sha(&dir.join("a.maif"));
+
+    let out = maif(dir, &["convert", "a.maif", "b.maif"]);
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    assert!(!dir.join("b.maif").exists(), "a file was published");
+
+    let folder = format!("file://{}/objects", dir.display());
+    let out = maif(dir, &["convert", "a.maif", &folder]);
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    // The altered record is not under the committed digest's name, nor under any name.
+    let altered: Vec<u8> = {
+        let bytes = std::fs::read(dir.join("a.maif")).expect("read");
+        let block = &json(dir, &["inspect", "a.maif", "--json"])["blocks"][1];
+        let at = block["offset"].as_u64().expect("offset") as usize;
+        let len = block["record_len"].as_u64().expect("record_len") as usize;
+        bytes[at..at + len].to_vec()
+    };
+    let blocks = dir.join("objects/blocks");
+    if blocks.is_dir() {
+        for entry in std::fs::read_dir(&blocks).expect("blocks") {
+            let path = entry.expect("entry").path();
+            assert!(
+                std::fs::read(&path).expect("read") != altered,
+                "the altered record was copied to {}",
+                path.display()
+            );
+            assert!(
+                !path.ends_with(&good_digest),
+                "an object holds the altered record's committed name"
+            );
+        }
+    }
+    // Whatever landed is an earlier commit of the source, complete and valid.
+    if dir.join("objects/commits").is_dir() {
+        let report = json(dir, &["verify", &folder, "--json"]);
+        assert_eq!(report["valid"], true, "{report}");
+        assert!(
+            report["record_count"].as_u64().expect("record_count") < 2,
+            "{report}"
+        );
+    }
+    assert_eq!(
+        sha(&dir.join("a.maif")),
+        source_sha,
+        "convert wrote to its source"
+    );
+}
+
+/// docs/OBJECT-LAYOUT.md:320-322 (a destination holding the newest commit: nothing is done;
+/// an earlier commit of the same artifact: the conversion resumes; another artifact:
+/// `already exists`) and :338-340 (a file destination that exists is refused, even one
+/// holding an earlier commit, unless it holds the newest).
+#[test]
+fn convert_into_an_existing_destination_resumes_does_nothing_or_refuses_as_documented() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    artifact_with(dir, "a.maif", &["one"]);
+    let folder = format!("file://{}/objects", dir.display());
+    ok(dir, &["convert", "a.maif", &folder, "--quiet"]);
+    ok(dir, &["convert", "a.maif", "b.maif", "--quiet"]);
+    let b_sha = sha(&dir.join("b.maif"));
+
+    // The same source again: nothing to do, for both kinds of destination.
+    for dest in [folder.as_str(), "b.maif"] {
+        let again = json(dir, &["convert", "a.maif", dest, "--json"]);
+        assert_eq!(again["already_converted"], true, "{dest}: {again}");
+        assert_eq!(again["records_copied"], 0, "{dest}: {again}");
+    }
+    assert_eq!(sha(&dir.join("b.maif")), b_sha);
+
+    // The source grows by one commit: the folder resumes and copies only the new record;
+    // the file, which holds an earlier commit, is refused and left as it was.
+    ok(
+        dir,
+        &[
+            "add", "a.maif", "--key", "k.pem", "--type", "TEXT", "--text", "two",
+        ],
+    );
+    let resumed = json(dir, &["convert", "a.maif", &folder, "--json"]);
+    assert_eq!(resumed["already_converted"], false, "{resumed}");
+    assert_eq!(resumed["records_copied"], 1, "{resumed}");
+    ok(dir, &["convert", &folder, "back.maif", "--quiet"]);
+    assert_eq!(sha(&dir.join("back.maif")), sha(&dir.join("a.maif")));
+
+    let refused = maif(dir, &["convert", "a.maif", "b.maif"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", said(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("already exists"),
+        "{}",
+        said(&refused)
+    );
+    assert_eq!(
+        sha(&dir.join("b.maif")),
+        b_sha,
+        "the refusal changed b.maif"
+    );
+
+    // Another artifact into the folder: `already exists`, and the folder is unchanged.
+    artifact_with(dir, "other.maif", &["other"]);
+    let before = ids_listed(dir, &folder);
+    let refused = maif(dir, &["convert", "other.maif", &folder]);
+    assert!(!refused.status.success(), "{}", said(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("already exists"),
+        "{}",
+        said(&refused)
+    );
+    assert_eq!(ids_listed(dir, &folder), before);
+}
+
+/// docs/OBJECT-LAYOUT.md:360-362: a single file stored as one object cannot be created or
+/// appended to, with the message the document quotes; it can be read.
+#[test]
+fn a_single_file_stored_as_one_object_refuses_create_and_add() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let ids = artifact_with(dir, "a.maif", &["kept"]);
+    std::fs::create_dir(dir.join("store")).expect("dir");
+    let one = format!("file://{}/store/one.maif", dir.display());
+    ok(dir, &["convert", "a.maif", &one, "--quiet"]);
+    assert_eq!(ok(dir, &["cat", &one, &ids[0]]), "kept");
+    let message = "a single file stored as one object cannot be changed in place";
+    let stored = std::fs::read(dir.join("store/one.maif")).expect("read");
+    let add = maif(
+        dir,
+        &[
+            "add", &one, "--key", "k.pem", "--type", "TEXT", "--text", "more",
+        ],
+    );
+    assert_eq!(add.status.code(), Some(2), "{}", said(&add));
+    assert!(
+        String::from_utf8_lossy(&add.stderr).contains(message),
+        "{}",
+        said(&add)
+    );
+    assert!(std::fs::read(dir.join("store/one.maif")).expect("read") == stored);
+    let fresh = format!("file://{}/store/new.maif", dir.display());
+    let create = maif(dir, &["create", &fresh, "--key", "k.pem", "--agent", "a"]);
+    assert_eq!(create.status.code(), Some(2), "{}", said(&create));
+    assert!(
+        String::from_utf8_lossy(&create.stderr).contains(message),
+        "{}",
+        said(&create)
+    );
+    assert!(!dir.join("store/new.maif").exists());
+}
+
+/// The newest commit of a folder, by the `latest` hint.
+fn hint(objects: &Path) -> String {
+    std::fs::read_to_string(objects.join("latest")).expect("latest hint")
+}
+
+/// docs/OBJECT-LAYOUT.md:16-17 and :76-82 (the `latest` hint holds the newest commit number
+/// in decimal, is written after every commit on a local folder, may lag and is trusted only
+/// as a starting point), :91 (a hint that does not parse or names no commit: LIST all of
+/// `commits/`; then HEAD forward while commits exist), :208 (a hint naming an older commit:
+/// readers HEAD forward; the next writer appends after the new commit and writes the hint)
+/// and :279 (`latest` is expected and not reported by verify).
+#[test]
+fn a_folder_is_read_right_whatever_its_latest_hint_says() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let objects = dir.join("objects");
+    let folder = format!("file://{}", objects.display());
+    let mut ids = artifact_with(dir, &folder, &["one", "two", "three"]);
+    // create is commit 0, then one commit per add.
+    assert_eq!(hint(&objects), "3");
+    let clean = json(dir, &["verify", &folder, "--json"]);
+    assert_eq!(clean["valid"], true, "{clean}");
+    assert!(
+        !clean.to_string().contains("latest"),
+        "verify reported the hint: {clean}"
+    );
+
+    for (next, (what, hint_bytes)) in (4u64..).zip([
+        ("lagging", Some("1")),
+        ("lagging to commit 0", Some("0")),
+        ("ahead of every commit", Some("9")),
+        ("not a number", Some("newest")),
+        ("empty", Some("")),
+        ("missing", None),
+    ]) {
+        match hint_bytes {
+            Some(text) => std::fs::write(objects.join("latest"), text).expect("write hint"),
+            None => std::fs::remove_file(objects.join("latest")).expect("remove hint"),
+        }
+        assert_eq!(ids_listed(dir, &folder), ids, "hint {what}: ls");
+        assert_eq!(ok(dir, &["cat", &folder, &ids[0]]), "one", "hint {what}");
+        let report = json(dir, &["verify", &folder, "--json"]);
+        assert_eq!(report["valid"], true, "hint {what}: {report}");
+        assert_eq!(
+            report["record_count"],
+            ids.len() as u64,
+            "hint {what}: {report}"
+        );
+        // The next writer appends after the newest commit and writes the hint.
+        let added = json(
+            dir,
+            &[
+                "add", &folder, "--key", "k.pem", "--type", "TEXT", "--text", what, "--json",
+            ],
+        );
+        ids.push(added["block_id"].as_str().expect("id").to_string());
+        assert_eq!(hint(&objects), next.to_string(), "hint {what}");
+        assert!(
+            objects
+                .join(format!("commits/{:020}", u64::MAX - next))
+                .is_file(),
+            "hint {what}: commit {next} is not where the layout puts it"
+        );
+        assert_eq!(ids_listed(dir, &folder), ids, "hint {what}: after the add");
+    }
+}
+
+/// docs/OBJECT-LAYOUT.md:63-65 ("A name counts as a commit only if it is exactly 20 ASCII
+/// digits") and :276 (any other key under the prefix is a `storage` warning, `object KEY is
+/// not part of the artifact layout`): stray names under `commits/` of a folder do not
+/// change which commit is the newest, even when the hint is gone and the folder is listed.
+#[test]
+fn names_under_commits_that_are_not_20_digits_are_not_commits() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let objects = dir.join("objects");
+    let folder = format!("file://{}", objects.display());
+    let ids = artifact_with(dir, &folder, &["one", "two"]);
+    let strays = [
+        "1",
+        "0000000000000000000",
+        "000000000000000000000",
+        "1844674407370955161x",
+        "18446744073709551613.tmp",
+    ];
+    for name in strays {
+        std::fs::write(objects.join("commits").join(name), b"not a commit").expect("stray");
+    }
+    for hint_present in [true, false] {
+        if !hint_present {
+            std::fs::remove_file(objects.join("latest")).expect("remove hint");
+        }
+        assert_eq!(
+            ids_listed(dir, &folder),
+            ids,
+            "hint present: {hint_present}"
+        );
+        let report = json(dir, &["verify", &folder, "--json"]);
+        assert_eq!(report["valid"], true, "{report}");
+        assert_eq!(report["record_count"], 2, "{report}");
+        let warnings = report["warnings"].to_string();
+        for name in strays {
+            assert!(
+                warnings.contains(&format!("commits/{name}"))
+                    && warnings.contains("not part of the artifact layout"),
+                "stray commits/{name} not reported: {report}"
+            );
+        }
+    }
+    let added = json(
+        dir,
+        &[
+            "add", &folder, "--key", "k.pem", "--type", "TEXT", "--text", "three", "--json",
+        ],
+    );
+    assert!(
+        objects
+            .join(format!("commits/{:020}", u64::MAX - 3))
+            .is_file(),
+        "the append did not make commit 3: {added}"
+    );
+}
+
+/// docs/OBJECT-LAYOUT.md:206 (a crash while records upload, before the commit create:
+/// "some record objects of the append"; readers see the last commit; `verify` warns about
+/// each as an orphan, `no commit references it`; the next writer appends after the last
+/// commit), :276 (the orphan is a warning, not a problem) and :288-300 (`maif gc` deletes
+/// record objects no commit references, only those older than the grace period; younger
+/// ones are kept as `young_orphans`). The crash state is made exactly: the record object an
+/// append uploaded, without the commit object that would have named it.
+#[test]
+fn the_records_of_an_append_that_never_committed_are_orphans_until_gc() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let objects = dir.join("objects");
+    let folder = format!("file://{}", objects.display());
+    let ids = artifact_with(dir, &folder, &["one"]);
+    // The same folder with one more append, made in a copy: its new record object is what
+    // a crash before the commit create leaves behind.
+    let copy = dir.join("copy");
+    copy_dir(&objects, &copy);
+    let copy_url = format!("file://{}", copy.display());
+    ok(
+        dir,
+        &[
+            "add", &copy_url, "--key", "k.pem", "--type", "TEXT", "--text", "lost",
+        ],
+    );
+    let before: Vec<_> = names(&objects.join("blocks"));
+    let orphans: Vec<String> = names(&copy.join("blocks"))
+        .into_iter()
+        .filter(|name| !before.contains(name))
+        .collect();
+    assert_eq!(orphans.len(), 1, "{orphans:?}");
+    let orphan = &orphans[0];
+    std::fs::copy(
+        copy.join("blocks").join(orphan),
+        objects.join("blocks").join(orphan),
+    )
+    .expect("copy record");
+
+    assert_eq!(ids_listed(dir, &folder), ids, "readers see the last commit");
+    let report = json(dir, &["verify", &folder, "--json"]);
+    assert_eq!(
+        report["valid"], true,
+        "an orphan is only a warning: {report}"
+    );
+    assert!(
+        report["warnings"]
+            .as_array()
+            .expect("warnings")
+            .iter()
+            .any(|w| {
+                let text = w.to_string();
+                text.contains(orphan.as_str()) && text.contains("no commit references it")
+            }),
+        "{report}"
+    );
+
+    // The next writer appends after the last commit.
+    let added = json(
+        dir,
+        &[
+            "add", &folder, "--key", "k.pem", "--type", "TEXT", "--text", "two", "--json",
+        ],
+    );
+    let mut expected = ids.clone();
+    expected.push(added["block_id"].as_str().expect("id").to_string());
+    assert_eq!(ids_listed(dir, &folder), expected);
+    assert!(
+        objects
+            .join(format!("commits/{:020}", u64::MAX - 2))
+            .is_file()
+    );
+
+    // gc: within the default grace period of 7 days the orphan is young and kept; with no
+    // grace period it is deleted, and nothing any commit references is.
+    let kept = json(dir, &["gc", &folder, "--json"]);
+    assert_eq!(kept["young_orphans"], 1, "{kept}");
+    assert!(objects.join("blocks").join(orphan).is_file());
+    let dry = json(
+        dir,
+        &["gc", &folder, "--older-than", "0", "--dry-run", "--json"],
+    );
+    assert!(dry.to_string().contains(orphan.as_str()), "{dry}");
+    assert!(
+        objects.join("blocks").join(orphan).is_file(),
+        "--dry-run deleted"
+    );
+    let collected = json(dir, &["gc", &folder, "--older-than", "0", "--json"]);
+    assert!(
+        collected.to_string().contains(orphan.as_str()),
+        "{collected}"
+    );
+    assert!(!objects.join("blocks").join(orphan).exists());
+    let after = json(dir, &["verify", &folder, "--json"]);
+    assert_eq!(after["valid"], true, "{after}");
+    assert_eq!(after["warnings"], serde_json::json!([]), "{after}");
+    assert_eq!(ids_listed(dir, &folder), expected);
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target: PathBuf = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+/// README.md:228 ("`maif recover DAMAGED OUT` never modifies its source"), in both modes.
+#[test]
+fn recover_never_modifies_its_source() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    artifact_with(dir, "a.maif", &["one", "two", "three"]);
+    let full = std::fs::read(dir.join("a.maif")).expect("read");
+    // Torn inside the last segment: committed-state mode, no key.
+    std::fs::write(dir.join("torn.maif"), &full[..full.len() - 200]).expect("write");
+    let torn_sha = sha(&dir.join("torn.maif"));
+    ok(dir, &["recover", "torn.maif", "fixed.maif"]);
+    assert_eq!(sha(&dir.join("torn.maif")), torn_sha);
+    // A damaged middle segment: re-signed mode, with the key.
+    let commits = json(dir, &["inspect", "a.maif", "--json"])["commits"].clone();
+    let middle = commits[2]["segment_offset"].as_u64().expect("offset") as usize;
+    let mut damaged = full.clone();
+    damaged[middle + 100] ^= 0x20;
+    std::fs::write(dir.join("damaged.maif"), &damaged).expect("write");
+    let refused = maif(dir, &["recover", "damaged.maif", "nokey.maif"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", said(&refused));
+    assert!(std::fs::read(dir.join("damaged.maif")).expect("read") == damaged);
+    ok(
+        dir,
+        &["recover", "damaged.maif", "fixed2.maif", "--key", "k.pem"],
+    );
+    assert!(std::fs::read(dir.join("damaged.maif")).expect("read") == damaged);
+    assert_eq!(
+        json(dir, &["verify", "fixed2.maif", "--json"])["valid"],
+        true
+    );
+}
+
+/// README.md:166-169 (`compact`: "With one run or none it does nothing"): a fresh artifact
+/// and one already compacted are left byte for byte as they were.
+#[test]
+fn compact_with_one_run_or_none_does_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    artifact_with(dir, "a.maif", &[]);
+    let empty = sha(&dir.join("a.maif"));
+    ok(dir, &["compact", "a.maif", "--key", "k.pem"]);
+    assert_eq!(sha(&dir.join("a.maif")), empty, "no run: nothing to do");
+
+    artifact_with(dir, "b.maif", &["one"]);
+    let one_run = sha(&dir.join("b.maif"));
+    ok(dir, &["compact", "b.maif", "--key", "k.pem"]);
+    assert_eq!(sha(&dir.join("b.maif")), one_run, "one run: nothing to do");
+}
+
+/// README.md:152-154 (`--file -` at most once; `--update` takes one `--text` or one
+/// `--file`) and :174-179 (usage errors are exit 2; a write that exits 2 did not land).
+#[test]
+fn add_usage_rules_are_exit_2_and_write_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let ids = artifact_with(dir, "a.maif", &["one"]);
+    std::fs::write(dir.join("x.bin"), b"x").expect("write");
+    std::fs::write(dir.join("y.bin"), b"y").expect("write");
+    let before = sha(&dir.join("a.maif"));
+    let base = ["add", "a.maif", "--key", "k.pem", "--type", "BINA"];
+    for extra in [
+        &["--file", "-", "--file", "-"][..],
+        &[
+            "--update",
+            ids[0].as_str(),
+            "--file",
+            "x.bin",
+            "--file",
+            "y.bin",
+        ][..],
+    ] {
+        let args: Vec<&str> = base.iter().copied().chain(extra.iter().copied()).collect();
+        let out = maif(dir, &args);
+        assert_eq!(out.status.code(), Some(2), "maif {args:?}: {}", said(&out));
+        assert_eq!(sha(&dir.join("a.maif")), before, "maif {args:?} wrote");
+    }
+}
+
+/// README.md:174-179 ("a file of a MAIF version this build does not read" is exit 2) and
+/// docs/MIGRATION.md:40-42 (a file starting with `MAIF 03` is already canonical and
+/// `maif migrate` refuses it, naming `maif convert`).
+#[test]
+fn migrate_refuses_a_canonical_file_and_names_convert() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    artifact_with(dir, "a.maif", &["one"]);
+    let before = sha(&dir.join("a.maif"));
+    let out = maif(dir, &["migrate", "a.maif", "out.maif", "--key", "k.pem"]);
+    assert_eq!(out.status.code(), Some(2), "{}", said(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("already a canonical MAIF 3.") && stderr.contains("maif convert"),
+        "{}",
+        said(&out)
+    );
+    assert!(!dir.join("out.maif").exists());
+    assert_eq!(sha(&dir.join("a.maif")), before);
+}
+
+/// README.md:174-177 read with README.md:63 ("`ls` … metadata"): `ls` prints each block's
+/// metadata from its record. When that record was altered, `ls` should refuse the
+/// artifact (exit 1) rather than print the altered metadata as committed.
+#[test]
+#[ignore = "promise broken: `maif ls` prints a record's altered metadata and exits 0 (README.md:175-176)"]
+fn ls_refuses_a_record_whose_metadata_was_altered() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    ok(dir, &["keygen", "k.pem"]);
+    ok(dir, &["create", "a.maif", "--key", "k.pem", "--agent", "a"]);
+    ok(
+        dir,
+        &[
+            "add",
+            "a.maif",
+            "--key",
+            "k.pem",
+            "--type",
+            "TEXT",
+            "--text",
+            "hello",
+            "--meta",
+            "owner=alice",
+        ],
+    );
+    let mut bytes = std::fs::read(dir.join("a.maif")).expect("read");
+    let at = bytes
+        .windows(5)
+        .position(|w| w == b"alice")
+        .expect("metadata in the record");
+    bytes[at..at + 5].copy_from_slice(b"mallo");
+    std::fs::write(dir.join("a.maif"), &bytes).expect("write");
+    for args in [
+        &["ls", "a.maif"][..],
+        &["ls", "a.maif", "--json"][..],
+        &["ls", "a.maif", "--meta", "owner=mallo"][..],
+    ] {
+        let out = maif(dir, args);
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("mallo"),
+            "maif {args:?} printed the altered metadata as committed: {}",
+            said(&out)
+        );
+        assert_eq!(out.status.code(), Some(1), "maif {args:?}: {}", said(&out));
+    }
+    assert_eq!(maif(dir, &["verify", "a.maif"]).status.code(), Some(1));
+}
+
+/// README.md:13-14 ("every `add` is durable when it returns; a crash at any moment leaves
+/// the append in flight either absent or whole"), :216-223 (what a crash leaves after the
+/// newest commit: a complete signed commit whose trailer was lost is used, `verify` warns
+/// and the next append writes its trailer back; an interrupted append is ignored, `verify`
+/// warns and the next append discards it) and :61 (`add --id` is safe to re-run), through
+/// the binary: `maif add` is aborted at each step of a single-file commit
+/// (`MAIF_TEST_CRASH_AT`, src/store/mod.rs).
+#[test]
+fn a_maif_add_crashed_at_any_step_leaves_its_block_absent_or_whole() {
+    // (crash point, whether the commit is whole when the process stops there)
+    let points = [
+        ("begin:examined", false),
+        ("append:records-written", false),
+        ("append:segment-half-written", false),
+        // From here the records and the whole signed segment are written: only the trailer
+        // may be missing or torn, which readers complete (README.md:218-220).
+        ("append:segment-written", true),
+        ("append:phase-1-synced", true),
+        ("append:trailer-half-written", true),
+        ("append:trailer-written", true),
+        ("append:phase-2-synced", true),
+    ];
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let id = "3f2b1c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d";
+    for (n, (point, whole)) in points.into_iter().enumerate() {
+        let file = format!("crash-{n}.maif");
+        let first = artifact_with(dir, &file, &["before the crash"]);
+        let committed = std::fs::read(dir.join(&file)).expect("read");
+        let crashed = Command::new(env!("CARGO_BIN_EXE_maif"))
+            .current_dir(dir)
+            .env("MAIF_TEST_CRASH_AT", point)
+            .args([
+                "add",
+                &file,
+                "--key",
+                "k.pem",
+                "--type",
+                "TEXT",
+                "--text",
+                "in flight",
+                "--id",
+                id,
+            ])
+            .output()
+            .expect("run maif");
+        assert!(
+            !crashed.status.success()
+                && String::from_utf8_lossy(&crashed.stderr).contains("MAIF_TEST_CRASH_AT"),
+            "{point}: the add was not stopped there: {}",
+            said(&crashed)
+        );
+        let after = std::fs::read(dir.join(&file)).expect("read");
+        assert!(
+            after.starts_with(&committed),
+            "{point}: committed bytes changed"
+        );
+
+        let listed = ids_listed(dir, &file);
+        let mut expected = first.clone();
+        if whole {
+            expected.push(id.to_string());
+            assert_eq!(ok(dir, &["cat", &file, id]), "in flight", "{point}");
+        }
+        assert_eq!(
+            listed, expected,
+            "{point}: the block is not absent or whole"
+        );
+        let report = json(dir, &["verify", &file, "--json"]);
+        assert_eq!(report["valid"], true, "{point}: {report}");
+        // Once the whole trailer is written the commit is complete: nothing follows it.
+        let leftovers = after.len() > committed.len()
+            && !matches!(point, "append:trailer-written" | "append:phase-2-synced");
+        assert_eq!(
+            report["warnings"].as_array().expect("warnings").is_empty(),
+            !leftovers,
+            "{point}: verify warns exactly when bytes follow the newest commit: {report}"
+        );
+
+        // The re-run with the same id is done once; the next append leaves a clean file.
+        ok(
+            dir,
+            &[
+                "add",
+                &file,
+                "--key",
+                "k.pem",
+                "--type",
+                "TEXT",
+                "--text",
+                "in flight",
+                "--id",
+                id,
+            ],
+        );
+        let next = json(
+            dir,
+            &[
+                "add", &file, "--key", "k.pem", "--type", "TEXT", "--text", "next", "--json",
+            ],
+        );
+        let mut expected = first;
+        expected.push(id.to_string());
+        expected.push(next["block_id"].as_str().expect("id").to_string());
+        assert_eq!(
+            ids_listed(dir, &file),
+            expected,
+            "{point}: after the re-run"
+        );
+        assert_eq!(ok(dir, &["cat", &file, id]), "in flight", "{point}");
+        let report = json(dir, &["verify", &file, "--json"]);
+        assert_eq!(report["valid"], true, "{point}: {report}");
+        assert_eq!(
+            report["warnings"],
+            serde_json::json!([]),
+            "{point}: leftovers survived the next append: {report}"
+        );
+        let fixed = std::fs::read(dir.join(&file)).expect("read");
+        if whole {
+            // README.md:10 and :204: nothing written is ever rewritten.
+            assert!(
+                fixed.starts_with(&after),
+                "{point}: the completed commit was rewritten"
+            );
+        }
+    }
+}
+
+/// Every key under `prefix` in `bucket`, relative to the prefix.
+fn s3_keys(bucket: &str, prefix: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStore;
+    let store = common::s3::store(bucket);
+    let path = object_store::path::Path::from(prefix);
+    let mut keys: Vec<String> = common::block_on(store.list(Some(&path)).try_collect::<Vec<_>>())
+        .expect("list")
+        .into_iter()
+        .map(|m| {
+            m.location
+                .to_string()
+                .strip_prefix(&format!("{prefix}/"))
+                .expect("under the prefix")
+                .to_string()
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+fn maif_s3(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_maif"))
+        .current_dir(dir)
+        .envs(common::s3::cli_env())
+        .args(args)
+        .output()
+        .expect("run maif")
+}
+
+fn ok_s3(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let out = maif_s3(dir, args);
+    assert!(out.status.success(), "maif {args:?}: {}", said(&out));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("maif {args:?}: {e}: {}", said(&out)))
+}
+
+/// README.md:124-128 and docs/OBJECT-LAYOUT.md:11-17, :58-65 and :97-100 (on S3 each record
+/// is `blocks/<record digest>`, each commit `commits/<u64::MAX − seq>` in 20 digits, and
+/// only local folders get a `latest` hint), through the binary on a real S3 (LocalStack).
+#[test]
+fn an_s3_artifact_holds_exactly_the_documented_keys_and_no_hint() {
+    let bucket = common::s3::bucket("promisekeys");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    ok(dir, &["keygen", "k.pem"]);
+    let url = format!("s3://{bucket}/agents/a1");
+    let out = maif_s3(dir, &["create", &url, "--key", "k.pem", "--agent", "a1"]);
+    assert!(out.status.success(), "{}", said(&out));
+    for text in ["one", "two"] {
+        ok_s3(
+            dir,
+            &[
+                "add", &url, "--key", "k.pem", "--type", "TEXT", "--text", text, "--json",
+            ],
+        );
+    }
+    let listing = ok_s3(dir, &["ls", &url, "--json"]);
+    let mut expected: Vec<String> = listing
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| format!("blocks/{}", row["digest"].as_str().expect("digest")))
+        .collect();
+    // Commits 0, 1 and 2: u64::MAX, u64::MAX − 1, u64::MAX − 2.
+    expected.extend(
+        [
+            "18446744073709551615",
+            "18446744073709551614",
+            "18446744073709551613",
+        ]
+        .map(|name| format!("commits/{name}")),
+    );
+    expected.sort();
+    assert_eq!(s3_keys(&bucket, "agents/a1"), expected);
+}
+
+/// docs/OBJECT-LAYOUT.md:63-65 ("A name counts as a commit only if it is exactly 20 ASCII
+/// digits"), :90 (on S3 "the first key that parses as a commit name is the newest") and
+/// :276 (other keys are reported as not part of the layout), on a real S3: keys under
+/// `commits/` that sort before every commit name do not hide the newest commit from `ls`,
+/// `verify` or the next `add`.
+#[test]
+fn on_s3_keys_under_commits_that_sort_first_do_not_hide_the_newest_commit() {
+    use object_store::ObjectStoreExt;
+    let bucket = common::s3::bucket("promisestray");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    ok(dir, &["keygen", "k.pem"]);
+    let url = format!("s3://{bucket}/art");
+    let out = maif_s3(dir, &["create", &url, "--key", "k.pem", "--agent", "a"]);
+    assert!(out.status.success(), "{}", said(&out));
+    let mut ids: Vec<String> = ["one", "two"]
+        .iter()
+        .map(|text| {
+            ok_s3(
+                dir,
+                &[
+                    "add", &url, "--key", "k.pem", "--type", "TEXT", "--text", text, "--json",
+                ],
+            )["block_id"]
+                .as_str()
+                .expect("id")
+                .to_string()
+        })
+        .collect();
+    // Each sorts before "18446744073709551613", the newest commit's name.
+    let strays = [
+        "0",
+        "0000000000000000000",
+        "1-notes",
+        "00000000000000000000.tmp",
+    ];
+    let store = common::s3::store(&bucket);
+    for name in strays {
+        common::block_on(store.put(
+            &object_path(&format!("art/commits/{name}")),
+            b"not a commit".to_vec().into(),
+        ))
+        .expect("put stray");
+    }
+    let listed = |dir: &Path| -> Vec<String> {
+        ok_s3(dir, &["ls", &url, "--json"])
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|row| row["id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    assert_eq!(listed(dir), ids);
+    let report = ok_s3(dir, &["verify", &url, "--json"]);
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(report["record_count"], 2, "{report}");
+    let warnings = report["warnings"].to_string();
+    for name in strays {
+        assert!(
+            warnings.contains(&format!("commits/{name}"))
+                && warnings.contains("not part of the artifact layout"),
+            "stray commits/{name} not reported: {report}"
+        );
+    }
+    let added = ok_s3(
+        dir,
+        &[
+            "add", &url, "--key", "k.pem", "--type", "TEXT", "--text", "three", "--json",
+        ],
+    );
+    ids.push(added["block_id"].as_str().expect("id").to_string());
+    assert_eq!(listed(dir), ids);
+    assert!(
+        s3_keys(&bucket, "art").contains(&"commits/18446744073709551612".to_string()),
+        "the add did not make commit 3"
+    );
+}
+
+fn object_path(key: &str) -> object_store::path::Path {
+    object_store::path::Path::from(key)
+}
