@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::list::PaginatedListStore;
 use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, ObjectStore, RetryConfig};
@@ -279,7 +279,11 @@ pub fn s3_client(bucket: &str, settings: &S3Settings) -> Result<Arc<object_store
         }
     }
     if let Some(endpoint) = &settings.endpoint {
-        builder = builder.with_endpoint(endpoint);
+        // `from_env` keeps AWS_ENDPOINT_URL_S3 as the service endpoint, which the builder
+        // prefers to `with_endpoint`: the flag sets both, or the variable would beat it.
+        builder = builder
+            .with_config(AmazonS3ConfigKey::S3Endpoint, endpoint)
+            .with_endpoint(endpoint);
     }
     if let Some(region) = &settings.region {
         builder = builder.with_region(region);
