@@ -92,10 +92,17 @@ fn two_processes_appending_at_once_both_succeed() {
         "--agent",
         "shared",
     ]);
-    const PER_WRITER: usize = 200;
+    const PER_WRITER: usize = 50;
+    // Each writer logs at info level to its own file: a writer that loses the race for a
+    // commit says "commit conflict; retrying" (ArtifactWriter::commit) before it re-links.
+    let logs: Vec<std::path::PathBuf> = ["a", "b"]
+        .iter()
+        .map(|writer| dir.path().join(format!("{writer}.log")))
+        .collect();
     let writers: Vec<_> = ["a", "b"]
         .into_iter()
-        .map(|writer| {
+        .zip(&logs)
+        .map(|(writer, log)| {
             let script = format!(
                 "for i in $(seq 1 {PER_WRITER}); do \"{maif}\" add {location} --key {} --type TEXT --text \"{writer} $i\" || exit 1; done",
                 key.display()
@@ -103,14 +110,37 @@ fn two_processes_appending_at_once_both_succeed() {
             Command::new("bash")
                 .args(["-c", &script])
                 .envs(s3::cli_env())
+                .env("MAIF_LOG", "info")
                 .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(log).expect("log file"))
                 .spawn()
                 .expect("spawn writer")
         })
         .collect();
-    for mut writer in writers {
-        assert!(writer.wait().expect("wait").success(), "a writer failed");
+    for (mut writer, log) in writers.into_iter().zip(&logs) {
+        let status = writer.wait().expect("wait");
+        assert!(
+            status.success(),
+            "a writer failed: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
     }
+    // The race was run: some commits conflicted and were retried on top of the other
+    // writer's (a test in which the two loops never overlapped would prove nothing).
+    let conflicts: usize = logs
+        .iter()
+        .map(|log| {
+            std::fs::read_to_string(log)
+                .expect("log")
+                .matches("commit conflict; retrying")
+                .count()
+        })
+        .sum();
+    println!("{conflicts} commit conflicts in {} appends", 2 * PER_WRITER);
+    assert!(
+        conflicts > 0,
+        "the two writers never conflicted: the race this test is about did not happen"
+    );
     let backend: Arc<dyn BlockStore> = s3::backend(&bucket, "agents/shared");
     let report =
         common::block_on(verify(backend.clone(), VerifyOptions::default())).expect("verify");
