@@ -9,7 +9,7 @@
 //! whose id the destination already holds are skipped.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -39,6 +39,48 @@ const COMMIT_EVERY_BYTES: u64 = 256 << 20;
 const FETCH_WINDOW_BYTES: u64 = 256 << 20;
 /// Provenance details above this size list their blocks in an `LGCY` block instead.
 const MAX_INLINE_DETAILS: usize = 768 * 1024;
+
+/// TEST HOOK, for tests only; inert unless the variable is set. With
+/// `MAIF_TEST_STOP_AFTER_UPLOADS=N` (read once per process) a migration exits the process at
+/// once, with [`TEST_STOP_EXIT_CODE`] and no cleanup (as a kill would), right after its writer
+/// has taken the Nth record of this run (the `LGCY` blocks count) and started uploading it.
+/// Uploads still in flight then (at most `--concurrency`) may or may not land, as with a kill;
+/// the commits that landed are exactly those made before the Nth record. Tests use it to
+/// interrupt a migration at a chosen point instead of racing a kill against the run.
+pub const TEST_STOP_AFTER_UPLOADS: &str = "MAIF_TEST_STOP_AFTER_UPLOADS";
+/// The exit code of a process stopped by [`TEST_STOP_AFTER_UPLOADS`] (test hook only).
+pub const TEST_STOP_EXIT_CODE: i32 = 86;
+
+/// Counts the records a migration hands to its writer, for the [`TEST_STOP_AFTER_UPLOADS`]
+/// test hook.
+struct TestStop {
+    at: Option<u64>,
+    records: u64,
+}
+
+impl TestStop {
+    fn from_env() -> Self {
+        static AT: OnceLock<Option<u64>> = OnceLock::new();
+        let at = *AT.get_or_init(|| {
+            std::env::var(TEST_STOP_AFTER_UPLOADS)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+        });
+        TestStop { at, records: 0 }
+    }
+
+    /// Called after each record the writer took.
+    fn record_taken(&mut self) {
+        self.records += 1;
+        if self.at == Some(self.records) {
+            eprintln!(
+                "maif-migrate: test hook {TEST_STOP_AFTER_UPLOADS}: stopping after {} records",
+                self.records
+            );
+            std::process::exit(TEST_STOP_EXIT_CODE);
+        }
+    }
+}
 
 pub struct MigrateOptions {
     /// Signs the migrated artifact; `None` only for a dry run.
@@ -325,12 +367,14 @@ pub async fn migrate(
     };
     let resumed = !existing.present.is_empty();
     let already_complete = existing.migrate_recorded;
+    let mut test_stop = TestStop::from_env();
 
     if let Some(writer) = existing.writer.as_mut()
         && !existing.present.contains_key(&sections_block_id(&artifact))
         && let Some(block) = sections_block(&artifact)
     {
         writer.add(block).await?;
+        test_stop.record_taken();
     }
 
     let mut reports = Vec::with_capacity(artifact.blocks.len());
@@ -410,6 +454,7 @@ pub async fn migrate(
                     // The source repeats an id: keep both, as versions of one block.
                     writer.update(block.block_id, new_block).await?;
                 }
+                test_stop.record_taken();
                 migrated = true;
                 since_commit.0 += 1;
                 since_commit.1 += framed.data.len() as u64;
@@ -493,6 +538,7 @@ pub async fn migrate(
                         .with_metadata(&metadata),
                 )
                 .await?;
+            test_stop.record_taken();
             let mut summary = Map::new();
             summary.insert("source".into(), json!(artifact.source));
             summary.insert("legacy_format".into(), json!(artifact.kind.as_str()));
