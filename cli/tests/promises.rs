@@ -1219,3 +1219,85 @@ fn the_worked_example_converts_to_the_objects_the_document_lists() {
     ok(dir, &["convert", &folder, "back.maif", "--quiet"]);
     assert!(std::fs::read(dir.join("back.maif")).expect("read") == image);
 }
+
+fn cat_bytes(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = maif(dir, args);
+    assert!(out.status.success(), "maif {args:?}: {}", said(&out));
+    out.stdout
+}
+
+/// README.md:144-148 and FORMAT.md 4.8 (TEXT, EMBD and IMAG get the typed framing laid out
+/// in 4.8.1-4.8.3; `maif cat` prints the content without it, `maif cat --raw` the framed
+/// data; other types have none) and FORMAT.md 4.8.1 ("The CLI's `--lang` accepts only two
+/// lowercase letters"). The framed bytes are built here from the document's tables.
+#[test]
+fn cat_strips_the_typed_framing_and_cat_raw_prints_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    artifact_with(dir, "a.maif", &[]);
+    let add = |args: &[&str]| -> String {
+        let mut all = vec!["add", "a.maif", "--key", "k.pem"];
+        all.extend_from_slice(args);
+        all.push("--json");
+        json(dir, &all)["block_id"]
+            .as_str()
+            .expect("id")
+            .to_string()
+    };
+    let u32le = |n: u32| n.to_le_bytes().to_vec();
+
+    // TEXT: encoding 0 (UTF-8), the language, the text.
+    let text = add(&["--type", "TEXT", "--text", "héllo", "--lang", "en"]);
+    let plain = add(&["--type", "TEXT", "--text", "plain"]);
+    // EMBD: dimension, count, dtype 0 (float32 LE), 3 reserved zero bytes, the values.
+    let values: Vec<u8> = [1.0f32, -2.5, 3.25, 0.5, 8.0, -0.125]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    std::fs::write(dir.join("v.f32"), &values).expect("write");
+    let embd = add(&["--type", "EMBD", "--file", "v.f32", "--dim", "3"]);
+    // IMAG: format 1 (PNG), 3 reserved zero bytes, width, height (from the IHDR), the file.
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x10\0\0\0\x08\x08\x06\0\0\0".to_vec();
+    std::fs::write(dir.join("p.png"), &png).expect("write");
+    let imag = add(&["--type", "IMAG", "--file", "p.png"]);
+    let bina = add(&["--type", "BINA", "--file", "p.png"]);
+
+    let cases: Vec<(&str, Vec<u8>, Vec<u8>)> = vec![
+        (
+            &text,
+            "héllo".as_bytes().to_vec(),
+            [&[0u8, b'e', b'n'][..], "héllo".as_bytes()].concat(),
+        ),
+        (&plain, b"plain".to_vec(), b"\0\0\0plain".to_vec()),
+        (
+            &embd,
+            values.clone(),
+            [u32le(3), u32le(2), vec![0, 0, 0, 0], values.clone()].concat(),
+        ),
+        (
+            &imag,
+            png.clone(),
+            [vec![1, 0, 0, 0], u32le(16), u32le(8), png.clone()].concat(),
+        ),
+        (&bina, png.clone(), png.clone()),
+    ];
+    for (id, content, framed) in cases {
+        assert_eq!(cat_bytes(dir, &["cat", "a.maif", id]), content, "cat {id}");
+        assert_eq!(
+            cat_bytes(dir, &["cat", "a.maif", id, "--raw"]),
+            framed,
+            "cat --raw {id}"
+        );
+    }
+    let before = sha(&dir.join("a.maif"));
+    for lang in ["EN", "e", "eng", "é1"] {
+        let out = maif(
+            dir,
+            &[
+                "add", "a.maif", "--key", "k.pem", "--type", "TEXT", "--text", "x", "--lang", lang,
+            ],
+        );
+        assert_eq!(out.status.code(), Some(2), "--lang {lang}: {}", said(&out));
+    }
+    assert_eq!(sha(&dir.join("a.maif")), before);
+}
