@@ -1301,3 +1301,35 @@ fn cat_strips_the_typed_framing_and_cat_raw_prints_it() {
     }
     assert_eq!(sha(&dir.join("a.maif")), before);
 }
+
+/// docs/OBJECT-LAYOUT.md:91 (a folder: the hint, then HEAD `commits/<n + 1>` while it
+/// exists) and :276 (commit objects numbered above the newest found are a `storage`
+/// warning, `object KEY is not part of the artifact layout`): with commit 2's object gone
+/// and the hint at 1, the newest commit found is 1 and commit 3's object is reported.
+#[test]
+fn a_commit_object_above_the_newest_found_is_a_storage_warning() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let objects = dir.join("objects");
+    let folder = format!("file://{}", objects.display());
+    let ids = artifact_with(dir, &folder, &["one", "two", "three"]);
+    std::fs::remove_file(objects.join(format!("commits/{:020}", u64::MAX - 2))).expect("rm");
+    std::fs::write(objects.join("latest"), "1").expect("hint");
+    let report = json(dir, &["verify", &folder, "--json"]);
+    assert_eq!(report["newest_commit"], 1, "{report}");
+    assert_eq!(report["record_count"], 1, "{report}");
+    let above = format!(
+        "object commits/{:020} is not part of the artifact layout",
+        u64::MAX - 3
+    );
+    assert!(
+        report["warnings"]
+            .as_array()
+            .expect("warnings")
+            .iter()
+            .any(|w| w["area"] == "storage"
+                && w["reason"].as_str().is_some_and(|r| r.contains(&above))),
+        "{report}"
+    );
+    assert_eq!(ids_listed(dir, &folder), ids[..1]);
+}
