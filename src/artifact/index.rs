@@ -50,7 +50,23 @@ pub(crate) struct Index {
     /// Pages already read and checked, by run (commit, part offset) and page number: lookups
     /// of many ids (a batch naming its ids) read and hash each page once.
     pages: Mutex<HashMap<PageKey, Arc<Vec<RunEntry>>>>,
+    /// Runs this writer wrote itself, kept decoded so a later merge takes their entries from
+    /// memory instead of reading back and re-hashing bytes it has just written.
+    written: Mutex<WrittenRuns>,
 }
+
+/// Runs a writer wrote, by run (commit, part offset): the run each goes on top of, and its
+/// entries. At most [`WRITTEN_RUN_ENTRIES`] entries in all; the oldest go first.
+#[derive(Debug, Default)]
+struct WrittenRuns {
+    runs: HashMap<(u64, u64), (Option<RunRef>, Vec<RunEntry>)>,
+    entries: usize,
+}
+
+/// Entries kept by [`Index::remember_written_run`]: 92 bytes each on disk, about 100 in
+/// memory, so about 25 MiB, which covers every merge of runs up to tier 8 (the bulk of the
+/// merge work; larger merges are rare and read their runs back).
+const WRITTEN_RUN_ENTRIES: usize = 1 << 18;
 
 /// A page of a run: the run's commit, its part offset, the page number.
 type PageKey = (u64, u64, usize);
@@ -73,7 +89,52 @@ impl Index {
             segments: Mutex::new(HashMap::new()),
             heads: Mutex::new(HashMap::new()),
             pages: Mutex::new(HashMap::new()),
+            written: Mutex::new(WrittenRuns::default()),
         }
+    }
+
+    /// Keeps the entries of a run this writer has just committed (`run`, on top of `older`),
+    /// for [`plan_run`] to merge without reading them back.
+    pub(crate) fn remember_written_run(
+        &self,
+        run: RunRef,
+        older: Option<RunRef>,
+        entries: Vec<RunEntry>,
+    ) {
+        let Ok(mut written) = self.written.lock() else {
+            return;
+        };
+        if entries.len() > WRITTEN_RUN_ENTRIES || entries.len() as u64 != run.entry_count {
+            return;
+        }
+        while written.entries + entries.len() > WRITTEN_RUN_ENTRIES {
+            let Some(oldest) = written.runs.keys().min().copied() else {
+                break;
+            };
+            if let Some((_, dropped)) = written.runs.remove(&oldest) {
+                written.entries -= dropped.len();
+            }
+        }
+        written.entries += entries.len();
+        written
+            .runs
+            .insert((run.seq, run.part_offset), (older, entries));
+    }
+
+    /// The run `run` goes on top of, and its entries, for a merge that absorbs it: from the
+    /// runs this writer wrote if it is one of them (it is dropped from there, since once
+    /// merged it is no longer live), read and checked otherwise.
+    async fn take_entries(&self, run: &RunRef) -> Result<(Option<RunRef>, Vec<RunEntry>)> {
+        let kept = self.written.lock().ok().and_then(|mut written| {
+            let taken = written.runs.remove(&(run.seq, run.part_offset))?;
+            written.entries -= taken.1.len();
+            Some(taken)
+        });
+        if let Some(taken) = kept {
+            return Ok(taken);
+        }
+        let (head, entries) = self.entries(run).await?;
+        Ok((head.older, entries))
     }
 
     fn cached_page(&self, run: &RunRef, page: usize) -> Option<Arc<Vec<RunEntry>>> {
@@ -341,9 +402,9 @@ pub(crate) async fn plan_run(
     let mut top = newest;
     if merge_all {
         while let Some(t) = top {
-            let (head, entries) = index.entries(&t).await?;
+            let (older, entries) = index.take_entries(&t).await?;
             run = merge_sorted(run, entries);
-            top = head.older;
+            top = older;
         }
         return Ok((!run.is_empty()).then_some(PlannedRun {
             entries: run,
@@ -354,11 +415,8 @@ pub(crate) async fn plan_run(
         match top {
             // Keep the newest tier-0 run in the newest segment.
             Some(t) if t.tier == 0 => {
-                let (head, entries) = index.entries(&t).await?;
-                return Ok(Some(PlannedRun {
-                    entries,
-                    older: head.older,
-                }));
+                let (older, entries) = index.take_entries(&t).await?;
+                return Ok(Some(PlannedRun { entries, older }));
             }
             _ => return Ok(None),
         }
@@ -374,9 +432,9 @@ pub(crate) async fn plan_run(
         };
         for _ in 0..absorb {
             let Some(next) = top else { break };
-            let (head, entries) = index.entries(&next).await?;
+            let (older, entries) = index.take_entries(&next).await?;
             run = merge_sorted(run, entries);
-            top = head.older;
+            top = older;
         }
     }
     Ok(Some(PlannedRun {

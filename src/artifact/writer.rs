@@ -1219,6 +1219,10 @@ impl ArtifactWriter {
         // The committed state is what was just written; no need to read it back.
         let commit = Commit::decode(&segment).map_err(Error::format("the commit just made"))?;
         self.index.remember_segment(commit.reference(), segment);
+        if let (Some(run), Some(written)) = (run, encoded.as_ref().and(header.newest_run)) {
+            self.index
+                .remember_written_run(written, run.older, run.entries);
+        }
         self.examined_len = commit.end();
         self.commit = commit;
         self.rules = ProvenanceRules::writing_after(self.commit.header());
@@ -1339,53 +1343,75 @@ fn prepare_all(
     clock: &(dyn Fn() -> u64 + Send + Sync),
 ) -> Result<Vec<PreparedBlock>> {
     let now = clock();
-    let work = |(block, action): &(NewBlock, Action)| -> Result<PreparedBlock> {
-        crate::format::block::parse_block_metadata(&block.metadata)
-            .map_err(Error::format("block metadata"))?;
-        // Write only what reads back: a typed block's data must parse as its framing, as
-        // full verification requires (FORMAT.md 4.8, 12.3).
-        if [FourCC::TEXT, FourCC::EMBD, FourCC::IMAG].contains(&block.block_type) {
-            crate::format::payload::content_of(block.block_type, &block.data).map_err(
-                Error::format(match block.block_type {
-                    FourCC::TEXT => {
-                        "TEXT block data (it must start with the TEXT framing, FORMAT.md 4.8.1)"
-                    }
-                    FourCC::EMBD => {
-                        "EMBD block data (it must start with the EMBD framing, FORMAT.md 4.8.2)"
-                    }
-                    _ => "IMAG block data (it must start with the IMAG framing, FORMAT.md 4.8.3)",
-                }),
-            )?;
-        }
-        let (compression, data) = match block.zstd_level {
-            Some(level) => (
-                COMPRESSION_ZSTD,
-                Bytes::from(
-                    zstd_compress(&block.data, level)
-                        .map_err(Error::format("compressing block data"))?,
-                ),
-            ),
-            None => (COMPRESSION_NONE, block.data.clone()),
-        };
-        Ok(PreparedBlock {
-            block_id: block
-                .block_id
-                .unwrap_or_else(|| *uuid::Uuid::new_v4().as_bytes()),
-            block_type: block.block_type,
-            compression,
-            flags: 0,
-            encryption: crate::format::Encryption::NONE,
-            uncompressed_size: block.data.len() as u64,
-            timestamp_us: block.timestamp_us.unwrap_or(now),
-            content: content_digest(&block.metadata, &data),
-            metadata: block.metadata.clone(),
-            data,
-            explicit_id: block.block_id.is_some(),
-            action: *action,
+    // Fresh ids (UUID v4) for the blocks that name none, from one draw of randomness for
+    // the whole batch rather than a system call per block.
+    let unnamed = blocks.iter().filter(|(b, _)| b.block_id.is_none()).count();
+    let mut random = vec![0u8; 16 * unnamed];
+    getrandom::fill(&mut random)
+        .map_err(|e| Error::Invalid(format!("no randomness for new block ids: {e}")))?;
+    let mut fresh_ids = random.chunks_exact(16).map(|bytes| {
+        let mut id = [0u8; 16];
+        id.copy_from_slice(bytes);
+        *uuid::Builder::from_random_bytes(id).as_uuid().as_bytes()
+    });
+    let blocks: Vec<((NewBlock, Action), [u8; 16])> = blocks
+        .into_iter()
+        .map(|(block, action)| {
+            let id = match block.block_id {
+                Some(id) => id,
+                None => fresh_ids.next().unwrap_or_default(),
+            };
+            ((block, action), id)
         })
-    };
-    let worth_threads =
-        blocks.len() > 1 && blocks.iter().map(|(b, _)| b.data.len()).sum::<usize>() > 64 * 1024;
+        .collect();
+    let work =
+        |((block, action), block_id): &((NewBlock, Action), [u8; 16])| -> Result<PreparedBlock> {
+            crate::format::block::parse_block_metadata(&block.metadata)
+                .map_err(Error::format("block metadata"))?;
+            // Write only what reads back: a typed block's data must parse as its framing, as
+            // full verification requires (FORMAT.md 4.8, 12.3).
+            if [FourCC::TEXT, FourCC::EMBD, FourCC::IMAG].contains(&block.block_type) {
+                crate::format::payload::content_of(block.block_type, &block.data).map_err(
+                    Error::format(match block.block_type {
+                        FourCC::TEXT => {
+                            "TEXT block data (it must start with the TEXT framing, FORMAT.md 4.8.1)"
+                        }
+                        FourCC::EMBD => {
+                            "EMBD block data (it must start with the EMBD framing, FORMAT.md 4.8.2)"
+                        }
+                        _ => {
+                            "IMAG block data (it must start with the IMAG framing, FORMAT.md 4.8.3)"
+                        }
+                    }),
+                )?;
+            }
+            let (compression, data) = match block.zstd_level {
+                Some(level) => (
+                    COMPRESSION_ZSTD,
+                    Bytes::from(
+                        zstd_compress(&block.data, level)
+                            .map_err(Error::format("compressing block data"))?,
+                    ),
+                ),
+                None => (COMPRESSION_NONE, block.data.clone()),
+            };
+            Ok(PreparedBlock {
+                block_id: *block_id,
+                block_type: block.block_type,
+                compression,
+                flags: 0,
+                encryption: crate::format::Encryption::NONE,
+                uncompressed_size: block.data.len() as u64,
+                timestamp_us: block.timestamp_us.unwrap_or(now),
+                content: content_digest(&block.metadata, &data),
+                metadata: block.metadata.clone(),
+                data,
+                explicit_id: block.block_id.is_some(),
+                action: *action,
+            })
+        };
+    let worth_threads = blocks.len() > 1
+        && blocks.iter().map(|((b, _), _)| b.data.len()).sum::<usize>() > 64 * 1024;
     if worth_threads {
         parallel_map(&blocks, work).into_iter().collect()
     } else {
