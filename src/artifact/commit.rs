@@ -8,11 +8,11 @@ use bytes::Bytes;
 
 use super::index::Index;
 use crate::error::{Error, Result};
-use crate::format::{Codec, FixedCodec};
 use crate::format::digest::{Digest, SignedKind, chain_link, genesis_digest};
 use crate::format::metadata::MetadataSection;
 use crate::format::provenance::decode_entries;
 use crate::format::segment::{SEGMENT_HEADER_LEN, SEGMENT_MAGIC};
+use crate::format::{Codec, FixedCodec};
 use crate::format::{FileHeader, Frontier, RecordView, SegmentHead, SegmentHeader, Trailer};
 use crate::keys::PublicKey;
 use crate::store::{AppendBase, Base, BlockStore, CommitRef, StoreError};
@@ -20,6 +20,7 @@ use crate::store::{AppendBase, Base, BlockStore, CommitRef, StoreError};
 /// One commit: its segment head (header, signature, frontier) and its digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Commit {
+    /// The segment head as stored: header (and its exact bytes), commit signature and Merkle frontier.
     pub head: SegmentHead,
     /// The digest the commit signature covers (and the next commit names).
     pub digest: Digest,
@@ -33,18 +34,22 @@ impl Commit {
         Ok(Self { head, digest })
     }
 
+    /// The decoded segment header (counts, offsets, Merkle root, index and provenance references).
     pub fn header(&self) -> &SegmentHeader {
         &self.head.header
     }
 
+    /// The commit's sequence number (0 for the first commit, one more for each commit after it).
     pub fn seq(&self) -> u64 {
         self.head.header.seq
     }
 
+    /// Number of records committed up to and including this commit.
     pub fn record_count(&self) -> u64 {
         self.head.header.record_count
     }
 
+    /// How a store addresses this commit: its sequence number and segment offset.
     pub fn reference(&self) -> CommitRef {
         CommitRef {
             seq: self.head.header.seq,
@@ -78,6 +83,7 @@ impl Commit {
         self.head.header.end()
     }
 
+    /// The Merkle frontier over every record up to this commit (the roots of its perfect subtrees).
     pub fn frontier(&self) -> &Frontier {
         &self.head.frontier
     }
@@ -99,10 +105,15 @@ impl Commit {
 /// The artifact's base, decoded: its exact bytes, its key and chain seed.
 #[derive(Debug, Clone)]
 pub struct Identity {
+    /// The exact bytes of the file header and metadata section, as the store holds them.
     pub base: Base,
+    /// The decoded file header (version, creation time, artifact id).
     pub header: FileHeader,
+    /// The metadata section, its JSON bytes kept verbatim.
     pub metadata: MetadataSection,
+    /// The Ed25519 key every signature in the artifact must verify under (from the metadata).
     pub key: PublicKey,
+    /// The chain seed derived from the base bytes: the first record and provenance entry link to it.
     pub genesis: Digest,
 }
 

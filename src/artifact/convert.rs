@@ -76,18 +76,25 @@ impl std::fmt::Debug for ConvertOptions {
 /// What a conversion did.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConvertReport {
+    /// The source location, as given.
     pub source: String,
+    /// The destination location, as given.
     pub destination: String,
+    /// Records in the converted artifact (the source's newest commit).
     pub records: u64,
+    /// Commits in the converted artifact, every one kept from the source.
     pub commits: u64,
     /// Records copied in this run.
     pub records_copied: u64,
     /// Records an interrupted earlier run had already stored.
     pub records_resumed: u64,
+    /// Bytes written to the destination in this run.
     pub bytes_copied: u64,
     /// The destination already held this exact artifact; nothing was written.
     pub already_converted: bool,
+    /// Hex of the newest commit's Merkle root (equal in source and destination).
     pub merkle_root: String,
+    /// Wall-clock duration of the conversion, in seconds.
     pub seconds: f64,
 }
 

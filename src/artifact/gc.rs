@@ -56,6 +56,7 @@ impl Default for GcOptions {
 /// What [`collect_garbage`] found and did.
 #[derive(Debug, Clone, Serialize)]
 pub struct GcReport {
+    /// The artifact collected, as given.
     pub location: String,
     /// The commit whose index decided what is referenced.
     pub newest_commit: u64,
@@ -66,7 +67,9 @@ pub struct GcReport {
     pub young_orphans: u64,
     /// Unreferenced record objects deleted (or, with `dry_run`, that would be).
     pub deleted: Vec<String>,
+    /// Total size in bytes of the objects in `deleted`.
     pub deleted_bytes: u64,
+    /// Whether this was a dry run (nothing was deleted).
     pub dry_run: bool,
 }
 

@@ -72,23 +72,34 @@ enum ProofDocument {
 /// What a checked proof establishes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProofCheck {
+    /// `"inclusion"` or `"consistency"`: which kind of proof was checked.
     pub kind: &'static str,
+    /// Hex of the artifact's Ed25519 public key, which signed the commits named.
     pub public_key: String,
+    /// The artifact id from the file header, as a UUID string.
     pub artifact_id: String,
     /// The commit the proof is against (the newer one for consistency).
     pub commit: u64,
+    /// Number of records (Merkle leaves) at `commit`.
     pub tree_size: u64,
+    /// Hex of `commit`'s Merkle root.
     pub merkle_root: String,
+    /// Consistency proofs only: the older commit's sequence number.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub old_commit: Option<u64>,
+    /// Consistency proofs only: the number of records at the older commit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub old_tree_size: Option<u64>,
+    /// Inclusion proofs only: the proven block's id, as a UUID string.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub block_id: Option<String>,
+    /// Inclusion proofs only: the proven block's type code.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub block_type: Option<String>,
+    /// Inclusion proofs only: the record's position in record order (its leaf index).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<u64>,
+    /// Inclusion proofs only: hex of the proven record's digest (the Merkle leaf).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub record_digest: Option<String>,
 }

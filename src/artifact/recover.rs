@@ -52,7 +52,9 @@ pub enum RecoveryMode {
 /// What recovery did.
 #[derive(Debug, Clone, Serialize)]
 pub struct RecoverReport {
+    /// Whether the committed state was copied as is or intact records were re-signed.
     pub mode: RecoveryMode,
+    /// Records in the recovered artifact.
     pub records_recovered: u64,
     /// Commits kept byte for byte from the source.
     pub commits_kept: u64,

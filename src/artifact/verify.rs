@@ -66,6 +66,7 @@ pub struct Problem {
     /// Position of the record in record order, when the problem is about a record.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub record: Option<u64>,
+    /// The block id of that record, as a UUID string, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub block_id: Option<String>,
     /// Byte offset (in the single-file image) of the structure at fault.
@@ -73,6 +74,7 @@ pub struct Problem {
     pub offset: Option<u64>,
     /// Which part of the artifact: `record`, `commit`, `provenance`, `index`, `trailer`, ...
     pub area: String,
+    /// What is wrong, in words.
     pub reason: String,
 }
 
@@ -98,21 +100,32 @@ impl std::fmt::Display for Problem {
 /// What verification found.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
+    /// The location verified, as given.
     pub location: String,
+    /// Whether the artifact is valid: true exactly when `problems` is empty.
     pub valid: bool,
+    /// `"full"` (every record, commit and provenance entry) or `"quick"` (the newest commit only).
     pub mode: &'static str,
+    /// Records in the newest commit.
     pub record_count: u64,
     /// Commits checked (every commit in full mode, the newest in quick mode).
     pub commits_checked: u64,
+    /// Sequence number of the newest commit, when one could be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub newest_commit: Option<u64>,
+    /// Provenance entries checked.
     pub provenance_entries: u64,
+    /// Ed25519 signatures checked (records, provenance entries and commits).
     pub signatures_checked: u64,
+    /// Bytes read and hashed to check digests.
     pub bytes_hashed: u64,
+    /// Hex of the newest commit's Merkle root, when one could be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merkle_root: Option<String>,
+    /// Hex of the artifact's Ed25519 public key, when the metadata could be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
+    /// Everything that makes the artifact invalid, each with its place.
     pub problems: Vec<Problem>,
     /// Findings that do not make the artifact invalid (orphaned record objects, bytes after
     /// the newest commit).
