@@ -30,6 +30,7 @@ wire_code! {
 pub struct BlockHeader {
     /// Logical block id (a UUID). All versions of a block share it.
     pub block_id: [u8; 16],
+    /// The block type code (unknown codes are kept and listed).
     pub block_type: FourCC,
     /// Reserved; writers store 0, readers ignore unknown bits.
     pub flags: u16,
@@ -154,11 +155,15 @@ impl BlockHeader {
 /// A decoded record borrowing the bytes it was decoded from.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordView<'a> {
+    /// The decoded record header.
     pub header: BlockHeader,
     /// The exact 64 header bytes (what the digest covers, not a re-encoding).
     pub header_bytes: &'a [u8],
+    /// The exact block metadata bytes (empty, or a JSON object).
     pub metadata: &'a [u8],
+    /// The stored data bytes (compressed when the header says so).
     pub data: &'a [u8],
+    /// The record's Ed25519 signature.
     pub signature: &'a [u8; SIGNATURE_LEN],
 }
 
@@ -248,11 +253,17 @@ pub fn parse_block_metadata(
 /// Everything a record holds except the chain link and signature, which the writer fills in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnsignedRecord {
+    /// Logical block id (a UUID); a new version of a block repeats its id.
     pub block_id: [u8; 16],
+    /// The block type code.
     pub block_type: FourCC,
+    /// How `data` is stored (none or zstd).
     pub compression: Compression,
+    /// Length of the data once decompressed, in bytes.
     pub uncompressed_size: u64,
+    /// Record time, microseconds since the Unix epoch.
     pub timestamp_us: u64,
+    /// Exact block metadata bytes (empty, or a JSON object).
     pub metadata: Vec<u8>,
     /// Stored bytes (already compressed unless `compression` is none).
     pub data: Vec<u8>,

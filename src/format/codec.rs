@@ -78,18 +78,22 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// Takes one byte.
     pub fn u8(&mut self, field: &'static str) -> Result<u8, FormatError> {
         Ok(self.array::<1>(field)?[0])
     }
 
+    /// Takes a little-endian `u16`.
     pub fn u16(&mut self, field: &'static str) -> Result<u16, FormatError> {
         Ok(u16::from_le_bytes(self.array(field)?))
     }
 
+    /// Takes a little-endian `u32`.
     pub fn u32(&mut self, field: &'static str) -> Result<u32, FormatError> {
         Ok(u32::from_le_bytes(self.array(field)?))
     }
 
+    /// Takes a little-endian `u64`.
     pub fn u64(&mut self, field: &'static str) -> Result<u64, FormatError> {
         Ok(u64::from_le_bytes(self.array(field)?))
     }
@@ -164,16 +168,21 @@ pub fn printable(bytes: &[u8]) -> String {
 /// Little-endian writers over a buffer: a growable `Vec<u8>`, or the fixed array a
 /// [`FixedCodec`] encodes into.
 pub trait Writer {
+    /// Appends bytes as they are.
     fn put_bytes(&mut self, bytes: &[u8]);
+    /// Appends one byte.
     fn put_u8(&mut self, value: u8) {
         self.put_bytes(&[value]);
     }
+    /// Appends a `u16`, little-endian.
     fn put_u16(&mut self, value: u16) {
         self.put_bytes(&value.to_le_bytes());
     }
+    /// Appends a `u32`, little-endian.
     fn put_u32(&mut self, value: u32) {
         self.put_bytes(&value.to_le_bytes());
     }
+    /// Appends a `u64`, little-endian.
     fn put_u64(&mut self, value: u64) {
         self.put_bytes(&value.to_le_bytes());
     }

@@ -11,51 +11,83 @@ pub enum FormatError {
         "{structure}: truncated at byte {offset}: field `{field}` needs {needed} bytes, {available} remain"
     )]
     Truncated {
+        /// The structure being decoded.
         structure: &'static str,
+        /// The field that did not fit.
         field: &'static str,
+        /// Offset of that field in the decoder's input.
         offset: u64,
+        /// Bytes the field needs.
         needed: u64,
+        /// Bytes left in the input at that offset.
         available: u64,
     },
     /// The structure ended but input remained (codecs never ignore trailing bytes).
     #[error("{structure}: {extra} unexpected trailing bytes at byte {offset}")]
     TrailingBytes {
+        /// The structure decoded.
         structure: &'static str,
+        /// Offset of the first unexpected byte in the decoder's input.
         offset: u64,
+        /// Number of unexpected bytes.
         extra: u64,
     },
     /// A magic number did not match.
     #[error("{structure}: bad magic {found} at byte {offset}, expected {expected}")]
     BadMagic {
+        /// The structure whose magic it is.
         structure: &'static str,
+        /// Offset of the magic in the decoder's input.
         offset: u64,
+        /// The bytes found, printable (ASCII when printable, hex otherwise).
         found: String,
+        /// The magic expected, printable.
         expected: String,
     },
     /// The file header names a version this build cannot read.
     #[error("unsupported MAIF version {major}.{minor}: {}", version_hint(*major, *minor))]
-    UnsupportedVersion { major: u8, minor: u8 },
+    UnsupportedVersion {
+        /// Major version in the file header.
+        major: u8,
+        /// Minor version in the file header.
+        minor: u8,
+    },
     /// A field holds a value the format forbids.
     #[error("{structure}: field `{field}` at byte {offset}: {reason}")]
     InvalidField {
+        /// The structure being decoded.
         structure: &'static str,
+        /// The field at fault.
         field: &'static str,
+        /// Offset of the field in the decoder's input.
         offset: u64,
+        /// Why the value is refused.
         reason: String,
     },
     /// A block uses a compression code this build does not implement.
     #[error(
         "unsupported compression code {code} ({name}); this build implements 0 (none) and 2 (zstd)"
     )]
-    UnsupportedCompression { code: u8, name: &'static str },
+    UnsupportedCompression {
+        /// The compression code stored.
+        code: u8,
+        /// The code's name in the MAIF 3.0 text (`"lz4"`, `"unknown"`, ...).
+        name: &'static str,
+    },
     /// A block uses an encryption code this build does not implement.
     #[error(
         "unsupported encryption code {code}: this build reads only unencrypted blocks (code 0)"
     )]
-    UnsupportedEncryption { code: u8 },
+    UnsupportedEncryption {
+        /// The encryption code stored.
+        code: u8,
+    },
     /// A block's data does not decompress to its declared size.
     #[error("decompression failed: {reason}")]
-    Decompression { reason: String },
+    Decompression {
+        /// What the decompressor reported, or how the sizes differ.
+        reason: String,
+    },
 }
 
 fn version_hint(major: u8, minor: u8) -> &'static str {

@@ -17,7 +17,9 @@ pub const MINOR_VERSION: u8 = 1;
 /// at the end of the file; the counts the MAIF 3.0 text keeps here live in each commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileHeader {
+    /// Major format version ([`MAJOR_VERSION`] for everything this build writes).
     pub major: u8,
+    /// Minor format version ([`MINOR_VERSION`] for everything this build writes).
     pub minor: u8,
     /// Reserved for future use; writers store 0, readers ignore unknown bits.
     pub flags: u16,
@@ -28,6 +30,7 @@ pub struct FileHeader {
 }
 
 impl FileHeader {
+    /// A header of this build's version (3.1) with no flags, created at `created_us` (microseconds since the Unix epoch).
     pub fn new(created_us: u64, artifact_id: [u8; 16]) -> Self {
         Self {
             major: MAJOR_VERSION,

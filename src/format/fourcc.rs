@@ -9,14 +9,23 @@ use std::fmt;
 pub struct FourCC(pub [u8; 4]);
 
 impl FourCC {
+    /// Text, framed as a [`TextPayload`](crate::format::payload::TextPayload).
     pub const TEXT: FourCC = FourCC(*b"TEXT");
+    /// Embedding vectors, framed as an [`EmbeddingPayload`](crate::format::payload::EmbeddingPayload).
     pub const EMBD: FourCC = FourCC(*b"EMBD");
+    /// An image, framed as an [`ImagePayload`](crate::format::payload::ImagePayload).
     pub const IMAG: FourCC = FourCC(*b"IMAG");
+    /// Audio bytes, unframed.
     pub const AUDI: FourCC = FourCC(*b"AUDI");
+    /// Video bytes, unframed.
     pub const VIDE: FourCC = FourCC(*b"VIDE");
+    /// A knowledge graph, unframed.
     pub const KGRF: FourCC = FourCC(*b"KGRF");
+    /// Opaque binary data, unframed.
     pub const BINA: FourCC = FourCC(*b"BINA");
+    /// Metadata carried as a block, unframed.
     pub const META: FourCC = FourCC(*b"META");
+    /// Lifecycle information, unframed.
     pub const LIFE: FourCC = FourCC(*b"LIFE");
 
     /// Every type the MAIF 3.0 specification defines.

@@ -14,10 +14,15 @@ pub const INDEX_ENTRY_LEN: usize = 80;
 pub struct IndexEntry {
     /// Offset of the record in the single-file image.
     pub offset: u64,
+    /// Length of the whole record in bytes (header, metadata, data and signature).
     pub record_len: u64,
+    /// The record's block id (a UUID).
     pub block_id: [u8; 16],
+    /// The record's block type code.
     pub block_type: FourCC,
+    /// Length of the record's metadata in bytes.
     pub metadata_len: u32,
+    /// The record's timestamp, microseconds since the Unix epoch.
     pub timestamp_us: u64,
     /// Full record digest (the header carries only 8 bytes of the previous one).
     pub digest: Digest,

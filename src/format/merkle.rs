@@ -83,12 +83,14 @@ impl Frontier {
         (root, computed)
     }
 
+    /// Appends the frontier's hashes, left to right, 32 bytes each.
     pub fn encode(&self, out: &mut Vec<u8>) {
         for hash in &self.hashes {
             out.extend_from_slice(hash);
         }
     }
 
+    /// The encoded frontier: `32 * popcount(size)` bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.hashes.len() * 32);
         self.encode(&mut out);

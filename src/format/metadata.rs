@@ -19,6 +19,7 @@ const JSON_AT: u64 = LENGTH_AT + 4;
 /// because they are covered by the chain seed and the commit signature).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetadataSection {
+    /// The exact JSON bytes, never re-serialised.
     pub json: Vec<u8>,
 }
 
@@ -26,19 +27,26 @@ pub struct MetadataSection {
 /// writer are kept in `extra` and ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArtifactMetadata {
+    /// The format version, `"3.1"` for artifacts this build writes.
     pub format_version: String,
+    /// Who or what created the artifact (free text chosen by the creator).
     pub agent_id: String,
     /// RFC 3339 creation time, for humans; the file header's `created` is authoritative.
     pub created_at: String,
+    /// The MIME type of the artifact's content, if the creator named one (empty otherwise).
     #[serde(default)]
     pub content_type: String,
+    /// The version of the creator's schema for the content, if any (empty otherwise).
     #[serde(default)]
     pub schema_version: String,
+    /// Free string pairs chosen by the creator.
     #[serde(default)]
     pub custom: BTreeMap<String, String>,
+    /// The signature algorithm: `"Ed25519"`, the only one this build accepts.
     pub signature_algorithm: String,
     /// Hex of the 32-byte Ed25519 public key every signature in the artifact verifies under.
     pub public_key: String,
+    /// Fields this build does not know, kept as they were read.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
 }
@@ -75,6 +83,11 @@ impl MetadataSection {
         JSON_AT as usize + self.json.len()
     }
 
+    /// Appends the section: a `u32` length and the JSON.
+    ///
+    /// # Errors
+    ///
+    /// [`FormatError::InvalidField`] if the JSON exceeds [`MAX_METADATA_LEN`].
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), FormatError> {
         let len = self.check_len()?;
         out.put_u32(len);
@@ -82,6 +95,7 @@ impl MetadataSection {
         Ok(())
     }
 
+    /// The encoded section (see [`Self::encode`] for its one error).
     pub fn to_bytes(&self) -> Result<Vec<u8>, FormatError> {
         let mut out = Vec::with_capacity(self.encoded_len());
         self.encode(&mut out)?;

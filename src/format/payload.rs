@@ -9,6 +9,7 @@ use super::fourcc::FourCC;
 
 /// Text encoding codes of a TEXT payload.
 pub const TEXT_ENCODING_UTF8: u8 = 0;
+/// UTF-16, little-endian.
 pub const TEXT_ENCODING_UTF16LE: u8 = 1;
 
 /// Offset of a TEXT payload's encoding code.
@@ -17,15 +18,19 @@ const TEXT_ENCODING_AT: u64 = 0;
 /// A TEXT payload: `encoding (u8) | language (2 ASCII bytes, or two zero bytes) | text`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TextPayload {
+    /// How `text` is encoded: [`TEXT_ENCODING_UTF8`] or [`TEXT_ENCODING_UTF16LE`] (other codes are kept as read).
     pub encoding: u8,
     /// ISO 639-1 code, or `None` when unspecified.
     pub language: Option<[u8; 2]>,
+    /// The text bytes, in `encoding`.
     pub text: Vec<u8>,
 }
 
 impl TextPayload {
+    /// Length of the framing before the text, in bytes.
     pub const PREFIX_LEN: usize = 3;
 
+    /// Frames UTF-8 text, with an optional ISO 639-1 language code (two lowercase ASCII letters).
     pub fn utf8(text: &str, language: Option<[u8; 2]>) -> Self {
         Self {
             encoding: TEXT_ENCODING_UTF8,
@@ -176,14 +181,18 @@ impl EmbeddingDtype {
 /// `count` vectors of `dimension` elements each, in the byte order `dtype` names.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmbeddingPayload {
+    /// Elements per vector.
     pub dimension: u32,
+    /// Number of vectors.
     pub count: u32,
+    /// Element type and byte order.
     pub dtype: EmbeddingDtype,
     /// Raw element bytes, in the byte order `dtype` names.
     pub values: Vec<u8>,
 }
 
 impl EmbeddingPayload {
+    /// Length of the framing before the values, in bytes.
     pub const PREFIX_LEN: usize = 12;
 
     /// Frames `vectors` (all of the same length) as float32.
@@ -305,11 +314,17 @@ pub fn f16_to_f32(bits: u16) -> f32 {
 /// Image container formats of an IMAG payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageFormat {
+    /// Code 0: the writer did not say.
     Unknown,
+    /// Code 1: PNG.
     Png,
+    /// Code 2: JPEG.
     Jpeg,
+    /// Code 3: GIF.
     Gif,
+    /// Code 4: WebP.
     Webp,
+    /// Any other code, kept as read.
     Other(u8),
 }
 
@@ -334,6 +349,7 @@ impl ImageFormat {
             other => ImageFormat::Other(other),
         }
     }
+    /// Lowercase name for output: `png`, `jpeg`, `gif`, `webp`, `unknown` or `other`.
     pub fn name(self) -> &'static str {
         match self {
             ImageFormat::Unknown => "unknown",
@@ -349,13 +365,18 @@ impl ImageFormat {
 /// An IMAG payload: `format (u8) | 3 zero bytes | width (u32) | height (u32) | image bytes`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImagePayload {
+    /// The image container format.
     pub format: ImageFormat,
+    /// Width in pixels (0 when unknown).
     pub width: u32,
+    /// Height in pixels (0 when unknown).
     pub height: u32,
+    /// The encoded image bytes, as given.
     pub image: Vec<u8>,
 }
 
 impl ImagePayload {
+    /// Length of the framing before the image bytes, in bytes.
     pub const PREFIX_LEN: usize = 12;
 
     /// Frames encoded image bytes, reading format and size from the PNG, GIF, JPEG or WebP

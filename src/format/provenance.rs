@@ -41,6 +41,7 @@ pub enum Action {
 }
 
 impl Action {
+    /// The action's one-byte code as stored.
     pub fn code(self) -> u8 {
         match self {
             Action::Create => 1,
@@ -55,6 +56,7 @@ impl Action {
         }
     }
 
+    /// The action a stored code names; unknown codes become [`Action::Unknown`].
     pub fn from_code(code: u8) -> Self {
         match code {
             1 => Action::Create,
@@ -69,6 +71,7 @@ impl Action {
         }
     }
 
+    /// Lowercase name for output (`add_block`, `unknown(9)`, ...).
     pub fn name(self) -> String {
         match self {
             Action::Create => "create".into(),
@@ -87,9 +90,11 @@ impl Action {
 /// One provenance entry: `header (80) | details JSON (details_len)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProvenanceEntry {
+    /// What happened.
     pub action: Action,
     /// Reserved; writers store 0.
     pub flags: u8,
+    /// When, microseconds since the Unix epoch.
     pub timestamp_us: u64,
     /// Digest of the previous entry; zero for the first.
     pub previous: Digest,
@@ -103,12 +108,17 @@ pub struct ProvenanceEntry {
 /// `action | flags | reserved (2) | details_len | timestamp | previous | subject`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryHeader {
+    /// What happened.
     pub action: Action,
+    /// Reserved; writers store 0.
     pub flags: u8,
     /// Length of the details JSON that follows (at most [`MAX_DETAILS_LEN`]).
     pub details_len: u32,
+    /// When, microseconds since the Unix epoch.
     pub timestamp_us: u64,
+    /// Digest of the previous entry; zero for the first.
     pub previous: Digest,
+    /// What the action applies to (see [`Action`]).
     pub subject: Digest,
 }
 
@@ -185,6 +195,7 @@ impl ProvenanceEntry {
         Ok(provenance_digest(&self.header_bytes()?, &self.details))
     }
 
+    /// Encoded length in bytes: the 80-byte header plus the details.
     pub fn encoded_len(&self) -> usize {
         ENTRY_HEADER_LEN + self.details.len()
     }

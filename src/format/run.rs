@@ -69,6 +69,7 @@ pub fn tier_of(count: u64) -> u8 {
 /// One entry of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunEntry {
+    /// The record's index entry.
     pub entry: IndexEntry,
     /// Position of the record in record order (its Merkle leaf index).
     pub position: u64,
@@ -116,7 +117,9 @@ pub struct RunRef {
     pub head_len: u64,
     /// Digest of the run's head.
     pub head_digest: Digest,
+    /// Entries in the run.
     pub entry_count: u64,
+    /// The run's tier (see [`tier_of`]).
     pub tier: u8,
     /// How many runs of this tier end with this one (this one included).
     pub streak: u8,
@@ -249,8 +252,11 @@ pub fn run_part_len(count: u64) -> u64 {
 /// One page's entry in the directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DirectoryEntry {
+    /// Block id of the page's first entry (entries are sorted by id, then position).
     pub first_id: [u8; 16],
+    /// Record position of the page's first entry.
     pub first_position: u64,
+    /// Digest of the page's entries, checked when the page is read.
     pub page_digest: Digest,
 }
 
@@ -277,9 +283,13 @@ impl FixedCodec<DIRECTORY_ENTRY_LEN> for DirectoryEntry {}
 /// The fixed header of a run: what it holds and the next older live run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunHeader {
+    /// Entries in the run.
     pub entry_count: u64,
+    /// Pages the entries are split into (one directory entry each).
     pub page_count: u64,
+    /// The run's tier (see [`tier_of`]).
     pub tier: u8,
+    /// How many runs of this tier end with this one (this one included).
     pub streak: u8,
     /// The next older live run when this run was written.
     pub older: Option<RunRef>,
@@ -376,11 +386,15 @@ impl FixedCodec<RUN_HEADER_LEN> for RunHeader {}
 /// A run's head: what it holds and where each page's keys start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunHead {
+    /// Entries in the run.
     pub entry_count: u64,
+    /// The run's tier (see [`tier_of`]).
     pub tier: u8,
+    /// How many runs of this tier end with this one (this one included).
     pub streak: u8,
     /// The next older live run when this run was written.
     pub older: Option<RunRef>,
+    /// One entry per page, in page order.
     pub directory: Vec<DirectoryEntry>,
 }
 
@@ -548,11 +562,17 @@ impl RunHead {
 /// An encoded run: the part's bytes and what a reference to it needs.
 #[derive(Debug, Clone)]
 pub struct EncodedRun {
+    /// The run's bytes: head (header and directory), then the pages.
     pub bytes: Vec<u8>,
+    /// Length of the head within `bytes`.
     pub head_len: u64,
+    /// Digest of the head, which a [`RunRef`] names.
     pub head_digest: Digest,
+    /// Entries in the run.
     pub entry_count: u64,
+    /// The run's tier (see [`tier_of`]).
     pub tier: u8,
+    /// How many runs of this tier end with this one (this one included).
     pub streak: u8,
 }
 

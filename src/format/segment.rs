@@ -164,6 +164,7 @@ impl Codec for SegmentHeader {
 impl FixedCodec<SEGMENT_HEADER_LEN> for SegmentHeader {}
 
 impl SegmentHeader {
+    /// Whether the segment carries [`FLAG_SEALED`]: the artifact was finalized at this commit.
     pub fn is_sealed(&self) -> bool {
         self.flags & FLAG_SEALED != 0
     }
@@ -366,10 +367,15 @@ impl SegmentHeader {
 /// frontier. This is what opening an artifact reads and checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentHead {
+    /// The decoded segment header.
     pub header: SegmentHeader,
+    /// The header's exact bytes (what the commit digest covers).
     pub header_bytes: [u8; SEGMENT_HEADER_LEN],
+    /// The commit signature over the commit digest.
     pub signature: [u8; SIGNATURE_LEN],
+    /// The decoded Merkle frontier.
     pub frontier: Frontier,
+    /// The frontier's exact bytes (what the commit digest covers).
     pub frontier_bytes: Vec<u8>,
 }
 
