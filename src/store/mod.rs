@@ -80,65 +80,121 @@ pub(crate) fn crash_point(point: &str) {
 pub enum StoreError {
     /// No artifact exists at the location.
     #[error("no artifact at {location}")]
-    NotFound { location: String },
+    NotFound {
+        /// The location, as given.
+        location: String,
+    },
     /// `create` found an artifact already there.
     #[error("an artifact already exists at {location}")]
-    AlreadyExists { location: String },
+    AlreadyExists {
+        /// The location, as given.
+        location: String,
+    },
     /// The committed state changed since the append began (another writer committed).
     #[error("commit conflict at {location}: {reason}")]
-    Conflict { location: String, reason: String },
+    Conflict {
+        /// The location, as given.
+        location: String,
+        /// What changed.
+        reason: String,
+    },
     /// The stored bytes are not a readable committed artifact. Only damage: never misuse,
     /// a failed worker or transport trouble, so exit code 1 and a verify problem always
     /// mean "the bytes are not what they claim".
     #[error("{location}: {reason}")]
-    Corrupt { location: String, reason: String },
+    Corrupt {
+        /// The location, as given.
+        location: String,
+        /// What is damaged, and where.
+        reason: String,
+    },
     /// The store was used against its contract (a record put out of order, a session used
     /// after it ended): a bug in the caller, not damage.
     #[error("{location}: used out of contract: {reason}")]
-    Misuse { location: String, reason: String },
+    Misuse {
+        /// The location, as given.
+        location: String,
+        /// Which contract was broken.
+        reason: String,
+    },
     /// A worker of the store failed (a writer thread stopped, a lock holder panicked):
     /// trouble on this side, not damage.
     #[error("{location}: {reason}")]
-    Internal { location: String, reason: String },
+    Internal {
+        /// The location, as given.
+        location: String,
+        /// What failed.
+        reason: String,
+    },
     /// The artifact was torn by an interrupted write and has no committed state to open.
     #[error(
         "{location} is torn ({reason}); run `maif recover` to rebuild it from its intact prefix"
     )]
-    Torn { location: String, reason: String },
+    Torn {
+        /// The location, as given.
+        location: String,
+        /// What was found instead of a commit.
+        reason: String,
+    },
     /// A structure failed to decode.
     #[error("{location}: {context}: {source}")]
     Format {
+        /// The location, as given.
         location: String,
+        /// What was being decoded, and where.
         context: String,
+        /// The decoding failure.
         source: FormatError,
     },
     /// A read asked for bytes the store does not hold.
     #[error("{location}: {what} out of range")]
-    OutOfRange { location: String, what: String },
+    OutOfRange {
+        /// The location, as given.
+        location: String,
+        /// The bytes asked for.
+        what: String,
+    },
     /// The store cannot do this by its nature.
     #[error("{location}: {reason}")]
-    Unsupported { location: String, reason: String },
+    Unsupported {
+        /// The location, as given.
+        location: String,
+        /// What was asked, and why the store cannot do it.
+        reason: String,
+    },
     /// The outcome of a write is unknown: the request failed in a way that leaves open
     /// whether the store acted, and reading back did not settle it.
     #[error("{location}: {what}: the outcome is unknown ({reason}); {how_to_check}")]
     Unknown {
+        /// The location, as given.
         location: String,
+        /// The write whose outcome is unknown.
         what: String,
+        /// How the request failed.
         reason: String,
+        /// What the user can run or look at to find out.
         how_to_check: String,
     },
     /// An object-store request failed (after the store's own retries).
     #[error("{location}: {action} object {key}: {source}")]
     Object {
+        /// The location, as given.
         location: String,
+        /// The object's key.
         key: String,
+        /// What the request was doing (`"get"`, `"put"`, ...).
         action: String,
+        /// The object store's error.
         source: Box<object_store::Error>,
     },
+    /// A file-system call failed.
     #[error("{location}: I/O error {action}: {source}")]
     Io {
+        /// The location, as given.
         location: String,
+        /// What the call was doing.
         action: String,
+        /// The I/O error.
         source: std::io::Error,
     },
 }
@@ -147,13 +203,16 @@ pub enum StoreError {
 /// the single-file image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CommitRef {
+    /// The commit's sequence number (0 for the first).
     pub seq: u64,
+    /// Image offset of the commit's segment.
     pub segment_offset: u64,
 }
 
 /// The newest commit a store holds, as found by [`BlockStore::latest`].
 #[derive(Debug, Clone)]
 pub struct Latest {
+    /// The newest commit's sequence number.
     pub seq: u64,
     /// The first bytes of its segment: at least the segment head whenever the store holds
     /// that much (more is read on demand).
@@ -168,19 +227,24 @@ pub struct Latest {
 /// The fixed prefix of every artifact: its file header and metadata section, exactly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Base {
+    /// The encoded file header.
     pub file_header: Bytes,
+    /// The encoded metadata section (length prefix and JSON).
     pub metadata_section: Bytes,
 }
 
 impl Base {
+    /// Length of the base in bytes: the image offset of the first record.
     pub fn len(&self) -> u64 {
         (self.file_header.len() + self.metadata_section.len()) as u64
     }
 
+    /// Whether both parts are empty (never for a real artifact).
     pub fn is_empty(&self) -> bool {
         self.file_header.is_empty() && self.metadata_section.is_empty()
     }
 
+    /// The base as one buffer: the file header, then the metadata section.
     pub fn to_vec(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.len() as usize);
         out.extend_from_slice(&self.file_header);
@@ -194,8 +258,11 @@ impl Base {
 /// durable, or a damaged trailer) gets it written back when an append builds on that commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendBase {
+    /// The base commit.
     pub commit: CommitRef,
+    /// Length of the base commit's segment, in bytes.
     pub segment_len: u64,
+    /// The exact bytes of the base commit's trailer.
     pub trailer: [u8; TRAILER_LEN],
     /// The exact bytes of the base commit's segment header, as the caller checked them.
     pub segment_header: [u8; crate::format::segment::SEGMENT_HEADER_LEN],
@@ -216,14 +283,17 @@ impl AppendBase {
 /// into a contiguous buffer just to be written).
 #[derive(Debug, Clone, Default)]
 pub struct RecordBytes {
+    /// The record's bytes, in order; their concatenation is the record.
     pub parts: Vec<Bytes>,
 }
 
 impl RecordBytes {
+    /// Length of the record in bytes.
     pub fn len(&self) -> u64 {
         self.parts.iter().map(|p| p.len() as u64).sum()
     }
 
+    /// Whether the record has no bytes.
     pub fn is_empty(&self) -> bool {
         self.parts.iter().all(Bytes::is_empty)
     }
@@ -249,10 +319,8 @@ impl From<Bytes> for RecordBytes {
     }
 }
 
-/// The bytes `range` of the record `entry` as a range of the single-file image, or
-/// [`StoreError::OutOfRange`] if they are not inside the record.
 /// The image offsets of `range` within commit `commit`'s segment (for backends that hold the
-/// image as one sequence of bytes).
+/// image as one sequence of bytes), or [`StoreError::OutOfRange`] if they overflow.
 pub fn segment_image_range(
     location: &str,
     commit: CommitRef,
@@ -269,6 +337,8 @@ pub fn segment_image_range(
     }
 }
 
+/// The bytes `range` of the record `entry` as a range of the single-file image, or
+/// [`StoreError::OutOfRange`] if they are not inside the record.
 pub fn image_range(
     location: &str,
     entry: &IndexEntry,
@@ -384,6 +454,7 @@ pub struct StoredRecord {
     pub key: String,
     /// The record digest its name gives.
     pub digest: Digest,
+    /// The object's size in bytes.
     pub size: u64,
     /// When the store last wrote the object.
     pub last_modified: std::time::SystemTime,
@@ -393,11 +464,24 @@ pub struct StoredRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditFinding {
     /// A committed record has no object (the artifact is damaged).
-    MissingRecord { digest: Digest, key: String },
+    MissingRecord {
+        /// The digest of the missing record.
+        digest: Digest,
+        /// The key its object should have.
+        key: String,
+    },
     /// A record object no commit references (left by an interrupted append or import).
-    Orphan { key: String, size: u64 },
+    Orphan {
+        /// The object's key.
+        key: String,
+        /// The object's size in bytes.
+        size: u64,
+    },
     /// An object under the prefix that is not part of the layout.
-    Unexpected { key: String },
+    Unexpected {
+        /// The object's key.
+        key: String,
+    },
 }
 
 /// An append in progress. Dropping it without `commit` leaves the last committed state.

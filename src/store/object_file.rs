@@ -38,6 +38,7 @@ pub struct ObjectFile {
 }
 
 impl ObjectFile {
+    /// An image held in object `key` of `store`; `url` names it in messages.
     pub fn new(store: Arc<dyn ObjectStore>, key: Path, url: impl Into<String>) -> Self {
         Self {
             store,
