@@ -32,18 +32,26 @@ use crate::error::{Error, Result};
 /// What the selected profile says about S3 access.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProfileSettings {
+    /// The profile's name (`AWS_PROFILE`, or `default`).
     pub name: String,
+    /// The profile's `region`, if set.
     pub region: Option<String>,
+    /// The endpoint the profile names (`services` section `s3.endpoint_url`, or `endpoint_url`), if any.
     pub endpoint_url: Option<String>,
+    /// Where the profile's credentials come from, if it names any.
     pub credentials: Option<ProfileCredentials>,
 }
 
 /// Where the profile's credentials come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProfileCredentials {
+    /// Keys written in the credentials or config file.
     Static {
+        /// `aws_access_key_id`.
         key_id: String,
+        /// `aws_secret_access_key`.
         secret_key: String,
+        /// `aws_session_token`, for temporary credentials.
         token: Option<String>,
     },
     /// A command printing `{"Version": 1, "AccessKeyId": ..., "SecretAccessKey": ...,

@@ -15,22 +15,37 @@ use crate::format::digest::{Digest, SignedKind, signed_message};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
+    /// A key file could not be read.
     #[error("cannot read key file {path}: {source}")]
     Read {
+        /// The key file's path.
         path: String,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// A key file could not be written (key files are never overwritten).
     #[error("cannot write key file {path}: {source}")]
     Write {
+        /// The key file's path.
         path: String,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// A key file is not an Ed25519 PKCS#8 PEM private key.
     #[error("key file {path} is not an Ed25519 PKCS#8 PEM private key ({reason})")]
-    Parse { path: String, reason: String },
+    Parse {
+        /// The key file's path.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No randomness was available to generate a key; the message is the system's.
     #[error("the operating system could not supply randomness for a new key: {0}")]
     Randomness(String),
+    /// Hex of 32 bytes that are not a valid Ed25519 point.
     #[error("public key {0} is not a valid Ed25519 point")]
     InvalidPublicKey(String),
+    /// Hex of a small-order Ed25519 point, refused because any signature verifies under it.
     #[error("public key {0} has small order: signatures under it prove nothing")]
     WeakPublicKey(String),
 }
@@ -146,6 +161,7 @@ impl PublicKey {
         Ok(Self(key))
     }
 
+    /// The 32-byte compressed Edwards point, as stored in the metadata (hex) and in proofs.
     pub fn to_bytes(&self) -> [u8; 32] {
         self.0.to_bytes()
     }
@@ -162,8 +178,11 @@ impl PublicKey {
 /// One signature to check.
 #[derive(Debug, Clone, Copy)]
 pub struct SignatureCheck {
+    /// What was signed (record, provenance entry or commit), which selects the signing tag.
     pub kind: SignedKind,
+    /// The digest signed.
     pub digest: Digest,
+    /// The Ed25519 signature to check.
     pub signature: [u8; 64],
 }
 

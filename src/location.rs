@@ -33,11 +33,18 @@ pub enum Location {
     File(PathBuf),
     /// The object layout under `prefix` of an object store.
     Objects {
+        /// The store holding the objects.
         store: ObjectStoreName,
+        /// The key prefix under which the layout's objects live.
         prefix: String,
     },
     /// A single-file image held in one object (a URL ending in `.maif`).
-    ObjectFile { store: ObjectStoreName, key: String },
+    ObjectFile {
+        /// The store holding the object.
+        store: ObjectStoreName,
+        /// The object's key.
+        key: String,
+    },
 }
 
 /// Which object store a URL names.
@@ -46,15 +53,23 @@ pub enum ObjectStoreName {
     /// A local folder (`file:///dir`).
     Folder(PathBuf),
     /// An S3 bucket (`s3://bucket`).
-    S3 { bucket: String },
+    S3 {
+        /// The bucket name.
+        bucket: String,
+    },
     /// A named in-process memory store (`memory://name`).
-    Memory { name: String },
+    Memory {
+        /// The store's name: every location naming it in this process shares one store.
+        name: String,
+    },
 }
 
 /// Overrides for S3 settings that otherwise come from the environment.
 #[derive(Debug, Clone, Default)]
 pub struct S3Settings {
+    /// The S3 endpoint URL (for S3-compatible services); beats `AWS_ENDPOINT_URL_S3` and the profile.
     pub endpoint: Option<String>,
+    /// The AWS region; beats `AWS_REGION` and the profile.
     pub region: Option<String>,
     /// Use virtual-hosted-style requests (`bucket.host`) instead of path style.
     pub virtual_hosted_style: bool,
