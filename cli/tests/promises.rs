@@ -670,7 +670,6 @@ fn migrate_refuses_a_canonical_file_and_names_convert() {
 /// metadata from its record. When that record was altered, `ls` should refuse the
 /// artifact (exit 1) rather than print the altered metadata as committed.
 #[test]
-#[ignore = "promise broken (README.md:175-176): `maif ls` prints a record's altered metadata, and `--meta` matches it, with exit 0; ls reads header and metadata only and never checks the content digest"]
 fn ls_refuses_a_record_whose_metadata_was_altered() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
@@ -712,6 +711,54 @@ fn ls_refuses_a_record_whose_metadata_was_altered() {
         assert_eq!(out.status.code(), Some(1), "maif {args:?}: {}", said(&out));
     }
     assert_eq!(maif(dir, &["verify", "a.maif"]).status.code(), Some(1));
+
+    // Above CHECKED_METADATA_MAX (4 MiB) a record's metadata is read on its own: `ls` says
+    // which blocks it could not check, on stderr and per row in --json, and checks the rest.
+    ok(dir, &["create", "b.maif", "--key", "k.pem", "--agent", "a"]);
+    std::fs::write(dir.join("big.bin"), vec![7u8; 5 << 20]).expect("write");
+    for (file, owner) in [("big.bin", "big"), ("k.pem", "small")] {
+        ok(
+            dir,
+            &[
+                "add",
+                "b.maif",
+                "--key",
+                "k.pem",
+                "--type",
+                "BINA",
+                "--file",
+                file,
+                "--meta",
+                &format!("owner={owner}"),
+            ],
+        );
+    }
+    let out = maif(dir, &["ls", "b.maif", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let checked: Vec<(String, bool)> = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["metadata"]["owner"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                r["metadata_checked"].as_bool().expect("metadata_checked"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        checked,
+        [("big".to_string(), false), ("small".to_string(), true)]
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("1 block(s) larger than 4 MiB"),
+        "{}",
+        said(&out)
+    );
 }
 
 /// README.md:13-14 ("every `add` is durable when it returns; a crash at any moment leaves

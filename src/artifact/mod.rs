@@ -17,7 +17,7 @@ pub use commit::{Commit, Identity};
 pub use convert::{ConvertOptions, ConvertReport, convert};
 pub use gc::{DEFAULT_GC_GRACE, GcOptions, GcReport, collect_garbage};
 pub use proof::{PROOF_VERSION, ProofCheck, prove_consistency, prove_inclusion, verify_proof};
-pub use reader::{ArtifactReader, Block, BlockInfo};
+pub use reader::{ArtifactReader, Block, BlockInfo, CHECKED_METADATA_MAX};
 pub use recover::{RecoverReport, RecoveryMode, recover_file};
 pub use verify::{Problem, VerifyOptions, VerifyReport, verify};
 pub use writer::{

@@ -24,6 +24,11 @@ use crate::store::{BlockStore, CommitRef};
 /// Records fetched at once by full verification and by metadata scans.
 pub(crate) const READ_CONCURRENCY: usize = 16;
 
+/// Records up to this long have their metadata checked when it is read on its own
+/// ([`ArtifactReader::read_metadata`]): the whole record is read for it, which costs little
+/// below this size and saves nothing worth an unchecked answer.
+pub const CHECKED_METADATA_MAX: u64 = 4 << 20;
+
 /// A block as listed: its index entry, position and version number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockInfo {
@@ -236,11 +241,29 @@ impl ArtifactReader {
             .collect())
     }
 
-    /// The header and metadata of a record, without its data (one ranged read).
+    /// Whether [`Self::read_metadata`] checks this record's metadata against the committed
+    /// digest: it does for records of at most [`CHECKED_METADATA_MAX`] bytes (unless
+    /// [`trust_records`](Self::trust_records) was called).
+    pub fn metadata_checked(&self, info: &BlockInfo) -> bool {
+        self.check_digests && info.entry.record_len <= CHECKED_METADATA_MAX
+    }
+
+    /// The header and metadata of a record. The record digest covers metadata and data
+    /// together (FORMAT.md 5.2), so the metadata can be checked only with the data: a record
+    /// of at most [`CHECKED_METADATA_MAX`] bytes is read whole and checked like
+    /// [`Self::read`] (an altered record is an error); a longer one is read as its header and
+    /// metadata alone (one ranged read), which are checked against the index entry but not
+    /// the digest ([`Self::metadata_checked`] says which).
     pub async fn read_metadata(
         &self,
         info: &BlockInfo,
     ) -> Result<(BlockHeader, Map<String, Value>)> {
+        if self.metadata_checked(info) {
+            let block = self.read_checked_record(info).await?;
+            let metadata = crate::format::block::parse_block_metadata(&block.metadata_bytes)
+                .map_err(|e| Error::format(info.context())(e.at(info.entry.offset)))?;
+            return Ok((block.header, metadata));
+        }
         let len = crate::format::block::prefix_len(info.entry.metadata_len);
         let bytes = self.store.read_record_range(&info.entry, 0..len).await?;
         let (header, metadata) = crate::format::block::decode_prefix(&bytes)
@@ -295,6 +318,32 @@ impl ArtifactReader {
     /// Reads a record whole, checks it against the index (and its digest unless
     /// [`trust_records`](Self::trust_records)), and decompresses its data.
     pub async fn read(&self, info: &BlockInfo) -> Result<Block> {
+        let block = self.read_checked_record(info).await?;
+        if block.header.encryption != 0 {
+            return Err(Error::format(info.context())(
+                crate::format::FormatError::UnsupportedEncryption {
+                    code: block.header.encryption.0,
+                },
+            ));
+        }
+        let data = if block.header.compression == 0 {
+            block.data
+        } else {
+            Bytes::from(
+                decompress(
+                    block.header.compression,
+                    &block.data,
+                    block.header.uncompressed_size,
+                )
+                .map_err(|e| Error::format(info.context())(e))?,
+            )
+        };
+        Ok(Block { data, ..block })
+    }
+
+    /// A record read whole and checked against the index (and its digest unless
+    /// [`trust_records`](Self::trust_records)), its data as stored (still compressed).
+    async fn read_checked_record(&self, info: &BlockInfo) -> Result<Block> {
         match self.read_once(info).await {
             // Bytes from a remote store can be damaged on the way: read them once more
             // before calling the stored record altered (a local file answers the same).
@@ -321,31 +370,11 @@ impl ArtifactReader {
                 info.context()
             )));
         }
-        if record.header.encryption != 0 {
-            return Err(Error::format(info.context())(
-                crate::format::FormatError::UnsupportedEncryption {
-                    code: record.header.encryption.0,
-                },
-            ));
-        }
-        let data = if record.header.compression == 0 {
-            bytes.slice(record.data_range())
-        } else {
-            Bytes::from(
-                decompress(
-                    record.header.compression,
-                    record.data,
-                    record.header.uncompressed_size,
-                )
-                .map_err(|e| Error::format(info.context())(e))?,
-            )
-        };
-        let metadata_bytes = bytes.slice(record.metadata_range());
         Ok(Block {
             info: *info,
             header: record.header,
-            metadata_bytes,
-            data,
+            metadata_bytes: bytes.slice(record.metadata_range()),
+            data: bytes.slice(record.data_range()),
         })
     }
 

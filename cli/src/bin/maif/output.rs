@@ -15,8 +15,21 @@ pub async fn list(
     as_json: bool,
 ) -> Result<(), Error> {
     let mut rows = Vec::with_capacity(blocks.len());
+    let unchecked = blocks
+        .iter()
+        .filter(|info| !reader.metadata_checked(info))
+        .count();
+    if unchecked > 0 {
+        eprintln!(
+            "maif: the metadata of {unchecked} block(s) larger than {} MiB is shown as stored, \
+             not checked against the committed digest (reading it whole would be needed); \
+             `maif verify` or `maif cat` checks it",
+            maif_store::artifact::CHECKED_METADATA_MAX >> 20
+        );
+    }
     for (info, (header, metadata)) in blocks.iter().zip(reader.read_metadata_many(blocks).await?) {
         rows.push(json!({
+            "metadata_checked": reader.metadata_checked(info),
             "id": info.id(),
             "type": info.entry.block_type.to_string(),
             "version": info.version,
