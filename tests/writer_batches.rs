@@ -98,3 +98,82 @@ async fn a_refused_block_in_a_late_slice_refuses_the_whole_batch() {
         "{len} bytes: records of a refused batch were left"
     );
 }
+
+/// OBJECT-LAYOUT.md's garbage-collection rule 4: a writer whose pending records are older
+/// than `REUPLOAD_PENDING_AFTER` uploads them again before its commit, so a record that
+/// garbage collection took while the writer waited is stored again before the commit names
+/// it. The record object is deleted between the add and the commit (what `gc` does to an
+/// unreferenced object past its grace period); with the threshold passed the commit is
+/// readable and valid, and with it not passed the same deletion leaves a commit naming a
+/// missing record (so the test sees the difference).
+#[tokio::test]
+async fn pending_records_older_than_the_reupload_threshold_are_uploaded_again_before_the_commit() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use maif_store::ArtifactWriter;
+    use maif_store::artifact::CreateOptions;
+    use maif_store::format::layout::{RECORDS_DIR, record_object_name};
+    use maif_store::store::{BlockStore, ObjectBackend};
+    use object_store::path::Path as ObjectPath;
+    use object_store::{ObjectStore, ObjectStoreExt as _};
+
+    for reupload in [true, false] {
+        let memory: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let store: Arc<dyn BlockStore> = Arc::new(ObjectBackend::new(
+            memory.clone(),
+            ObjectPath::from("a"),
+            "memory://reupload/a",
+        ));
+        let options = CreateOptions {
+            agent_id: "reupload".into(),
+            ..CreateOptions::default()
+        };
+        let writer = ArtifactWriter::create(store.clone(), common::test_key(), options)
+            .await
+            .expect("create");
+        let mut writer = if reupload {
+            // Every pending record counts as older than the threshold.
+            writer.with_reupload_after(Duration::ZERO)
+        } else {
+            writer
+        };
+        let placed = writer
+            .add(NewBlock::new(
+                FourCC::BINA,
+                b"kept while the writer waited".to_vec(),
+            ))
+            .await
+            .expect("add");
+        let record = ObjectPath::from(format!(
+            "a/{RECORDS_DIR}/{}",
+            record_object_name(&placed.digest)
+        ));
+        // Records are uploaded in the background after `add`; wait until this one is stored.
+        let mut uploaded = false;
+        for _ in 0..5_000 {
+            if memory.head(&record).await.is_ok() {
+                uploaded = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(uploaded, "the record was uploaded after add");
+        memory.delete(&record).await.expect("collected");
+        writer.commit().await.expect("commit");
+        let present = memory.head(&record).await.is_ok();
+        let report = verify(store.clone(), VerifyOptions::default())
+            .await
+            .expect("verify");
+        if reupload {
+            assert!(present, "the record was uploaded again before the commit");
+            assert!(report.valid, "{:?}", report.problems);
+            let reader = ArtifactReader::open(store).await.expect("open");
+            let block = reader.get(&placed.block_id, None).await.expect("read back");
+            assert_eq!(&block.data[..], b"kept while the writer waited");
+        } else {
+            assert!(!present, "below the threshold the record is not sent again");
+            assert!(!report.valid, "a commit naming a missing record is invalid");
+        }
+    }
+}

@@ -43,9 +43,13 @@ use crate::store::{AppendSession, Base, BlockStore, RecordBytes, StoreError};
 /// What `create` puts in the header and metadata section.
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
+    /// Who or what creates the artifact (free text, stored in the metadata section).
     pub agent_id: String,
+    /// MIME type of the artifact's content; empty when unspecified.
     pub content_type: String,
+    /// Version of the creator's schema for the content; empty when unspecified.
     pub schema_version: String,
+    /// Free string pairs stored in the metadata section's `custom` object.
     pub custom: BTreeMap<String, String>,
     /// Creation time; now when `None`.
     pub created_us: Option<u64>,
@@ -56,6 +60,7 @@ pub struct CreateOptions {
 /// A block to append.
 #[derive(Debug, Clone)]
 pub struct NewBlock {
+    /// The block type; TEXT, EMBD and IMAG data must carry their typed framing.
     pub block_type: FourCC,
     /// Payload bytes, uncompressed (typed framings already applied).
     pub data: Bytes,
@@ -70,6 +75,8 @@ pub struct NewBlock {
 }
 
 impl NewBlock {
+    /// A block of type `block_type` holding `data` (uncompressed, typed framing applied),
+    /// with no metadata, no compression, a fresh id and the writer's clock.
     pub fn new(block_type: FourCC, data: impl Into<Bytes>) -> Self {
         Self {
             block_type,
@@ -98,16 +105,20 @@ impl NewBlock {
         self
     }
 
+    /// Stores the data compressed with zstd at `level` (readers see the same bytes).
     pub fn with_zstd(mut self, level: i32) -> Self {
         self.zstd_level = Some(level);
         self
     }
 
+    /// Uses block id `id` instead of a fresh one (see [`ArtifactWriter::add`] for what adding
+    /// under an existing id does).
     pub fn with_id(mut self, id: [u8; 16]) -> Self {
         self.block_id = Some(id);
         self
     }
 
+    /// Sets the record timestamp, microseconds since the Unix epoch.
     pub fn with_timestamp(mut self, timestamp_us: u64) -> Self {
         self.timestamp_us = Some(timestamp_us);
         self
@@ -117,12 +128,15 @@ impl NewBlock {
 /// Where an appended block landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockRef {
+    /// The block id (a UUID).
     pub block_id: [u8; 16],
+    /// 1 for the first record of this id, 2 for the next, ...
     pub version: u32,
     /// Position in record order (its Merkle leaf index).
     pub position: u64,
     /// Offset in the single-file image.
     pub offset: u64,
+    /// The record digest (what the Merkle leaf and the next record's link are made from).
     pub digest: Digest,
 }
 
@@ -217,6 +231,8 @@ pub struct ArtifactWriter {
     last_committed: Vec<BlockRef>,
     /// When the pending records were sent to the store (see [`REUPLOAD_PENDING_AFTER`]).
     placed_at: Option<std::time::Instant>,
+    /// Pending records older than this are uploaded again before their commit.
+    reupload_after: Duration,
 }
 
 impl std::fmt::Debug for ArtifactWriter {
@@ -261,6 +277,37 @@ pub const DEFAULT_MAX_RETRIES: u32 = 40;
 
 impl ArtifactWriter {
     /// Creates a new artifact at `store`, signed by `key`, and opens it for appending.
+    ///
+    /// The artifact exists, with its first commit (no records), when this returns.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::AlreadyExists`] (inside [`Error::Store`]) if `store` already holds an
+    /// artifact; store errors if it cannot be written.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use maif_store::store::{BlockStore, FileStore};
+    /// use maif_store::{ArtifactWriter, CreateOptions, SigningKey};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> maif_store::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store: Arc<dyn BlockStore> = Arc::new(FileStore::new(dir.path().join("notes.maif")));
+    /// let key = SigningKey::generate()?;
+    /// let options = CreateOptions {
+    ///     agent_id: "agent-1".into(),
+    ///     ..Default::default()
+    /// };
+    /// let writer = ArtifactWriter::create(store.clone(), key.clone_key(), options.clone()).await?;
+    /// assert_eq!(writer.record_count(), 0);
+    ///
+    /// // A second create at the same place is refused.
+    /// assert!(ArtifactWriter::create(store, key, options).await.is_err());
+    /// # Ok(()) }
+    /// ```
     pub async fn create(
         store: Arc<dyn BlockStore>,
         key: SigningKey,
@@ -425,6 +472,7 @@ impl ArtifactWriter {
             already_committed: Vec::new(),
             last_committed: Vec::new(),
             placed_at: None,
+            reupload_after: REUPLOAD_PENDING_AFTER,
         }
     }
 
@@ -463,6 +511,14 @@ impl ArtifactWriter {
     /// reproducible files).
     pub fn set_clock(&mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) {
         self.clock = Arc::new(clock);
+    }
+
+    /// Pending records uploaded longer ago than this are uploaded again before the commit
+    /// that names them (default [`REUPLOAD_PENDING_AFTER`]); a deployment whose garbage
+    /// collection uses a shorter grace period than seven days sets a shorter time here.
+    pub fn with_reupload_after(mut self, after: Duration) -> Self {
+        self.reupload_after = after;
+        self
     }
 
     /// How many times a commit is retried when another writer committed first (default
@@ -506,6 +562,35 @@ impl ArtifactWriter {
     /// (metadata and stored data; the timestamp may differ) adds nothing and returns the
     /// committed block: re-running an add whose outcome was unknown is safe when it names its
     /// id. The same id with other content is refused.
+    ///
+    /// The block is pending until [`Self::commit`]: a crash before then loses it.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use maif_store::store::{BlockStore, FileStore};
+    /// # use maif_store::{ArtifactWriter, CreateOptions, SigningKey};
+    /// use maif_store::NewBlock;
+    /// use maif_store::format::FourCC;
+    /// use maif_store::format::payload::TextPayload;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> maif_store::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store: Arc<dyn BlockStore> = Arc::new(FileStore::new(dir.path().join("a.maif")));
+    /// # let key = SigningKey::generate()?;
+    /// let mut writer = ArtifactWriter::create(store, key, CreateOptions::default()).await?;
+    /// let text = TextPayload::utf8("hello", Some(*b"en")).to_bytes();
+    /// let first = writer.add(NewBlock::new(FourCC::TEXT, text.clone())).await?;
+    /// assert_eq!((first.position, first.version), (0, 1));
+    ///
+    /// // A new version of the same block.
+    /// let second = writer.update(first.block_id, NewBlock::new(FourCC::TEXT, text)).await?;
+    /// assert_eq!((second.position, second.version), (1, 2));
+    /// writer.commit().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn add(&mut self, block: NewBlock) -> Result<BlockRef> {
         Ok(self.add_all(vec![(block, Action::AddBlock)]).await?[0])
     }
@@ -1030,6 +1115,36 @@ impl ArtifactWriter {
     /// Makes everything added since the last commit durable and visible. When this returns,
     /// a crash can no longer lose those blocks. If another writer committed first, the
     /// pending blocks are re-linked on top of its commit and the commit is tried again.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] (inside [`Error::Store`]) once the retries
+    /// ([`Self::with_max_retries`]) are used up; [`StoreError::Unknown`] when a request failed
+    /// in a way that leaves open whether the commit landed.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use maif_store::store::{BlockStore, FileStore};
+    /// # use maif_store::{ArtifactWriter, CreateOptions, SigningKey};
+    /// use maif_store::{ArtifactReader, NewBlock};
+    /// use maif_store::format::FourCC;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> maif_store::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store: Arc<dyn BlockStore> = Arc::new(FileStore::new(dir.path().join("a.maif")));
+    /// # let key = SigningKey::generate()?;
+    /// let mut writer = ArtifactWriter::create(store.clone(), key, CreateOptions::default()).await?;
+    /// writer.add(NewBlock::new(FourCC::BINA, b"raw bytes".to_vec())).await?;
+    /// // Readers see the committed state only.
+    /// assert_eq!(ArtifactReader::open(store.clone()).await?.record_count(), 0);
+    ///
+    /// writer.commit().await?;
+    /// assert_eq!(ArtifactReader::open(store).await?.record_count(), 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn commit(&mut self) -> Result<()> {
         if self.pending.is_empty() && self.already_committed.is_empty() {
             return Ok(());
@@ -1039,7 +1154,7 @@ impl ArtifactWriter {
         let mut rebase_first = self.stale
             || self
                 .placed_at
-                .is_some_and(|at| at.elapsed() > REUPLOAD_PENDING_AFTER);
+                .is_some_and(|at| at.elapsed() >= self.reupload_after);
         loop {
             // Re-linking onto the newest commit can itself meet a commit made meanwhile (a
             // single file's append session checks the file's length): that is one more
