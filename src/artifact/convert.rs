@@ -106,6 +106,38 @@ pub struct ConvertReport {
 /// there. Commits land in order, each after its records, so an interrupted conversion to the
 /// object layout leaves nothing or an earlier commit of the same artifact, never a commit
 /// whose records are missing; a single-file destination appears only when complete.
+///
+/// # Example
+///
+/// A single file copied to the object layout (in memory here):
+///
+/// ```
+/// use std::sync::Arc;
+/// use maif_store::artifact::{ConvertOptions, convert};
+/// use maif_store::store::{BlockStore, FileStore, ListingOrder, ObjectBackend};
+/// use maif_store::{ArtifactReader, ArtifactWriter, CreateOptions, NewBlock, SigningKey};
+/// use maif_store::format::FourCC;
+/// use object_store::memory::InMemory;
+/// use object_store::path::Path;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> maif_store::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let file: Arc<dyn BlockStore> = Arc::new(FileStore::new(dir.path().join("a.maif")));
+/// let key = SigningKey::generate()?;
+/// let mut writer = ArtifactWriter::create(file.clone(), key, CreateOptions::default()).await?;
+/// writer.add(NewBlock::new(FourCC::BINA, b"payload".to_vec())).await?;
+/// writer.commit().await?;
+///
+/// let objects: Arc<dyn BlockStore> = Arc::new(
+///     ObjectBackend::new(Arc::new(InMemory::new()), Path::from("a"), "memory://test/a")
+///         .with_listing_order(ListingOrder::Lexicographic),
+/// );
+/// let report = convert(file, objects.clone(), ConvertOptions::default()).await?;
+/// assert_eq!(report.records, 1);
+/// assert_eq!(ArtifactReader::open(objects).await?.record_count(), 1);
+/// # Ok(()) }
+/// ```
 pub async fn convert(
     source: Arc<dyn BlockStore>,
     destination: Arc<dyn BlockStore>,

@@ -36,10 +36,12 @@ pub struct BlockInfo {
     pub position: u64,
     /// 1 for the first record of this id, 2 for the next, ...
     pub version: u32,
+    /// The block's index entry: where its record is in the image, its length, type and digest.
     pub entry: IndexEntry,
 }
 
 impl BlockInfo {
+    /// The block id as a UUID string (`123e4567-e89b-12d3-a456-426614174000`).
     pub fn id(&self) -> String {
         format_id(&self.entry.block_id)
     }
@@ -67,7 +69,9 @@ impl From<RunEntry> for BlockInfo {
 /// A block as read.
 #[derive(Debug, Clone)]
 pub struct Block {
+    /// Where the block is and which version it is.
     pub info: BlockInfo,
+    /// The record's decoded 64-byte header.
     pub header: BlockHeader,
     /// Exact metadata bytes.
     pub metadata_bytes: Bytes,
@@ -76,6 +80,11 @@ pub struct Block {
 }
 
 impl Block {
+    /// The block metadata as a JSON object (empty when the record has none).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Format`] if the metadata bytes are not a JSON object.
     pub fn metadata(&self) -> Result<Map<String, Value>> {
         crate::format::block::parse_block_metadata(&self.metadata_bytes)
             .map_err(Error::format(format!("block {} metadata", self.info.id())))
@@ -99,6 +108,39 @@ impl ArtifactReader {
     /// Opens the newest commit after checking it belongs to this artifact and its signature
     /// verifies. This reads the header, the metadata and the newest segment's head: a few
     /// small reads whatever the artifact's size.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`](crate::store::StoreError::NotFound) (inside
+    /// [`Error::Store`]) if there is no artifact; [`Error::Verification`] if the newest commit
+    /// does not verify; [`StoreError::Torn`](crate::store::StoreError::Torn) if an
+    /// interrupted write left no commit to open.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use maif_store::store::{BlockStore, FileStore};
+    /// use maif_store::{ArtifactReader, ArtifactWriter, CreateOptions, NewBlock, SigningKey};
+    /// use maif_store::format::FourCC;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> maif_store::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store: Arc<dyn BlockStore> = Arc::new(FileStore::new(dir.path().join("a.maif")));
+    /// assert!(ArtifactReader::open(store.clone()).await.is_err()); // nothing there yet
+    ///
+    /// let key = SigningKey::generate()?;
+    /// let mut writer = ArtifactWriter::create(store.clone(), key, CreateOptions::default()).await?;
+    /// writer.add(NewBlock::new(FourCC::BINA, b"one".to_vec())).await?;
+    /// writer.add(NewBlock::new(FourCC::BINA, b"two".to_vec())).await?;
+    /// writer.commit().await?;
+    ///
+    /// let reader = ArtifactReader::open(store).await?;
+    /// assert_eq!(reader.record_count(), 2);
+    /// assert_eq!(reader.blocks().await?.len(), 2);
+    /// # Ok(()) }
+    /// ```
     pub async fn open(store: Arc<dyn BlockStore>) -> Result<Self> {
         // The newest commit first: a store that reads from the end gets the base with it.
         let found = find_latest(store.as_ref()).await?;
@@ -151,10 +193,12 @@ impl ArtifactReader {
             .map_err(Error::format("metadata section"))
     }
 
+    /// The Ed25519 key the artifact is signed with (from its metadata section).
     pub fn public_key(&self) -> PublicKey {
         self.identity.key
     }
 
+    /// The store the artifact is read from.
     pub fn store(&self) -> &Arc<dyn BlockStore> {
         &self.store
     }
@@ -317,6 +361,38 @@ impl ArtifactReader {
 
     /// Reads a record whole, checks it against the index (and its digest unless
     /// [`trust_records`](Self::trust_records)), and decompresses its data.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Verification`] or [`Error::Format`] if the stored record is not the one the
+    /// index and the commit name (it was altered); store errors if it cannot be read.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use maif_store::store::{BlockStore, FileStore};
+    /// # use maif_store::{ArtifactReader, ArtifactWriter, CreateOptions, NewBlock, SigningKey};
+    /// # use maif_store::format::FourCC;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> maif_store::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store: Arc<dyn BlockStore> = Arc::new(FileStore::new(dir.path().join("a.maif")));
+    /// # let key = SigningKey::generate()?;
+    /// let mut writer = ArtifactWriter::create(store.clone(), key, CreateOptions::default()).await?;
+    /// let data = vec![7u8; 4096];
+    /// let added = writer
+    ///     .add(NewBlock::new(FourCC::BINA, data.clone()).with_zstd(3))
+    ///     .await?;
+    /// writer.commit().await?;
+    ///
+    /// let reader = ArtifactReader::open(store).await?;
+    /// let info = reader.find(&added.block_id, None).await?; // the newest version
+    /// let block = reader.read(&info).await?;
+    /// assert_eq!(block.data, data); // decompressed
+    /// assert!(block.metadata()?.is_empty());
+    /// # Ok(()) }
+    /// ```
     pub async fn read(&self, info: &BlockInfo) -> Result<Block> {
         let block = self.read_checked_record(info).await?;
         if block.header.encryption != 0 {

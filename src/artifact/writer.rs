@@ -301,11 +301,12 @@ impl ArtifactWriter {
     ///     agent_id: "agent-1".into(),
     ///     ..Default::default()
     /// };
-    /// let writer = ArtifactWriter::create(store.clone(), key.clone_key(), options.clone()).await?;
+    /// let writer = ArtifactWriter::create(store.clone(), key, options.clone()).await?;
     /// assert_eq!(writer.record_count(), 0);
     ///
     /// // A second create at the same place is refused.
-    /// assert!(ArtifactWriter::create(store, key, options).await.is_err());
+    /// let other_key = SigningKey::generate()?;
+    /// assert!(ArtifactWriter::create(store, other_key, options).await.is_err());
     /// # Ok(()) }
     /// ```
     pub async fn create(
@@ -572,8 +573,8 @@ impl ArtifactWriter {
     /// # use maif_store::store::{BlockStore, FileStore};
     /// # use maif_store::{ArtifactWriter, CreateOptions, SigningKey};
     /// use maif_store::NewBlock;
-    /// use maif_store::format::FourCC;
     /// use maif_store::format::payload::TextPayload;
+    /// use maif_store::format::{Codec, FourCC};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> maif_store::Result<()> {

@@ -104,6 +104,30 @@ fn io_error(location: &str, action: &str, source: std::io::Error) -> StoreError 
 }
 
 impl FileStore {
+    /// The single-file artifact at `path`. Nothing is opened or created until the store is
+    /// used: [`ArtifactWriter::create`](crate::ArtifactWriter::create) creates the file (and
+    /// refuses one that exists), readers and writers open it.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use maif_store::store::{BlockStore, FileStore};
+    /// use maif_store::{ArtifactReader, ArtifactWriter, CreateOptions, SigningKey};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> maif_store::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("notes.maif");
+    /// let store: Arc<dyn BlockStore> = Arc::new(FileStore::new(&path));
+    /// assert!(!path.exists());
+    ///
+    /// ArtifactWriter::create(store.clone(), SigningKey::generate()?, CreateOptions::default())
+    ///     .await?;
+    /// assert!(path.exists());
+    /// assert_eq!(ArtifactReader::open(store).await?.record_count(), 0);
+    /// # Ok(()) }
+    /// ```
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
@@ -111,6 +135,7 @@ impl FileStore {
         }
     }
 
+    /// The artifact's path, as given to [`Self::new`].
     pub fn path(&self) -> &Path {
         &self.path
     }

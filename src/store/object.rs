@@ -84,6 +84,54 @@ pub enum ListingOrder {
 }
 
 /// An artifact stored under a prefix of an object store.
+///
+/// Any [`ObjectStore`] works: S3 (`object_store::aws`), a local folder
+/// (`object_store::local`) or memory (`object_store::memory`).
+///
+/// # Example
+///
+/// An artifact in memory (what the `memory://` locations use):
+///
+/// ```
+/// use std::sync::Arc;
+/// use maif_store::store::{BlockStore, ListingOrder, ObjectBackend};
+/// use maif_store::{ArtifactReader, ArtifactWriter, CreateOptions, NewBlock, SigningKey};
+/// use maif_store::format::FourCC;
+/// use object_store::memory::InMemory;
+/// use object_store::path::Path;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> maif_store::Result<()> {
+/// let objects = Arc::new(InMemory::new());
+/// let backend = ObjectBackend::new(objects, Path::from("agents/a1"), "memory://test/agents/a1")
+///     .with_listing_order(ListingOrder::Lexicographic); // memory lists keys in order
+/// let store: Arc<dyn BlockStore> = Arc::new(backend);
+///
+/// let key = SigningKey::generate()?;
+/// let mut writer = ArtifactWriter::create(store.clone(), key, CreateOptions::default()).await?;
+/// writer.add(NewBlock::new(FourCC::BINA, b"payload".to_vec())).await?;
+/// writer.commit().await?;
+/// assert_eq!(ArtifactReader::open(store).await?.record_count(), 1);
+/// # Ok(()) }
+/// ```
+///
+/// On S3 (credentials and region from the environment):
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use maif_store::store::{BlockStore, ListingOrder, ObjectBackend};
+/// use object_store::aws::AmazonS3Builder;
+/// use object_store::path::Path;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let s3 = AmazonS3Builder::from_env().with_bucket_name("my-bucket").build()?;
+/// let store: Arc<dyn BlockStore> = Arc::new(
+///     ObjectBackend::new(Arc::new(s3), Path::from("agents/a1"), "s3://my-bucket/agents/a1")
+///         .with_listing_order(ListingOrder::Lexicographic),
+/// );
+/// # let _ = store;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ObjectBackend {
     store: Arc<dyn ObjectStore>,
