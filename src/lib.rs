@@ -1,6 +1,7 @@
 //! maif-store: canonical MAIF 3.1 artifacts (MAIF 3.0 made rigorous, with append-only
 //! commits) on local disk and object stores.
 #![deny(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod artifact;
 pub mod aws_profile;
