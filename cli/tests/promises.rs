@@ -1354,7 +1354,7 @@ fn cat_strips_the_typed_framing_and_cat_raw_prints_it() {
 /// warning, `object KEY is not part of the artifact layout`): with commit 2's object gone
 /// and the hint at 1, the newest commit found is 1 and commit 3's object is reported.
 #[test]
-fn a_commit_object_above_the_newest_found_is_a_storage_warning() {
+fn a_commit_object_above_the_newest_found_is_a_storage_warning_and_above_a_gap_a_problem() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let objects = dir.join("objects");
@@ -1362,7 +1362,9 @@ fn a_commit_object_above_the_newest_found_is_a_storage_warning() {
     let ids = artifact_with(dir, &folder, &["one", "two", "three"]);
     std::fs::remove_file(objects.join(format!("commits/{:020}", u64::MAX - 2))).expect("rm");
     std::fs::write(objects.join("latest"), "1").expect("hint");
-    let report = json(dir, &["verify", &folder, "--json"]);
+    let out = maif(dir, &["verify", &folder, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
     assert_eq!(report["newest_commit"], 1, "{report}");
     assert_eq!(report["record_count"], 1, "{report}");
     let above = format!(
@@ -1379,4 +1381,14 @@ fn a_commit_object_above_the_newest_found_is_a_storage_warning() {
         "{report}"
     );
     assert_eq!(ids_listed(dir, &folder), ids[..1]);
+    // Commit 3 above the missing commit 2 proves commit objects were removed: verification
+    // fails, naming the gap (readers still open commit 1, the newest they can reach).
+    assert_eq!(report["valid"], false, "{report}");
+    let gap = "commit objects up to commit 3 exist but commit 2 has none";
+    assert!(
+        report["problems"].as_array().expect("problems").iter().any(
+            |p| p["area"] == "storage" && p["reason"].as_str().is_some_and(|r| r.contains(gap))
+        ),
+        "{report}"
+    );
 }

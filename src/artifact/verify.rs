@@ -197,6 +197,46 @@ impl VerifyReport {
 ///
 /// Returns `Err` only for failures to read (I/O, missing artifact); everything wrong with the
 /// bytes themselves is a [`Problem`] in the report.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use maif_store::artifact::{VerifyOptions, verify};
+/// use maif_store::store::{BlockStore, FileStore};
+/// use maif_store::{ArtifactWriter, CreateOptions, NewBlock, SigningKey};
+/// use maif_store::format::FourCC;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> maif_store::Result<()> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("a.maif");
+/// let store: Arc<dyn BlockStore> = Arc::new(FileStore::new(&path));
+/// let key = SigningKey::generate()?;
+/// let public_key = key.public_key();
+/// let mut writer = ArtifactWriter::create(store.clone(), key, CreateOptions::default()).await?;
+/// writer.add(NewBlock::new(FourCC::BINA, b"payload".to_vec())).await?;
+/// writer.commit().await?;
+///
+/// // Pin the key known from elsewhere, not just the one the artifact names.
+/// let options = VerifyOptions {
+///     expected_key: Some(public_key),
+///     ..Default::default()
+/// };
+/// let report = verify(store, options).await?;
+/// assert!(report.valid, "{:?}", report.problems);
+/// assert_eq!(report.record_count, 1);
+///
+/// // Damage is a problem in the report, not an error.
+/// let mut bytes = std::fs::read(&path).unwrap();
+/// let at = bytes.windows(7).position(|w| w == b"payload").unwrap();
+/// bytes[at] ^= 1;
+/// std::fs::write(&path, bytes).unwrap();
+/// let store: Arc<dyn BlockStore> = Arc::new(FileStore::new(&path));
+/// let report = verify(store, VerifyOptions::default()).await?;
+/// assert!(!report.valid);
+/// # Ok(()) }
+/// ```
 pub async fn verify(store: Arc<dyn BlockStore>, options: VerifyOptions) -> Result<VerifyReport> {
     let mut report = VerifyReport::empty(
         store.location(),
@@ -449,7 +489,11 @@ pub(crate) async fn verify_target(
         report.problems.push(owners[failure].clone());
     }
     let digests: HashSet<Digest> = chain.entries.iter().map(|(_, e)| e.digest).collect();
-    for finding in store.audit(&digests, header.seq).await? {
+    let findings = store.audit(&digests, header.seq).await?;
+    if let Some(problem) = commits_beyond_a_gap(&findings, header.seq) {
+        report.problems.push(problem);
+    }
+    for finding in findings {
         match finding {
             AuditFinding::MissingRecord { digest, key } => {
                 if let Some((position, entry)) =
@@ -482,6 +526,41 @@ pub(crate) async fn verify_target(
         .sort_by_key(|p| (p.record.is_none(), p.record, p.offset));
     report.problems.dedup();
     Ok(())
+}
+
+/// Commit objects numbered above the newest commit readers reach are what a writer that is
+/// committing right now leaves (`newest + 1`, `newest + 2`, ... all present: a warning each).
+/// But commits are created in order and never deleted, so one above a missing number proves
+/// that commit objects were removed, and with them the way to everything committed after
+/// `newest`: a problem.
+fn commits_beyond_a_gap(findings: &[AuditFinding], newest: u64) -> Option<Problem> {
+    let above: std::collections::BTreeSet<u64> = findings
+        .iter()
+        .filter_map(|finding| match finding {
+            AuditFinding::Unexpected { key } => {
+                let (dir, name) = key.rsplit_once('/')?;
+                (dir.rsplit('/').next() == Some(crate::format::layout::COMMITS_DIR))
+                    .then(|| crate::format::layout::parse_commit_object_name(name))
+                    .flatten()
+            }
+            _ => None,
+        })
+        .filter(|seq| *seq > newest)
+        .collect();
+    let highest = *above.last()?;
+    let missing: Vec<u64> = (newest + 1..highest)
+        .filter(|seq| !above.contains(seq))
+        .take(3)
+        .collect();
+    let first_missing = *missing.first()?;
+    Some(problem(
+        "storage",
+        None,
+        format!(
+            "commit objects up to commit {highest} exist but commit {first_missing} has none: commit objects were removed, so readers stop at commit {newest} and cannot reach what commits {}..={highest} committed",
+            newest + 1
+        ),
+    ))
 }
 
 /// Quick verification also reads the newest segment's own parts (its provenance entries and
