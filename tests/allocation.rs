@@ -50,33 +50,7 @@ fn largest_allocation_during(f: impl FnOnce()) -> usize {
     LARGEST.load(Ordering::SeqCst)
 }
 
-/// The small artifact's bytes, its records and every commit.
-struct Small {
-    bytes: Vec<u8>,
-    records: Vec<maif_store::artifact::BlockInfo>,
-    commits: Vec<Commit>,
-}
-
-fn small_artifact() -> Small {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("small.maif");
-    common::block_on(common::write_small_artifact(&path));
-    let bytes = std::fs::read(&path).expect("read");
-    let (records, commits) = common::block_on(async {
-        let reader = ArtifactReader::open(common::file_store(&path))
-            .await
-            .expect("open");
-        (
-            reader.blocks().await.expect("list").to_vec(),
-            reader.commits().await.expect("commits"),
-        )
-    });
-    Small {
-        bytes,
-        records,
-        commits,
-    }
-}
+use common::small_artifact;
 
 #[test]
 fn hostile_length_fields_never_allocate_more_than_the_input() {

@@ -8,35 +8,7 @@ use maif_store::artifact::{
     ArtifactReader, Commit, RecoveryMode, VerifyOptions, recover_file, verify,
 };
 
-/// The small artifact, its bytes, its records and every commit.
-struct Small {
-    dir: tempfile::TempDir,
-    bytes: Vec<u8>,
-    records: Vec<maif_store::artifact::BlockInfo>,
-    commits: Vec<Commit>,
-}
-
-fn small_artifact() -> Small {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("small.maif");
-    common::block_on(common::write_small_artifact(&path));
-    let bytes = std::fs::read(&path).expect("read");
-    let (records, commits) = common::block_on(async {
-        let reader = ArtifactReader::open(common::file_store(&path))
-            .await
-            .expect("open");
-        (
-            reader.blocks().await.expect("list").to_vec(),
-            reader.commits().await.expect("commits"),
-        )
-    });
-    Small {
-        dir,
-        bytes,
-        records,
-        commits,
-    }
-}
+use common::small_artifact;
 
 #[test]
 fn every_single_byte_flip_is_detected_and_located() {

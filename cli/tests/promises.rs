@@ -421,17 +421,7 @@ fn names_under_commits_that_are_not_20_digits_are_not_commits() {
             ids,
             "hint present: {hint_present}"
         );
-        let report = json(dir, &["verify", &folder, "--json"]);
-        assert_eq!(report["valid"], true, "{report}");
-        assert_eq!(report["record_count"], 2, "{report}");
-        let warnings = report["warnings"].to_string();
-        for name in strays {
-            assert!(
-                warnings.contains(&format!("commits/{name}"))
-                    && warnings.contains("not part of the artifact layout"),
-                "stray commits/{name} not reported: {report}"
-            );
-        }
+        assert_strays_are_warnings(&json(dir, &["verify", &folder, "--json"]), &strays);
     }
     let added = json(
         dir,
@@ -1019,17 +1009,7 @@ fn on_s3_keys_under_commits_that_sort_first_do_not_hide_the_newest_commit() {
             .collect()
     };
     assert_eq!(listed(dir), ids);
-    let report = ok_s3(dir, &["verify", &url, "--json"]);
-    assert_eq!(report["valid"], true, "{report}");
-    assert_eq!(report["record_count"], 2, "{report}");
-    let warnings = report["warnings"].to_string();
-    for name in strays {
-        assert!(
-            warnings.contains(&format!("commits/{name}"))
-                && warnings.contains("not part of the artifact layout"),
-            "stray commits/{name} not reported: {report}"
-        );
-    }
+    assert_strays_are_warnings(&ok_s3(dir, &["verify", &url, "--json"]), &strays);
     let added = ok_s3(
         dir,
         &[
@@ -1391,4 +1371,19 @@ fn a_commit_object_above_the_newest_found_is_a_storage_warning_and_above_a_gap_a
         ),
         "{report}"
     );
+}
+
+/// `report` (of `verify --json`) is valid, counts two records, and warns about each key
+/// `commits/NAME` of `strays` as not part of the layout.
+fn assert_strays_are_warnings(report: &serde_json::Value, strays: &[&str]) {
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(report["record_count"], 2, "{report}");
+    let warnings = report["warnings"].to_string();
+    for name in strays {
+        assert!(
+            warnings.contains(&format!("commits/{name}"))
+                && warnings.contains("not part of the artifact layout"),
+            "stray commits/{name} not reported: {report}"
+        );
+    }
 }

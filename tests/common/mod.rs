@@ -181,3 +181,35 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .expect("runtime")
         .block_on(future)
 }
+
+/// The small artifact of [`write_small_artifact`] in a temporary folder (kept alive here), with
+/// its bytes, its records and every commit: what the damage and allocation tests cut up.
+pub struct SmallArtifact {
+    pub dir: tempfile::TempDir,
+    pub bytes: Vec<u8>,
+    pub records: Vec<maif_store::artifact::BlockInfo>,
+    pub commits: Vec<maif_store::artifact::Commit>,
+}
+
+/// Writes and reads back a [`SmallArtifact`].
+pub fn small_artifact() -> SmallArtifact {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("small.maif");
+    block_on(write_small_artifact(&path));
+    let bytes = std::fs::read(&path).expect("read");
+    let (records, commits) = block_on(async {
+        let reader = maif_store::artifact::ArtifactReader::open(file_store(&path))
+            .await
+            .expect("open");
+        (
+            reader.blocks().await.expect("list").to_vec(),
+            reader.commits().await.expect("commits"),
+        )
+    });
+    SmallArtifact {
+        dir,
+        bytes,
+        records,
+        commits,
+    }
+}
