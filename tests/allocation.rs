@@ -8,7 +8,6 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use maif_store::artifact::{ArtifactReader, Commit};
 use maif_store::format::Codec;
 use maif_store::format::provenance::decode_entries;
 use maif_store::format::run::RunHead;

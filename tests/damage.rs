@@ -4,9 +4,7 @@
 
 mod common;
 
-use maif_store::artifact::{
-    ArtifactReader, Commit, RecoveryMode, VerifyOptions, recover_file, verify,
-};
+use maif_store::artifact::{ArtifactReader, RecoveryMode, VerifyOptions, recover_file, verify};
 
 use common::small_artifact;
 
