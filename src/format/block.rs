@@ -14,7 +14,7 @@ pub const BLOCK_HEADER_LEN: usize = 64;
 /// Size of the Ed25519 signature that ends every record.
 pub const SIGNATURE_LEN: usize = 64;
 /// Largest block metadata JSON, in bytes.
-pub const MAX_BLOCK_METADATA_LEN: u32 = 16 * 1024 * 1024;
+pub(crate) const MAX_BLOCK_METADATA_LEN: u32 = 16 * 1024 * 1024;
 
 wire_code! {
     /// Encryption code of a block's data. Only "none" is defined; a reader refuses any other
@@ -190,12 +190,12 @@ impl<'a> RecordView<'a> {
     }
 
     /// Where the metadata lies within the record's bytes.
-    pub fn metadata_range(&self) -> std::ops::Range<usize> {
+    pub(crate) fn metadata_range(&self) -> std::ops::Range<usize> {
         BLOCK_HEADER_LEN..BLOCK_HEADER_LEN + self.metadata.len()
     }
 
     /// Where the stored data lies within the record's bytes.
-    pub fn data_range(&self) -> std::ops::Range<usize> {
+    pub(crate) fn data_range(&self) -> std::ops::Range<usize> {
         let start = BLOCK_HEADER_LEN + self.metadata.len();
         start..start + self.data.len()
     }
@@ -217,7 +217,7 @@ impl<'a> RecordView<'a> {
 }
 
 /// Length of a record's header and metadata, the prefix that lists a block without its data.
-pub fn prefix_len(metadata_len: u32) -> u64 {
+pub(crate) fn prefix_len(metadata_len: u32) -> u64 {
     BLOCK_HEADER_LEN as u64 + u64::from(metadata_len)
 }
 
@@ -231,7 +231,7 @@ pub fn decode_prefix(bytes: &[u8]) -> Result<(BlockHeader, &[u8]), FormatError> 
 }
 
 /// Parses block metadata bytes: empty, or a JSON object.
-pub fn parse_block_metadata(
+pub(crate) fn parse_block_metadata(
     bytes: &[u8],
 ) -> Result<serde_json::Map<String, serde_json::Value>, FormatError> {
     if bytes.is_empty() {
@@ -247,56 +247,6 @@ pub fn parse_block_metadata(
         Ok(serde_json::Value::Object(map)) => Ok(map),
         Ok(_) => Err(invalid("not a JSON object".into())),
         Err(e) => Err(invalid(format!("invalid JSON: {e}"))),
-    }
-}
-
-/// Everything a record holds except the chain link and signature, which the writer fills in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnsignedRecord {
-    /// Logical block id (a UUID); a new version of a block repeats its id.
-    pub block_id: [u8; 16],
-    /// The block type code.
-    pub block_type: FourCC,
-    /// How `data` is stored (none or zstd).
-    pub compression: Compression,
-    /// Length of the data once decompressed, in bytes.
-    pub uncompressed_size: u64,
-    /// Record time, microseconds since the Unix epoch.
-    pub timestamp_us: u64,
-    /// Exact block metadata bytes (empty, or a JSON object).
-    pub metadata: Vec<u8>,
-    /// Stored bytes (already compressed unless `compression` is none).
-    pub data: Vec<u8>,
-}
-
-impl UnsignedRecord {
-    /// The header this record gets once linked to `prev_link`.
-    pub fn header(&self, prev_link: [u8; 8]) -> Result<BlockHeader, FormatError> {
-        let metadata_len = u32::try_from(self.metadata.len())
-            .ok()
-            .filter(|len| *len <= MAX_BLOCK_METADATA_LEN)
-            .ok_or_else(|| FormatError::InvalidField {
-                structure: "block record",
-                field: "metadata",
-                offset: BLOCK_HEADER_LEN as u64,
-                reason: format!(
-                    "{} bytes exceeds the {MAX_BLOCK_METADATA_LEN}-byte limit",
-                    self.metadata.len()
-                ),
-            })?;
-        Ok(BlockHeader {
-            block_id: self.block_id,
-            block_type: self.block_type,
-            flags: 0,
-            compression: self.compression,
-            encryption: Encryption::NONE,
-            metadata_len,
-            data_offset: BLOCK_HEADER_LEN as u32 + metadata_len,
-            data_size: self.data.len() as u64,
-            uncompressed_size: self.uncompressed_size,
-            timestamp_us: self.timestamp_us,
-            prev_link,
-        })
     }
 }
 

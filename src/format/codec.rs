@@ -6,9 +6,9 @@
 //!   bounded [`Reader`]. Whole-buffer decoding and the trailing-byte check are written once,
 //!   in the trait ([`Codec::decode`], through [`Reader::all`]).
 //! - [`FixedCodec`]: a structure of a fixed length encodes straight into an array.
-//! - [`read_counted`]: a count, then that many items, read in one place.
-//! - [`wire_code!`]: one-byte codes from stored bytes as newtypes with named constants, so an
-//!   unknown value stays representable.
+//! - `read_counted` (crate-internal): a count, then that many items, read in one place.
+//! - `wire_code!` (crate-internal): one-byte codes from stored bytes as newtypes with named
+//!   constants, so an unknown value stays representable.
 
 use super::FormatError;
 
@@ -141,7 +141,7 @@ impl<'a> Reader<'a> {
     }
 
     /// An [`FormatError::InvalidField`] for `field` at `offset` of this reader's input.
-    pub fn invalid_at(
+    pub(crate) fn invalid_at(
         &self,
         field: &'static str,
         offset: u64,
@@ -262,7 +262,7 @@ impl<const LEN: usize> Writer for ArrayWriter<LEN> {
 /// Reads a counted section: `count` items of at least `item_len` bytes each, read by `read`.
 /// A count the remaining bytes cannot hold is refused with `too_many(remaining)` before
 /// anything is reserved, so a hostile count never allocates.
-pub fn read_counted<'a, T>(
+pub(crate) fn read_counted<'a, T>(
     r: &mut Reader<'a>,
     count: u64,
     item_len: usize,
@@ -282,7 +282,7 @@ pub fn read_counted<'a, T>(
 }
 
 /// Converts a length that the format stores as `u32` after checking it fits.
-pub fn len_u32(
+pub(crate) fn len_u32(
     len: usize,
     structure: &'static str,
     field: &'static str,

@@ -21,9 +21,9 @@ wire_code! {
 }
 
 /// Data stored as is (the same as [`Compression::NONE`]).
-pub const COMPRESSION_NONE: Compression = Compression::NONE;
+pub(crate) const COMPRESSION_NONE: Compression = Compression::NONE;
 /// Data stored as one zstd frame (the same as [`Compression::ZSTD`]).
-pub const COMPRESSION_ZSTD: Compression = Compression::ZSTD;
+pub(crate) const COMPRESSION_ZSTD: Compression = Compression::ZSTD;
 
 /// Human name of a compression code (or of its stored byte), for messages.
 pub fn compression_name(code: impl Into<Compression>) -> &'static str {
@@ -31,7 +31,7 @@ pub fn compression_name(code: impl Into<Compression>) -> &'static str {
 }
 
 /// Compresses `data` with zstd at `level`.
-pub fn zstd_compress(data: &[u8], level: i32) -> Result<Vec<u8>, FormatError> {
+pub(crate) fn zstd_compress(data: &[u8], level: i32) -> Result<Vec<u8>, FormatError> {
     zstd::bulk::compress(data, level).map_err(|e| FormatError::Decompression {
         reason: format!("zstd compression failed: {e}"),
     })

@@ -10,24 +10,24 @@ use sha2::{Digest as _, Sha256};
 pub type Digest = [u8; 32];
 
 /// Pre-image tag of a record's content digest (its metadata and data).
-pub const CONTENT_DOMAIN: &[u8] = b"MAIF-3.1/content\0";
+pub(crate) const CONTENT_DOMAIN: &[u8] = b"MAIF-3.1/content\0";
 /// Pre-image tag of a block record digest (its header and content digest).
-pub const BLOCK_DOMAIN: &[u8] = b"MAIF-3.1/block\0";
+pub(crate) const BLOCK_DOMAIN: &[u8] = b"MAIF-3.1/block\0";
 /// Pre-image tag of the chain seed (the link of the first record).
-pub const GENESIS_DOMAIN: &[u8] = b"MAIF-3.1/genesis\0";
+pub(crate) const GENESIS_DOMAIN: &[u8] = b"MAIF-3.1/genesis\0";
 /// Pre-image tag of a provenance entry digest.
-pub const PROVENANCE_DOMAIN: &[u8] = b"MAIF-3.1/provenance\0";
+pub(crate) const PROVENANCE_DOMAIN: &[u8] = b"MAIF-3.1/provenance\0";
 /// Pre-image tag of a commit digest (a segment header and its Merkle frontier).
-pub const COMMIT_DOMAIN: &[u8] = b"MAIF-3.1/commit\0";
+pub(crate) const COMMIT_DOMAIN: &[u8] = b"MAIF-3.1/commit\0";
 /// Pre-image tag of an index run's head (its header and page directory).
-pub const RUN_DOMAIN: &[u8] = b"MAIF-3.1/run\0";
+pub(crate) const RUN_DOMAIN: &[u8] = b"MAIF-3.1/run\0";
 /// Pre-image tag of one page of an index run.
-pub const RUN_PAGE_DOMAIN: &[u8] = b"MAIF-3.1/run-page\0";
+pub(crate) const RUN_PAGE_DOMAIN: &[u8] = b"MAIF-3.1/run-page\0";
 
 /// Signed-message tag of a block signature.
-pub const SIGN_BLOCK: &[u8] = b"MAIF-3.1/sign/block\0";
+pub(crate) const SIGN_BLOCK: &[u8] = b"MAIF-3.1/sign/block\0";
 /// Signed-message tag of a commit signature.
-pub const SIGN_COMMIT: &[u8] = b"MAIF-3.1/sign/commit\0";
+pub(crate) const SIGN_COMMIT: &[u8] = b"MAIF-3.1/sign/commit\0";
 
 /// What a signature vouches for; selects the signing tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +98,7 @@ pub fn chain_link(previous: &Digest) -> [u8; 8] {
 }
 
 /// Digest of a provenance entry: `SHA-256(PROVENANCE_DOMAIN | entry header | details)`.
-pub fn provenance_digest(entry_header: &[u8], details: &[u8]) -> Digest {
+pub(crate) fn provenance_digest(entry_header: &[u8], details: &[u8]) -> Digest {
     sha256_parts(&[PROVENANCE_DOMAIN, entry_header, details])
 }
 

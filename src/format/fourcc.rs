@@ -41,11 +41,6 @@ impl FourCC {
         Self::LIFE,
     ];
 
-    /// Whether the specification defines this code.
-    pub fn is_known(self) -> bool {
-        Self::KNOWN.contains(&self)
-    }
-
     /// Parses a code given as exactly four ASCII characters, or as `0x` and eight hex digits
     /// for codes that are not printable.
     pub fn parse(text: &str) -> Result<FourCC, String> {

@@ -6,7 +6,7 @@ use super::digest::Digest;
 use super::fourcc::FourCC;
 
 /// Encoded size of one entry.
-pub const INDEX_ENTRY_LEN: usize = 80;
+pub(crate) const INDEX_ENTRY_LEN: usize = 80;
 
 /// Where a record is and what it is, so readers can list and find blocks without reading
 /// them. Every field repeats the record's own header, and full verification checks that.

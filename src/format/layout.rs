@@ -26,7 +26,7 @@ pub const RECORDS_DIR: &str = "blocks";
 pub const COMMITS_DIR: &str = "commits";
 /// The best-effort hint naming the newest commit, kept only on stores that do not list in
 /// lexicographic order (local folders).
-pub const LATEST_HINT: &str = "latest";
+pub(crate) const LATEST_HINT: &str = "latest";
 
 /// Name of the record object of the record whose digest is `digest`.
 pub fn record_object_name(digest: &Digest) -> String {
@@ -34,7 +34,7 @@ pub fn record_object_name(digest: &Digest) -> String {
 }
 
 /// The digest a record object's name gives, if it is one (64 lower-case hex digits).
-pub fn parse_record_object_name(name: &str) -> Option<Digest> {
+pub(crate) fn parse_record_object_name(name: &str) -> Option<Digest> {
     if name.len() != 64 || name.bytes().any(|b| b.is_ascii_uppercase()) {
         return None;
     }
@@ -57,6 +57,6 @@ pub fn parse_commit_object_name(name: &str) -> Option<u64> {
 
 /// Image offset of the first byte of commit `seq`'s object: commit 0's object starts with the
 /// file header; every later one starts with its segment.
-pub fn commit_object_start(seq: u64, segment_offset: u64) -> u64 {
+pub(crate) fn commit_object_start(seq: u64, segment_offset: u64) -> u64 {
     if seq == 0 { 0 } else { segment_offset }
 }

@@ -10,7 +10,7 @@ use super::FormatError;
 use super::digest::Digest;
 
 /// Root of the empty tree: SHA-256 of nothing.
-pub fn empty_root() -> Digest {
+pub(crate) fn empty_root() -> Digest {
     Sha256::digest([]).into()
 }
 
@@ -70,7 +70,7 @@ impl Frontier {
     }
 
     /// The root and the number of node hashes computed for it (`popcount(size) - 1`).
-    pub fn root_counting(&self) -> (Digest, u32) {
+    pub(crate) fn root_counting(&self) -> (Digest, u32) {
         let Some((last, rest)) = self.hashes.split_last() else {
             return (empty_root(), 0);
         };
@@ -125,7 +125,7 @@ impl Frontier {
 }
 
 /// Hash of a leaf for the record whose digest is `record_digest`.
-pub fn leaf_hash(record_digest: &Digest) -> Digest {
+pub(crate) fn leaf_hash(record_digest: &Digest) -> Digest {
     let mut hasher = Sha256::new();
     hasher.update([0x00]);
     hasher.update(record_digest);
@@ -133,7 +133,7 @@ pub fn leaf_hash(record_digest: &Digest) -> Digest {
 }
 
 /// Hash of an interior node.
-pub fn node_hash(left: &Digest, right: &Digest) -> Digest {
+pub(crate) fn node_hash(left: &Digest, right: &Digest) -> Digest {
     let mut hasher = Sha256::new();
     hasher.update([0x01]);
     hasher.update(left);

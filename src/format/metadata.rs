@@ -10,7 +10,7 @@ use super::codec::{Reader, Writer, len_u32};
 /// Largest metadata JSON the format allows, in bytes.
 pub const MAX_METADATA_LEN: u32 = 64 * 1024;
 /// Signature algorithm named in the metadata section.
-pub const SIGNATURE_ALGORITHM: &str = "ed25519";
+pub(crate) const SIGNATURE_ALGORITHM: &str = "ed25519";
 /// Offset of the length prefix, and of the JSON that follows it.
 const LENGTH_AT: u64 = 0;
 const JSON_AT: u64 = LENGTH_AT + 4;
@@ -53,7 +53,7 @@ pub struct ArtifactMetadata {
 
 impl MetadataSection {
     /// Serialises `metadata` once; these bytes are then kept verbatim forever.
-    pub fn from_metadata(metadata: &ArtifactMetadata) -> Result<Self, FormatError> {
+    pub(crate) fn from_metadata(metadata: &ArtifactMetadata) -> Result<Self, FormatError> {
         let json = serde_json::to_vec(metadata).map_err(|e| FormatError::InvalidField {
             structure: "metadata section",
             field: "json",

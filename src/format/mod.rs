@@ -20,9 +20,7 @@ pub mod run;
 pub mod segment;
 pub mod trailer;
 
-pub use block::{
-    BLOCK_HEADER_LEN, BlockHeader, Encryption, RecordView, SIGNATURE_LEN, UnsignedRecord,
-};
+pub use block::{BLOCK_HEADER_LEN, BlockHeader, Encryption, RecordView, SIGNATURE_LEN};
 pub use codec::{Codec, FixedCodec};
 pub use compression::Compression;
 pub use digest::Digest;
@@ -33,7 +31,7 @@ pub use index::IndexEntry;
 pub use merkle::Frontier;
 pub use metadata::{ArtifactMetadata, MetadataSection};
 pub use provenance::{Action, EntryHeader, ProvenanceEntry};
-pub use run::{RunEntry, RunHead, RunHeader, RunRef};
+pub use run::{RunEntry, RunHead, RunRef};
 pub use segment::{SegmentHead, SegmentHeader};
 pub use trailer::{TRAILER_LEN, Trailer};
 
@@ -92,7 +90,7 @@ mod fixed_length_tests {
             version: 1,
         });
         check(&Some(run));
-        check(&RunHeader {
+        check(&run::RunHeader {
             entry_count: 1,
             page_count: 1,
             tier: 0,

@@ -28,7 +28,7 @@ pub struct TextPayload {
 
 impl TextPayload {
     /// Length of the framing before the text, in bytes.
-    pub const PREFIX_LEN: usize = 3;
+    pub(crate) const PREFIX_LEN: usize = 3;
 
     /// Frames UTF-8 text, with an optional ISO 639-1 language code (two lowercase ASCII letters).
     pub fn utf8(text: &str, language: Option<[u8; 2]>) -> Self {
@@ -40,7 +40,7 @@ impl TextPayload {
     }
 
     /// Parses a language argument such as `en`.
-    pub fn parse_language(text: &str) -> Result<[u8; 2], String> {
+    pub(crate) fn parse_language(text: &str) -> Result<[u8; 2], String> {
         let bytes = text.as_bytes();
         if bytes.len() == 2 && bytes.iter().all(u8::is_ascii_lowercase) {
             Ok([bytes[0], bytes[1]])
@@ -193,7 +193,7 @@ pub struct EmbeddingPayload {
 
 impl EmbeddingPayload {
     /// Length of the framing before the values, in bytes.
-    pub const PREFIX_LEN: usize = 12;
+    pub(crate) const PREFIX_LEN: usize = 12;
 
     /// Frames `vectors` (all of the same length) as float32.
     pub fn from_f32(vectors: &[Vec<f32>]) -> Result<Self, String> {
@@ -377,7 +377,7 @@ pub struct ImagePayload {
 
 impl ImagePayload {
     /// Length of the framing before the image bytes, in bytes.
-    pub const PREFIX_LEN: usize = 12;
+    pub(crate) const PREFIX_LEN: usize = 12;
 
     /// Frames encoded image bytes, reading format and size from the PNG, GIF, JPEG or WebP
     /// header when there is one (0 x 0 and `Unknown` otherwise).

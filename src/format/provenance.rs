@@ -9,11 +9,11 @@ use super::codec::{Codec, FixedCodec, Reader, Writer, len_u32, read_counted};
 use super::digest::{Digest, provenance_digest};
 
 /// Encoded size of an entry header.
-pub const ENTRY_HEADER_LEN: usize = 80;
+pub(crate) const ENTRY_HEADER_LEN: usize = 80;
 /// Largest details JSON of one entry.
 pub const MAX_DETAILS_LEN: u32 = 1024 * 1024;
 /// Smallest encoded entry (a header with empty details).
-pub const MIN_ENTRY_LEN: usize = ENTRY_HEADER_LEN;
+pub(crate) const MIN_ENTRY_LEN: usize = ENTRY_HEADER_LEN;
 /// Offset of `details_len` within an entry header.
 const DETAILS_LEN_AT: u64 = 4;
 
@@ -222,7 +222,9 @@ impl ProvenanceEntry {
     }
 
     /// Parses the details JSON.
-    pub fn details_json(&self) -> Result<serde_json::Map<String, serde_json::Value>, FormatError> {
+    pub(crate) fn details_json(
+        &self,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, FormatError> {
         match serde_json::from_slice(&self.details) {
             Ok(serde_json::Value::Object(map)) => Ok(map),
             _ => Err(FormatError::InvalidField {
@@ -262,16 +264,4 @@ pub fn decode_entries(bytes: &[u8], count: u64) -> Result<Vec<ProvenanceEntry>, 
             ProvenanceEntry::read,
         )
     })
-}
-
-/// Digest of the last of `entries`, chained from `previous_head` (the head before them).
-pub fn chain_head(
-    previous_head: Digest,
-    entries: &[ProvenanceEntry],
-) -> Result<Digest, FormatError> {
-    let mut head = previous_head;
-    for entry in entries {
-        head = entry.digest()?;
-    }
-    Ok(head)
 }

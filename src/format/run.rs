@@ -22,15 +22,15 @@ use super::index::{INDEX_ENTRY_LEN, IndexEntry};
 /// Magic at the start of every run.
 pub const RUN_MAGIC: [u8; 8] = *b"MAIFRUNS";
 /// Encoded size of a run reference.
-pub const RUN_REF_LEN: usize = 80;
+pub(crate) const RUN_REF_LEN: usize = 80;
 /// Encoded size of a run header.
 pub const RUN_HEADER_LEN: usize = RUN_MAGIC.len() + 8 + 8 + 8 + RUN_REF_LEN;
 /// Encoded size of one run entry: an index entry, its position and its version.
-pub const RUN_ENTRY_LEN: usize = INDEX_ENTRY_LEN + 8 + 4;
+pub(crate) const RUN_ENTRY_LEN: usize = INDEX_ENTRY_LEN + 8 + 4;
 /// Entries per page (the last page may hold fewer).
 pub const RUN_PAGE_ENTRIES: usize = 512;
 /// Bytes of a full page.
-pub const RUN_PAGE_LEN: usize = RUN_PAGE_ENTRIES * RUN_ENTRY_LEN;
+pub(crate) const RUN_PAGE_LEN: usize = RUN_PAGE_ENTRIES * RUN_ENTRY_LEN;
 /// Encoded size of one directory entry: first block id, first position, page digest.
 pub const DIRECTORY_ENTRY_LEN: usize = 16 + 8 + 32;
 
@@ -282,7 +282,7 @@ impl FixedCodec<DIRECTORY_ENTRY_LEN> for DirectoryEntry {}
 
 /// The fixed header of a run: what it holds and the next older live run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RunHeader {
+pub(crate) struct RunHeader {
     /// Entries in the run.
     pub entry_count: u64,
     /// Pages the entries are split into (one directory entry each).
@@ -406,7 +406,7 @@ impl RunHead {
     }
 
     /// Entries on page `page`.
-    pub fn page_entries(&self, page: usize) -> usize {
+    pub(crate) fn page_entries(&self, page: usize) -> usize {
         let before = (page * RUN_PAGE_ENTRIES) as u64;
         (self.entry_count.saturating_sub(before)).min(RUN_PAGE_ENTRIES as u64) as usize
     }
@@ -667,7 +667,7 @@ pub fn encode_run(entries: &[RunEntry], older: Option<&RunRef>) -> Result<Encode
 }
 
 /// Checks that a head's bytes hash to the digest its reference names.
-pub fn check_head_digest(run: &RunRef, head: &[u8]) -> Result<(), FormatError> {
+pub(crate) fn check_head_digest(run: &RunRef, head: &[u8]) -> Result<(), FormatError> {
     let split = RUN_HEADER_LEN.min(head.len());
     if run_head_digest(&head[..split], &head[split..]) != run.head_digest {
         return Err(FormatError::InvalidField {

@@ -21,11 +21,11 @@ use super::merkle::Frontier;
 use super::run::{RunRef, run_part_len};
 
 /// Magic at the start of every segment.
-pub const SEGMENT_MAGIC: [u8; 8] = *b"MAIFSEGM";
+pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"MAIFSEGM";
 /// Encoded size of a segment header.
 pub const SEGMENT_HEADER_LEN: usize = 352;
 /// Where the commit signature starts within the segment.
-pub const SIGNATURE_AT: usize = SEGMENT_HEADER_LEN;
+pub(crate) const SIGNATURE_AT: usize = SEGMENT_HEADER_LEN;
 /// Where the Merkle frontier starts within the segment.
 pub const FRONTIER_AT: usize = SIGNATURE_AT + SIGNATURE_LEN;
 
@@ -170,7 +170,7 @@ impl SegmentHeader {
     }
 
     /// Length of the frontier that follows the signature.
-    pub fn frontier_len(&self) -> u64 {
+    pub(crate) fn frontier_len(&self) -> u64 {
         Frontier::encoded_len(self.record_count)
     }
 
@@ -424,7 +424,7 @@ impl SegmentHead {
 }
 
 /// Encodes a whole segment from its parts.
-pub fn encode_segment(
+pub(crate) fn encode_segment(
     header: &SegmentHeader,
     signature: &[u8; SIGNATURE_LEN],
     frontier: &Frontier,

@@ -42,7 +42,7 @@ pub struct Trailer {
 
 impl Trailer {
     /// Offset of the trailer itself: one past the segment.
-    pub fn trailer_offset(&self) -> Option<u64> {
+    pub(crate) fn trailer_offset(&self) -> Option<u64> {
         self.segment_offset.checked_add(self.segment_len)
     }
 
