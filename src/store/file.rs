@@ -91,7 +91,7 @@ struct ReadCache {
 /// Reads at least this long are copied with `pread` instead of sliced from the map.
 const PREAD_MIN: u64 = 64 * 1024;
 /// How much of the newest segment `latest` reads (the head, and a small run, fit).
-pub const SEGMENT_PREFIX_READ: u64 = 64 * 1024;
+pub(crate) const SEGMENT_PREFIX_READ: u64 = 64 * 1024;
 /// Chunk size of the backward scan for the newest intact trailer.
 const SCAN_CHUNK: u64 = 1 << 20;
 
@@ -967,7 +967,7 @@ impl Drop for FileAppend {
 }
 
 /// Path of the partial file an import builds before publishing it.
-pub fn partial_path(path: &Path) -> PathBuf {
+pub(crate) fn partial_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".maif-partial");
     PathBuf::from(name)

@@ -321,7 +321,7 @@ impl From<Bytes> for RecordBytes {
 
 /// The image offsets of `range` within commit `commit`'s segment (for backends that hold the
 /// image as one sequence of bytes), or [`StoreError::OutOfRange`] if they overflow.
-pub fn segment_image_range(
+pub(crate) fn segment_image_range(
     location: &str,
     commit: CommitRef,
     range: &Range<u64>,
@@ -339,7 +339,7 @@ pub fn segment_image_range(
 
 /// The bytes `range` of the record `entry` as a range of the single-file image, or
 /// [`StoreError::OutOfRange`] if they are not inside the record.
-pub fn image_range(
+pub(crate) fn image_range(
     location: &str,
     entry: &IndexEntry,
     range: &Range<u64>,

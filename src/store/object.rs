@@ -65,7 +65,7 @@ pub const DEFAULT_CONCURRENCY: usize = 16;
 /// Records at least this large are uploaded in parts.
 pub const MULTIPART_THRESHOLD: usize = 32 << 20;
 /// Size of each part of a multipart upload.
-pub const PART_SIZE: usize = 16 << 20;
+pub(crate) const PART_SIZE: usize = 16 << 20;
 /// Attempts at a create-only upload that fails on the way (object_store does not retry
 /// `PutMode::Create` after a dropped connection; repeating it is safe because the key
 /// names the content or the outcome is read back).
@@ -308,7 +308,7 @@ impl ObjectBackend {
     }
 
     /// Key of the record object with digest `digest`.
-    pub fn record_key(&self, digest: &Digest) -> Path {
+    pub(crate) fn record_key(&self, digest: &Digest) -> Path {
         self.prefix
             .clone()
             .join(RECORDS_DIR)
@@ -316,7 +316,7 @@ impl ObjectBackend {
     }
 
     /// Key of commit `seq`'s object.
-    pub fn commit_key(&self, seq: u64) -> Path {
+    pub(crate) fn commit_key(&self, seq: u64) -> Path {
         self.prefix
             .clone()
             .join(COMMITS_DIR)
@@ -530,7 +530,7 @@ impl ObjectBackend {
     }
 
     /// Every object under the prefix (for verification's accounting).
-    pub async fn list_all(&self) -> Result<Vec<object_store::ObjectMeta>, StoreError> {
+    pub(crate) async fn list_all(&self) -> Result<Vec<object_store::ObjectMeta>, StoreError> {
         retry_read(&self.prefix, || {
             self.store.list(Some(&self.prefix)).try_collect()
         })
@@ -1030,7 +1030,7 @@ impl ImportSession for ObjectImport {
 }
 
 /// Named in-memory stores shared within a process, for `memory://NAME` locations.
-pub fn memory_store(name: &str) -> Arc<dyn ObjectStore> {
+pub(crate) fn memory_store(name: &str) -> Arc<dyn ObjectStore> {
     static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
     let stores = STORES.get_or_init(|| Mutex::new(HashMap::new()));
     let mut stores = match stores.lock() {
