@@ -73,7 +73,7 @@ impl SigningKey {
     }
 
     /// A second handle on the same key (for a task that signs on its own).
-    pub fn clone_key(&self) -> Self {
+    pub(crate) fn clone_key(&self) -> Self {
         Self(self.0.clone())
     }
 
@@ -90,7 +90,7 @@ impl SigningKey {
     /// PKCS#8 v1 PEM text of the key (RFC 5208, the private key alone), the form OpenSSL
     /// writes and every tool reads; OpenSSL 3.0 and Python's `cryptography` refuse the v2
     /// form with the public key included ("extra data"). Both forms are read.
-    pub fn to_pem(&self) -> Result<zeroize::Zeroizing<String>, KeyError> {
+    pub(crate) fn to_pem(&self) -> Result<zeroize::Zeroizing<String>, KeyError> {
         ed25519_dalek::pkcs8::KeypairBytes {
             secret_key: self.0.to_bytes(),
             public_key: None,
@@ -104,7 +104,7 @@ impl SigningKey {
     }
 
     /// Parses PKCS#8 PEM text; `origin` names the source in errors.
-    pub fn from_pem(pem: &str, origin: &str) -> Result<Self, KeyError> {
+    pub(crate) fn from_pem(pem: &str, origin: &str) -> Result<Self, KeyError> {
         ed25519_dalek::SigningKey::from_pkcs8_pem(pem)
             .map(Self)
             .map_err(|e| KeyError::Parse {
@@ -177,7 +177,7 @@ impl PublicKey {
 
 /// One signature to check.
 #[derive(Debug, Clone, Copy)]
-pub struct SignatureCheck {
+pub(crate) struct SignatureCheck {
     /// What was signed (record, provenance entry or commit), which selects the signing tag.
     pub kind: SignedKind,
     /// The digest signed.
@@ -193,7 +193,7 @@ pub struct SignatureCheck {
 /// exactly the bad ones. With `strict`, every signature is checked individually and strictly
 /// (batch verification uses the cofactorless batch equation, which can accept a signature
 /// that its own signer deliberately built with a torsion component; strict mode rejects it).
-pub fn verify_many(
+pub(crate) fn verify_many(
     key: &PublicKey,
     checks: &[SignatureCheck],
     threads: usize,

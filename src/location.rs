@@ -190,7 +190,7 @@ impl Location {
 
 /// How the store a location names lists keys: S3 and memory in lexicographic order, so one
 /// LIST finds the newest commit; a local folder in no order.
-pub fn listing_order(name: &ObjectStoreName) -> ListingOrder {
+pub(crate) fn listing_order(name: &ObjectStoreName) -> ListingOrder {
     match name {
         ObjectStoreName::S3 { .. } | ObjectStoreName::Memory { .. } => ListingOrder::Lexicographic,
         ObjectStoreName::Folder(_) => ListingOrder::Unordered,
@@ -226,12 +226,15 @@ pub fn open_object_store(name: &ObjectStoreName, s3: &S3Settings) -> Result<Arc<
 /// An S3 client for `bucket`: settings from the environment, path-style requests, plain
 /// HTTP allowed for local endpoints, and retries with exponential backoff on server errors,
 /// throttling and dropped connections.
-pub fn s3_store(bucket: &str, settings: &S3Settings) -> Result<Arc<dyn ObjectStore>> {
+pub(crate) fn s3_store(bucket: &str, settings: &S3Settings) -> Result<Arc<dyn ObjectStore>> {
     Ok(s3_client(bucket, settings)?)
 }
 
 /// [`s3_store`] as its own type, which can also list a page of a chosen size.
-pub fn s3_client(bucket: &str, settings: &S3Settings) -> Result<Arc<object_store::aws::AmazonS3>> {
+pub(crate) fn s3_client(
+    bucket: &str,
+    settings: &S3Settings,
+) -> Result<Arc<object_store::aws::AmazonS3>> {
     let mut builder = AmazonS3Builder::from_env()
         .with_bucket_name(bucket)
         .with_allow_http(true)

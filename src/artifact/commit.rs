@@ -89,7 +89,7 @@ impl Commit {
     }
 
     /// Whether the commit signature verifies under `key`.
-    pub fn signed_by(&self, key: &PublicKey) -> bool {
+    pub(crate) fn signed_by(&self, key: &PublicKey) -> bool {
         key.verify_strict(SignedKind::Commit, &self.digest, &self.head.signature)
     }
 

@@ -27,7 +27,7 @@ pub use writer::{
 use crate::error::{Error, Result};
 
 /// Microseconds since the Unix epoch, now.
-pub fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
