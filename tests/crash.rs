@@ -182,6 +182,17 @@ fn sigkill_at_random_moments_loses_no_committed_block() {
     assert!(final_report.valid, "{:?}", final_report.problems);
 }
 
+/// A runtime for the checks, a folder for the artifacts and the test key's PEM file in it.
+fn crash_setup() -> (tokio::runtime::Runtime, tempfile::TempDir, PathBuf) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("key.pem");
+    common::test_key().write_pem_file(&key).expect("key");
+    (runtime, dir, key)
+}
+
 /// What one run of the example writer did.
 struct Run {
     /// Block ids whose commit returned (printed by the writer).
@@ -343,12 +354,7 @@ fn check_after_crash(
 /// every step is hit every run.
 #[test]
 fn a_crash_at_each_step_of_an_append_leaves_the_state_the_crash_table_describes() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let key = dir.path().join("key.pem");
-    common::test_key().write_pem_file(&key).expect("key");
+    let (runtime, dir, key) = crash_setup();
     // The third append of each run crashes; the first two returned.
     let cases: &[(&str, Expected)] = &[
         (
@@ -463,12 +469,7 @@ fn a_crash_at_each_step_of_an_append_leaves_the_state_the_crash_table_describes(
 /// C1 and C2 of the crash table: `create` publishes a complete file or nothing.
 #[test]
 fn a_crash_while_creating_leaves_no_file_or_a_whole_one() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let key = dir.path().join("key.pem");
-    common::test_key().write_pem_file(&key).expect("key");
+    let (runtime, dir, key) = crash_setup();
 
     // C1: before the link, nothing is at the name (a temporary file may be beside it).
     let artifact = dir.path().join("c1.maif");

@@ -695,17 +695,7 @@ fn an_export_to_a_prefix_survives_lost_answers_and_interruptions_and_never_repla
             Fault::ResetAfterForward,
         ),
     );
-    let through_proxy: Arc<dyn ObjectStore> = Arc::new(
-        object_store::aws::AmazonS3Builder::new()
-            .with_endpoint(proxy.endpoint())
-            .with_bucket_name(&bucket)
-            .with_region("us-east-1")
-            .with_access_key_id("test")
-            .with_secret_access_key("test")
-            .with_allow_http(true)
-            .build()
-            .expect("S3 client"),
-    );
+    let through_proxy: Arc<dyn ObjectStore> = s3::client_at(&bucket, &proxy.endpoint());
     let options = ExportOptions::default();
     let export_to = |store: Arc<dyn ObjectStore>, path: &str| {
         export_original_to(

@@ -157,9 +157,15 @@ pub fn bucket(name: &str) -> String {
 
 /// An S3 client for `bucket` on the test endpoint, with LocalStack's test credentials.
 pub fn client(bucket: &str) -> Arc<AmazonS3> {
+    client_at(bucket, &endpoint())
+}
+
+/// An S3 client for `bucket` at `endpoint` (the test endpoint, or a fault proxy in front of
+/// it), with LocalStack's test credentials.
+pub fn client_at(bucket: &str, endpoint: &str) -> Arc<AmazonS3> {
     Arc::new(
         AmazonS3Builder::new()
-            .with_endpoint(endpoint())
+            .with_endpoint(endpoint)
             .with_bucket_name(bucket)
             .with_region("us-east-1")
             .with_access_key_id("test")
