@@ -204,37 +204,26 @@ pub(crate) fn verify_many(
     if checks.is_empty() {
         return Vec::new();
     }
-    let chunk = checks.len().div_ceil(threads).max(1);
-    let mut failures: Vec<usize> = std::thread::scope(|scope| {
-        let workers: Vec<_> = checks
-            .chunks(chunk)
-            .enumerate()
-            .map(|(worker, part)| {
-                scope.spawn(move || {
-                    let base = worker * chunk;
-                    let mut bad = Vec::new();
-                    for (batch_no, batch) in part.chunks(BATCH).enumerate() {
-                        let start = base + batch_no * BATCH;
-                        if strict || !batch_ok(key, batch) {
-                            for (i, check) in batch.iter().enumerate() {
-                                if !key.verify_strict(check.kind, &check.digest, &check.signature) {
-                                    bad.push(start + i);
-                                }
-                            }
-                        }
+    let batches: Vec<(usize, &[SignatureCheck])> = checks
+        .chunks(BATCH)
+        .enumerate()
+        .map(|(n, batch)| (n * BATCH, batch))
+        .collect();
+    let mut failures: Vec<usize> =
+        crate::parallel::parallel_map(&batches, threads, |(start, batch)| {
+            let mut bad = Vec::new();
+            if strict || !batch_ok(key, batch) {
+                for (i, check) in batch.iter().enumerate() {
+                    if !key.verify_strict(check.kind, &check.digest, &check.signature) {
+                        bad.push(start + i);
                     }
-                    bad
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| {
-                w.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    });
+                }
+            }
+            bad
+        })
+        .into_iter()
+        .flatten()
+        .collect();
     failures.sort_unstable();
     failures
 }

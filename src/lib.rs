@@ -9,6 +9,7 @@ pub mod error;
 pub mod format;
 pub mod keys;
 pub mod location;
+mod parallel;
 pub mod store;
 
 pub use artifact::{ArtifactReader, ArtifactWriter, CreateOptions, NewBlock};

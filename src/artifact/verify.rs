@@ -1212,31 +1212,9 @@ fn hash_chunk(
     chunk: &[Option<Bytes>],
     threads: usize,
 ) -> Vec<RecordCheck> {
-    let threads = threads.clamp(1, chunk.len().max(1));
-    let per_thread = chunk.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = chunk
-            .chunks(per_thread)
-            .zip(entries.chunks(per_thread))
-            .map(|(bytes_part, entry_part)| {
-                scope.spawn(move || {
-                    bytes_part
-                        .iter()
-                        .zip(entry_part)
-                        .map(|(bytes, (position, entry))| match bytes {
-                            Some(bytes) => check_record(*position, entry, bytes),
-                            None => RecordCheck::default(),
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| {
-                w.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
+    let pairs: Vec<(&(u64, IndexEntry), &Option<Bytes>)> = entries.iter().zip(chunk).collect();
+    crate::parallel::parallel_map(&pairs, threads, |((position, entry), bytes)| match bytes {
+        Some(bytes) => check_record(*position, entry, bytes),
+        None => RecordCheck::default(),
     })
 }

@@ -38,6 +38,7 @@ use crate::format::{
 };
 use crate::format::{Codec, FixedCodec};
 use crate::keys::{PublicKey, SigningKey};
+use crate::parallel::{available_threads, parallel_map};
 use crate::store::{AppendSession, Base, BlockStore, RecordBytes, StoreError};
 
 /// What `create` puts in the header and metadata section.
@@ -1380,57 +1381,6 @@ fn block_header(block: &PreparedBlock, prev_link: [u8; 8]) -> Result<BlockHeader
     })
 }
 
-/// Worker threads for the parallel parts of writing.
-fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
-}
-
-/// At most this many items are taken from [`parallel_map`]'s queue at a time.
-const PARALLEL_CHUNK: usize = 16;
-
-/// Runs `work` over `items` on every core (the calling thread included), keeping the order.
-/// Threads take small chunks from a shared queue rather than one fixed share each, so a
-/// thread that gets less CPU does not hold the others up.
-fn parallel_map<T: Sync, U: Send>(items: &[T], work: impl Fn(&T) -> U + Sync) -> Vec<U> {
-    // Chunks small enough that every thread gets several, at most PARALLEL_CHUNK items.
-    let per_chunk = (items.len() / (threads() * 4)).clamp(1, PARALLEL_CHUNK);
-    let chunks = items.len().div_ceil(per_chunk);
-    let threads = threads().min(chunks);
-    if threads <= 1 {
-        return items.iter().map(&work).collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let run = || {
-        let mut done = Vec::new();
-        loop {
-            let chunk = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if chunk >= chunks {
-                return done;
-            }
-            let start = chunk * per_chunk;
-            let end = (start + per_chunk).min(items.len());
-            done.push((
-                chunk,
-                items[start..end].iter().map(&work).collect::<Vec<U>>(),
-            ));
-        }
-    };
-    let mut done = std::thread::scope(|scope| {
-        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(run)).collect();
-        let mut done = run();
-        for helper in helpers {
-            done.extend(
-                helper
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            );
-        }
-        done
-    });
-    done.sort_unstable_by_key(|(chunk, _)| *chunk);
-    done.into_iter().flat_map(|(_, results)| results).collect()
-}
-
 /// Payload bytes per slice of a batch (see [`ArtifactWriter::add_slices`]).
 const SLICE_BYTES: usize = 8 << 20;
 
@@ -1529,7 +1479,9 @@ fn prepare_all(
     let worth_threads = blocks.len() > 1
         && blocks.iter().map(|((b, _), _)| b.data.len()).sum::<usize>() > 64 * 1024;
     if worth_threads {
-        parallel_map(&blocks, work).into_iter().collect()
+        parallel_map(&blocks, available_threads(), work)
+            .into_iter()
+            .collect()
     } else {
         blocks.iter().map(work).collect()
     }
@@ -1542,7 +1494,9 @@ fn sign_all(key: &SigningKey, digests: &[Digest]) -> Vec<[u8; SIGNATURE_LEN]> {
             .map(|d| key.sign(SignedKind::Block, d))
             .collect();
     }
-    parallel_map(digests, |d| key.sign(SignedKind::Block, d))
+    parallel_map(digests, available_threads(), |d| {
+        key.sign(SignedKind::Block, d)
+    })
 }
 
 #[cfg(test)]
