@@ -661,7 +661,7 @@ fn decode_zlib(block: &mut LegacyBlock, stored: &Bytes, art: &mut LegacyArtifact
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::local::tests::{expected, fixture};
+    use crate::local::tests::{expected, fixture, malformed_parts};
     use crate::model::{BlockStatus, Outcome};
 
     fn no_fail(art: &LegacyArtifact) {
@@ -914,19 +914,6 @@ mod tests {
             "{err}"
         );
         assert!(read("t", &fixture("binary-format-a.maif").slice(..143)).is_err());
-    }
-
-    fn malformed_parts(result: Result<LegacyArtifact>) -> (String, u64, String) {
-        match result {
-            Err(MigrateError::Malformed {
-                what,
-                offset,
-                reason,
-                ..
-            }) => (what, offset, reason),
-            Err(other) => panic!("{other}"),
-            Ok(_) => panic!("a cut file was read"),
-        }
     }
 
     /// A file cut short at a field boundary is an error, or a finding, naming the structure,

@@ -452,7 +452,7 @@ fn report_forks(parent: &[Option<usize>], blocks: &[LegacyBlock], art: &mut Lega
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::local::tests::{expected, fixture};
+    use crate::local::tests::{assert_cuts_name_the_field, expected, fixture};
     use crate::model::Outcome;
 
     fn body(block: &LegacyBlock) -> &[u8] {
@@ -582,21 +582,7 @@ mod tests {
     #[test]
     fn a_cut_at_a_field_boundary_names_that_field() {
         let data = fixture("block-storage-a.blk");
-        for (cut, field, offset) in [(20, "uuid", 20), (72 + 5, "data", 72)] {
-            match read("cut", &data.slice(..cut)) {
-                Err(MigrateError::Malformed {
-                    what,
-                    offset: 0,
-                    reason,
-                    ..
-                }) => {
-                    assert_eq!(what, "record 0 header");
-                    let named = format!("truncated at byte {offset}: field `{field}`");
-                    assert!(reason.contains(&named), "{reason}");
-                }
-                other => panic!("cut at {cut}: {other:?}"),
-            }
-        }
+        assert_cuts_name_the_field(read, &data, &[(20, "uuid", 20), (72 + 5, "data", 72)]);
         // Record 1 ends before its previous_hash: record 0 is kept.
         let art = read("cut", &data.slice(..104 + 36)).unwrap();
         assert_eq!(art.blocks.len(), 1);

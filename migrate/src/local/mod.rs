@@ -191,6 +191,37 @@ pub(crate) mod tests {
         "/../../shared/fixtures/legacy-local/"
     );
 
+    /// What a `Malformed` error names (structure, offset, reason); panics on anything else.
+    pub(crate) fn malformed_parts(
+        result: crate::error::Result<crate::model::LegacyArtifact>,
+    ) -> (String, u64, String) {
+        match result {
+            Err(crate::error::MigrateError::Malformed {
+                what,
+                offset,
+                reason,
+                ..
+            }) => (what, offset, reason),
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("a cut file was read"),
+        }
+    }
+
+    /// Reading `data` cut at each `(cut, field, offset)` fails naming record 0's header and
+    /// the field cut short at its offset.
+    pub(crate) fn assert_cuts_name_the_field(
+        read: impl Fn(&str, &Bytes) -> crate::error::Result<crate::model::LegacyArtifact>,
+        data: &Bytes,
+        cases: &[(usize, &str, u64)],
+    ) {
+        for (cut, field, offset) in cases {
+            let (what, at, reason) = malformed_parts(read("cut", &data.slice(..*cut)));
+            assert_eq!((what.as_str(), at), ("record 0 header", 0), "cut at {cut}");
+            let named = format!("truncated at byte {offset}: field `{field}`");
+            assert!(reason.contains(&named), "cut at {cut}: {reason}");
+        }
+    }
+
     pub(crate) fn fixture(name: &str) -> Bytes {
         let path = format!("{FIXTURES}{name}");
         Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))

@@ -537,7 +537,7 @@ fn parse_metadata(text: &str, id: &str, art: &mut LegacyArtifact) -> Map<String,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::local::tests::{expected, fixture};
+    use crate::local::tests::{assert_cuts_name_the_field, expected, fixture};
     use crate::model::Outcome;
 
     fn body(block: &LegacyBlock) -> &[u8] {
@@ -643,21 +643,11 @@ mod tests {
     #[test]
     fn a_cut_at_a_field_boundary_names_that_field() {
         let data = fixture("unified-local-a.maif");
-        for (cut, field, offset) in [(56, "timestamp", 56), (228 + 5, "metadata", 228)] {
-            match read("cut", &data.slice(..cut)) {
-                Err(MigrateError::Malformed {
-                    what,
-                    offset: 0,
-                    reason,
-                    ..
-                }) => {
-                    assert_eq!(what, "record 0 header");
-                    let named = format!("truncated at byte {offset}: field `{field}`");
-                    assert!(reason.contains(&named), "{reason}");
-                }
-                other => panic!("cut at {cut}: {other:?}"),
-            }
-        }
+        assert_cuts_name_the_field(
+            read,
+            &data,
+            &[(56, "timestamp", 56), (228 + 5, "metadata", 228)],
+        );
         // The TEXT record at 330 ends before its flags: the HDER record is kept.
         let art = read("cut", &data.slice(..330 + 192)).unwrap();
         assert_eq!(art.sections.len(), 1);
