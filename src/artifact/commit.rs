@@ -570,7 +570,11 @@ async fn check_candidate(
         && header.record_count == b.record_count + header.records_added
         && header.provenance_count == b.provenance_count + header.provenance_added
         && offset + header.segment_len <= limit;
-    if !successor || b.flags & crate::format::segment::FLAG_SEALED != 0 {
+    // Nothing follows a sealed commit: the provenance rules say so, in one place.
+    let follows_a_seal = super::provenance_rules::ProvenanceRules::writing_after(b)
+        .commit_allowed()
+        .is_err();
+    if !successor || follows_a_seal {
         return Ok(None);
     }
     let Some(segment) = read_if_there(store.as_ref(), offset..offset + header.segment_len).await?
