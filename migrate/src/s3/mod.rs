@@ -239,17 +239,18 @@ pub(crate) fn user_metadata(attributes: &object_store::Attributes) -> BTreeMap<S
 
 /// Decides the layout from the listing and the candidates' metadata.
 pub fn detect(source: &S3Source, listing: &Listing) -> Result<SourceKind> {
-    let a = listing.block_index.is_some()
-        || listing
-            .data
-            .iter()
-            .any(|o| o.metadata.contains_key("block_type") && o.metadata.contains_key("size"));
-    let b = listing.unified_index.is_some()
-        || listing
-            .blocks
-            .iter()
-            .any(|o| o.metadata.get("maif_magic").is_some_and(|m| m == "MAIF"));
-    match (a, b) {
+    let looks_like_layout_a = listing.block_index.is_some()
+        || listing.data.iter().any(|object| {
+            object.metadata.contains_key("block_type") && object.metadata.contains_key("size")
+        });
+    let looks_like_layout_b = listing.unified_index.is_some()
+        || listing.blocks.iter().any(|object| {
+            object
+                .metadata
+                .get("maif_magic")
+                .is_some_and(|magic| magic == "MAIF")
+        });
+    match (looks_like_layout_a, looks_like_layout_b) {
         (true, true) => Err(MigrateError::Unrecognized {
             source_name: source.url.clone(),
             reason: "two legacy layouts under one prefix (block_index.json/data/ and unified_index.json/blocks/); migrate each with --from".into(),
