@@ -211,7 +211,9 @@ impl<'a> RecordView<'a> {
     }
 
     /// Parses the metadata JSON; empty metadata is an empty object.
-    pub fn metadata_json(&self) -> Result<serde_json::Map<String, serde_json::Value>, FormatError> {
+    pub(crate) fn metadata_json(
+        &self,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, FormatError> {
         parse_block_metadata(self.metadata)
     }
 }
@@ -222,7 +224,7 @@ pub(crate) fn prefix_len(metadata_len: u32) -> u64 {
 }
 
 /// Decodes exactly a record's prefix: the header, then the metadata it announces.
-pub fn decode_prefix(bytes: &[u8]) -> Result<(BlockHeader, &[u8]), FormatError> {
+pub(crate) fn decode_prefix(bytes: &[u8]) -> Result<(BlockHeader, &[u8]), FormatError> {
     let mut r = Reader::new(bytes, "block record prefix");
     let header = BlockHeader::decode(r.take(BLOCK_HEADER_LEN as u64, "header")?)?;
     let metadata = r.take(u64::from(header.metadata_len), "metadata")?;

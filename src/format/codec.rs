@@ -35,7 +35,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Name of the structure being read.
-    pub fn structure(&self) -> &'static str {
+    pub(crate) fn structure(&self) -> &'static str {
         self.structure
     }
 
@@ -114,7 +114,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Fails unless every byte was consumed. The one place trailing bytes are rejected.
-    pub fn finish(self) -> Result<(), FormatError> {
+    pub(crate) fn finish(self) -> Result<(), FormatError> {
         if self.remaining() != 0 {
             return Err(FormatError::TrailingBytes {
                 structure: self.structure,
@@ -136,7 +136,7 @@ impl<'a> Reader<'a> {
     }
 
     /// An [`FormatError::InvalidField`] for `field`, the field taken last.
-    pub fn invalid(&self, field: &'static str, reason: impl Into<String>) -> FormatError {
+    pub(crate) fn invalid(&self, field: &'static str, reason: impl Into<String>) -> FormatError {
         self.invalid_at(field, self.field_start as u64, reason)
     }
 
@@ -157,7 +157,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Renders bytes for an error message: ASCII when printable, hex otherwise.
-pub fn printable(bytes: &[u8]) -> String {
+pub(crate) fn printable(bytes: &[u8]) -> String {
     if bytes.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
         format!("{:?}", String::from_utf8_lossy(bytes))
     } else {

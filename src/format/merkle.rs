@@ -84,7 +84,7 @@ impl Frontier {
     }
 
     /// Appends the frontier's hashes, left to right, 32 bytes each.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         for hash in &self.hashes {
             out.extend_from_slice(hash);
         }

@@ -148,7 +148,7 @@ impl MetadataSection {
     }
 
     /// The typed view of the JSON.
-    pub fn metadata(&self) -> Result<ArtifactMetadata, FormatError> {
+    pub(crate) fn metadata(&self) -> Result<ArtifactMetadata, FormatError> {
         serde_json::from_slice(&self.json).map_err(|e| FormatError::InvalidField {
             structure: "metadata section",
             field: "json",
@@ -158,7 +158,7 @@ impl MetadataSection {
     }
 
     /// The 32-byte public key named in the metadata.
-    pub fn public_key(&self) -> Result<[u8; 32], FormatError> {
+    pub(crate) fn public_key(&self) -> Result<[u8; 32], FormatError> {
         let metadata = self.metadata()?;
         let invalid = |reason: String| FormatError::InvalidField {
             structure: "metadata section",

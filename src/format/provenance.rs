@@ -186,7 +186,7 @@ impl ProvenanceEntry {
     }
 
     /// The 80 header bytes (part of the digest).
-    pub fn header_bytes(&self) -> Result<[u8; ENTRY_HEADER_LEN], FormatError> {
+    pub(crate) fn header_bytes(&self) -> Result<[u8; ENTRY_HEADER_LEN], FormatError> {
         Ok(self.header()?.to_array())
     }
 
@@ -208,7 +208,7 @@ impl ProvenanceEntry {
     }
 
     /// Reads one entry from the cursor.
-    pub fn read(r: &mut Reader<'_>) -> Result<Self, FormatError> {
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, FormatError> {
         let header = EntryHeader::read(r)?;
         let details = r.take(u64::from(header.details_len), "details")?.to_vec();
         Ok(Self {

@@ -127,7 +127,7 @@ pub struct RunRef {
 
 impl RunRef {
     /// Image offset of the run's first byte.
-    pub fn offset(&self) -> Option<u64> {
+    pub(crate) fn offset(&self) -> Option<u64> {
         self.segment_offset.checked_add(self.part_offset)
     }
 
@@ -235,7 +235,7 @@ impl Codec for Option<RunRef> {
 impl FixedCodec<RUN_REF_LEN> for Option<RunRef> {}
 
 /// Number of pages of a run of `count` entries.
-pub fn page_count(count: u64) -> u64 {
+pub(crate) fn page_count(count: u64) -> u64 {
     count.div_ceil(RUN_PAGE_ENTRIES as u64)
 }
 
@@ -579,7 +579,7 @@ pub struct EncodedRun {
 impl EncodedRun {
     /// The reference to this run once it is placed at `part_offset` of commit `seq`'s
     /// segment at `segment_offset`.
-    pub fn reference(&self, seq: u64, segment_offset: u64, part_offset: u64) -> RunRef {
+    pub(crate) fn reference(&self, seq: u64, segment_offset: u64, part_offset: u64) -> RunRef {
         RunRef {
             seq,
             segment_offset,

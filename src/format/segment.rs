@@ -175,7 +175,7 @@ impl SegmentHeader {
     }
 
     /// Length of the segment's head: header, signature and frontier.
-    pub fn head_len(&self) -> u64 {
+    pub(crate) fn head_len(&self) -> u64 {
         FRONTIER_AT as u64 + self.frontier_len()
     }
 
@@ -190,7 +190,7 @@ impl SegmentHeader {
     }
 
     /// Image offset one past this commit's trailer.
-    pub fn end(&self) -> u64 {
+    pub(crate) fn end(&self) -> u64 {
         self.segment_offset + self.segment_len + super::TRAILER_LEN as u64
     }
 

@@ -47,7 +47,7 @@ impl Trailer {
     }
 
     /// Offset one past the trailer: the length of the image this trailer ends.
-    pub fn end(&self) -> Option<u64> {
+    pub(crate) fn end(&self) -> Option<u64> {
         self.trailer_offset()?.checked_add(TRAILER_LEN as u64)
     }
 
