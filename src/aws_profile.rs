@@ -130,7 +130,7 @@ fn read_sections(path: Option<&Path>) -> Result<Option<Sections>> {
 
 /// The selected profile, or `None` when there is no shared configuration and no
 /// `AWS_PROFILE`. A profile named by `AWS_PROFILE` that no file defines is an error.
-pub fn load() -> Result<Option<ProfileSettings>> {
+pub(crate) fn load() -> Result<Option<ProfileSettings>> {
     let named = std::env::var("AWS_PROFILE").ok().filter(|p| !p.is_empty());
     let config_path = file_from("AWS_CONFIG_FILE", "config");
     let credentials_path = file_from("AWS_SHARED_CREDENTIALS_FILE", "credentials");
@@ -213,7 +213,7 @@ pub struct ProcessCredentials {
 
 impl ProcessCredentials {
     /// Runs `command` for credentials, reusing its answer for five minutes.
-    pub fn new(command: String, profile: String) -> Self {
+    pub(crate) fn new(command: String, profile: String) -> Self {
         ProcessCredentials {
             command,
             profile,

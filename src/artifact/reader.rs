@@ -199,7 +199,7 @@ impl ArtifactReader {
     }
 
     /// The store the artifact is read from.
-    pub fn store(&self) -> &Arc<dyn BlockStore> {
+    pub(crate) fn store(&self) -> &Arc<dyn BlockStore> {
         &self.store
     }
 

@@ -199,7 +199,7 @@ impl FileStore {
 
     /// The file's current bytes as a read-only memory map (for recovery, which must look at
     /// every byte without loading the file into memory).
-    pub fn image(&self) -> Result<Bytes, StoreError> {
+    pub(crate) fn image(&self) -> Result<Bytes, StoreError> {
         map(&self.open_existing(false)?, &self.location())
     }
 

@@ -245,7 +245,7 @@ impl Base {
     }
 
     /// The base as one buffer: the file header, then the metadata section.
-    pub fn to_vec(&self) -> Vec<u8> {
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.len() as usize);
         out.extend_from_slice(&self.file_header);
         out.extend_from_slice(&self.metadata_section);
@@ -274,7 +274,7 @@ pub struct AppendBase {
 
 impl AppendBase {
     /// Image offset one past the base commit's trailer, where the next commit's records go.
-    pub fn end(&self) -> u64 {
+    pub(crate) fn end(&self) -> u64 {
         self.commit.segment_offset + self.segment_len + TRAILER_LEN as u64
     }
 }
@@ -299,7 +299,7 @@ impl RecordBytes {
     }
 
     /// The record as one buffer (copies unless it is one part already).
-    pub fn to_bytes(&self) -> Bytes {
+    pub(crate) fn to_bytes(&self) -> Bytes {
         match self.parts.as_slice() {
             [one] => one.clone(),
             parts => {
