@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use maif_store::SigningKey;
 use maif_store::artifact::{ArtifactWriter, CreateOptions, NewBlock, format_id};
-use maif_store::format::{Codec, FourCC};
 use maif_store::format::payload::TextPayload;
+use maif_store::format::{Codec, FourCC};
 use maif_store::store::{BlockStore, FileStore};
 
 #[tokio::main(flavor = "current_thread")]

@@ -10,10 +10,10 @@
 //! warning say why. docs/MIGRATION.md ("Typed payloads") states the rules.
 
 use bytes::Bytes;
-use maif_store::format::{Codec, FourCC};
 use maif_store::format::payload::{
     EmbeddingDtype, EmbeddingPayload, ImagePayload, TEXT_ENCODING_UTF8, TextPayload, content_of,
 };
+use maif_store::format::{Codec, FourCC};
 use serde::Serialize;
 use serde_json::Value;
 

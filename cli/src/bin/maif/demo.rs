@@ -7,8 +7,8 @@ use maif_store::artifact::{
     self, ArtifactReader, ArtifactWriter, CreateOptions, NewBlock, VerifyOptions, format_id,
     recover_file,
 };
-use maif_store::format::{Codec, FourCC};
 use maif_store::format::payload::{EmbeddingPayload, ImagePayload, TextPayload};
+use maif_store::format::{Codec, FourCC};
 use maif_store::location::Location;
 use maif_store::store::{BlockStore, FileStore};
 use maif_store::{Error, SigningKey};
