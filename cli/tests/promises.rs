@@ -1387,3 +1387,45 @@ fn assert_strays_are_warnings(report: &serde_json::Value, strays: &[&str]) {
         );
     }
 }
+
+/// README.md, `import`: blocks are "committed every `--commit-every` blocks (10,000) or
+/// `--commit-bytes` payload bytes (64 MiB)". Ten 100-byte blocks with `--commit-bytes 250`
+/// commit once 250 bytes have gathered (after blocks 3, 6 and 9) and once at the end: four
+/// commits; with `--commit-every 4`, after blocks 4 and 8 and at the end: three. The commit
+/// count is read back from the artifact's history, not only from the summary.
+#[test]
+fn import_commits_every_n_blocks_or_every_n_payload_bytes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    ok(dir, &["keygen", "k.pem"]);
+    // "QUFB…" is base64 of 100 bytes of 'A' (75 bytes of text per 100 bytes of payload).
+    let payload = "QUFB".repeat(33) + "QQ==";
+    let lines: String = (0..10)
+        .map(|_| format!("{{\"type\": \"BINA\", \"base64\": \"{payload}\"}}\n"))
+        .collect();
+    std::fs::write(dir.join("lines.jsonl"), lines).expect("write");
+    for (name, flags, commits) in [
+        ("bytes.maif", ["--commit-bytes", "250"], 4),
+        ("blocks.maif", ["--commit-every", "4"], 3),
+    ] {
+        ok(dir, &["create", name, "--key", "k.pem", "--agent", "a"]);
+        let mut args = vec![
+            "import",
+            name,
+            "--key",
+            "k.pem",
+            "--jsonl",
+            "lines.jsonl",
+            "--no-compact",
+            "--json",
+        ];
+        args.extend(flags);
+        let summary = json(dir, &args);
+        assert_eq!(summary["blocks"], 10, "{summary}");
+        assert_eq!(summary["commits"], commits, "{name}: {summary}");
+        let report = json(dir, &["verify", name, "--json"]);
+        // Commit 0 is the creation.
+        assert_eq!(report["newest_commit"], commits, "{name}: {report}");
+        assert_eq!(report["record_count"], 10, "{name}: {report}");
+    }
+}

@@ -261,3 +261,85 @@ fn a_finished_migration_is_not_repeated_and_other_destinations_are_refused() {
         "--dry-run wrote a file"
     );
 }
+
+/// docs/MIGRATION.md, step 4 of reading a legacy prefix: "Each GET carries `If-Match: <ETag
+/// from the HEAD>`. A body that changed since its metadata was read is refused, because
+/// layout B overwrites objects in place." A layout-B block object is overwritten between the
+/// migrator's HEAD and its GET (a store wrapper does it right before the GET goes out, on
+/// LocalStack): the migration fails naming the object, and the changed body is in no
+/// committed block.
+#[test]
+fn a_legacy_object_overwritten_between_head_and_get_is_refused() {
+    use std::sync::Arc;
+
+    use common::counting::CountingStore;
+    use maif_migrate::s3::S3Source;
+    use maif_store::store::{BlockStore, FileStore};
+    use object_store::ObjectStore;
+    use object_store::path::Path as ObjectPath;
+
+    let fixture = "unified-storage";
+    let bucket = common::s3::bucket("if-match");
+    let s3: Arc<dyn ObjectStore> = common::s3::store(&bucket);
+    let keys = common::legacy_s3::fixture_keys(fixture);
+    // The live BDAT block of the fixture (its body is migrated as content).
+    let block = keys
+        .iter()
+        .find(|k| k.ends_with("/blocks/fa8afb19-6c85-4e6c-b29d-10029863c333"))
+        .expect("the fixture's live block object")
+        .clone();
+    let work = tempfile::tempdir().expect("tempdir");
+    let out = work.path().join("migrated.maif");
+    common::block_on(async {
+        common::legacy_s3::upload(&s3, fixture).await;
+        let counting = CountingStore::new(s3.clone());
+        counting.overwrite_before_next_get(
+            ObjectPath::from(block.as_str()),
+            b"overwritten in place after its HEAD".to_vec().into(),
+        );
+        let source = S3Source {
+            store: counting.clone(),
+            prefix: "unified/maif".into(),
+            url: format!("s3://{bucket}/unified/maif"),
+            concurrency: 4,
+        };
+        let outcome = async {
+            let artifact = maif_migrate::s3::read(&source, None, &|_| {}).await?;
+            let destination: Arc<dyn BlockStore> = Arc::new(FileStore::new(&out));
+            maif_migrate::migrate::migrate(
+                artifact,
+                Some(&source),
+                Some(destination),
+                maif_migrate::migrate::MigrateOptions {
+                    key: Some(maif_store::SigningKey::generate().expect("key")),
+                    ..maif_migrate::migrate::MigrateOptions::default()
+                },
+            )
+            .await
+        }
+        .await;
+        assert!(
+            !counting.overwrite_pending(),
+            "the migrator never sent the GET of {block}"
+        );
+        let error = outcome.expect_err("a body that changed after its HEAD is refused");
+        let message = error.to_string();
+        assert!(message.contains(&block), "names the object: {message}");
+        assert!(
+            message.to_lowercase().contains("precondition"),
+            "says the version changed: {message}"
+        );
+        if out.exists() {
+            let reader = maif_store::ArtifactReader::open(Arc::new(FileStore::new(&out)))
+                .await
+                .expect("open what the failed run committed");
+            for info in reader.blocks().await.expect("list").iter() {
+                let block = reader.read(info).await.expect("read");
+                assert!(
+                    &block.data[..] != b"overwritten in place after its HEAD",
+                    "the changed body was migrated"
+                );
+            }
+        }
+    });
+}

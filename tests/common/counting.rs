@@ -46,6 +46,9 @@ pub struct CountingStore {
     deletes: AtomicUsize,
     get_bytes: AtomicU64,
     put_bytes: AtomicU64,
+    /// An object to overwrite in the inner store right before the next GET of it (what a
+    /// concurrent writer does between a reader's HEAD and its GET).
+    overwrite_before_get: std::sync::Mutex<Option<(Path, PutPayload)>>,
 }
 
 impl CountingStore {
@@ -60,6 +63,7 @@ impl CountingStore {
             deletes: AtomicUsize::new(0),
             get_bytes: AtomicU64::new(0),
             put_bytes: AtomicU64::new(0),
+            overwrite_before_get: std::sync::Mutex::new(None),
         })
     }
 
@@ -76,6 +80,22 @@ impl CountingStore {
     /// GETs since the last call.
     pub fn take_gets(&self) -> usize {
         self.gets.swap(0, Ordering::SeqCst)
+    }
+
+    /// Overwrites `location` with `body` in the inner store right before the next GET of it
+    /// (not a HEAD) goes through: the GET then meets the new version.
+    pub fn overwrite_before_next_get(&self, location: Path, body: PutPayload) {
+        if let Ok(mut pending) = self.overwrite_before_get.lock() {
+            *pending = Some((location, body));
+        }
+    }
+
+    /// Whether an overwrite set by [`Self::overwrite_before_next_get`] is still waiting for
+    /// its GET.
+    pub fn overwrite_pending(&self) -> bool {
+        self.overwrite_before_get
+            .lock()
+            .is_ok_and(|pending| pending.is_some())
     }
 
     /// Every request since the last call.
@@ -145,6 +165,23 @@ impl ObjectStore for CountingStore {
     }
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         let head = options.head;
+        let overwrite = if head {
+            None
+        } else {
+            self.overwrite_before_get
+                .lock()
+                .ok()
+                .and_then(|mut pending| {
+                    pending
+                        .take_if(|(path, _)| path == location)
+                        .map(|(_, body)| body)
+                })
+        };
+        if let Some(body) = overwrite {
+            self.inner
+                .put_opts(location, body, PutOptions::default())
+                .await?;
+        }
         if head {
             self.heads.fetch_add(1, Ordering::SeqCst);
         } else {

@@ -10,6 +10,9 @@ pub mod fault_proxy;
 #[path = "../../../tests/common/legacy_s3.rs"]
 pub mod legacy_s3;
 
+#[path = "../../../tests/common/counting.rs"]
+pub mod counting;
+
 pub mod legacy_gen;
 
 use std::path::{Path, PathBuf};
