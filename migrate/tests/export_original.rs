@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::legacy_s3::{Objects, objects_under, upload};
+use common::legacy_s3::{Objects, objects_under, put_object as put, upload};
 use common::s3;
 use maif_migrate::MigrateError;
 use maif_migrate::export::{Destination, ExportOptions, export_original, export_original_to};
@@ -23,9 +23,7 @@ use maif_store::location::{Location, ObjectStoreName, S3Settings, open_object_st
 use maif_store::store::BlockStore;
 use maif_store::{ArtifactWriter, CreateOptions, NewBlock, SigningKey};
 use object_store::path::Path as ObjectPath;
-use object_store::{
-    Attribute, Attributes, GetOptions, ObjectStore, ObjectStoreExt as _, PutOptions,
-};
+use object_store::{Attribute, Attributes, GetOptions, ObjectStore, ObjectStoreExt as _};
 use serde_json::Value;
 
 fn load_json(path: &Path) -> Value {
@@ -469,20 +467,6 @@ async fn migrate_prefix(store: Arc<dyn ObjectStore>, bucket: &str, prefix: &str,
         .await
         .expect("migrate");
     assert_eq!(report.output_verified, Some(true), "{prefix}");
-}
-
-async fn put(store: &Arc<dyn ObjectStore>, key: &str, body: Vec<u8>, attributes: Attributes) {
-    store
-        .put_opts(
-            &ObjectPath::from(key),
-            body.into(),
-            PutOptions {
-                attributes,
-                ..PutOptions::default()
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("upload {key}: {e}"));
 }
 
 fn assert_same_objects(fixture: &str, source: &Objects, exported: &Objects) {

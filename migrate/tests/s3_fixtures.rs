@@ -16,8 +16,7 @@ use futures::TryStreamExt as _;
 use maif_store::artifact::{ArtifactReader, VerifyOptions, verify};
 use maif_store::format::payload::content_of;
 use maif_store::location::Location;
-use object_store::path::Path as ObjectPath;
-use object_store::{Attribute, Attributes, ObjectStore, PutOptions};
+use object_store::ObjectStore;
 use serde_json::Value;
 
 fn fixture_dir(name: &str) -> PathBuf {
@@ -34,40 +33,7 @@ fn load_json(path: &Path) -> Value {
 /// Uploads a fixture's objects with their user metadata; returns the store.
 fn upload(bucket: &str, fixture: &str) -> Arc<dyn ObjectStore> {
     let store = s3::store(bucket);
-    let dir = fixture_dir(fixture);
-    let objects = load_json(&dir.join("objects.json"));
-    common::block_on(async {
-        for object in objects.as_array().expect("objects.json is a list") {
-            let key = object["key"].as_str().expect("key");
-            let body = std::fs::read(dir.join("objects").join(key)).expect("fixture body");
-            assert_eq!(
-                common::sha256_hex(&body),
-                object["sha256"].as_str().unwrap_or_default()
-            );
-            let mut attributes = Attributes::new();
-            for (name, value) in object["metadata"].as_object().expect("metadata") {
-                attributes.insert(
-                    Attribute::Metadata(name.clone().into()),
-                    value
-                        .as_str()
-                        .expect("metadata values are strings")
-                        .to_owned()
-                        .into(),
-                );
-            }
-            store
-                .put_opts(
-                    &ObjectPath::from(key),
-                    body.into(),
-                    PutOptions {
-                        attributes,
-                        ..PutOptions::default()
-                    },
-                )
-                .await
-                .unwrap_or_else(|e| panic!("upload {key}: {e}"));
-        }
-    });
+    common::block_on(common::legacy_s3::upload(&store, fixture));
     store
 }
 

@@ -36,6 +36,10 @@ pub async fn upload(store: &Arc<dyn ObjectStore>, name: &str) {
     for object in listing.as_array().expect("objects.json is a list") {
         let key = object["key"].as_str().expect("key");
         let body = std::fs::read(dir.join("objects").join(key)).expect("fixture body");
+        if let Some(sha256) = object["sha256"].as_str() {
+            let digest = <sha2::Sha256 as sha2::Digest>::digest(&body);
+            assert_eq!(hex::encode(digest), sha256, "{key}: the fixture body");
+        }
         let mut attributes = Attributes::new();
         for (name, value) in object["metadata"].as_object().expect("metadata") {
             attributes.insert(
@@ -43,18 +47,28 @@ pub async fn upload(store: &Arc<dyn ObjectStore>, name: &str) {
                 value.as_str().expect("string metadata").to_owned().into(),
             );
         }
-        store
-            .put_opts(
-                &ObjectPath::from(key),
-                body.into(),
-                PutOptions {
-                    attributes,
-                    ..PutOptions::default()
-                },
-            )
-            .await
-            .unwrap_or_else(|e| panic!("upload {key}: {e}"));
+        put_object(store, key, body, attributes).await;
     }
+}
+
+/// Puts one object with `attributes` (user metadata), panicking on failure.
+pub async fn put_object(
+    store: &Arc<dyn ObjectStore>,
+    key: &str,
+    body: Vec<u8>,
+    attributes: Attributes,
+) {
+    store
+        .put_opts(
+            &ObjectPath::from(key),
+            body.into(),
+            PutOptions {
+                attributes,
+                ..PutOptions::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("upload {key}: {e}"));
 }
 
 /// The keys a fixture's `objects.json` lists.
