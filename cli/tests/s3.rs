@@ -646,6 +646,40 @@ fn maif_migrate_then_export_original_puts_every_legacy_object_back() {
             assert!(body == got_body, "{fixture} {key}: body differs");
             assert_eq!(metadata, got_metadata, "{fixture} {key}: user metadata");
         }
+
+        // An interrupted export (one object never made it): the same command again keeps
+        // what is there and writes the rest.
+        let first = restored.keys().next().expect("an object").clone();
+        common::block_on(async {
+            use object_store::ObjectStoreExt as _;
+            store
+                .delete(&object_store::path::Path::from(format!("restored/{first}")))
+                .await
+                .expect("delete");
+        });
+        let out = Command::new(maif)
+            .args(["export", &migrated_text, &format!("s3://{bucket}/restored")])
+            .args(["--original", "--json"])
+            .envs(s3::cli_env())
+            .output()
+            .expect("maif export again");
+        assert!(
+            out.status.success(),
+            "maif export {fixture} again: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("export --json");
+        assert_eq!(
+            summary["already_there"],
+            source.len() as u64 - 1,
+            "{fixture}: {summary}"
+        );
+        let again = common::block_on(common::legacy_s3::objects_under(&store, "restored"));
+        assert!(
+            again == restored,
+            "{fixture}: the re-run restored every object"
+        );
     }
 }
 

@@ -58,7 +58,8 @@ enum Command {
     Add(AddArgs),
     /// Append one block per line of a JSON Lines file, committing every N blocks or bytes.
     Import(ImportArgs),
-    /// List blocks: id, type, version, size, timestamp, metadata.
+    /// List blocks: id, type, version, size, timestamp, metadata. Each listed record (up to
+    /// 4 MiB) is checked against its committed digest: an altered one exits 1.
     Ls {
         location: String,
         /// Only blocks of this type (FourCC, e.g. TEXT).
@@ -218,6 +219,9 @@ enum Command {
     /// byte, or every original object (body and user metadata) under DESTINATION. Checks
     /// every block it reads against the signed commits, and the rebuilt file against the
     /// length and SHA-256 recorded at migration, before anything appears at DESTINATION.
+    /// An existing file or object is refused; under a prefix, objects already holding
+    /// exactly what the export writes are kept (a re-run completes an interrupted export)
+    /// and any other object is refused before the first write.
     Export {
         /// The migrated artifact.
         migrated: String,
