@@ -672,9 +672,10 @@ const BACKGROUND_SYNC: u64 = 8 << 20;
 
 /// A thread that writes records while the caller hashes and signs the next ones.
 ///
-/// It also makes what it wrote durable as it goes (`fdatasync` after every
-/// [`BACKGROUND_SYNC`] bytes), so the disk works while the caller does, and the phase-1
-/// `fdatasync` of the commit finds little left to write. This changes nothing about what is
+/// For an append it also makes what it wrote durable as it goes (`fdatasync` after every
+/// `sync_every` bytes, [`BACKGROUND_SYNC`]), so the disk works while the caller does, and the
+/// phase-1 `fdatasync` of the commit finds little left to write. (An import flushes on
+/// threads of its own and passes `None`.) This changes nothing about what is
 /// committed: only the trailer, written after phase 1, commits anything.
 ///
 /// The queue is an async channel: a caller ahead of the disk waits on the runtime for room,
@@ -685,7 +686,7 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn start(file: Arc<File>) -> Self {
+    fn start(file: Arc<File>, sync_every: Option<u64>) -> Self {
         let (sender, mut receiver) =
             tokio::sync::mpsc::channel::<(u64, RecordBytes)>(PIPELINE_DEPTH);
         let worker = std::thread::spawn(move || {
@@ -696,7 +697,7 @@ impl Pipeline {
                     offset += part.len() as u64;
                 }
                 unsynced += record.len();
-                if unsynced >= BACKGROUND_SYNC {
+                if sync_every.is_some_and(|every| unsynced >= every) {
                     file.sync_data()?;
                     unsynced = 0;
                 }
@@ -776,7 +777,7 @@ impl FileAppend {
     async fn send(&mut self, at: u64, record: RecordBytes) -> Result<(), StoreError> {
         self.touched = true;
         if self.pipeline.is_none() {
-            self.pipeline = Some(Pipeline::start(self.file()?.clone()));
+            self.pipeline = Some(Pipeline::start(self.file()?.clone(), Some(BACKGROUND_SYNC)));
         }
         let queued = match self.pipeline.as_ref() {
             Some(pipeline) => pipeline.send(at, record).await,
@@ -1055,7 +1056,7 @@ impl FileImport {
         let file = self.file.clone();
         let queued = self
             .pipeline
-            .get_or_insert_with(|| Pipeline::start(file))
+            .get_or_insert_with(|| Pipeline::start(file, None))
             .send(offset, RecordBytes::from(bytes))
             .await;
         if !queued {
