@@ -10,7 +10,13 @@
 //!    records overlaps writing these; the thread `fdatasync`s every few MiB so the disk works
 //!    meanwhile), then `fdatasync`s;
 //! 2. writes the commit's trailer right after the segment and `fdatasync`s again. Only now
-//!    does the append return.
+//!    does the commit count as made.
+//!
+//! Both phases run on the writer thread, in the queue with the records
+//! (`Pipeline`), so a writer can hand a commit over and send the next records at once
+//! ([`AppendSession::commit_and_continue`]) while the file still goes through the states of
+//! the sequential protocol: no record sent after a commit is written before that commit is
+//! durable.
 //!
 //! The trailer is the commit point, and it is written only once everything it commits is
 //! durable, so a reader that finds an intact trailer at the end of the file trusts it without
@@ -55,8 +61,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    AppendBase, AppendSession, Base, BlockStore, CommitRef, ImportSession, Latest, RecordBytes,
-    StoreError, crash_point, run_blocking,
+    AppendBase, AppendSession, Base, BlockStore, CommitRef, Continued, Durable, ImportSession,
+    Latest, RecordBytes, StoreError, crash_point, run_blocking,
 };
 use crate::format::Codec;
 use crate::format::file_header::FILE_HEADER_LEN;
@@ -655,7 +661,6 @@ impl FileStore {
             buffer_at: base.end(),
             base_end: base.end(),
             next_offset: base.end(),
-            touched: false,
         })
     }
 }
@@ -670,7 +675,8 @@ const WRITE_BUFFER: usize = 1 << 20;
 /// The record writer makes what it wrote durable after this many bytes.
 const BACKGROUND_SYNC: u64 = 8 << 20;
 
-/// A thread that writes records while the caller hashes and signs the next ones.
+/// A thread that writes records while the caller hashes and signs the next ones, and, for
+/// an append, makes its commits durable in order.
 ///
 /// For an append it also makes what it wrote durable as it goes (`fdatasync` after every
 /// `sync_every` bytes, [`BACKGROUND_SYNC`]), so the disk works while the caller does, and the
@@ -678,48 +684,264 @@ const BACKGROUND_SYNC: u64 = 8 << 20;
 /// threads of its own and passes `None`.) This changes nothing about what is
 /// committed: only the trailer, written after phase 1, commits anything.
 ///
+/// Commits are jobs in the same queue as the records ([`Job::Commit`]): the thread writes a
+/// commit's segment and trailer, with their two `fdatasync`s, only after every record sent
+/// before it, and writes no record sent after it until the commit is durable. So the bytes
+/// in the file go through exactly the states of the sequential protocol (13.2 and 13.3 of
+/// FORMAT.md), whether or not the caller waits for one commit before sending the next
+/// records ([`AppendSession::commit_and_continue`]).
+///
 /// The queue is an async channel: a caller ahead of the disk waits on the runtime for room,
 /// never blocking a runtime thread.
 struct Pipeline {
-    sender: tokio::sync::mpsc::Sender<(u64, RecordBytes)>,
+    sender: tokio::sync::mpsc::Sender<Job>,
     worker: JoinHandle<std::io::Result<()>>,
 }
 
+/// What the writer thread is asked to do, in order.
+enum Job {
+    /// Write a record (or records gathered into one write) at this offset.
+    Write(u64, RecordBytes),
+    /// The two phases of commit `seq`, whose segment goes at `at`, right after the records
+    /// sent before it; the outcome goes to `done`.
+    Commit {
+        seq: u64,
+        at: u64,
+        segment: Bytes,
+        trailer: [u8; TRAILER_LEN],
+        done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+/// What the writer thread of an append keeps about the commits it made.
+struct Commits {
+    location: String,
+    /// Where the newest commit made durable ends (the base's end at first): the file is cut
+    /// back here when the append stops with bytes after it.
+    durable_end: u64,
+    /// Whether bytes past `durable_end` may have been written.
+    dirty: bool,
+    /// The first failure; every later commit of this append fails with it.
+    failure: Option<String>,
+}
+
 impl Pipeline {
-    fn start(file: Arc<File>, sync_every: Option<u64>) -> Self {
-        let (sender, mut receiver) =
-            tokio::sync::mpsc::channel::<(u64, RecordBytes)>(PIPELINE_DEPTH);
+    /// Starts the writer thread. `base_end` is where an append's base commit ends (the file
+    /// is cut back there, or to the end of the newest commit the thread made durable, when
+    /// the append stops); an import passes `None` and is never cut.
+    fn start(file: Arc<File>, sync_every: Option<u64>, append: Option<(String, u64)>) -> Self {
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<Job>(PIPELINE_DEPTH);
         let worker = std::thread::spawn(move || {
+            let mut commits = append.map(|(location, base_end)| Commits {
+                location,
+                durable_end: base_end,
+                dirty: false,
+                failure: None,
+            });
             let mut unsynced = 0u64;
-            while let Some((mut offset, record)) = receiver.blocking_recv() {
-                for part in &record.parts {
-                    file.write_all_at(part, offset)?;
-                    offset += part.len() as u64;
-                }
-                unsynced += record.len();
-                if sync_every.is_some_and(|every| unsynced >= every) {
-                    file.sync_data()?;
-                    unsynced = 0;
+            let mut write_error = None;
+            while let Some(job) = receiver.blocking_recv() {
+                match job {
+                    Job::Write(offset, record) => {
+                        // After a failure nothing more is written: the commits these records
+                        // are for fail anyway.
+                        if write_error.is_some()
+                            || commits.as_ref().is_some_and(|c| c.failure.is_some())
+                        {
+                            continue;
+                        }
+                        if let Some(commits) = commits.as_mut() {
+                            commits.dirty = true;
+                        }
+                        let written = write_record(&file, offset, &record).and_then(|()| {
+                            unsynced += record.len();
+                            match sync_every {
+                                Some(every) if unsynced >= every => {
+                                    unsynced = 0;
+                                    file.sync_data()
+                                }
+                                _ => Ok(()),
+                            }
+                        });
+                        if let Err(e) = written {
+                            if let Some(commits) = commits.as_mut() {
+                                commits
+                                    .failure
+                                    .get_or_insert_with(|| format!("writing a record: {e}"));
+                            }
+                            write_error = Some(e);
+                        }
+                    }
+                    Job::Commit {
+                        seq,
+                        at,
+                        segment,
+                        trailer,
+                        done,
+                    } => {
+                        let result = match commits.as_mut() {
+                            Some(commits) => commits.commit(&file, seq, at, &segment, &trailer),
+                            None => Err(StoreError::Misuse {
+                                location: String::new(),
+                                reason: "a commit sent to an import's writer".into(),
+                            }),
+                        };
+                        unsynced = 0;
+                        // The caller may have stopped waiting; the commit stands either way.
+                        let _ = done.send(result);
+                    }
                 }
             }
-            Ok(())
+            // The append ended: cut back whatever follows its newest durable commit.
+            if let Some(commits) = commits.as_mut()
+                && commits.dirty
+            {
+                crash_point("rollback:before-cut");
+                if let Err(e) = file.set_len(commits.durable_end) {
+                    tracing::error!(path = %commits.location, error = %e, "could not cut back an abandoned append");
+                    write_error.get_or_insert(e);
+                }
+            }
+            write_error.map_or(Ok(()), Err)
         });
         Self { sender, worker }
     }
 
-    /// Queues `record` to be written at `offset`; `false` if the writer has stopped (on an
-    /// error, which [`Self::finish`] returns).
-    async fn send(&self, offset: u64, record: RecordBytes) -> bool {
-        self.sender.send((offset, record)).await.is_ok()
+    /// Queues `job`; `false` if the writer has stopped (which [`Self::finish`] explains).
+    async fn send(&self, job: Job) -> bool {
+        self.sender.send(job).await.is_ok()
     }
 
-    /// Waits for every queued record to be written (blocking: called on a blocking thread,
-    /// or once the writer has stopped).
+    /// Waits for every queued job to be done (blocking: called on a blocking thread, or
+    /// once the writer has stopped). Returns the first write error, or the failure to cut
+    /// back an append that stopped with bytes after its newest commit.
     fn finish(self) -> std::io::Result<()> {
         drop(self.sender);
         self.worker
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the record writer thread panicked")))
+    }
+}
+
+fn write_record(file: &File, mut offset: u64, record: &RecordBytes) -> std::io::Result<()> {
+    for part in &record.parts {
+        file.write_all_at(part, offset)?;
+        offset += part.len() as u64;
+    }
+    Ok(())
+}
+
+impl Commits {
+    /// Commit `seq`: its two phases after every record before it (13.2 of FORMAT.md), or,
+    /// when they fail, the file cut back to the newest durable commit.
+    fn commit(
+        &mut self,
+        file: &File,
+        seq: u64,
+        at: u64,
+        segment: &[u8],
+        trailer: &[u8; TRAILER_LEN],
+    ) -> Result<(), StoreError> {
+        if let Some(failure) = &self.failure {
+            return Err(StoreError::Internal {
+                location: self.location.clone(),
+                reason: format!(
+                    "commit {seq} was not written: this append failed earlier ({failure})"
+                ),
+            });
+        }
+        self.dirty = true;
+        match self.write_and_sync(file, at, segment, trailer) {
+            Ok(()) => {
+                self.durable_end = at + segment.len() as u64 + TRAILER_LEN as u64;
+                self.dirty = false;
+                Ok(())
+            }
+            Err(failure) => {
+                self.failure = Some(failure.to_string());
+                Err(self.cut_back(file, seq, at + segment.len() as u64, failure))
+            }
+        }
+    }
+
+    /// The two phases of a commit (module documentation). Each write is split in two
+    /// around a crash point so the crash tests can tear it.
+    fn write_and_sync(
+        &self,
+        file: &File,
+        at: u64,
+        segment: &[u8],
+        trailer: &[u8],
+    ) -> Result<(), StoreError> {
+        crash_point("append:records-written");
+        let io = |what: &str| {
+            let location = self.location.clone();
+            let what = what.to_string();
+            move |source| io_error(&location, &what, source)
+        };
+        let write_in_halves = |bytes: &[u8], at: u64, torn_point: &str, what: &str| {
+            let half = bytes.len() / 2;
+            file.write_all_at(&bytes[..half], at).map_err(io(what))?;
+            crash_point(torn_point);
+            file.write_all_at(&bytes[half..], at + half as u64)
+                .map_err(io(what))
+        };
+        write_in_halves(
+            segment,
+            at,
+            "append:segment-half-written",
+            "writing the commit segment",
+        )?;
+        crash_point("append:segment-written");
+        // Phase 1: every record and the segment are durable before the trailer exists.
+        file.sync_data().map_err(io("syncing the commit"))?;
+        crash_point("append:phase-1-synced");
+        write_in_halves(
+            trailer,
+            at + segment.len() as u64,
+            "append:trailer-half-written",
+            "writing the trailer",
+        )?;
+        crash_point("append:trailer-written");
+        // Phase 2: the trailer, and with it the commit, is durable.
+        file.sync_data().map_err(io("syncing the trailer"))?;
+        crash_point("append:phase-2-synced");
+        Ok(())
+    }
+
+    /// Cuts the file back to the newest durable commit after commit `seq` failed, so no
+    /// reader or later writer sees its bytes. Once the whole segment is in the file, readers
+    /// take the commit as made (its trailer is only a pointer): if the file cannot be cut,
+    /// the outcome is unknown, since saying it failed would invite the caller to add its
+    /// blocks again.
+    fn cut_back(
+        &mut self,
+        file: &File,
+        seq: u64,
+        segment_end: u64,
+        failure: StoreError,
+    ) -> StoreError {
+        let segment_in_file = file.metadata().map_or(true, |m| m.len() >= segment_end);
+        crash_point("rollback:before-cut");
+        self.dirty = false;
+        match file.set_len(self.durable_end) {
+            Ok(()) => failure,
+            Err(cut) => {
+                tracing::error!(path = %self.location, error = %cut, "could not cut back a failed commit");
+                if segment_in_file {
+                    StoreError::Unknown {
+                        location: self.location.clone(),
+                        what: format!("commit {seq}"),
+                        reason: format!("{failure}, then cutting the file back failed: {cut}"),
+                        how_to_check:
+                            "open the artifact: if the commit is there, its blocks were added"
+                                .into(),
+                    }
+                } else {
+                    failure
+                }
+            }
+        }
     }
 }
 
@@ -731,22 +953,14 @@ struct FileAppend {
     /// Small records gathered for one write at `buffer_at`.
     buffer: Vec<u8>,
     buffer_at: u64,
-    /// Where the base commit ends: the file is cut back here if the append fails.
+    /// Where the commit this append builds on ends (the base, then each commit handed on).
     base_end: u64,
     next_offset: u64,
-    /// Whether any byte past `base_end` may have been written.
-    touched: bool,
 }
 
 impl FileAppend {
     fn location(&self) -> String {
         self.path.display().to_string()
-    }
-
-    fn io(&self, action: &str) -> impl FnOnce(std::io::Error) -> StoreError {
-        let location = self.location();
-        let action = action.to_string();
-        move |source| io_error(&location, &action, source)
     }
 
     fn file(&self) -> Result<&Arc<File>, StoreError> {
@@ -764,29 +978,32 @@ impl FileAppend {
         let gathered = std::mem::replace(&mut self.buffer, Vec::with_capacity(WRITE_BUFFER));
         let at = self.buffer_at;
         self.buffer_at += gathered.len() as u64;
-        self.send(
+        self.send(Job::Write(
             at,
             RecordBytes {
                 parts: vec![Bytes::from(gathered)],
             },
-        )
+        ))
         .await
     }
 
-    /// Queues `record` for the record writer, to be written at `at`.
-    async fn send(&mut self, at: u64, record: RecordBytes) -> Result<(), StoreError> {
-        self.touched = true;
+    /// Queues `job` for the record writer, starting it if need be.
+    async fn send(&mut self, job: Job) -> Result<(), StoreError> {
         if self.pipeline.is_none() {
-            self.pipeline = Some(Pipeline::start(self.file()?.clone(), Some(BACKGROUND_SYNC)));
+            self.pipeline = Some(Pipeline::start(
+                self.file()?.clone(),
+                Some(BACKGROUND_SYNC),
+                Some((self.location(), self.base_end)),
+            ));
         }
         let queued = match self.pipeline.as_ref() {
-            Some(pipeline) => pipeline.send(at, record).await,
+            Some(pipeline) => pipeline.send(job).await,
             None => false,
         };
         if !queued {
-            // The writer stopped on an error: report it.
+            // The writer stopped (it only does when it panics): report how.
             let result = self.pipeline.take().map_or(Ok(()), Pipeline::finish);
-            result.map_err(self.io("writing records"))?;
+            result.map_err(|e| io_error(&self.location(), "writing records", e))?;
             return Err(StoreError::Internal {
                 location: self.location(),
                 reason: "the record writer stopped".into(),
@@ -795,67 +1012,17 @@ impl FileAppend {
         Ok(())
     }
 
-    /// The two phases of a commit (module documentation), after the records gathered last
-    /// were sent to the writer. Blocking: runs on a blocking thread. Each write is split in
-    /// two around a crash point so the crash tests can tear it.
-    fn write_and_sync(&mut self, segment: &[u8], trailer: &[u8]) -> Result<(), StoreError> {
+    /// Ends the append (blocking): waits for the writer thread, which cuts back whatever
+    /// follows the newest durable commit, then releases the lock.
+    fn close(&mut self) {
         if let Some(pipeline) = self.pipeline.take() {
-            pipeline.finish().map_err(self.io("writing a record"))?;
-        }
-        crash_point("append:records-written");
-        self.touched = true;
-        let file = self.file()?.clone();
-        let write_in_halves = |bytes: &[u8], at: u64, torn_point: &str, what: &str| {
-            let half = bytes.len() / 2;
-            file.write_all_at(&bytes[..half], at)
-                .map_err(self.io(what))?;
-            crash_point(torn_point);
-            file.write_all_at(&bytes[half..], at + half as u64)
-                .map_err(self.io(what))
-        };
-        write_in_halves(
-            segment,
-            self.next_offset,
-            "append:segment-half-written",
-            "writing the commit segment",
-        )?;
-        crash_point("append:segment-written");
-        // Phase 1: every record and the segment are durable before the trailer exists.
-        file.sync_data().map_err(self.io("syncing the commit"))?;
-        crash_point("append:phase-1-synced");
-        write_in_halves(
-            trailer,
-            self.next_offset + segment.len() as u64,
-            "append:trailer-half-written",
-            "writing the trailer",
-        )?;
-        crash_point("append:trailer-written");
-        // Phase 2: the trailer, and with it the commit, is durable.
-        file.sync_data().map_err(self.io("syncing the trailer"))?;
-        crash_point("append:phase-2-synced");
-        Ok(())
-    }
-
-    /// Cuts the file back to the base commit after a failed or abandoned append, so no
-    /// reader or later writer ever sees its bytes. Returns the error if the file could not
-    /// be cut.
-    fn roll_back(&mut self) -> Result<(), std::io::Error> {
-        if let Some(pipeline) = self.pipeline.take() {
+            // Nothing more can be done here; the thread logged a failed cut, and the next
+            // writer examines and discards what an unfinished append left.
             let _ = pipeline.finish();
         }
-        let mut result = Ok(());
-        if self.touched {
-            crash_point("rollback:before-cut");
+        if let Some(file) = self.file.take() {
+            let _ = file.unlock();
         }
-        if self.touched
-            && let Some(file) = self.file.as_ref()
-            && let Err(e) = file.set_len(self.base_end)
-        {
-            tracing::error!(path = %self.location(), error = %e, "could not cut back an abandoned append");
-            result = Err(e);
-        }
-        self.touched = false;
-        result
     }
 }
 
@@ -890,80 +1057,65 @@ impl AppendSession for FileAppend {
             return Ok(());
         }
         self.flush_buffer().await?;
-        self.send(self.next_offset, record).await?;
+        self.send(Job::Write(self.next_offset, record)).await?;
         self.next_offset += len;
         self.buffer_at = self.next_offset;
         Ok(())
     }
 
     async fn commit(
-        mut self: Box<Self>,
+        self: Box<Self>,
         seq: u64,
         segment: Bytes,
         trailer: [u8; TRAILER_LEN],
     ) -> Result<(), StoreError> {
-        let flushed = self.flush_buffer().await;
         let location = self.location();
-        run_blocking(&location, move || {
-            let result = flushed.and_then(|()| self.write_and_sync(&segment, &trailer));
-            (*self).settle(seq, segment.len() as u64, result)
-        })
-        .await
-    }
-}
-
-impl FileAppend {
-    /// Ends the append with the outcome of its commit: on failure the file is cut back (or
-    /// the outcome is unknown, if the commit may be visible), and the lock is released.
-    fn settle(
-        mut self,
-        seq: u64,
-        segment_len: u64,
-        result: Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        let mut result = result;
-        match &result {
-            Err(failure) => {
-                // Once the whole segment is in the file, readers take the commit as made
-                // (its trailer is only a pointer). If it cannot be cut back, this commit
-                // may be visible: saying it failed would invite the caller to add its
-                // blocks again.
-                let segment_end = self.next_offset + segment_len;
-                let segment_in_file = self
-                    .file
-                    .as_ref()
-                    .and_then(|f| f.metadata().ok())
-                    .is_none_or(|m| m.len() >= segment_end);
-                if let Err(cut) = self.roll_back()
-                    && segment_in_file
-                {
-                    result = Err(StoreError::Unknown {
-                        location: self.location(),
-                        what: format!("commit {seq}"),
-                        reason: format!("{failure}, then cutting the file back failed: {cut}"),
-                        how_to_check:
-                            "open the artifact: if the commit is there, its blocks were added"
-                                .into(),
-                    });
-                }
-            }
-            Ok(()) => self.touched = false,
-        }
-        if let Some(file) = self.file.take() {
-            let _ = file.unlock();
+        let Continued { durable, next } = self.commit_and_continue(seq, segment, trailer).await?;
+        let result = durable.wait().await;
+        if let Some(next) = next {
+            // Ending the session joins the writer thread (which has nothing left to do) and
+            // releases the lock.
+            run_blocking(&location, move || {
+                drop(next);
+                Ok(())
+            })
+            .await?;
         }
         result
+    }
+
+    async fn commit_and_continue(
+        mut self: Box<Self>,
+        seq: u64,
+        segment: Bytes,
+        trailer: [u8; TRAILER_LEN],
+    ) -> Result<Continued, StoreError> {
+        self.file()?;
+        self.flush_buffer().await?;
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let at = self.next_offset;
+        let end = at + segment.len() as u64 + TRAILER_LEN as u64;
+        self.send(Job::Commit {
+            seq,
+            at,
+            segment,
+            trailer,
+            done,
+        })
+        .await?;
+        self.base_end = end;
+        self.next_offset = end;
+        self.buffer_at = end;
+        Ok(Continued {
+            durable: Durable::pending(self.location(), seq, outcome),
+            next: Some(self),
+        })
     }
 }
 
 impl Drop for FileAppend {
     fn drop(&mut self) {
-        // Nothing more can be done here; `roll_back` logged it, and the next writer
-        // examines and discards what an unfinished append left.
-        let _ = self.roll_back();
-        if let Some(file) = self.file.take() {
-            let _ = file.unlock();
-        }
+        self.close();
     }
 }
 
@@ -1056,8 +1208,8 @@ impl FileImport {
         let file = self.file.clone();
         let queued = self
             .pipeline
-            .get_or_insert_with(|| Pipeline::start(file, None))
-            .send(offset, RecordBytes::from(bytes))
+            .get_or_insert_with(|| Pipeline::start(file, None, None))
+            .send(Job::Write(offset, RecordBytes::from(bytes)))
             .await;
         if !queued {
             let result = self.pipeline.take().map_or(Ok(()), Pipeline::finish);
@@ -1184,7 +1336,6 @@ mod tests {
             buffer_at: 100,
             base_end: 100,
             next_offset: 100,
-            touched: false,
         }
     }
 

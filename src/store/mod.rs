@@ -504,6 +504,95 @@ pub trait AppendSession: Send {
         segment: Bytes,
         trailer: [u8; TRAILER_LEN],
     ) -> Result<(), StoreError>;
+
+    /// Hands commit `seq` to the store like [`Self::commit`], but may return before it is
+    /// durable, with a session that appends after it: the caller can sign and send the next
+    /// records while this commit is made durable, and learns its outcome from
+    /// [`Continued::durable`]. The store makes the commits of one session durable in order,
+    /// and one that fails fails every later one; nothing a later commit names becomes
+    /// committed before it. A store that cannot overlap commits makes this one durable
+    /// first and returns no session (the caller begins a new one).
+    async fn commit_and_continue(
+        self: Box<Self>,
+        seq: u64,
+        segment: Bytes,
+        trailer: [u8; TRAILER_LEN],
+    ) -> Result<Continued, StoreError> {
+        self.commit(seq, segment, trailer).await?;
+        Ok(Continued {
+            durable: Durable::done(),
+            next: None,
+        })
+    }
+}
+
+/// A commit handed to the store by [`AppendSession::commit_and_continue`].
+pub struct Continued {
+    /// Resolves once the commit is durable, or with why it is not.
+    pub durable: Durable,
+    /// The session that appends after the commit, if the store keeps one open.
+    pub next: Option<Box<dyn AppendSession>>,
+}
+
+/// The outcome of a commit that may still be in progress.
+#[derive(Debug)]
+pub struct Durable {
+    waiting: Option<InFlight>,
+}
+
+/// A commit being made durable: where, which, and the channel its outcome comes on.
+#[derive(Debug)]
+struct InFlight {
+    location: String,
+    seq: u64,
+    outcome: tokio::sync::oneshot::Receiver<Result<(), StoreError>>,
+}
+
+impl Durable {
+    /// A commit already durable.
+    pub(crate) fn done() -> Self {
+        Self { waiting: None }
+    }
+
+    /// Commit `seq` at `location`, whose outcome `outcome` will carry.
+    pub(crate) fn pending(
+        location: String,
+        seq: u64,
+        outcome: tokio::sync::oneshot::Receiver<Result<(), StoreError>>,
+    ) -> Self {
+        Self {
+            waiting: Some(InFlight {
+                location,
+                seq,
+                outcome,
+            }),
+        }
+    }
+
+    /// Waits until the commit is durable, or returns why it is not.
+    pub async fn wait(self) -> Result<(), StoreError> {
+        match self.waiting {
+            None => Ok(()),
+            Some(InFlight {
+                location,
+                seq,
+                outcome,
+            }) => {
+                outcome.await.unwrap_or_else(|_| {
+                    // The writer went away without an answer: whether the commit is in the
+                    // file depends on how far it got.
+                    Err(StoreError::Unknown {
+                        location,
+                        what: format!("commit {seq}"),
+                        reason: "the writer thread stopped before reporting the commit".into(),
+                        how_to_check:
+                            "open the artifact: if the commit is there, its blocks were added"
+                                .into(),
+                    })
+                })
+            }
+        }
+    }
 }
 
 /// A copy in progress ([`BlockStore::begin_import`]).
