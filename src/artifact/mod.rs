@@ -21,7 +21,8 @@ pub use reader::{ArtifactReader, Block, BlockInfo, CHECKED_METADATA_MAX};
 pub use recover::{RecoverReport, RecoveryMode, recover_file};
 pub use verify::{Problem, VerifyOptions, VerifyReport, verify};
 pub use writer::{
-    ArtifactWriter, BlockRef, CreateOptions, DEFAULT_MAX_RETRIES, NewBlock, REUPLOAD_PENDING_AFTER,
+    ArtifactWriter, BlockRef, CommitTicket, CreateOptions, DEFAULT_MAX_RETRIES, NewBlock,
+    REUPLOAD_PENDING_AFTER,
 };
 
 use crate::error::{Error, Result};

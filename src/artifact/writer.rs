@@ -5,6 +5,11 @@
 //! once, and [`ArtifactWriter::commit`] appends one segment (the new provenance entries, the
 //! new index run, the Merkle frontier) signed once. Nothing committed is ever rewritten.
 //!
+//! A bulk write keeps every core signing: a batch's records are signed in the background
+//! while the calling thread sends the previous batch, chains this batch's provenance entries
+//! and prepares the next; [`ArtifactWriter::start_commit`] hands a commit to the store and
+//! returns, and the store makes it durable while the next blocks are signed.
+//!
 //! If another writer committed first, the store refuses the commit; the writer then reads
 //! the newest commit, re-links its pending blocks on top of it (their content digests and
 //! compressed bytes are kept; only headers, record digests and signatures are redone) and
@@ -39,7 +44,7 @@ use crate::format::{
 use crate::format::{Codec, FixedCodec};
 use crate::keys::{PublicKey, SigningKey};
 use crate::parallel::{available_threads, parallel_map};
-use crate::store::{AppendSession, Base, BlockStore, RecordBytes, StoreError};
+use crate::store::{AppendSession, Base, BlockStore, Continued, Durable, RecordBytes, StoreError};
 
 /// What `create` puts in the header and metadata section.
 #[derive(Debug, Clone, Default)]
@@ -196,11 +201,89 @@ enum Pending {
     },
 }
 
+/// The provenance entries and Merkle frontier of the first `blocks` pending blocks, built
+/// while their records are signed (on the calling thread, beside the signing threads: see
+/// [`ArtifactWriter::place`]), so that a commit does not chain them one by one while the
+/// other cores wait. Staging stops at the first pending event, whose entry needs the
+/// commit's time; the commit chains the rest.
+struct Staged {
+    /// The commit the entries chain from.
+    base: Digest,
+    /// How many pending items (all blocks) are staged.
+    blocks: usize,
+    /// The record digest of the last staged block: the record chain makes it stand for all
+    /// of them, so a commit can check that the staged blocks are still the placed ones.
+    last_record: Option<Digest>,
+    frontier: Frontier,
+    head: Digest,
+    entries: Vec<ProvenanceEntry>,
+    /// Merkle node hashes computed (see [`ArtifactWriter::merkle_hashes`]).
+    hashes: u64,
+}
+
+impl Staged {
+    /// Nothing staged yet on top of `commit`.
+    fn after(commit: &Commit) -> Self {
+        Self {
+            base: commit.digest,
+            blocks: 0,
+            last_record: None,
+            frontier: commit.frontier().clone(),
+            head: commit.header().provenance_head,
+            entries: Vec::new(),
+            hashes: 0,
+        }
+    }
+
+    /// Whether this is still a prefix of what `pending` and `placed` hold on `commit`.
+    fn still_holds(&self, commit: &Commit, pending: &[Pending], placed: &[Placed]) -> bool {
+        self.base == commit.digest
+            && self.blocks <= placed.len()
+            && self.blocks <= pending.len()
+            && self.last_record == self.blocks.checked_sub(1).map(|i| placed[i].entry.digest)
+            && pending[..self.blocks]
+                .iter()
+                .all(|p| matches!(p, Pending::Block(_)))
+    }
+
+    /// Chains the pending blocks after the staged ones, up to the first event or the first
+    /// block not placed yet.
+    fn advance(&mut self, pending: &[Pending], placed: &[Placed]) -> Result<()> {
+        for item in &pending[self.blocks.min(pending.len())..] {
+            let Pending::Block(block) = item else {
+                return Ok(());
+            };
+            let Some(p) = placed.get(self.blocks) else {
+                return Ok(());
+            };
+            self.hashes += u64::from(self.frontier.append(&p.entry.digest));
+            let entry = block_entry(block, p, self.head);
+            self.head = entry.digest().map_err(Error::format("provenance entry"))?;
+            self.entries.push(entry);
+            self.blocks += 1;
+            self.last_record = Some(p.entry.digest);
+        }
+        Ok(())
+    }
+}
+
+/// The provenance entry of a pending block once placed, chained to `previous`.
+fn block_entry(block: &PreparedBlock, placed: &Placed, previous: Digest) -> ProvenanceEntry {
+    ProvenanceEntry {
+        action: block.action,
+        flags: 0,
+        timestamp_us: block.timestamp_us,
+        previous,
+        subject: placed.entry.digest,
+        details: block_details(&block.block_id, block.block_type, placed.version),
+    }
+}
+
 /// Appends signed blocks to an artifact. Records go to the store as they are added; nothing
 /// becomes visible to readers until [`ArtifactWriter::commit`].
 pub struct ArtifactWriter {
     store: Arc<dyn BlockStore>,
-    key: SigningKey,
+    key: Arc<SigningKey>,
     public: PublicKey,
     index: Index,
     clock: Clock,
@@ -219,6 +302,11 @@ pub struct ArtifactWriter {
     /// then the pending events. Reset whenever `commit` changes or `pending` is cleared.
     rules: ProvenanceRules,
     session: Option<Box<dyn AppendSession>>,
+    /// The last batch placed, while its records are signed; sent to the session by the next
+    /// batch or the commit.
+    signing: Option<Signing>,
+    /// The pending blocks' provenance entries and frontier, as far as built (see [`Staged`]).
+    staged: Option<Staged>,
     merkle_hashes: u64,
     /// The pending commit merges every live run into one.
     compacting: bool,
@@ -456,7 +544,7 @@ impl ArtifactWriter {
         Self {
             examined_len: settled.examined_len,
             store,
-            key,
+            key: Arc::new(key),
             public,
             index,
             clock: Arc::new(now_us),
@@ -468,6 +556,8 @@ impl ArtifactWriter {
             pending_versions: HashMap::new(),
             rules,
             session: None,
+            signing: None,
+            staged: None,
             merkle_hashes: 0,
             compacting: false,
             stale: false,
@@ -662,13 +752,14 @@ impl ArtifactWriter {
         self.pending_versions.insert(id, version);
         let first = self.pending.len();
         self.pending.push(Pending::Block(Box::new(prepared)));
-        match self.place(first, vec![version]).await {
+        match self.place(first, vec![version], true).await {
             Ok(refs) if refs.first().is_some_and(|r| r.digest == digest) => Ok(refs[0]),
             Ok(_) => Err(Error::Invalid(
                 "internal: a salvaged record did not keep its bytes".into(),
             )),
             Err(e) => {
                 self.pending.truncate(first);
+                self.staged = None;
                 self.pending_versions.remove(&id);
                 Err(e)
             }
@@ -722,6 +813,7 @@ impl ArtifactWriter {
                 self.already_committed.truncate(already_before);
                 let placed_any = self.pending.len() > first;
                 self.pending.truncate(first);
+                self.staged = None;
                 self.undo_versions(replaced);
                 if placed_any {
                     // The session holds some of these records: the blocks pending before
@@ -777,7 +869,7 @@ impl ArtifactWriter {
                 self.rebase_retrying().await?;
                 continue;
             }
-            match self.place(first, versions).await {
+            match self.place(first, versions, true).await {
                 Ok(_) => {}
                 Err(Error::Store(StoreError::Conflict { reason, .. })) if self.max_retries > 0 => {
                     tracing::info!(%reason, "the artifact changed before this append began; rebasing");
@@ -894,7 +986,12 @@ impl ArtifactWriter {
 
     /// Links the pending blocks from `first` on (with the given versions) onto the chain,
     /// signs them on every core and sends them to the store.
-    async fn place(&mut self, first: usize, versions: Vec<u32>) -> Result<Vec<BlockRef>> {
+    async fn place(
+        &mut self,
+        first: usize,
+        versions: Vec<u32>,
+        stage: bool,
+    ) -> Result<Vec<BlockRef>> {
         if first == 0 || self.placed_at.is_none() {
             // The oldest upload among the pending records starts now.
             self.placed_at = Some(std::time::Instant::now());
@@ -906,7 +1003,10 @@ impl ArtifactWriter {
                 Pending::Event { .. } => None,
             })
             .collect();
-        if self.session.is_none() && !blocks.is_empty() {
+        if blocks.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.session.is_none() {
             self.session = Some(
                 self.store
                     .begin_append(&self.commit.append_base(self.examined_len))
@@ -927,7 +1027,7 @@ impl ArtifactWriter {
             (self.record_count()..).zip(blocks.iter().zip(&versions))
         {
             let header = block_header(block, chain_link(&previous))?;
-            let header_bytes = header.to_bytes();
+            let header_bytes = header.to_array();
             let digest = record_digest(&header_bytes, &block.content);
             let record_len = header.record_len().map_err(Error::format("block header"))?;
             let entry = IndexEntry {
@@ -950,38 +1050,86 @@ impl ArtifactWriter {
             previous = digest;
             offset += record_len;
         }
-        // Parallel: one Ed25519 signature per record.
+        // Parallel, in the background: one Ed25519 signature per record. Meanwhile this
+        // thread sends the records of the previous batch, whose signing is done, and chains
+        // the provenance entries and Merkle leaves of this one (the commit's sequential
+        // work), then returns to prepare the next batch: the cores sign all the time.
         let digests: Vec<Digest> = linked.iter().map(|(_, p)| p.entry.digest).collect();
-        let signatures = sign_all(&self.key, &digests);
+        let signing = Signatures::start(&self.key, digests);
+        let mut records = Vec::with_capacity(linked.len());
         let mut refs = Vec::with_capacity(linked.len());
-        for ((block, (header_bytes, placed)), signature) in
-            blocks.iter().zip(linked).zip(signatures)
-        {
-            let record = RecordBytes {
-                parts: vec![
-                    Bytes::copy_from_slice(&header_bytes),
-                    block.metadata.clone(),
-                    block.data.clone(),
-                    Bytes::copy_from_slice(&signature),
-                ],
-            };
-            let session = self.session.as_mut().ok_or_else(|| {
-                Error::Invalid("internal: no append session for a pending block".into())
-            })?;
-            session.put_record(&placed.entry, record).await?;
+        for (block, (header, placed)) in blocks.into_iter().zip(linked) {
+            records.push(UnsignedRecord {
+                entry: placed.entry,
+                header,
+                metadata: block.metadata,
+                data: block.data,
+            });
             refs.push(self.block_ref(&placed));
             self.placed.push(placed);
         }
+        if let Some(previous) = self.signing.take() {
+            self.send_signed(previous).await?;
+        }
+        let batch = Signing { signing, records };
+        if matches!(batch.signing, Signatures::Ready(_)) {
+            // Signed already (a few records): sent now, as a single `add` expects.
+            self.send_signed(batch).await?;
+        } else {
+            self.signing = Some(batch);
+        }
+        if stage {
+            let mut staged = self
+                .staged
+                .take()
+                .filter(|s| s.still_holds(&self.commit, &self.pending, &self.placed))
+                .unwrap_or_else(|| Staged::after(&self.commit));
+            // A block the commit cannot chain is reported by the commit, which chains it
+            // again.
+            if staged.advance(&self.pending, &self.placed).is_ok() {
+                self.staged = Some(staged);
+            }
+        }
         Ok(refs)
+    }
+
+    /// Sends the records of `batch` to the store once they are signed.
+    async fn send_signed(&mut self, batch: Signing) -> Result<()> {
+        let signatures = batch.signing.wait().await?;
+        let session = self.session.as_mut().ok_or_else(|| {
+            Error::Invalid("internal: no append session for a pending block".into())
+        })?;
+        for (record, signature) in batch.records.into_iter().zip(signatures) {
+            let bytes = RecordBytes {
+                parts: vec![
+                    Bytes::copy_from_slice(&record.header),
+                    record.metadata,
+                    record.data,
+                    Bytes::copy_from_slice(&signature),
+                ],
+            };
+            session.put_record(&record.entry, bytes).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends every placed record still being signed to the store.
+    async fn send_all_signed(&mut self) -> Result<()> {
+        match self.signing.take() {
+            Some(batch) => self.send_signed(batch).await,
+            None => Ok(()),
+        }
     }
 
     /// Drops everything pending: the writer is back at its newest commit.
     fn abandon(&mut self) {
         self.session = None;
+        self.signing = None;
         self.placed_at = None;
         self.already_committed.clear();
         self.stale = false;
         self.pending.clear();
+        self.staged = None;
         self.placed.clear();
         self.pending_versions.clear();
         self.rules = ProvenanceRules::writing_after(self.commit.header());
@@ -990,6 +1138,8 @@ impl ArtifactWriter {
     /// Reads the newest commit and links every pending item onto it again.
     async fn rebase(&mut self) -> Result<()> {
         self.session = None;
+        self.signing = None;
+        self.staged = None;
         self.stale = true;
         let settled = Self::load_newest(&self.store, &self.public).await?;
         self.index = Index::new(self.store.clone());
@@ -1043,7 +1193,7 @@ impl ArtifactWriter {
             .collect();
         // `place` reads blocks from `pending`; give it the blocks alone, then restore.
         let all = std::mem::replace(&mut self.pending, blocks_only);
-        let result = self.place(0, versions).await;
+        let result = self.place(0, versions, false).await;
         self.pending = all;
         result?;
         self.stale = false;
@@ -1148,8 +1298,36 @@ impl ArtifactWriter {
     /// # Ok(()) }
     /// ```
     pub async fn commit(&mut self) -> Result<()> {
+        self.commit_handing_over(false).await.map(|_| ())
+    }
+
+    /// Starts a commit of everything added since the last one and returns once the store
+    /// has it, before it is durable where the store can overlap commits (a single file),
+    /// so the next blocks can be hashed and signed while the disk makes this commit
+    /// durable. Until the returned ticket's [`CommitTicket::durable`] returns `Ok`, a crash
+    /// can lose the commit; a bulk import acknowledges its input only then.
+    ///
+    /// The writer goes on from the new commit at once: blocks added next are linked onto it
+    /// and land after it in the store, and the store makes commits durable in order, so a
+    /// commit never becomes durable before the ones it follows. If one fails, every later
+    /// one fails too (the next [`Self::commit`] or ticket reports it, and the writer re-reads
+    /// the artifact, re-linking its pending blocks, as after any failed commit). Stores
+    /// that cannot overlap commits (the object layout) make the commit durable before this
+    /// returns, and the ticket is ready at once.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::commit`], for what goes wrong before the store has the commit.
+    pub async fn start_commit(&mut self) -> Result<CommitTicket> {
+        let seq = self.commit.seq() + 1;
+        let durable = self.commit_handing_over(true).await?;
+        Ok(CommitTicket { seq, durable })
+    }
+
+    /// [`Self::commit`], or, with `overlap`, [`Self::start_commit`].
+    async fn commit_handing_over(&mut self, overlap: bool) -> Result<Option<Durable>> {
         if self.pending.is_empty() && self.already_committed.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let mut attempt = 0;
         // Records sent long ago are sent again (re-linking places every pending record).
@@ -1163,14 +1341,14 @@ impl ArtifactWriter {
             // conflict to retry, not the end of the retries.
             let result = if rebase_first {
                 match self.rebase().await {
-                    Ok(()) => self.try_commit().await,
+                    Ok(()) => self.try_commit(overlap).await,
                     Err(e) => Err(e),
                 }
             } else {
-                self.try_commit().await
+                self.try_commit(overlap).await
             };
             match result {
-                Ok(()) => return Ok(()),
+                Ok(durable) => return Ok(durable),
                 Err(Error::Store(StoreError::Conflict { reason, .. }))
                     if attempt < self.max_retries =>
                 {
@@ -1198,12 +1376,15 @@ impl ArtifactWriter {
         }
     }
 
-    async fn try_commit(&mut self) -> Result<()> {
+    /// One attempt at a commit; with `overlap`, it returns once the store has it (see
+    /// [`Self::start_commit`]) with what tells when it is durable.
+    async fn try_commit(&mut self, overlap: bool) -> Result<Option<Durable>> {
         if self.pending.is_empty() {
             // Every pending block turned out to be committed already: nothing to write.
             self.session = None;
+            self.signing = None;
             self.last_committed = std::mem::take(&mut self.already_committed);
-            return Ok(());
+            return Ok(None);
         }
         self.rules.commit_allowed()?;
         if self.session.is_none() {
@@ -1216,27 +1397,30 @@ impl ArtifactWriter {
         let base = self.commit.header();
         let seq = base.seq + 1;
         let committed_us = (self.clock)();
-        // Provenance entries, in order, chained from the newest head.
-        let mut frontier = self.commit.frontier().clone();
-        let mut hashes = 0u64;
-        let mut entries = Vec::with_capacity(self.pending.len());
-        let mut head = base.provenance_head;
-        let mut placed = self.placed.iter();
-        for item in &self.pending {
+        // Provenance entries, in order, chained from the newest head: those staged while
+        // the blocks were signed, then the rest.
+        let staged = self
+            .staged
+            .take()
+            .filter(|s| s.still_holds(&self.commit, &self.pending, &self.placed))
+            .unwrap_or_else(|| Staged::after(&self.commit));
+        let Staged {
+            blocks: staged_blocks,
+            mut frontier,
+            mut hashes,
+            mut entries,
+            mut head,
+            ..
+        } = staged;
+        let mut placed = self.placed[staged_blocks..].iter();
+        for item in &self.pending[staged_blocks..] {
             let entry = match item {
                 Pending::Block(block) => {
                     let p = placed.next().ok_or_else(|| {
                         Error::Invalid("internal: a pending block was not placed".into())
                     })?;
                     hashes += u64::from(frontier.append(&p.entry.digest));
-                    ProvenanceEntry {
-                        action: block.action,
-                        flags: 0,
-                        timestamp_us: block.timestamp_us,
-                        previous: head,
-                        subject: p.entry.digest,
-                        details: block_details(&block.block_id, block.block_type, p.version),
-                    }
+                    block_entry(block, p, head)
                 }
                 Pending::Event { action, details: d } => {
                     let (root, computed) = frontier.root_counting();
@@ -1326,13 +1510,25 @@ impl ArtifactWriter {
             segment_len: header.segment_len,
             merkle_root: root,
         };
+        // The records of the last batch go before the segment: their signing overlapped
+        // building it.
+        self.send_all_signed().await?;
         let session = self
             .session
             .take()
             .ok_or_else(|| Error::Invalid("internal: no append session".into()))?;
-        session
-            .commit(seq, segment.clone(), trailer.to_array())
-            .await?;
+        let durable = if overlap {
+            let Continued { durable, next } = session
+                .commit_and_continue(seq, segment.clone(), trailer.to_array())
+                .await?;
+            self.session = next;
+            Some(durable)
+        } else {
+            session
+                .commit(seq, segment.clone(), trailer.to_array())
+                .await?;
+            None
+        };
         // The committed state is what was just written; no need to read it back.
         let commit = Commit::decode(&segment).map_err(Error::format("the commit just made"))?;
         self.index.remember_segment(commit.reference(), segment);
@@ -1348,9 +1544,35 @@ impl ArtifactWriter {
         self.last_committed.append(&mut self.already_committed);
         self.placed_at = None;
         self.pending.clear();
+        self.staged = None;
         self.placed.clear();
         self.pending_versions.clear();
-        Ok(())
+        Ok(durable)
+    }
+}
+
+/// A commit started by [`ArtifactWriter::start_commit`].
+#[derive(Debug)]
+#[must_use = "a started commit is not durable until its ticket says so"]
+pub struct CommitTicket {
+    seq: u64,
+    durable: Option<Durable>,
+}
+
+impl CommitTicket {
+    /// The commit's sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Waits until the commit is durable (a crash can no longer lose it), or returns why it
+    /// is not: an error means the commit and every later one of this writer did not land,
+    /// except [`StoreError::Unknown`], which leaves open whether this one did.
+    pub async fn durable(self) -> Result<()> {
+        match self.durable {
+            Some(durable) => durable.wait().await.map_err(Error::Store),
+            None => Ok(()),
+        }
     }
 }
 
@@ -1487,16 +1709,61 @@ fn prepare_all(
     }
 }
 
+/// Signs `digests` as block records on every core.
 fn sign_all(key: &SigningKey, digests: &[Digest]) -> Vec<[u8; SIGNATURE_LEN]> {
-    if digests.len() < 8 {
-        return digests
-            .iter()
-            .map(|d| key.sign(SignedKind::Block, d))
-            .collect();
+    let threads = if digests.len() < SIGN_IN_BACKGROUND_FROM {
+        1
+    } else {
+        available_threads()
+    };
+    parallel_map(digests, threads, |d| key.sign(SignedKind::Block, d))
+}
+
+/// Batches of at least this many records are signed in the background; smaller ones (a
+/// single `add`) at once, where a thread hand-over would cost more than it saves.
+const SIGN_IN_BACKGROUND_FROM: usize = 8;
+
+/// The signatures of a batch of records, being made.
+enum Signatures {
+    Ready(Vec<[u8; SIGNATURE_LEN]>),
+    Signing(tokio::task::JoinHandle<Vec<[u8; SIGNATURE_LEN]>>),
+}
+
+impl Signatures {
+    /// Starts signing `digests`: on the runtime's blocking threads (and every core) for a
+    /// batch, at once for a few records or outside a runtime.
+    fn start(key: &Arc<SigningKey>, digests: Vec<Digest>) -> Self {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if digests.len() >= SIGN_IN_BACKGROUND_FROM => {
+                let key = key.clone();
+                Self::Signing(runtime.spawn_blocking(move || sign_all(&key, &digests)))
+            }
+            _ => Self::Ready(sign_all(key, &digests)),
+        }
     }
-    parallel_map(digests, available_threads(), |d| {
-        key.sign(SignedKind::Block, d)
-    })
+
+    async fn wait(self) -> Result<Vec<[u8; SIGNATURE_LEN]>> {
+        match self {
+            Self::Ready(signatures) => Ok(signatures),
+            Self::Signing(task) => task
+                .await
+                .map_err(|e| Error::Invalid(format!("internal: signing records failed: {e}"))),
+        }
+    }
+}
+
+/// A batch of placed records whose signatures are being made.
+struct Signing {
+    signing: Signatures,
+    records: Vec<UnsignedRecord>,
+}
+
+/// A placed record but for its signature.
+struct UnsignedRecord {
+    entry: IndexEntry,
+    header: [u8; BLOCK_HEADER_LEN],
+    metadata: Bytes,
+    data: Bytes,
 }
 
 #[cfg(test)]

@@ -1,0 +1,222 @@
+//! Overlapped commits (`ArtifactWriter::start_commit`) and background signing: they change
+//! when the work is done, never what is written. The oracle is the sequential writer: the
+//! same blocks, ids, times and commit points give the same file, byte for byte.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use maif_store::artifact::{
+    ArtifactReader, ArtifactWriter, CommitTicket, CreateOptions, NewBlock, VerifyOptions, verify,
+};
+use maif_store::format::{Action, FourCC};
+use serde_json::Map;
+
+/// What to do between blocks, as a user would.
+enum Step {
+    /// Add these blocks (ids from `first`) in one batch.
+    Batch { first: u32, count: u32, len: usize },
+    /// Update block `id` with new bytes.
+    Update { id: u32 },
+    /// Record an artifact-level event.
+    Event,
+    /// Commit (sequentially, or started and left in flight).
+    Commit,
+}
+
+fn id(n: u32) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[12..].copy_from_slice(&n.to_be_bytes());
+    // A valid UUID v4 layout, as fresh ids have.
+    id[6] = 0x40;
+    id[8] = 0x80;
+    id
+}
+
+fn block(n: u32, len: usize, salt: u8) -> NewBlock {
+    NewBlock::new(FourCC::BINA, vec![(n as u8) ^ salt; len])
+        .with_id(id(n))
+        .with_timestamp(1_700_000_000_000_000 + u64::from(n))
+}
+
+/// Batches of 1 and 3 blocks are signed at once, larger ones in the background; events stop
+/// the staging of provenance entries; updates take versions.
+fn steps() -> Vec<Step> {
+    use Step::*;
+    vec![
+        Batch {
+            first: 1,
+            count: 1,
+            len: 100,
+        },
+        Batch {
+            first: 2,
+            count: 3,
+            len: 2_000,
+        },
+        Commit,
+        Batch {
+            first: 10,
+            count: 700,
+            len: 1_024,
+        },
+        Batch {
+            first: 800,
+            count: 40,
+            len: 70_000,
+        },
+        Commit,
+        Batch {
+            first: 2_000,
+            count: 1_024,
+            len: 512,
+        },
+        Event,
+        Batch {
+            first: 4_000,
+            count: 20,
+            len: 300,
+        },
+        Update { id: 11 },
+        Commit,
+        Batch {
+            first: 5_000,
+            count: 9,
+            len: 64,
+        },
+        Commit,
+        Update { id: 5_001 },
+        Batch {
+            first: 6_000,
+            count: 2_000,
+            len: 256,
+        },
+        Commit,
+    ]
+}
+
+async fn write(path: &Path, overlap: bool) {
+    let options = CreateOptions {
+        agent_id: "overlap".into(),
+        created_us: Some(1_700_000_000_000_000),
+        artifact_id: Some([7; 16]),
+        ..CreateOptions::default()
+    };
+    let mut writer = ArtifactWriter::create(common::file_store(path), common::test_key(), options)
+        .await
+        .expect("create");
+    writer.set_clock(|| 1_700_000_100_000_000);
+    let mut in_flight: Option<CommitTicket> = None;
+    for step in steps() {
+        match step {
+            Step::Batch { first, count, len } => {
+                writer
+                    .add_batch((first..first + count).map(|n| block(n, len, 0)).collect())
+                    .await
+                    .expect("add_batch");
+            }
+            Step::Update { id: n } => {
+                writer
+                    .update(id(n), block(n, 33, 0x5a).with_id(id(n)))
+                    .await
+                    .expect("update");
+            }
+            Step::Event => writer
+                .record_event(Action::Migrate, Map::new())
+                .await
+                .expect("event"),
+            Step::Commit if overlap => {
+                let started = writer.start_commit().await.expect("start_commit");
+                if let Some(previous) = in_flight.replace(started) {
+                    previous.durable().await.expect("durable");
+                }
+            }
+            Step::Commit => writer.commit().await.expect("commit"),
+        }
+    }
+    if let Some(last) = in_flight {
+        last.durable().await.expect("durable");
+    }
+}
+
+#[tokio::test]
+async fn overlapped_commits_write_exactly_what_sequential_commits_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sequential = dir.path().join("sequential.maif");
+    let overlapped = dir.path().join("overlapped.maif");
+    write(&sequential, false).await;
+    write(&overlapped, true).await;
+    let (a, b) = (
+        std::fs::read(&sequential).expect("read"),
+        std::fs::read(&overlapped).expect("read"),
+    );
+    assert_eq!(a.len(), b.len(), "the files differ in length");
+    assert!(a == b, "the overlapped writer wrote other bytes");
+    let report = verify(common::file_store(&overlapped), VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert!(report.valid && report.warnings.is_empty(), "{report:?}");
+    let reader = ArtifactReader::open(common::file_store(&overlapped))
+        .await
+        .expect("open");
+    assert_eq!(reader.commit().seq(), 5);
+}
+
+/// A started commit is the store's: dropping the writer does not undo it, and the ticket
+/// still tells when it is durable. Blocks added after it and never committed are cut off.
+#[tokio::test]
+async fn a_started_commit_outlives_its_writer_and_later_blocks_do_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("a.maif");
+    let mut writer = common::write_small_artifact(&path).await;
+    let before = writer.record_count();
+    writer
+        .add_batch((1..=500).map(|n| block(n, 1_024, 1)).collect())
+        .await
+        .expect("add");
+    let ticket = writer.start_commit().await.expect("start");
+    assert_eq!(ticket.seq(), writer.last_commit().seq());
+    writer
+        .add_batch((501..=900).map(|n| block(n, 1_024, 1)).collect())
+        .await
+        .expect("add after");
+    drop(writer);
+    ticket.durable().await.expect("durable");
+    let reader = ArtifactReader::open(common::file_store(&path))
+        .await
+        .expect("open");
+    assert_eq!(reader.record_count(), before + 500);
+    let report = verify(common::file_store(&path), VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert!(report.valid && report.warnings.is_empty(), "{report:?}");
+    // The next writer appends after it.
+    let mut next = ArtifactWriter::open(common::file_store(&path), common::test_key())
+        .await
+        .expect("reopen");
+    next.add(block(901, 10, 1)).await.expect("add");
+    next.commit().await.expect("commit");
+}
+
+/// Stores that cannot overlap commits (every object store) make the commit durable before
+/// `start_commit` returns; the ticket is ready and the result is the same artifact.
+#[tokio::test]
+async fn on_an_object_store_a_started_commit_is_durable_at_once() {
+    let store: Arc<dyn maif_store::store::BlockStore> =
+        Arc::new(maif_store::store::ObjectBackend::new(
+            Arc::new(object_store::memory::InMemory::new()),
+            object_store::path::Path::from("overlap"),
+            "memory://test/overlap",
+        ));
+    let mut writer = common::write_small_artifact_to(store.clone()).await;
+    let before = writer.record_count();
+    writer
+        .add_batch((1..=50).map(|n| block(n, 100, 2)).collect())
+        .await
+        .expect("add");
+    let ticket = writer.start_commit().await.expect("start");
+    let reader = ArtifactReader::open(store.clone()).await.expect("open");
+    assert_eq!(reader.record_count(), before + 50, "not durable at once");
+    ticket.durable().await.expect("durable");
+}
