@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::{Signature, Signer, SigningKey as DalekKey};
 use maif_store::SigningKey;
 use maif_store::artifact::{
-    ArtifactReader, ArtifactWriter, CreateOptions, NewBlock, VerifyOptions, verify,
+    ArtifactReader, ArtifactWriter, CommitTicket, CreateOptions, NewBlock, VerifyOptions, verify,
 };
 use maif_store::format::FourCC;
 use maif_store::format::digest::{SignedKind, sha256, signed_message};
@@ -80,7 +80,9 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// A bulk import, as `maif import` does it: blocks in batches of 1,024 (hashed and signed on
-/// every core), a commit every 10,000 blocks or 64 MiB.
+/// every core, while the previous batch is sent), a commit every 10,000 blocks or 64 MiB,
+/// each made durable while the next blocks are signed (one commit in flight, waited for
+/// before the next starts), and every commit durable at the end.
 async fn write_artifact(path: &std::path::Path, block_len: usize, count: usize) {
     let store: Arc<dyn BlockStore> = Arc::new(FileStore::new(path));
     let options = CreateOptions {
@@ -94,6 +96,7 @@ async fn write_artifact(path: &std::path::Path, block_len: usize, count: usize) 
     let payload = bytes::Bytes::from(vec![0x5au8; block_len]);
     let per_commit = (10_000usize).min((64 << 20) / block_len).max(1);
     let mut since_commit = 0;
+    let mut in_flight = None;
     let mut left = count;
     while left > 0 {
         let batch = left.min(1024).min(per_commit - since_commit);
@@ -108,11 +111,17 @@ async fn write_artifact(path: &std::path::Path, block_len: usize, count: usize) 
         left -= batch;
         since_commit += batch;
         if since_commit == per_commit {
-            writer.commit().await.expect("commit");
+            let started = writer.start_commit().await.expect("commit");
+            if let Some(previous) = in_flight.replace(started) {
+                CommitTicket::durable(previous).await.expect("durable");
+            }
             since_commit = 0;
         }
     }
     writer.commit().await.expect("commit");
+    if let Some(previous) = in_flight {
+        previous.durable().await.expect("durable");
+    }
 }
 
 fn write_figures(

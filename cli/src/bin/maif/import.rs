@@ -91,8 +91,11 @@ pub async fn run(args: ImportArgs, settings: &S3Settings) -> Result<(), Error> {
     let mut batch: Vec<NewBlock> = Vec::new();
     let (mut blocks, mut commits, mut payload_bytes, mut batch_bytes) = (0u64, 0u64, 0u64, 0u64);
     let mut number = 0u64;
-    // Lines up to this one are committed: what a failed run tells the user.
+    // Lines up to this one are committed (durably): what a failed run tells the user.
     let mut committed_through = 0u64;
+    // The commit being made durable while the next lines are signed, with the last line it
+    // holds; waited for before the next commit starts, so at most one is in flight.
+    let mut in_flight: Option<(maif_store::artifact::CommitTicket, u64)> = None;
     let outcome = async {
         for line in BufReader::new(input).lines() {
             number += 1;
@@ -119,15 +122,23 @@ pub async fn run(args: ImportArgs, settings: &S3Settings) -> Result<(), Error> {
             }
             if blocks % args.commit_every.max(1) as u64 == 0 || batch_bytes >= args.commit_bytes {
                 writer.add_batch(std::mem::take(&mut batch)).await?;
-                writer.commit().await?;
-                committed_through = number;
-                commits += 1;
+                let started = writer.start_commit().await?;
+                if let Some((previous, through)) = in_flight.replace((started, number)) {
+                    previous.durable().await?;
+                    committed_through = through;
+                    commits += 1;
+                }
                 payload_bytes += batch_bytes;
                 batch_bytes = 0;
                 bar.set_message(format!("{blocks} blocks, {commits} commits"));
             }
         }
         writer.add_batch(std::mem::take(&mut batch)).await?;
+        if let Some((previous, through)) = in_flight.take() {
+            previous.durable().await?;
+            committed_through = through;
+            commits += 1;
+        }
         if batch_bytes > 0 || writer.record_count() > writer.last_commit().record_count() {
             writer.commit().await?;
             commits += 1;
@@ -138,6 +149,13 @@ pub async fn run(args: ImportArgs, settings: &S3Settings) -> Result<(), Error> {
     }
     .await;
     if let Err(e) = outcome {
+        // A commit still in flight may yet become durable: say so only once it has.
+        if let Some((previous, through)) = in_flight.take()
+            && previous.durable().await.is_ok()
+        {
+            committed_through = through;
+            commits += 1;
+        }
         bar.finish_and_clear();
         // A re-run adds every line again unless it names its id: say what is committed.
         let unknown = matches!(
