@@ -678,9 +678,10 @@ const BACKGROUND_SYNC: u64 = 8 << 20;
 /// A thread that writes records while the caller hashes and signs the next ones, and, for
 /// an append, makes its commits durable in order.
 ///
-/// For an append it also makes what it wrote durable as it goes (`fdatasync` after every
-/// `sync_every` bytes, [`BACKGROUND_SYNC`]), so the disk works while the caller does, and the
-/// phase-1 `fdatasync` of the commit finds little left to write. (An import flushes on
+/// For an append it also makes what it wrote durable as it goes (an `fdatasync` started on
+/// a thread of its own after every `sync_every` bytes, [`BACKGROUND_SYNC`], while writing
+/// goes on: [`BackgroundFlush`]), so the disk works while the caller does, and the phase-1
+/// `fdatasync` of the commit finds little left to write. (An import flushes on
 /// threads of its own and passes `None`.) This changes nothing about what is
 /// committed: only the trailer, written after phase 1, commits anything.
 ///
@@ -739,6 +740,7 @@ impl Pipeline {
                 failure: None,
             });
             let mut unsynced = 0u64;
+            let mut flush = BackgroundFlush(None);
             let mut write_error = None;
             while let Some(job) = receiver.blocking_recv() {
                 match job {
@@ -755,13 +757,12 @@ impl Pipeline {
                         }
                         let written = write_record(&file, offset, &record).and_then(|()| {
                             unsynced += record.len();
-                            match sync_every {
-                                Some(every) if unsynced >= every => {
-                                    unsynced = 0;
-                                    file.sync_data()
-                                }
-                                _ => Ok(()),
+                            if sync_every.is_some_and(|every| unsynced >= every)
+                                && flush.start(&file)?
+                            {
+                                unsynced = 0;
                             }
+                            Ok(())
                         });
                         if let Err(e) = written {
                             if let Some(commits) = commits.as_mut() {
@@ -780,7 +781,14 @@ impl Pipeline {
                         done,
                     } => {
                         let result = match commits.as_mut() {
-                            Some(commits) => commits.commit(&file, seq, at, &segment, &trailer),
+                            Some(commits) => {
+                                if let Err(e) = flush.wait() {
+                                    commits
+                                        .failure
+                                        .get_or_insert_with(|| format!("flushing records: {e}"));
+                                }
+                                commits.commit(&file, seq, at, &segment, &trailer)
+                            }
                             None => Err(StoreError::Misuse {
                                 location: String::new(),
                                 reason: "a commit sent to an import's writer".into(),
@@ -791,6 +799,9 @@ impl Pipeline {
                         let _ = done.send(result);
                     }
                 }
+            }
+            if let Err(e) = flush.wait() {
+                write_error.get_or_insert(e);
             }
             // The append ended: cut back whatever follows its newest durable commit.
             if let Some(commits) = commits.as_mut()
@@ -820,6 +831,39 @@ impl Pipeline {
         self.worker
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the record writer thread panicked")))
+    }
+}
+
+/// An `fdatasync` running beside the record writer, so writing goes on while the disk
+/// flushes what was written before.
+struct BackgroundFlush(Option<JoinHandle<std::io::Result<()>>>);
+
+impl BackgroundFlush {
+    /// Starts a flush of `file`, unless one is still running (then `false`: what was
+    /// written since waits for the next one).
+    fn start(&mut self, file: &Arc<File>) -> std::io::Result<bool> {
+        if self
+            .0
+            .as_ref()
+            .is_some_and(|running| !running.is_finished())
+        {
+            return Ok(false);
+        }
+        self.wait()?;
+        let file = file.clone();
+        self.0 = Some(std::thread::spawn(move || file.sync_data()));
+        Ok(true)
+    }
+
+    /// Waits for the running flush. Its error is the append's: the kernel reports a failed
+    /// writeback to one `fdatasync` only, so the commit's own could miss it.
+    fn wait(&mut self) -> std::io::Result<()> {
+        match self.0.take() {
+            Some(running) => running
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("a flush thread panicked"))),
+            None => Ok(()),
+        }
     }
 }
 
