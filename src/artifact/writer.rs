@@ -216,7 +216,8 @@ struct Staged {
     last_record: Option<Digest>,
     frontier: Frontier,
     head: Digest,
-    entries: Vec<ProvenanceEntry>,
+    /// The staged entries, encoded as the segment's provenance part holds them.
+    provenance: Vec<u8>,
     /// Merkle node hashes computed (see [`ArtifactWriter::merkle_hashes`]).
     hashes: u64,
 }
@@ -230,7 +231,7 @@ impl Staged {
             last_record: None,
             frontier: commit.frontier().clone(),
             head: commit.header().provenance_head,
-            entries: Vec::new(),
+            provenance: Vec::new(),
             hashes: 0,
         }
     }
@@ -259,7 +260,9 @@ impl Staged {
             self.hashes += u64::from(self.frontier.append(&p.entry.digest));
             let entry = block_entry(block, p, self.head);
             self.head = entry.digest().map_err(Error::format("provenance entry"))?;
-            self.entries.push(entry);
+            entry
+                .encode(&mut self.provenance)
+                .map_err(Error::format("provenance entry"))?;
             self.blocks += 1;
             self.last_record = Some(p.entry.digest);
         }
@@ -343,15 +346,32 @@ fn details(value: Value) -> Vec<u8> {
 /// the bytes [`details`] writes for that map, without building the map (this runs once per
 /// block of every commit).
 fn block_details(block_id: &[u8; 16], block_type: FourCC, version: u32) -> Vec<u8> {
+    use std::io::Write as _;
     let mut out = Vec::with_capacity(80);
-    out.extend_from_slice(b"{\"block_id\":");
-    // Serializing a string into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut out, &format_id(block_id));
-    out.extend_from_slice(b",\"block_type\":");
-    let _ = serde_json::to_writer(&mut out, &block_type.to_string());
-    out.extend_from_slice(b",\"version\":");
-    out.extend_from_slice(version.to_string().as_bytes());
-    out.push(b'}');
+    out.extend_from_slice(b"{\"block_id\":\"");
+    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    out.extend_from_slice(
+        uuid::Uuid::from_bytes(*block_id)
+            .hyphenated()
+            .encode_lower(&mut id)
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\",\"block_type\":");
+    let code = block_type.0;
+    if code
+        .iter()
+        .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\\'))
+    {
+        // The common case: four printable characters, which JSON writes as they are.
+        out.push(b'"');
+        out.extend_from_slice(&code);
+        out.push(b'"');
+    } else {
+        // Serializing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, &block_type.to_string());
+    }
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, ",\"version\":{version}}}");
     out
 }
 
@@ -788,6 +808,15 @@ impl ArtifactWriter {
                 // already, so they are matched by id, not by count: among the newest placed
                 // (a later version of an id wins), then among those found committed.
                 let newest = &self.placed[self.placed.len().saturating_sub(slots.len())..];
+                // The common case: every block placed, in order, nothing re-linked.
+                if newest.len() == slots.len()
+                    && slots
+                        .iter()
+                        .zip(newest)
+                        .all(|((id, slot), p)| slot.is_none() && p.entry.block_id == *id)
+                {
+                    return Ok(newest.iter().map(|p| self.block_ref(p)).collect());
+                }
                 let placed: HashMap<[u8; 16], &Placed> =
                     newest.iter().map(|p| (p.entry.block_id, p)).collect();
                 slots
@@ -1408,10 +1437,11 @@ impl ArtifactWriter {
             blocks: staged_blocks,
             mut frontier,
             mut hashes,
-            mut entries,
+            mut provenance,
             mut head,
             ..
         } = staged;
+        let mut added = staged_blocks as u64;
         let mut placed = self.placed[staged_blocks..].iter();
         for item in &self.pending[staged_blocks..] {
             let entry = match item {
@@ -1438,9 +1468,11 @@ impl ArtifactWriter {
                 }
             };
             head = entry.digest().map_err(Error::format("provenance entry"))?;
-            entries.push(entry);
+            entry
+                .encode(&mut provenance)
+                .map_err(Error::format("provenance entry"))?;
+            added += 1;
         }
-        let provenance = encode_entries(&entries).map_err(Error::format("provenance entry"))?;
         let new_entries: Vec<RunEntry> = self
             .placed
             .iter()
@@ -1472,8 +1504,8 @@ impl ArtifactWriter {
             records_start: self.commit.end(),
             record_count: frontier.size(),
             records_added: self.placed.len() as u64,
-            provenance_count: base.provenance_count + entries.len() as u64,
-            provenance_added: entries.len() as u64,
+            provenance_count: base.provenance_count + added,
+            provenance_added: added,
             provenance_len: provenance.len() as u64,
             run_len: run_bytes.len() as u64,
             flags: if self.rules.sealed_flag() {
