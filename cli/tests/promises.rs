@@ -975,6 +975,71 @@ fn a_maif_import_stopped_in_an_overlapped_commit_holds_no_line_after_it() {
     }
 }
 
+/// The truthful-outcome promise of `maif import` (README: "lines count as committed only once
+/// their commit is durable: a failure reports exactly those") when a commit fails while the
+/// next one is already handed over: the second commit's phase-1 `fdatasync` fails
+/// (`MAIF_TEST_FAIL_AT`, src/store/mod.rs). The import names lines 1-10 as committed and
+/// exits 1; the file holds exactly the first commit (the failed one and the one after it cut
+/// or never written); a re-run imports the rest once.
+#[test]
+fn a_maif_import_whose_commit_fails_reports_exactly_the_durable_lines() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let id = |line: usize| format!("00000000-0000-4000-8000-{line:012x}");
+    let lines: String = (1..=30)
+        .map(|n| {
+            format!(
+                "{{\"type\":\"TEXT\",\"text\":\"line {n}\",\"id\":\"{}\"}}\n",
+                id(n)
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("lines.jsonl"), lines).expect("write lines");
+    let before = artifact_with(dir, "fail.maif", &["before the import"]);
+    let import = |fail: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_maif"));
+        command.current_dir(dir).args([
+            "import",
+            "fail.maif",
+            "--key",
+            "k.pem",
+            "--jsonl",
+            "lines.jsonl",
+            "--commit-every",
+            "10",
+            "--quiet",
+        ]);
+        if fail {
+            command.env("MAIF_TEST_FAIL_AT", "append:phase-1-sync@2");
+        }
+        command.output().expect("run maif")
+    };
+    let failed = import(true);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(2), "{}", said(&failed));
+    assert!(
+        stderr.contains("lines 1-10 of lines.jsonl are committed (1 commits)")
+            && stderr.contains("MAIF_TEST_FAIL_AT"),
+        "{}",
+        said(&failed)
+    );
+    let mut expected = before.clone();
+    expected.extend((1..=10).map(id));
+    assert_eq!(ids_listed(dir, "fail.maif"), expected);
+    let report = json(dir, &["verify", "fail.maif", "--json"]);
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(report["warnings"], serde_json::json!([]), "{report}");
+
+    let rerun = import(false);
+    assert!(rerun.status.success(), "re-run: {}", said(&rerun));
+    let mut expected = before;
+    expected.extend((1..=30).map(id));
+    assert_eq!(ids_listed(dir, "fail.maif"), expected, "after the re-run");
+    let report = json(dir, &["verify", "fail.maif", "--json"]);
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(report["warnings"], serde_json::json!([]), "{report}");
+}
+
 /// Every key under `prefix` in `bucket`, relative to the prefix.
 fn s3_keys(bucket: &str, prefix: &str) -> Vec<String> {
     use futures::TryStreamExt;

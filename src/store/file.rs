@@ -62,7 +62,7 @@ use bytes::Bytes;
 
 use super::{
     AppendBase, AppendSession, Base, BlockStore, CommitRef, Continued, Durable, ImportSession,
-    Latest, RecordBytes, StoreError, crash_point, run_blocking,
+    Latest, RecordBytes, StoreError, crash_point, fail_point, run_blocking,
 };
 use crate::format::Codec;
 use crate::format::file_header::FILE_HEADER_LEN;
@@ -938,7 +938,9 @@ impl Commits {
         )?;
         crash_point("append:segment-written");
         // Phase 1: every record and the segment are durable before the trailer exists.
-        file.sync_data().map_err(io("syncing the commit"))?;
+        file.sync_data()
+            .and_then(|()| fail_point("append:phase-1-sync"))
+            .map_err(io("syncing the commit"))?;
         crash_point("append:phase-1-synced");
         write_in_halves(
             trailer,

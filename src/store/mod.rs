@@ -11,6 +11,8 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::ops::Range;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -54,24 +56,47 @@ pub(crate) async fn run_blocking<T: Send + 'static>(
 /// of the commit protocol that FORMAT.md's crash table (13.3) lists; `tests/crash.rs`
 /// stops a writer at each of them and checks the state the table describes.
 pub(crate) fn crash_point(point: &str) {
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
     static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
     static REACHED: AtomicU64 = AtomicU64::new(0);
-    let target = TARGET.get_or_init(|| {
-        let wanted = std::env::var("MAIF_TEST_CRASH_AT").ok()?;
+    if hook_fires("MAIF_TEST_CRASH_AT", &TARGET, &REACHED, point) {
+        eprintln!("MAIF_TEST_CRASH_AT: aborting at {point}");
+        std::process::abort();
+    }
+}
+
+/// Test hook for the failure tests, inert in normal use: with `MAIF_TEST_FAIL_AT=POINT` (or
+/// `POINT@N`), the first (or Nth) time the store reaches the failure point `POINT` it fails
+/// as the system call there would (an I/O error), so tests can check that the failure is
+/// reported truthfully and nothing is lost. The one point today is
+/// `append:phase-1-sync` (the `fdatasync` of a commit's first phase, FORMAT.md 13.2).
+pub(crate) fn fail_point(point: &str) -> std::io::Result<()> {
+    static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static REACHED: AtomicU64 = AtomicU64::new(0);
+    if hook_fires("MAIF_TEST_FAIL_AT", &TARGET, &REACHED, point) {
+        return Err(std::io::Error::other(format!(
+            "failure injected at {point} (MAIF_TEST_FAIL_AT)"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether the test hook variable `variable` (`POINT` or `POINT@N`) names `point` and this
+/// is the Nth time it is reached.
+fn hook_fires(
+    variable: &str,
+    target: &OnceLock<Option<(String, u64)>>,
+    reached: &AtomicU64,
+    point: &str,
+) -> bool {
+    let target = target.get_or_init(|| {
+        let wanted = std::env::var(variable).ok()?;
         Some(match wanted.split_once('@') {
             Some((name, nth)) => (name.to_string(), nth.parse().unwrap_or(1)),
             None => (wanted, 1),
         })
     });
-    if let Some((name, nth)) = target
-        && name == point
-        && REACHED.fetch_add(1, Ordering::SeqCst) + 1 == *nth
-    {
-        eprintln!("MAIF_TEST_CRASH_AT: aborting at {point}");
-        std::process::abort();
-    }
+    matches!(target, Some((name, nth))
+        if name == point && reached.fetch_add(1, Ordering::SeqCst) + 1 == *nth)
 }
 
 /// Errors from a store.
