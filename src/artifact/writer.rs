@@ -15,7 +15,7 @@
 //! compressed bytes are kept; only headers, record digests and signatures are redone) and
 //! tries again, up to [`ArtifactWriter::with_max_retries`] times.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -305,9 +305,9 @@ pub struct ArtifactWriter {
     /// then the pending events. Reset whenever `commit` changes or `pending` is cleared.
     rules: ProvenanceRules,
     session: Option<Box<dyn AppendSession>>,
-    /// The last batch placed, while its records are signed; sent to the session by the next
-    /// batch or the commit.
-    signing: Option<Signing>,
+    /// The last batches placed, oldest first, while their records are signed; sent to the
+    /// session by a later batch or the commit.
+    signing: VecDeque<Signing>,
     /// The pending blocks' provenance entries and frontier, as far as built (see [`Staged`]).
     staged: Option<Staged>,
     merkle_hashes: u64,
@@ -576,7 +576,7 @@ impl ArtifactWriter {
             pending_versions: HashMap::new(),
             rules,
             session: None,
-            signing: None,
+            signing: VecDeque::new(),
             staged: None,
             merkle_hashes: 0,
             compacting: false,
@@ -1097,15 +1097,20 @@ impl ArtifactWriter {
             refs.push(self.block_ref(&placed));
             self.placed.push(placed);
         }
-        if let Some(previous) = self.signing.take() {
-            self.send_signed(previous).await?;
-        }
-        let batch = Signing { signing, records };
-        if matches!(batch.signing, Signatures::Ready(_)) {
-            // Signed already (a few records): sent now, as a single `add` expects.
-            self.send_signed(batch).await?;
-        } else {
-            self.signing = Some(batch);
+        // Records go to the store in order: the oldest batches first, once signed, with at
+        // most SIGNING_DEPTH batches being signed (so a commit finds its last two batches
+        // still signing, and builds its segment meanwhile). A batch signed at once (a
+        // single `add`) is sent now when nothing is ahead of it.
+        self.signing.push_back(Signing { signing, records });
+        while self.signing.len() > SIGNING_DEPTH
+            || self
+                .signing
+                .front()
+                .is_some_and(|b| matches!(b.signing, Signatures::Ready(_)))
+        {
+            if let Some(oldest) = self.signing.pop_front() {
+                self.send_signed(oldest).await?;
+            }
         }
         if stage {
             let mut staged = self
@@ -1144,16 +1149,16 @@ impl ArtifactWriter {
 
     /// Sends every placed record still being signed to the store.
     async fn send_all_signed(&mut self) -> Result<()> {
-        match self.signing.take() {
-            Some(batch) => self.send_signed(batch).await,
-            None => Ok(()),
+        while let Some(oldest) = self.signing.pop_front() {
+            self.send_signed(oldest).await?;
         }
+        Ok(())
     }
 
     /// Drops everything pending: the writer is back at its newest commit.
     fn abandon(&mut self) {
         self.session = None;
-        self.signing = None;
+        self.signing.clear();
         self.placed_at = None;
         self.already_committed.clear();
         self.stale = false;
@@ -1167,7 +1172,7 @@ impl ArtifactWriter {
     /// Reads the newest commit and links every pending item onto it again.
     async fn rebase(&mut self) -> Result<()> {
         self.session = None;
-        self.signing = None;
+        self.signing.clear();
         self.staged = None;
         self.stale = true;
         let settled = Self::load_newest(&self.store, &self.public).await?;
@@ -1411,7 +1416,7 @@ impl ArtifactWriter {
         if self.pending.is_empty() {
             // Every pending block turned out to be committed already: nothing to write.
             self.session = None;
-            self.signing = None;
+            self.signing.clear();
             self.last_committed = std::mem::take(&mut self.already_committed);
             return Ok(None);
         }
@@ -1750,6 +1755,9 @@ fn sign_all(key: &SigningKey, digests: &[Digest]) -> Vec<[u8; SIGNATURE_LEN]> {
     };
     parallel_map(digests, threads, |d| key.sign(SignedKind::Block, d))
 }
+
+/// Batches being signed in the background at most, beyond the one just placed.
+const SIGNING_DEPTH: usize = 2;
 
 /// Batches of at least this many records are signed in the background; smaller ones (a
 /// single `add`) at once, where a thread hand-over would cost more than it saves.
