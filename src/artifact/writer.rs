@@ -869,7 +869,14 @@ impl ArtifactWriter {
     ) -> Result<Vec<([u8; 16], Option<BlockRef>)>> {
         let clock = self.clock.clone();
         let mut slots = Vec::new();
-        for slice in slices {
+        let mut slices: VecDeque<_> = slices.into();
+        while let Some(mut slice) = slices.pop_front() {
+            if self.signing.is_empty() && slice.len() >= 2 * FIRST_SIGNED {
+                // Nothing is being signed (the first batch, or the first after a commit):
+                // a small first part starts the cores signing while the rest is prepared.
+                let rest = slice.split_off(FIRST_SIGNED);
+                slices.push_front(rest);
+            }
             let all = prepare_all(slice, &*clock)?;
             let mut versions = Vec::with_capacity(all.len());
             let mut prepared = Vec::with_capacity(all.len());
@@ -1755,6 +1762,10 @@ fn sign_all(key: &SigningKey, digests: &[Digest]) -> Vec<[u8; SIGNATURE_LEN]> {
     };
     parallel_map(digests, threads, |d| key.sign(SignedKind::Block, d))
 }
+
+/// How many blocks a batch places first when nothing is being signed (see
+/// [`ArtifactWriter::add_slices`]).
+const FIRST_SIGNED: usize = 128;
 
 /// Batches being signed in the background at most, beyond the one just placed.
 const SIGNING_DEPTH: usize = 2;
