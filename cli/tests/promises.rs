@@ -879,6 +879,45 @@ fn a_maif_add_crashed_at_any_step_leaves_its_block_absent_or_whole() {
     }
 }
 
+/// The id line `line` of [`write_thirty_lines`] names.
+fn line_id(line: usize) -> String {
+    format!("00000000-0000-4000-8000-{line:012x}")
+}
+
+/// Writes `lines.jsonl` in `dir`: 30 TEXT lines (`line N`), each naming its id.
+fn write_thirty_lines(dir: &Path) {
+    let lines: String = (1..=30)
+        .map(|n| {
+            format!(
+                "{{\"type\":\"TEXT\",\"text\":\"line {n}\",\"id\":\"{}\"}}\n",
+                line_id(n)
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("lines.jsonl"), lines).expect("write lines");
+}
+
+/// `maif import FILE` of `lines.jsonl`, a commit every 10 lines, with the test hook
+/// `(variable, value)` set if given.
+fn import_lines(dir: &Path, file: &str, hook: Option<(&str, String)>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_maif"));
+    command.current_dir(dir).args([
+        "import",
+        file,
+        "--key",
+        "k.pem",
+        "--jsonl",
+        "lines.jsonl",
+        "--commit-every",
+        "10",
+        "--quiet",
+    ]);
+    if let Some((variable, value)) = hook {
+        command.env(variable, value);
+    }
+    command.output().expect("run maif")
+}
+
 /// `maif import` makes each commit durable while it signs the next lines (one commit in
 /// flight, `ArtifactWriter::start_commit`), and promises that the bytes in the file still go
 /// through the states of the sequential protocol (FORMAT.md 13.2): the records of the next
@@ -902,33 +941,14 @@ fn a_maif_import_stopped_in_an_overlapped_commit_holds_no_line_after_it() {
     ];
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    let id = |line: usize| format!("00000000-0000-4000-8000-{line:012x}");
-    let lines: String = (1..=30)
-        .map(|n| {
-            format!(
-                "{{\"type\":\"TEXT\",\"text\":\"line {n}\",\"id\":\"{}\"}}\n",
-                id(n)
-            )
-        })
-        .collect();
-    std::fs::write(dir.join("lines.jsonl"), lines).expect("write lines");
+    let id = line_id;
+    write_thirty_lines(dir);
     let import = |file: &str, crash_at: Option<&str>| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_maif"));
-        command.current_dir(dir).args([
-            "import",
+        import_lines(
+            dir,
             file,
-            "--key",
-            "k.pem",
-            "--jsonl",
-            "lines.jsonl",
-            "--commit-every",
-            "10",
-            "--quiet",
-        ]);
-        if let Some(point) = crash_at {
-            command.env("MAIF_TEST_CRASH_AT", format!("{point}@2"));
-        }
-        command.output().expect("run maif")
+            crash_at.map(|point| ("MAIF_TEST_CRASH_AT", format!("{point}@2"))),
+        )
     };
     for (n, (point, whole, warning)) in points.into_iter().enumerate() {
         let file = format!("import-{n}.maif");
@@ -979,40 +999,21 @@ fn a_maif_import_stopped_in_an_overlapped_commit_holds_no_line_after_it() {
 /// their commit is durable: a failure reports exactly those") when a commit fails while the
 /// next one is already handed over: the second commit's phase-1 `fdatasync` fails
 /// (`MAIF_TEST_FAIL_AT`, src/store/mod.rs). The import names lines 1-10 as committed and
-/// exits 1; the file holds exactly the first commit (the failed one and the one after it cut
+/// exits 2 (an I/O error, not damage); the file holds exactly the first commit (the failed one and the one after it cut
 /// or never written); a re-run imports the rest once.
 #[test]
 fn a_maif_import_whose_commit_fails_reports_exactly_the_durable_lines() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
-    let id = |line: usize| format!("00000000-0000-4000-8000-{line:012x}");
-    let lines: String = (1..=30)
-        .map(|n| {
-            format!(
-                "{{\"type\":\"TEXT\",\"text\":\"line {n}\",\"id\":\"{}\"}}\n",
-                id(n)
-            )
-        })
-        .collect();
-    std::fs::write(dir.join("lines.jsonl"), lines).expect("write lines");
+    let id = line_id;
+    write_thirty_lines(dir);
     let before = artifact_with(dir, "fail.maif", &["before the import"]);
     let import = |fail: bool| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_maif"));
-        command.current_dir(dir).args([
-            "import",
+        import_lines(
+            dir,
             "fail.maif",
-            "--key",
-            "k.pem",
-            "--jsonl",
-            "lines.jsonl",
-            "--commit-every",
-            "10",
-            "--quiet",
-        ]);
-        if fail {
-            command.env("MAIF_TEST_FAIL_AT", "append:phase-1-sync@2");
-        }
-        command.output().expect("run maif")
+            fail.then(|| ("MAIF_TEST_FAIL_AT", "append:phase-1-sync@2".to_string())),
+        )
     };
     let failed = import(true);
     let stderr = String::from_utf8_lossy(&failed.stderr);
