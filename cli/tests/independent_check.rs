@@ -200,33 +200,7 @@ fn artifacts_built_through_the_cli_pass_the_independent_checker_and_damage_fails
 /// (offsets checked to be contiguous), with the public key and digests its table gives.
 fn worked_example() -> (Vec<u8>, std::collections::HashMap<String, String>) {
     let doc = std::fs::read_to_string(repo().join("docs/FORMAT.md")).expect("FORMAT.md");
-    let section = doc
-        .split("### 18.8 The whole file")
-        .nth(1)
-        .expect("FORMAT.md has section 18.8");
-    let dump = section
-        .split("```text\n")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .expect("a text block with the dump");
-    let mut bytes = Vec::new();
-    for line in dump.lines().filter(|l| !l.trim().is_empty()) {
-        // xxd: 8 hex digits of offset, ": ", then up to 16 bytes as 8 groups of 4 hex digits
-        // in columns 10..49; the ASCII column follows and is ignored.
-        let offset = usize::from_str_radix(&line[..8], 16).expect("offset");
-        assert_eq!(
-            offset,
-            bytes.len(),
-            "the dump skips or repeats bytes at {line}"
-        );
-        let hex: String = line
-            .get(10..49)
-            .unwrap_or(&line[10..])
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        bytes.extend(hex::decode(&hex).unwrap_or_else(|e| panic!("{line}: {e}")));
-    }
+    let bytes = common::worked_example::worked_example_bytes(&doc);
     // The table of 18: "| item | `value` |" rows.
     let table = doc
         .split("## 18. Worked example")

@@ -1325,25 +1325,7 @@ fn key_under(objects: &Path, key: &str) -> String {
 fn worked_example_file() -> Vec<u8> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let doc = std::fs::read_to_string(root.join("docs/FORMAT.md")).expect("FORMAT.md");
-    let dump = doc
-        .split("### 18.8 The whole file")
-        .nth(1)
-        .and_then(|s| s.split("```text\n").nth(1))
-        .and_then(|s| s.split("```").next())
-        .expect("FORMAT.md 18.8 has the dump");
-    let mut bytes = Vec::new();
-    for line in dump.lines().filter(|l| !l.trim().is_empty()) {
-        let offset = usize::from_str_radix(&line[..8], 16).expect("offset");
-        assert_eq!(offset, bytes.len(), "the dump is not contiguous at {line}");
-        let hex: String = line
-            .get(10..49)
-            .unwrap_or(&line[10..])
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        bytes.extend(hex::decode(&hex).expect("hex"));
-    }
-    bytes
+    common::worked_example::worked_example_bytes(&doc)
 }
 
 /// docs/OBJECT-LAYOUT.md:20-28: the worked example of FORMAT.md 18, converted with `maif

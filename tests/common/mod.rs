@@ -9,6 +9,7 @@ pub mod legacy_s3;
 pub mod parity;
 pub mod resign;
 pub mod s3;
+pub mod worked_example;
 
 use std::path::Path;
 use std::sync::Arc;
