@@ -40,7 +40,8 @@ async fn a_batch_of_many_slices_reads_back_where_add_batch_said() {
 
 /// A block refused in a late slice refuses the whole batch, whether it is caught before
 /// anything is placed (bad metadata) or after earlier slices went to the store (an id that
-/// already exists); blocks added before the batch are still committed, once.
+/// already exists), for batches of large blocks and of small ones; blocks added before the
+/// batch are still committed, once.
 #[tokio::test]
 async fn a_refused_block_in_a_late_slice_refuses_the_whole_batch() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -58,6 +59,28 @@ async fn a_refused_block_in_a_late_slice_refuses_the_whole_batch() {
     let mut existing_id: Vec<NewBlock> = (0..20).map(big).collect();
     existing_id.push(NewBlock::new(FourCC::TEXT, b"\0\0\0x".to_vec()).with_id(before.block_id));
     let refused = writer.add_batch(existing_id).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("already exists")),
+        "{refused:?}"
+    );
+
+    // One slice of small blocks, whose first 128 are placed on their own (nothing is being
+    // signed yet): refused whole just the same, for either reason.
+    let small = || -> Vec<NewBlock> {
+        (0..300)
+            .map(|n| NewBlock::new(FourCC::BINA, vec![n as u8; 100]))
+            .collect()
+    };
+    let mut small_bad_metadata = small();
+    small_bad_metadata
+        .push(NewBlock::new(FourCC::TEXT, b"x".to_vec()).with_metadata_bytes("not json"));
+    assert!(writer.add_batch(small_bad_metadata).await.is_err());
+    let mut small_existing_id = small();
+    small_existing_id
+        .push(NewBlock::new(FourCC::TEXT, b"\0\0\0x".to_vec()).with_id(before.block_id));
+    let refused = writer.add_batch(small_existing_id).await;
     assert!(
         refused
             .as_ref()

@@ -790,7 +790,9 @@ impl ArtifactWriter {
         self.check_open()?;
         let total = blocks.len();
         let groups = slices_by_payload(blocks);
-        if groups.len() > 1 {
+        // A batch placed in parts (by payload, or its first FIRST_SIGNED blocks first: see
+        // `add_slices`) refuses a bad block before any part is placed.
+        if groups.len() > 1 || total >= 2 * FIRST_SIGNED {
             // Refuse a bad block before any of the batch is placed.
             for (block, _) in groups.iter().flatten() {
                 crate::format::block::parse_block_metadata(&block.metadata)
@@ -1767,7 +1769,8 @@ fn sign_all(key: &SigningKey, digests: &[Digest]) -> Vec<[u8; SIGNATURE_LEN]> {
 /// [`ArtifactWriter::add_slices`]).
 const FIRST_SIGNED: usize = 128;
 
-/// Batches being signed in the background at most, beyond the one just placed.
+/// At most this many placed batches wait for their signatures (the one just placed
+/// included); an older one is sent to the store first.
 const SIGNING_DEPTH: usize = 2;
 
 /// Batches of at least this many records are signed in the background; smaller ones (a
