@@ -57,6 +57,8 @@ enum Command {
     /// return.
     Add(AddArgs),
     /// Append one block per line of a JSON Lines file, committing every N blocks or bytes.
+    /// Each commit is made durable while the next lines are signed; on failure, the lines
+    /// named as committed are exactly those whose commit is durable.
     Import(ImportArgs),
     /// List blocks: id, type, version, size, timestamp, metadata. Each listed record (up to
     /// 4 MiB) is checked against its committed digest: an altered one exits 1.
