@@ -1041,6 +1041,84 @@ fn a_maif_import_whose_commit_fails_reports_exactly_the_durable_lines() {
     assert_eq!(report["warnings"], serde_json::json!([]), "{report}");
 }
 
+/// README (import): "The import holds the file's write lock until its last commit, so a
+/// `maif add` run meanwhile waits, then appends after it", as a user meets it: an import of
+/// 20,000 lines (a commit every 1,000, each overlapped with the next lines) in one process
+/// and, once it has begun writing, `maif add` in another. Both succeed, and the file holds
+/// every line and the added block, once each, and verifies.
+#[test]
+fn a_maif_add_during_an_import_waits_and_loses_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let first = artifact_with(dir, "busy.maif", &["first"]);
+    let lines: String = (1..=20_000)
+        .map(|n| format!("{{\"type\":\"TEXT\",\"text\":\"line {n}\"}}\n"))
+        .collect();
+    std::fs::write(dir.join("big.jsonl"), lines).expect("write lines");
+    let size_before = std::fs::metadata(dir.join("busy.maif"))
+        .expect("metadata")
+        .len();
+    let import = Command::new(env!("CARGO_BIN_EXE_maif"))
+        .current_dir(dir)
+        .args([
+            "import",
+            "busy.maif",
+            "--key",
+            "k.pem",
+            "--jsonl",
+            "big.jsonl",
+            "--commit-every",
+            "1000",
+            "--quiet",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the import");
+    // Once the file grows, the import holds the lock.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::metadata(dir.join("busy.maif")).map_or(0, |m| m.len()) == size_before
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let added = json(
+        dir,
+        &[
+            "add",
+            "busy.maif",
+            "--key",
+            "k.pem",
+            "--type",
+            "TEXT",
+            "--text",
+            "meanwhile",
+            "--json",
+        ],
+    );
+    let added_id = added["block_id"].as_str().expect("block_id").to_string();
+    let imported = import.wait_with_output().expect("wait for the import");
+    assert!(imported.status.success(), "import: {}", said(&imported));
+
+    let listed = ids_listed(dir, "busy.maif");
+    assert_eq!(listed.len(), first.len() + 20_000 + 1, "blocks listed");
+    assert_eq!(listed[0], first[0]);
+    assert_eq!(
+        listed.iter().filter(|id| **id == added_id).count(),
+        1,
+        "the added block, once"
+    );
+    assert_eq!(
+        listed.last(),
+        Some(&added_id),
+        "the add waited for the import's last commit and appended after it"
+    );
+    assert_eq!(ok(dir, &["cat", "busy.maif", &added_id]), "meanwhile");
+    let report = json(dir, &["verify", "busy.maif", "--json"]);
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(report["warnings"], serde_json::json!([]), "{report}");
+}
+
 /// Every key under `prefix` in `bucket`, relative to the prefix.
 fn s3_keys(bucket: &str, prefix: &str) -> Vec<String> {
     use futures::TryStreamExt;
