@@ -7,9 +7,9 @@ use std::fmt;
 use std::path::Path;
 
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
-use ed25519_dalek::{Signature, Signer, VerifyingKey};
+use ed25519_dalek::{Signature, VerifyingKey};
 
-use crate::format::digest::{Digest, SignedKind, signed_message};
+use crate::format::digest::{Digest, SignedKind, signed_message, signed_message_array};
 
 /// Errors about keys and key files.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +51,16 @@ pub enum KeyError {
 }
 
 /// An Ed25519 signing key.
-pub struct SigningKey(ed25519_dalek::SigningKey);
+///
+/// It keeps the expanded secret (RFC 8032 5.1.5: the clamped scalar and the nonce prefix,
+/// from one SHA-512 of the seed) so that each signature does not hash the seed again; a
+/// writer signs once per block, and that hash is a twentieth of a signature's cost. Both
+/// halves are wiped when the key is dropped.
+pub struct SigningKey {
+    key: ed25519_dalek::SigningKey,
+    expanded: ed25519_dalek::hazmat::ExpandedSecretKey,
+    verifying: VerifyingKey,
+}
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -69,22 +78,39 @@ impl SigningKey {
 
     /// The key whose 32-byte secret seed is `seed` (for tests and golden vectors).
     pub fn from_seed(seed: &[u8; 32]) -> Self {
-        Self(ed25519_dalek::SigningKey::from_bytes(seed))
+        Self::from_dalek(ed25519_dalek::SigningKey::from_bytes(seed))
+    }
+
+    fn from_dalek(key: ed25519_dalek::SigningKey) -> Self {
+        let expanded = ed25519_dalek::hazmat::ExpandedSecretKey::from(key.as_bytes());
+        let verifying = key.verifying_key();
+        Self {
+            key,
+            expanded,
+            verifying,
+        }
     }
 
     /// A second handle on the same key (for a task that signs on its own).
     pub(crate) fn clone_key(&self) -> Self {
-        Self(self.0.clone())
+        Self::from_dalek(self.key.clone())
     }
 
     /// The 32-byte public key.
     pub fn public_key(&self) -> [u8; 32] {
-        self.0.verifying_key().to_bytes()
+        self.verifying.to_bytes()
     }
 
     /// Signs `digest` as a `kind` signature (the signing tag keeps kinds apart).
     pub fn sign(&self, kind: SignedKind, digest: &Digest) -> [u8; 64] {
-        self.0.sign(&signed_message(kind, digest)).to_bytes()
+        let (message, len) = signed_message_array(kind, digest);
+        self.sign_message(&message[..len])
+    }
+
+    /// The Ed25519 signature of `message` (RFC 8032 5.1.6), from the expanded secret.
+    fn sign_message(&self, message: &[u8]) -> [u8; 64] {
+        ed25519_dalek::hazmat::raw_sign::<sha2::Sha512>(&self.expanded, message, &self.verifying)
+            .to_bytes()
     }
 
     /// PKCS#8 v1 PEM text of the key (RFC 5208, the private key alone), the form OpenSSL
@@ -92,7 +118,7 @@ impl SigningKey {
     /// form with the public key included ("extra data"). Both forms are read.
     pub(crate) fn to_pem(&self) -> Result<zeroize::Zeroizing<String>, KeyError> {
         ed25519_dalek::pkcs8::KeypairBytes {
-            secret_key: self.0.to_bytes(),
+            secret_key: self.key.to_bytes(),
             public_key: None,
         }
         .to_pkcs8_pem(Default::default())
@@ -106,7 +132,7 @@ impl SigningKey {
     /// Parses PKCS#8 PEM text; `origin` names the source in errors.
     pub(crate) fn from_pem(pem: &str, origin: &str) -> Result<Self, KeyError> {
         ed25519_dalek::SigningKey::from_pkcs8_pem(pem)
-            .map(Self)
+            .map(Self::from_dalek)
             .map_err(|e| KeyError::Parse {
                 path: origin.into(),
                 reason: e.to_string(),
@@ -240,4 +266,64 @@ fn batch_ok(key: &PublicKey, batch: &[SignatureCheck]) -> bool {
         .collect();
     let keys = vec![key.0; batch.len()];
     ed25519_dalek::verify_batch(&message_refs, &signatures, &keys).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::Signer as _;
+
+    fn unhex<const N: usize>(text: &str) -> [u8; N] {
+        let bytes = hex::decode(text).expect("hex");
+        bytes.try_into().expect("length")
+    }
+
+    /// RFC 8032 section 7.1, TEST 1 to 3: secret key, public key, message, signature.
+    const RFC_8032: [(&str, &str, &str, &str); 3] = [
+        (
+            "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+            "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+            "",
+            "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b",
+        ),
+        (
+            "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb",
+            "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c",
+            "72",
+            "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00",
+        ),
+        (
+            "c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7",
+            "fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025",
+            "af82",
+            "6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac18ff9b538d16f290ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a",
+        ),
+    ];
+
+    #[test]
+    fn signatures_from_the_expanded_secret_match_rfc_8032() {
+        for (secret, public, message, signature) in RFC_8032 {
+            let key = SigningKey::from_seed(&unhex(secret));
+            assert_eq!(key.public_key(), unhex::<32>(public));
+            let message = hex::decode(message).expect("hex");
+            assert_eq!(key.sign_message(&message), unhex::<64>(signature));
+        }
+    }
+
+    #[test]
+    fn record_and_commit_signatures_are_the_library_signer_s_and_verify() {
+        for seed in [[1u8; 32], [0x5a; 32], [0xff; 32]] {
+            let key = SigningKey::from_seed(&seed);
+            let reference = ed25519_dalek::SigningKey::from_bytes(&seed);
+            let public = PublicKey::from_bytes(&key.public_key()).expect("public key");
+            for kind in [SignedKind::Block, SignedKind::Commit] {
+                let digest = crate::format::digest::sha256(&seed);
+                let signature = key.sign(kind, &digest);
+                let expected = reference.sign(&signed_message(kind, &digest)).to_bytes();
+                assert_eq!(signature, expected);
+                assert!(public.verify_strict(kind, &digest, &signature));
+                assert_eq!(key.clone_key().sign(kind, &digest), signature);
+            }
+        }
+    }
 }

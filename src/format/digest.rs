@@ -56,6 +56,16 @@ pub fn signed_message(kind: SignedKind, digest: &Digest) -> Vec<u8> {
     message
 }
 
+/// [`signed_message`] in a buffer on the stack (the message, then its length), for signing
+/// once per record without an allocation.
+pub(crate) fn signed_message_array(kind: SignedKind, digest: &Digest) -> ([u8; 64], usize) {
+    let tag = kind.tag();
+    let mut message = [0u8; 64];
+    message[..tag.len()].copy_from_slice(tag);
+    message[tag.len()..tag.len() + digest.len()].copy_from_slice(digest);
+    (message, tag.len() + digest.len())
+}
+
 /// SHA-256 of the concatenation of `parts`.
 pub fn sha256_parts(parts: &[&[u8]]) -> Digest {
     let mut hasher = Sha256::new();
