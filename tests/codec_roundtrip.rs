@@ -364,31 +364,32 @@ proptest! {
 
     #[test]
     fn runs_roundtrip_page_by_page(entries in run_entries()) {
-        let run = encode_run(&entries, None).unwrap();
-        let head = RunHead::decode(&run.bytes[..run.head_len as usize]).unwrap();
+        let (bytes, run) = encode_run(&entries, None).unwrap();
+        prop_assert_eq!(bytes.len() as u64, maif_store::format::run::run_part_len(entries.len() as u64));
+        let head = RunHead::decode(&bytes[..run.head_len as usize]).unwrap();
         prop_assert_eq!(head.entry_count, entries.len() as u64);
         let mut decoded = Vec::new();
         for page in 0..head.directory.len() {
             let range = head.page_range(page);
-            decoded.extend(head.decode_page(page, &run.bytes[range.start as usize..range.end as usize]).unwrap());
+            decoded.extend(head.decode_page(page, &bytes[range.start as usize..range.end as usize]).unwrap());
         }
         prop_assert_eq!(&decoded, &entries);
-        prop_assert_eq!(head.page_range(head.directory.len() - 1).end, run.bytes.len() as u64);
+        prop_assert_eq!(head.page_range(head.directory.len() - 1).end, bytes.len() as u64);
         // Every id's entries are in the pages the directory points a lookup to.
         for entry in entries.iter().step_by(37) {
             let pages = head.pages_for(&entry.entry.block_id);
             let page = (entries.iter().position(|e| e == entry).unwrap()) / maif_store::format::run::RUN_PAGE_ENTRIES;
             prop_assert!(pages.contains(&page), "page {} not in {:?}", page, pages);
         }
-        rejects_truncation_and_trailing(&run.bytes[..run.head_len as usize], RunHead::decode);
+        rejects_truncation_and_trailing(&bytes[..run.head_len as usize], RunHead::decode);
     }
 
     #[test]
     fn run_pages_catch_every_flip(entries in run_entries(), at in any::<prop::sample::Index>(), mask in 1u8..=255) {
-        let run = encode_run(&entries, None).unwrap();
-        let head = RunHead::decode(&run.bytes[..run.head_len as usize]).unwrap();
+        let (bytes, run) = encode_run(&entries, None).unwrap();
+        let head = RunHead::decode(&bytes[..run.head_len as usize]).unwrap();
         let range = head.page_range(0);
-        let mut page = run.bytes[range.start as usize..range.end as usize].to_vec();
+        let mut page = bytes[range.start as usize..range.end as usize].to_vec();
         let at = at.index(page.len());
         page[at] ^= mask;
         prop_assert!(head.decode_page(0, &page).is_err());

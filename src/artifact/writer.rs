@@ -35,8 +35,8 @@ use crate::format::digest::{
 use crate::format::merkle::empty_root;
 use crate::format::metadata::SIGNATURE_ALGORITHM;
 use crate::format::provenance::{ProvenanceEntry, encode_entries};
-use crate::format::run::{RunEntry, encode_run};
-use crate::format::segment::{FLAG_SEALED, FRONTIER_AT, SegmentHeader, encode_segment};
+use crate::format::run::{RunEntry, encode_run_into, run_part_len};
+use crate::format::segment::{FLAG_SEALED, FRONTIER_AT, SegmentBuffer, SegmentHeader};
 use crate::format::{
     Action, ArtifactMetadata, FileHeader, FourCC, Frontier, IndexEntry, MetadataSection,
     RecordView, SIGNATURE_LEN, Trailer,
@@ -525,7 +525,11 @@ impl ArtifactWriter {
         let header_bytes = header.to_bytes();
         let digest = commit_digest(&header_bytes, &[]);
         let signature = key.sign(SignedKind::Commit, &digest);
-        let segment = encode_segment(&header, &signature, &frontier, &[], &provenance);
+        let mut built = SegmentBuffer::new(0, provenance.len());
+        built.body().extend_from_slice(&provenance);
+        let segment = built
+            .finish(&header, &signature, &frontier)
+            .map_err(Error::format("the first commit"))?;
         let trailer = Trailer {
             segment_offset: header.segment_offset,
             segment_len: header.segment_len,
@@ -1503,25 +1507,31 @@ impl ArtifactWriter {
             .placed
             .last()
             .map_or(self.commit.end(), |p| p.entry.offset + p.entry.record_len);
-        let run_at = FRONTIER_AT as u64 + Frontier::encoded_len(frontier.size());
+        // The run is encoded straight into the segment, the provenance entries after it.
+        let run_len = run
+            .as_ref()
+            .map_or(0, |run| run_part_len(run.entries.len() as u64));
+        let mut built = SegmentBuffer::new(frontier.size(), run_len as usize + provenance.len());
+        let run_at = built.run_at();
         let encoded = run
             .as_ref()
-            .map(|run| encode_run(&run.entries, run.older.as_ref()))
+            .map(|run| encode_run_into(&run.entries, run.older.as_ref(), built.body()))
             .transpose()
             .map_err(Error::format("index run"))?;
-        let run_bytes = encoded.as_ref().map_or(&[][..], |e| &e.bytes[..]);
+        let run_len = built.body_len();
+        built.body().extend_from_slice(&provenance);
         let header = SegmentHeader {
             seq,
             committed_us,
             segment_offset,
-            segment_len: run_at + run_bytes.len() as u64 + provenance.len() as u64,
+            segment_len: run_at + built.body_len(),
             records_start: self.commit.end(),
             record_count: frontier.size(),
             records_added: self.placed.len() as u64,
             provenance_count: base.provenance_count + added,
             provenance_added: added,
             provenance_len: provenance.len() as u64,
-            run_len: run_bytes.len() as u64,
+            run_len,
             flags: if self.rules.sealed_flag() {
                 FLAG_SEALED
             } else {
@@ -1544,13 +1554,11 @@ impl ArtifactWriter {
         let header_bytes = header.to_bytes();
         let digest = commit_digest(&header_bytes, &frontier.to_bytes());
         let signature = self.key.sign(SignedKind::Commit, &digest);
-        let segment = Bytes::from(encode_segment(
-            &header,
-            &signature,
-            &frontier,
-            run_bytes,
-            &provenance,
-        ));
+        let segment = Bytes::from(
+            built
+                .finish(&header, &signature, &frontier)
+                .map_err(Error::format("the commit being made"))?,
+        );
         let trailer = Trailer {
             segment_offset,
             segment_len: header.segment_len,

@@ -68,6 +68,7 @@ mod fixed_length_tests {
             None,
         )
         .expect("run")
+        .1
         .reference(1, 8, 9);
         check(&FileHeader::new(1, [2; 16]));
         check(&BlockHeader {

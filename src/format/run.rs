@@ -559,12 +559,11 @@ impl RunHead {
     }
 }
 
-/// An encoded run: the part's bytes and what a reference to it needs.
-#[derive(Debug, Clone)]
+/// A run once encoded: what a reference to it needs (its bytes went where the encoder was
+/// told to put them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EncodedRun {
-    /// The run's bytes: head (header and directory), then the pages.
-    pub bytes: Vec<u8>,
-    /// Length of the head within `bytes`.
+    /// Length of the head (header and directory), which the pages follow.
     pub head_len: u64,
     /// Digest of the head, which a [`RunRef`] names.
     pub head_digest: Digest,
@@ -594,8 +593,25 @@ impl EncodedRun {
 }
 
 /// Encodes a run of `entries`, which must be non-empty and sorted by `(block_id, position)`,
-/// written on top of the live run `older`.
-pub fn encode_run(entries: &[RunEntry], older: Option<&RunRef>) -> Result<EncodedRun, FormatError> {
+/// written on top of the live run `older`: its bytes (head, then pages) and what a
+/// reference to it needs.
+pub fn encode_run(
+    entries: &[RunEntry],
+    older: Option<&RunRef>,
+) -> Result<(Vec<u8>, EncodedRun), FormatError> {
+    let mut bytes = Vec::with_capacity(run_part_len(entries.len() as u64) as usize);
+    let run = encode_run_into(entries, older, &mut bytes)?;
+    Ok((bytes, run))
+}
+
+/// [`encode_run`], appending the run's bytes ([`run_part_len`] of them) to `out`: a commit
+/// writes its run straight into its segment, with no copy of the run in between (a merge
+/// commit's run can be megabytes).
+pub fn encode_run_into(
+    entries: &[RunEntry],
+    older: Option<&RunRef>,
+    out: &mut Vec<u8>,
+) -> Result<EncodedRun, FormatError> {
     let invalid = |reason: String| FormatError::InvalidField {
         structure: "index run",
         field: "entries",
@@ -628,36 +644,36 @@ pub fn encode_run(entries: &[RunEntry], older: Option<&RunRef>) -> Result<Encode
             "a fourth run of one tier must be merged, not written".into(),
         ));
     }
-    let mut pages = Vec::with_capacity(run_part_len(count) as usize);
-    let mut directory = Vec::with_capacity(page_count(count) as usize * DIRECTORY_ENTRY_LEN);
-    for page in entries.chunks(RUN_PAGE_ENTRIES) {
-        let start = pages.len();
-        for entry in page {
-            entry.encode(&mut pages);
-        }
-        DirectoryEntry {
-            first_id: page[0].entry.block_id,
-            first_position: page[0].position,
-            page_digest: run_page_digest(&pages[start..]),
-        }
-        .encode(&mut directory);
-    }
-    let header = RunHeader {
+    // The head's length is fixed by the count: reserve it, write the pages after it, then
+    // fill it in once the pages' digests are known.
+    let head_len = expected_head_len(count);
+    let start = out.len();
+    out.reserve(run_part_len(count) as usize);
+    out.resize(start + head_len as usize, 0);
+    let mut head = Vec::with_capacity(head_len as usize);
+    RunHeader {
         entry_count: count,
         page_count: page_count(count),
         tier,
         streak,
         older: older.copied(),
     }
-    .to_array();
-    let head_digest = run_head_digest(&header, &directory);
-    let head_len = (header.len() + directory.len()) as u64;
-    let mut bytes = Vec::with_capacity(header.len() + directory.len() + pages.len());
-    bytes.extend_from_slice(&header);
-    bytes.extend_from_slice(&directory);
-    bytes.extend_from_slice(&pages);
+    .encode(&mut head);
+    for page in entries.chunks(RUN_PAGE_ENTRIES) {
+        let page_start = out.len();
+        for entry in page {
+            entry.encode(out);
+        }
+        DirectoryEntry {
+            first_id: page[0].entry.block_id,
+            first_position: page[0].position,
+            page_digest: run_page_digest(&out[page_start..]),
+        }
+        .encode(&mut head);
+    }
+    let head_digest = run_head_digest(&head[..RUN_HEADER_LEN], &head[RUN_HEADER_LEN..]);
+    out[start..start + head.len()].copy_from_slice(&head);
     Ok(EncodedRun {
-        bytes,
         head_len,
         head_digest,
         entry_count: count,

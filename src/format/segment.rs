@@ -423,19 +423,69 @@ impl SegmentHead {
     }
 }
 
-/// Encodes a whole segment from its parts.
-pub(crate) fn encode_segment(
-    header: &SegmentHeader,
-    signature: &[u8; SIGNATURE_LEN],
-    frontier: &Frontier,
-    run: &[u8],
-    provenance: &[u8],
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(header.segment_len as usize);
-    header.encode(&mut out);
-    out.put_bytes(signature);
-    frontier.encode(&mut out);
-    out.put_bytes(run);
-    out.put_bytes(provenance);
-    out
+/// A segment built in one buffer: room for the header, the signature and the frontier,
+/// then the index run and the provenance entries appended in place, then the front filled
+/// in once the header (which names the run's head digest and every length) is signed. A
+/// merge commit's run can be megabytes; it is written once, where it stays.
+#[derive(Debug)]
+pub(crate) struct SegmentBuffer {
+    bytes: Vec<u8>,
+    run_at: usize,
+}
+
+impl SegmentBuffer {
+    /// Room for the front of a segment whose frontier covers `record_count` leaves, and
+    /// for `body_capacity` bytes of run and provenance entries after it.
+    pub(crate) fn new(record_count: u64, body_capacity: usize) -> Self {
+        let run_at = FRONTIER_AT + Frontier::encoded_len(record_count) as usize;
+        let mut bytes = Vec::with_capacity(run_at + body_capacity);
+        bytes.resize(run_at, 0);
+        Self { bytes, run_at }
+    }
+
+    /// Where the run part starts, from the segment's first byte.
+    pub(crate) fn run_at(&self) -> u64 {
+        self.run_at as u64
+    }
+
+    /// The body: the run part, then the provenance part, are appended to it.
+    pub(crate) fn body(&mut self) -> &mut Vec<u8> {
+        &mut self.bytes
+    }
+
+    /// Bytes appended to the body so far.
+    pub(crate) fn body_len(&self) -> u64 {
+        (self.bytes.len() - self.run_at) as u64
+    }
+
+    /// Writes the header, signature and frontier in front of the body: the whole segment.
+    pub(crate) fn finish(
+        mut self,
+        header: &SegmentHeader,
+        signature: &[u8; SIGNATURE_LEN],
+        frontier: &Frontier,
+    ) -> Result<Vec<u8>, FormatError> {
+        let frontier_bytes = frontier.to_bytes();
+        if FRONTIER_AT + frontier_bytes.len() != self.run_at
+            || header.segment_len != self.bytes.len() as u64
+        {
+            return Err(FormatError::InvalidField {
+                structure: "segment header",
+                field: "segment_len",
+                offset: 0,
+                reason: format!(
+                    "{} bytes with a frontier of {} hashes, but the segment built holds {} \
+                     with room for {}",
+                    header.segment_len,
+                    frontier_bytes.len() / 32,
+                    self.bytes.len(),
+                    (self.run_at - FRONTIER_AT) / 32
+                ),
+            });
+        }
+        self.bytes[..SIGNATURE_AT].copy_from_slice(&header.to_array());
+        self.bytes[SIGNATURE_AT..FRONTIER_AT].copy_from_slice(signature);
+        self.bytes[FRONTIER_AT..self.run_at].copy_from_slice(&frontier_bytes);
+        Ok(self.bytes)
+    }
 }
