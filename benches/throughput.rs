@@ -22,10 +22,22 @@ use maif_store::store::{BlockStore, FileStore};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
+fn best_of<T>(runs: usize, f: impl FnMut() -> T) -> (Duration, T) {
+    best_of_after(runs, || {}, f)
+}
+
+/// [`best_of`], running `setup` untimed before each run: deleting the last run's output,
+/// which for a 200 MB file costs the kernel tens of milliseconds that are no part of what is
+/// measured.
+fn best_of_after<T>(
+    runs: usize,
+    mut setup: impl FnMut(),
+    mut f: impl FnMut() -> T,
+) -> (Duration, T) {
     let mut best = Duration::MAX;
     let mut last = None;
     for _ in 0..runs {
+        setup();
         let start = Instant::now();
         let out = f();
         best = best.min(start.elapsed());
@@ -44,10 +56,11 @@ fn process_cpu() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
-/// The least CPU time `f` takes over `runs` runs, with the wall time of that run.
-fn least_cpu_of(runs: usize, mut f: impl FnMut()) -> Option<Duration> {
+/// The least CPU time `f` takes over `runs` runs, `setup` running untimed before each.
+fn least_cpu_of(runs: usize, mut setup: impl FnMut(), mut f: impl FnMut()) -> Option<Duration> {
     let mut least: Option<Duration> = None;
     for _ in 0..runs {
+        setup();
         let before = process_cpu()?;
         f();
         let used = process_cpu()?.saturating_sub(before);
@@ -147,14 +160,15 @@ fn write_figures(
             continue;
         }
         let path = dir.join(format!("write-{block_len}.maif"));
-        let (time, ()) = best_of(3, || {
+        let remove_last = || {
             let _ = std::fs::remove_file(&path);
+        };
+        let (time, ()) = best_of_after(3, remove_last, || {
             rt.block_on(write_artifact(&path, block_len, count));
         });
         // The same import by CPU time, all threads: what the work costs, whatever the
         // overlap (wall time above is this divided by how well the cores were kept busy).
-        let import_cpu = least_cpu_of(2, || {
-            let _ = std::fs::remove_file(&path);
+        let import_cpu = least_cpu_of(2, remove_last, || {
             rt.block_on(write_artifact(&path, block_len, count));
         });
         let _ = std::fs::remove_file(&path);
@@ -189,11 +203,15 @@ fn write_figures(
                 bound: rate(count as f64, sign_time),
                 target: Some(0.8),
             });
-            let sign_cpu = least_cpu_of(2, || {
-                for d in &digests {
-                    black_box(dalek.sign(&signed_message(SignedKind::Block, d)));
-                }
-            });
+            let sign_cpu = least_cpu_of(
+                2,
+                || {},
+                || {
+                    for d in &digests {
+                        black_box(dalek.sign(&signed_message(SignedKind::Block, d)));
+                    }
+                },
+            );
             if let (Some(import_cpu), Some(sign_cpu)) = (import_cpu, sign_cpu) {
                 figures.push(Figure {
                     name: format!("bulk import of {label} blocks, per CPU second"),
@@ -232,7 +250,10 @@ fn write_figures(
             // The other bound: making the same bytes durable at all (1 MiB writes, an
             // fdatasync every 64 MiB as the import commits), which no import can beat.
             let raw = dir.join("raw-write.bin");
-            let (write_time, _) = best_of(3, || {
+            let remove_raw = || {
+                let _ = std::fs::remove_file(&raw);
+            };
+            let (write_time, _) = best_of_after(3, remove_raw, || {
                 use std::io::Write as _;
                 let mut file = std::fs::File::create(&raw).expect("create");
                 for n in 0..count {
