@@ -398,20 +398,21 @@ pub(crate) async fn plan_run(
     merge_all: bool,
 ) -> Result<Option<PlannedRun>> {
     new_entries.sort_unstable_by_key(RunEntry::key);
-    let mut run = new_entries;
     let mut top = newest;
     if merge_all {
+        let mut runs = vec![new_entries];
         while let Some(t) = top {
             let (older, entries) = index.take_entries(&t).await?;
-            run = merge_sorted(run, entries);
+            runs.push(entries);
             top = older;
         }
+        let run = merge_runs(runs);
         return Ok((!run.is_empty()).then_some(PlannedRun {
             entries: run,
             older: None,
         }));
     }
-    if run.is_empty() {
+    if new_entries.is_empty() {
         match top {
             // Keep the newest tier-0 run in the newest segment.
             Some(t) if t.tier == 0 => {
@@ -421,8 +422,13 @@ pub(crate) async fn plan_run(
             _ => return Ok(None),
         }
     }
+    // Which runs the new one absorbs depends only on entry counts (merging keeps every
+    // entry), so they are all found first and merged in one pass: a merge that absorbs
+    // three runs and then three larger ones moves each entry once, not up to six times.
+    let mut count = new_entries.len() as u64;
+    let mut runs = vec![new_entries];
     while let Some(t) = top {
-        let tier = tier_of(run.len() as u64);
+        let tier = tier_of(count);
         let absorb = if t.tier < tier || (t.tier == 0 && tier == 0) {
             1
         } else if t.tier == tier && t.streak >= 3 {
@@ -433,38 +439,50 @@ pub(crate) async fn plan_run(
         for _ in 0..absorb {
             let Some(next) = top else { break };
             let (older, entries) = index.take_entries(&next).await?;
-            run = merge_sorted(run, entries);
+            count += entries.len() as u64;
+            runs.push(entries);
             top = older;
         }
     }
     Ok(Some(PlannedRun {
-        entries: run,
+        entries: merge_runs(runs),
         older: top,
     }))
 }
 
-/// Merges two runs' entries, each sorted by key, into one sorted run (linear, where sorting
-/// the concatenation would cost a large merge a sort of everything).
-fn merge_sorted(a: Vec<RunEntry>, b: Vec<RunEntry>) -> Vec<RunEntry> {
-    if a.is_empty() {
-        return b;
+/// Merges runs' entries, each run sorted by key, into one sorted run in one pass (linear in
+/// the entries, where sorting the concatenation would cost a large merge a sort of
+/// everything, and merging two at a time would move the first runs' entries again at
+/// every step).
+fn merge_runs(mut runs: Vec<Vec<RunEntry>>) -> Vec<RunEntry> {
+    runs.retain(|run| !run.is_empty());
+    if runs.len() <= 1 {
+        return runs.pop().unwrap_or_default();
     }
-    if b.is_empty() {
-        return a;
-    }
-    let mut merged = Vec::with_capacity(a.len() + b.len());
-    let mut a = a.into_iter().peekable();
-    let mut b = b.into_iter().peekable();
-    while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
-        let next = if x.key() <= y.key() {
-            a.next()
-        } else {
-            b.next()
+    let total = runs.iter().map(Vec::len).sum();
+    let mut merged = Vec::with_capacity(total);
+    let mut heads: Vec<std::vec::IntoIter<RunEntry>> =
+        runs.into_iter().map(Vec::into_iter).collect();
+    // Each run's next entry, kept out of its iterator so the scan for the least compares
+    // keys only. A merge absorbs at most seven runs (a full compaction one per live run,
+    // at most 28 at a million records), where a heap gains nothing.
+    let mut next: Vec<Option<RunEntry>> = heads.iter_mut().map(Iterator::next).collect();
+    loop {
+        let mut least: Option<(usize, ([u8; 16], u64))> = None;
+        for (n, entry) in next.iter().enumerate() {
+            if let Some(entry) = entry {
+                let key = entry.key();
+                if least.is_none_or(|(_, k)| key < k) {
+                    least = Some((n, key));
+                }
+            }
+        }
+        let Some((n, _)) = least else {
+            break;
         };
-        merged.extend(next);
+        let following = heads[n].next();
+        merged.extend(std::mem::replace(&mut next[n], following));
     }
-    merged.extend(a);
-    merged.extend(b);
     merged
 }
 
@@ -491,19 +509,30 @@ mod tests {
 
     #[test]
     fn merging_sorted_runs_gives_what_sorting_their_concatenation_gives() {
-        let a: Vec<RunEntry> = [(1, 9), (3, 2), (3, 7), (8, 1)]
-            .iter()
-            .map(|&(i, p)| entry(i, p))
-            .collect();
-        let b: Vec<RunEntry> = [(0, 4), (3, 5), (9, 0)]
-            .iter()
-            .map(|&(i, p)| entry(i, p))
-            .collect();
-        let mut expected: Vec<RunEntry> = a.iter().chain(&b).copied().collect();
-        expected.sort_unstable_by_key(RunEntry::key);
+        let run = |pairs: &[(u8, u64)]| -> Vec<RunEntry> {
+            pairs.iter().map(|&(i, p)| entry(i, p)).collect()
+        };
+        let a = run(&[(1, 9), (3, 2), (3, 7), (8, 1)]);
+        let b = run(&[(0, 4), (3, 5), (9, 0)]);
+        let c = run(&[(2, 3), (3, 6), (3, 8), (9, 1), (9, 2)]);
         let keys = |v: &[RunEntry]| v.iter().map(RunEntry::key).collect::<Vec<_>>();
-        assert_eq!(keys(&merge_sorted(a.clone(), b.clone())), keys(&expected));
-        assert_eq!(keys(&merge_sorted(b, a)), keys(&expected));
-        assert!(merge_sorted(Vec::new(), Vec::new()).is_empty());
+        let sorted = |runs: &[&Vec<RunEntry>]| {
+            let mut all: Vec<RunEntry> = runs.iter().flat_map(|r| r.iter().copied()).collect();
+            all.sort_unstable_by_key(RunEntry::key);
+            keys(&all)
+        };
+        for runs in [
+            vec![&a, &b],
+            vec![&b, &a],
+            vec![&a, &b, &c],
+            vec![&c, &b, &a],
+            vec![&c],
+        ] {
+            let owned = runs.iter().map(|r| (*r).clone()).collect();
+            assert_eq!(keys(&merge_runs(owned)), sorted(&runs));
+        }
+        assert!(merge_runs(Vec::new()).is_empty());
+        assert!(merge_runs(vec![Vec::new(), Vec::new()]).is_empty());
+        assert_eq!(keys(&merge_runs(vec![Vec::new(), b.clone()])), keys(&b));
     }
 }
