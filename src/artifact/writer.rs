@@ -220,6 +220,8 @@ struct Staged {
     provenance: Vec<u8>,
     /// Merkle node hashes computed (see [`ArtifactWriter::merkle_hashes`]).
     hashes: u64,
+    /// Scratch space for one entry's details.
+    details: Vec<u8>,
 }
 
 impl Staged {
@@ -233,6 +235,7 @@ impl Staged {
             head: commit.header().provenance_head,
             provenance: Vec::new(),
             hashes: 0,
+            details: Vec::new(),
         }
     }
 
@@ -258,11 +261,13 @@ impl Staged {
                 return Ok(());
             };
             self.hashes += u64::from(self.frontier.append(&p.entry.digest));
-            let entry = block_entry(block, p, self.head);
-            self.head = entry.digest().map_err(Error::format("provenance entry"))?;
-            entry
-                .encode(&mut self.provenance)
+            let details = std::mem::take(&mut self.details);
+            let entry = block_entry(block, p, self.head, details);
+            self.head = entry
+                .encode_with_digest(&mut self.provenance)
                 .map_err(Error::format("provenance entry"))?;
+            // The details buffer serves the next entry: no allocation per block.
+            self.details = entry.details;
             self.blocks += 1;
             self.last_record = Some(p.entry.digest);
         }
@@ -270,15 +275,28 @@ impl Staged {
     }
 }
 
-/// The provenance entry of a pending block once placed, chained to `previous`.
-fn block_entry(block: &PreparedBlock, placed: &Placed, previous: Digest) -> ProvenanceEntry {
+/// The provenance entry of a pending block once placed, chained to `previous`, with its
+/// details written into `details` (cleared first; a buffer to reuse, or a new one).
+fn block_entry(
+    block: &PreparedBlock,
+    placed: &Placed,
+    previous: Digest,
+    mut details: Vec<u8>,
+) -> ProvenanceEntry {
+    details.clear();
+    block_details(
+        &mut details,
+        &block.block_id,
+        block.block_type,
+        placed.version,
+    );
     ProvenanceEntry {
         action: block.action,
         flags: 0,
         timestamp_us: block.timestamp_us,
         previous,
         subject: placed.entry.digest,
-        details: block_details(&block.block_id, block.block_type, placed.version),
+        details,
     }
 }
 
@@ -342,12 +360,11 @@ fn details(value: Value) -> Vec<u8> {
     serde_json::to_vec(&value).unwrap_or_default()
 }
 
-/// The details of a block's provenance entry, `{"block_id":…,"block_type":…,"version":N}`:
-/// the bytes [`details`] writes for that map, without building the map (this runs once per
-/// block of every commit).
-fn block_details(block_id: &[u8; 16], block_type: FourCC, version: u32) -> Vec<u8> {
+/// Appends the details of a block's provenance entry,
+/// `{"block_id":…,"block_type":…,"version":N}`: the bytes [`details`] writes for that map,
+/// without building the map (this runs once per block of every commit).
+fn block_details(out: &mut Vec<u8>, block_id: &[u8; 16], block_type: FourCC, version: u32) {
     use std::io::Write as _;
-    let mut out = Vec::with_capacity(80);
     out.extend_from_slice(b"{\"block_id\":\"");
     let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
     out.extend_from_slice(
@@ -368,11 +385,10 @@ fn block_details(block_id: &[u8; 16], block_type: FourCC, version: u32) -> Vec<u
         out.push(b'"');
     } else {
         // Serializing a string into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, &block_type.to_string());
+        let _ = serde_json::to_writer(&mut *out, &block_type.to_string());
     }
     // Writing into a Vec cannot fail.
     let _ = write!(out, ",\"version\":{version}}}");
-    out
 }
 
 /// Jittered exponential backoff before retry `attempt` (1-based).
@@ -1468,7 +1484,7 @@ impl ArtifactWriter {
                         Error::Invalid("internal: a pending block was not placed".into())
                     })?;
                     hashes += u64::from(frontier.append(&p.entry.digest));
-                    block_entry(block, p, head)
+                    block_entry(block, p, head, Vec::new())
                 }
                 Pending::Event { action, details: d } => {
                     let (root, computed) = frontier.root_counting();
@@ -1485,9 +1501,8 @@ impl ArtifactWriter {
                     }
                 }
             };
-            head = entry.digest().map_err(Error::format("provenance entry"))?;
-            entry
-                .encode(&mut provenance)
+            head = entry
+                .encode_with_digest(&mut provenance)
                 .map_err(Error::format("provenance entry"))?;
             added += 1;
         }
@@ -1925,7 +1940,11 @@ mod tests {
                 "block_type": block_type.to_string(),
                 "version": version,
             }));
-            assert_eq!(block_details(&id, block_type, version), expected);
+            // Appended after what the buffer holds, as the writer's reused buffer is used.
+            let mut out = b"kept".to_vec();
+            block_details(&mut out, &id, block_type, version);
+            assert_eq!(&out[..4], b"kept");
+            assert_eq!(out[4..], expected[..]);
         }
     }
 }

@@ -207,6 +207,15 @@ impl ProvenanceEntry {
         Ok(())
     }
 
+    /// Appends the entry and returns its digest, hashed from the bytes just written (a
+    /// writer chains thousands of entries per commit: one header, no second encoding).
+    pub fn encode_with_digest(&self, out: &mut Vec<u8>) -> Result<Digest, FormatError> {
+        let start = out.len();
+        self.encode(out)?;
+        let (header, details) = out[start..].split_at(ENTRY_HEADER_LEN);
+        Ok(provenance_digest(header, details))
+    }
+
     /// Reads one entry from the cursor.
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, FormatError> {
         let header = EntryHeader::read(r)?;
