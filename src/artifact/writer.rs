@@ -44,6 +44,7 @@ use crate::format::{
 use crate::format::{Codec, FixedCodec};
 use crate::keys::{PublicKey, SigningKey};
 use crate::parallel::{available_threads, parallel_map};
+use crate::store::file::PIPELINE_MIN_RECORD;
 use crate::store::{AppendSession, Base, BlockStore, Continued, Durable, RecordBytes, StoreError};
 
 /// What `create` puts in the header and metadata section.
@@ -1163,6 +1164,14 @@ impl ArtifactWriter {
             Error::Invalid("internal: no append session for a pending block".into())
         })?;
         for (record, signature) in batch.records.into_iter().zip(signatures) {
+            // A record the single file copies into a gathered write anyway goes as borrowed
+            // pieces (no buffer per piece); a larger one as shared buffers, never copied.
+            if record.entry.record_len < PIPELINE_MIN_RECORD {
+                let parts: [&[u8]; 4] =
+                    [&record.header, &record.metadata, &record.data, &signature];
+                session.put_small_record(&record.entry, &parts).await?;
+                continue;
+            }
             let bytes = RecordBytes {
                 parts: vec![
                     Bytes::copy_from_slice(&record.header),

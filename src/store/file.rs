@@ -668,8 +668,8 @@ impl FileStore {
 /// Records waiting for the writer thread; bounds the memory an append holds.
 const PIPELINE_DEPTH: usize = 8;
 /// Records smaller than this are gathered into large writes rather than sent to the writer
-/// thread.
-const PIPELINE_MIN_RECORD: u64 = 64 * 1024;
+/// thread (so they are copied once, whichever way they come).
+pub(crate) const PIPELINE_MIN_RECORD: u64 = 64 * 1024;
 /// Small records are written once this many bytes have gathered.
 const WRITE_BUFFER: usize = 1 << 20;
 /// The record writer makes what it wrote durable after this many bytes.
@@ -1058,6 +1058,33 @@ impl FileAppend {
         Ok(())
     }
 
+    /// Checks that a record of `len` bytes for `entry` is the next one.
+    fn check_next(&self, entry: &IndexEntry, len: u64) -> Result<(), StoreError> {
+        if entry.offset != self.next_offset || entry.record_len != len {
+            return Err(StoreError::Misuse {
+                location: self.location(),
+                reason: format!(
+                    "record for offset {} ({len} bytes) put out of order: the next record goes at {}",
+                    entry.offset, self.next_offset
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds a small record (`parts`, `len` bytes in all) to the write being gathered;
+    /// returns whether that write is now large enough to flush.
+    fn gather<'a>(&mut self, len: u64, parts: impl IntoIterator<Item = &'a [u8]>) -> bool {
+        if self.buffer.is_empty() {
+            self.buffer_at = self.next_offset;
+        }
+        for part in parts {
+            self.buffer.extend_from_slice(part);
+        }
+        self.next_offset += len;
+        self.buffer.len() >= WRITE_BUFFER
+    }
+
     /// Ends the append (blocking): waits for the writer thread, which cuts back whatever
     /// follows the newest durable commit, then releases the lock.
     fn close(&mut self) {
@@ -1080,24 +1107,9 @@ impl AppendSession for FileAppend {
         record: RecordBytes,
     ) -> Result<(), StoreError> {
         let len = record.len();
-        if entry.offset != self.next_offset || entry.record_len != len {
-            return Err(StoreError::Misuse {
-                location: self.location(),
-                reason: format!(
-                    "record for offset {} ({len} bytes) put out of order: the next record goes at {}",
-                    entry.offset, self.next_offset
-                ),
-            });
-        }
+        self.check_next(entry, len)?;
         if len < PIPELINE_MIN_RECORD {
-            if self.buffer.is_empty() {
-                self.buffer_at = self.next_offset;
-            }
-            for part in &record.parts {
-                self.buffer.extend_from_slice(part);
-            }
-            self.next_offset += len;
-            if self.buffer.len() >= WRITE_BUFFER {
+            if self.gather(len, record.parts.iter().map(|p| &p[..])) {
                 self.flush_buffer().await?;
             }
             return Ok(());
@@ -1107,6 +1119,23 @@ impl AppendSession for FileAppend {
         self.next_offset += len;
         self.buffer_at = self.next_offset;
         Ok(())
+    }
+
+    async fn put_small_record(
+        &mut self,
+        entry: &IndexEntry,
+        parts: &[&[u8]],
+    ) -> Result<(), StoreError> {
+        let len = parts.iter().map(|p| p.len() as u64).sum();
+        self.check_next(entry, len)?;
+        if len < PIPELINE_MIN_RECORD {
+            if self.gather(len, parts.iter().copied()) {
+                self.flush_buffer().await?;
+            }
+            return Ok(());
+        }
+        let parts = parts.iter().map(|p| Bytes::copy_from_slice(p)).collect();
+        self.put_record(entry, RecordBytes { parts }).await
     }
 
     async fn commit(
@@ -1422,8 +1451,66 @@ mod tests {
             matches!(wrong_length, StoreError::Misuse { .. }),
             "{wrong_length:?}"
         );
+        for (at, pieces) in [
+            (104, [&b"01234"[..], &b"56789"[..]]),
+            (100, [&b"01234"[..], &b"567890"[..]]),
+        ] {
+            let refused = append
+                .put_small_record(&entry(at, 10), &pieces)
+                .await
+                .expect_err("wrong offset or length");
+            assert!(matches!(refused, StoreError::Misuse { .. }), "{refused:?}");
+        }
         append.file = None;
         let ended = append.file().map(|_| ()).expect_err("ended");
         assert!(matches!(ended, StoreError::Misuse { .. }), "{ended:?}");
+    }
+
+    /// Records sent as pieces and as buffers, small and large, land in order, each where its
+    /// entry says.
+    #[tokio::test]
+    async fn small_records_as_pieces_and_buffers_land_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.maif");
+        let mut append = session(&path);
+        let large = vec![7u8; PIPELINE_MIN_RECORD as usize];
+        let mut expected = vec![0u8; 100];
+        let mut at = 100;
+        for n in 0..6u8 {
+            let record: Vec<u8> = match n {
+                3 => large.clone(),
+                _ => vec![n; 10 + usize::from(n)],
+            };
+            let len = record.len() as u64;
+            if n % 2 == 0 {
+                let (head, tail) = record.split_at(3);
+                append
+                    .put_small_record(&entry(at, len), &[head, tail])
+                    .await
+                    .expect("pieces");
+            } else {
+                let parts = vec![Bytes::from(record.clone())];
+                append
+                    .put_record(&entry(at, len), RecordBytes { parts })
+                    .await
+                    .expect("buffer");
+            }
+            expected.extend_from_slice(&record);
+            at += len;
+        }
+        // The commit writes them, then the segment and trailer (whatever their bytes: the
+        // store moves them as they are).
+        Box::new(append)
+            .commit(1, Bytes::from_static(b"segment"), [9; TRAILER_LEN])
+            .await
+            .expect("commit");
+        let written = std::fs::read(&path).expect("read");
+        let records = expected.len();
+        assert_eq!(written.len(), records + 7 + TRAILER_LEN);
+        assert!(
+            written[100..records] == expected[100..],
+            "the records differ"
+        );
+        assert_eq!(&written[records..records + 7], b"segment");
     }
 }

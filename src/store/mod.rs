@@ -520,6 +520,29 @@ pub trait AppendSession: Send {
         record: RecordBytes,
     ) -> Result<(), StoreError>;
 
+    /// [`Self::put_record`] for a small record given as borrowed pieces (their
+    /// concatenation is the record), for the store to copy: a writer sends its records of a
+    /// few KiB this way, without a buffer and a reference count per piece. The single file,
+    /// which gathers small records into large writes, copies the pieces straight into the
+    /// gathered write; the default copies them into one buffer for [`Self::put_record`].
+    async fn put_small_record(
+        &mut self,
+        entry: &IndexEntry,
+        parts: &[&[u8]],
+    ) -> Result<(), StoreError> {
+        let mut record = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for part in parts {
+            record.extend_from_slice(part);
+        }
+        self.put_record(
+            entry,
+            RecordBytes {
+                parts: vec![Bytes::from(record)],
+            },
+        )
+        .await
+    }
+
     /// Makes the appended records and commit `seq` the committed state, durably. `segment`
     /// is the commit's segment (which starts right after the last record) and `trailer` its
     /// trailer.
