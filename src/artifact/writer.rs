@@ -45,7 +45,9 @@ use crate::format::{Codec, FixedCodec};
 use crate::keys::{PublicKey, SigningKey};
 use crate::parallel::{available_threads, parallel_map};
 use crate::store::file::PIPELINE_MIN_RECORD;
-use crate::store::{AppendSession, Base, BlockStore, Continued, Durable, RecordBytes, StoreError};
+use crate::store::{
+    AppendSession, Base, BlockStore, Continued, Durable, RecordBytes, SmallRecord, StoreError,
+};
 
 /// What `create` puts in the header and metadata section.
 #[derive(Debug, Clone, Default)]
@@ -1163,24 +1165,48 @@ impl ArtifactWriter {
         let session = self.session.as_mut().ok_or_else(|| {
             Error::Invalid("internal: no append session for a pending block".into())
         })?;
-        for (record, signature) in batch.records.into_iter().zip(signatures) {
-            // A record the single file copies into a gathered write anyway goes as borrowed
-            // pieces (no buffer per piece); a larger one as shared buffers, never copied.
-            if record.entry.record_len < PIPELINE_MIN_RECORD {
-                let parts: [&[u8]; 4] =
-                    [&record.header, &record.metadata, &record.data, &signature];
-                session.put_small_record(&record.entry, &parts).await?;
-                continue;
+        let records = batch.records;
+        if signatures.len() != records.len() {
+            return Err(Error::Invalid(format!(
+                "internal: {} signatures for {} records",
+                signatures.len(),
+                records.len()
+            )));
+        }
+        // Records the single file copies into a gathered write anyway go as borrowed pieces,
+        // a run of them per call; a larger one as shared buffers, never copied.
+        let pieces: Vec<[&[u8]; 4]> = records
+            .iter()
+            .zip(&signatures)
+            .map(|(r, signature)| [&r.header[..], &r.metadata[..], &r.data[..], &signature[..]])
+            .collect();
+        let mut start = 0;
+        while start < records.len() {
+            let end = records[start..]
+                .iter()
+                .position(|r| r.entry.record_len >= PIPELINE_MIN_RECORD)
+                .map_or(records.len(), |n| start + n);
+            if end > start {
+                let small: Vec<SmallRecord<'_>> = (start..end)
+                    .map(|n| SmallRecord {
+                        entry: &records[n].entry,
+                        parts: &pieces[n],
+                    })
+                    .collect();
+                session.put_small_records(&small).await?;
             }
-            let bytes = RecordBytes {
-                parts: vec![
-                    Bytes::copy_from_slice(&record.header),
-                    record.metadata,
-                    record.data,
-                    Bytes::copy_from_slice(&signature),
-                ],
-            };
-            session.put_record(&record.entry, bytes).await?;
+            if let (Some(record), Some(signature)) = (records.get(end), signatures.get(end)) {
+                let bytes = RecordBytes {
+                    parts: vec![
+                        Bytes::copy_from_slice(&record.header),
+                        record.metadata.clone(),
+                        record.data.clone(),
+                        Bytes::copy_from_slice(signature),
+                    ],
+                };
+                session.put_record(&record.entry, bytes).await?;
+            }
+            start = end + 1;
         }
         Ok(())
     }

@@ -62,7 +62,7 @@ use bytes::Bytes;
 
 use super::{
     AppendBase, AppendSession, Base, BlockStore, CommitRef, Continued, Durable, ImportSession,
-    Latest, RecordBytes, StoreError, crash_point, fail_point, run_blocking,
+    Latest, RecordBytes, SmallRecord, StoreError, crash_point, fail_point, run_blocking,
 };
 use crate::format::Codec;
 use crate::format::file_header::FILE_HEADER_LEN;
@@ -1121,21 +1121,22 @@ impl AppendSession for FileAppend {
         Ok(())
     }
 
-    async fn put_small_record(
-        &mut self,
-        entry: &IndexEntry,
-        parts: &[&[u8]],
-    ) -> Result<(), StoreError> {
-        let len = parts.iter().map(|p| p.len() as u64).sum();
-        self.check_next(entry, len)?;
-        if len < PIPELINE_MIN_RECORD {
-            if self.gather(len, parts.iter().copied()) {
+    async fn put_small_records(&mut self, records: &[SmallRecord<'_>]) -> Result<(), StoreError> {
+        for record in records {
+            let len = record.len();
+            self.check_next(record.entry, len)?;
+            if len >= PIPELINE_MIN_RECORD {
+                let parts = record
+                    .parts
+                    .iter()
+                    .map(|p| Bytes::copy_from_slice(p))
+                    .collect();
+                self.put_record(record.entry, RecordBytes { parts }).await?;
+            } else if self.gather(len, record.parts.iter().copied()) {
                 self.flush_buffer().await?;
             }
-            return Ok(());
         }
-        let parts = parts.iter().map(|p| Bytes::copy_from_slice(p)).collect();
-        self.put_record(entry, RecordBytes { parts }).await
+        Ok(())
     }
 
     async fn commit(
@@ -1455,8 +1456,13 @@ mod tests {
             (104, [&b"01234"[..], &b"56789"[..]]),
             (100, [&b"01234"[..], &b"567890"[..]]),
         ] {
+            let entry = entry(at, 10);
+            let record = SmallRecord {
+                entry: &entry,
+                parts: &pieces,
+            };
             let refused = append
-                .put_small_record(&entry(at, 10), &pieces)
+                .put_small_records(&[record])
                 .await
                 .expect_err("wrong offset or length");
             assert!(matches!(refused, StoreError::Misuse { .. }), "{refused:?}");
@@ -1466,38 +1472,51 @@ mod tests {
         assert!(matches!(ended, StoreError::Misuse { .. }), "{ended:?}");
     }
 
-    /// Records sent as pieces and as buffers, small and large, land in order, each where its
-    /// entry says.
+    /// Records sent as pieces (a batch with a large one in it) and as buffers land in order,
+    /// each where its entry says.
     #[tokio::test]
     async fn small_records_as_pieces_and_buffers_land_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a.maif");
         let mut append = session(&path);
-        let large = vec![7u8; PIPELINE_MIN_RECORD as usize];
-        let mut expected = vec![0u8; 100];
-        let mut at = 100;
-        for n in 0..6u8 {
-            let record: Vec<u8> = match n {
-                3 => large.clone(),
+        let records: Vec<Vec<u8>> = (0..6u8)
+            .map(|n| match n {
+                2 => vec![7u8; PIPELINE_MIN_RECORD as usize],
                 _ => vec![n; 10 + usize::from(n)],
-            };
-            let len = record.len() as u64;
-            if n % 2 == 0 {
-                let (head, tail) = record.split_at(3);
-                append
-                    .put_small_record(&entry(at, len), &[head, tail])
-                    .await
-                    .expect("pieces");
-            } else {
-                let parts = vec![Bytes::from(record.clone())];
-                append
-                    .put_record(&entry(at, len), RecordBytes { parts })
-                    .await
-                    .expect("buffer");
-            }
-            expected.extend_from_slice(&record);
-            at += len;
+            })
+            .collect();
+        let mut entries = Vec::new();
+        let mut at = 100;
+        for record in &records {
+            entries.push(entry(at, record.len() as u64));
+            at += record.len() as u64;
         }
+        let split: Vec<[&[u8]; 2]> = records
+            .iter()
+            .map(|r| {
+                let (head, tail) = r.split_at(3);
+                [head, tail]
+            })
+            .collect();
+        let pieces = |n: usize| SmallRecord {
+            entry: &entries[n],
+            parts: &split[n],
+        };
+        append
+            .put_small_records(&[pieces(0), pieces(1), pieces(2), pieces(3)])
+            .await
+            .expect("pieces");
+        let parts = vec![Bytes::from(records[4].clone())];
+        append
+            .put_record(&entries[4], RecordBytes { parts })
+            .await
+            .expect("buffer");
+        append
+            .put_small_records(&[pieces(5)])
+            .await
+            .expect("pieces");
+        let mut expected = vec![0u8; 100];
+        expected.extend(records.iter().flatten());
         // The commit writes them, then the segment and trailer (whatever their bytes: the
         // store moves them as they are).
         Box::new(append)

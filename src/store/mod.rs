@@ -304,6 +304,28 @@ impl AppendBase {
     }
 }
 
+/// A small record for [`AppendSession::put_small_records`]: its index entry, and its bytes
+/// as borrowed pieces whose concatenation is the record.
+#[derive(Debug, Clone, Copy)]
+pub struct SmallRecord<'a> {
+    /// The record's index entry.
+    pub entry: &'a IndexEntry,
+    /// The record's bytes, in order.
+    pub parts: &'a [&'a [u8]],
+}
+
+impl SmallRecord<'_> {
+    /// Length of the record in bytes.
+    pub fn len(&self) -> u64 {
+        self.parts.iter().map(|p| p.len() as u64).sum()
+    }
+
+    /// Whether the record has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.parts.iter().all(|p| p.is_empty())
+    }
+}
+
 /// A record to store, as the pieces it is written from (so a large payload is never copied
 /// into a contiguous buffer just to be written).
 #[derive(Debug, Clone, Default)]
@@ -520,27 +542,22 @@ pub trait AppendSession: Send {
         record: RecordBytes,
     ) -> Result<(), StoreError>;
 
-    /// [`Self::put_record`] for a small record given as borrowed pieces (their
-    /// concatenation is the record), for the store to copy: a writer sends its records of a
-    /// few KiB this way, without a buffer and a reference count per piece. The single file,
-    /// which gathers small records into large writes, copies the pieces straight into the
-    /// gathered write; the default copies them into one buffer for [`Self::put_record`].
-    async fn put_small_record(
-        &mut self,
-        entry: &IndexEntry,
-        parts: &[&[u8]],
-    ) -> Result<(), StoreError> {
-        let mut record = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
-        for part in parts {
-            record.extend_from_slice(part);
+    /// [`Self::put_record`] for small records given as borrowed pieces, in order, for the
+    /// store to copy: a writer sends its records of a few KiB this way, a batch at a time,
+    /// without a buffer and a reference count per piece or a call per record. The single
+    /// file, which gathers small records into large writes, copies the pieces straight into
+    /// the gathered write; the default copies each record into one buffer for
+    /// [`Self::put_record`].
+    async fn put_small_records(&mut self, records: &[SmallRecord<'_>]) -> Result<(), StoreError> {
+        for record in records {
+            let mut bytes = Vec::with_capacity(record.len() as usize);
+            for part in record.parts {
+                bytes.extend_from_slice(part);
+            }
+            let parts = vec![Bytes::from(bytes)];
+            self.put_record(record.entry, RecordBytes { parts }).await?;
         }
-        self.put_record(
-            entry,
-            RecordBytes {
-                parts: vec![Bytes::from(record)],
-            },
-        )
-        .await
+        Ok(())
     }
 
     /// Makes the appended records and commit `seq` the committed state, durably. `segment`
