@@ -9,7 +9,10 @@
 //! every index run against the entries it summarises (the records its commit added and the
 //! runs it absorbed); the Merkle frontier of every commit, grown leaf by leaf; and every
 //! record (re-hashed, its chain link, its signature). Records are hashed and signatures
-//! checked on every core.
+//! checked on every core, and the signatures (most of the work) in the background while the
+//! next commit's chain is checked and the next records are read and hashed. A verification
+//! that stops early (a commit it cannot read) leaves those checks to finish on their own;
+//! their results are dropped.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -31,7 +34,7 @@ use crate::format::Codec;
 use crate::format::digest::{Digest, SignedKind, chain_link};
 use crate::format::run::{RunEntry, RunRef};
 use crate::format::{FourCC, Frontier, IndexEntry, RecordView, TRAILER_LEN, Trailer};
-use crate::keys::{SignatureCheck, verify_many};
+use crate::keys::{PublicKey, SignatureCheck, verify_many};
 use crate::store::{AuditFinding, BlockStore, StoreError};
 
 /// How thoroughly to verify.
@@ -446,20 +449,35 @@ pub(crate) async fn verify_target(
     }
     commits.reverse();
     let mut chain = ChainCheck::new(identity);
-    let mut signatures = Vec::with_capacity(header.record_count as usize + commits.len());
-    let mut owners = Vec::with_capacity(signatures.capacity());
-    for commit in &commits {
-        report.commits_checked += 1;
-        check_commit_identity(commit, identity, report);
-        signatures.push(SignatureCheck {
+    // Signatures are checked on blocking threads as they become known: the commits' first,
+    // then each commit's records once read and hashed, which happens right after that
+    // commit's chain check. So the cores verify signatures (most of the work) while this
+    // thread checks the next commit's chain and hashes the next records. What the records
+    // show is reported only if every commit's chain holds, as when they were checked after.
+    let mut signatures = SignatureJobs::new(identity.key, options);
+    let mut owners = Vec::with_capacity(header.record_count as usize + commits.len());
+    let commit_checks = commits
+        .iter()
+        .map(|commit| SignatureCheck {
             kind: SignedKind::Commit,
             digest: commit.digest,
             signature: commit.head.signature,
-        });
-        owners.push(signature_problem(commit));
+        })
+        .collect();
+    signatures.submit(commit_checks);
+    owners.extend((0..commits.len()).map(SignatureOwner::Commit));
+    let mut records = RecordFindings {
+        previous_digest: identity.genesis,
+        problems: Vec::new(),
+        bytes_hashed: 0,
+    };
+    for commit in &commits {
+        report.commits_checked += 1;
+        check_commit_identity(commit, identity, report);
         if !(completed && commit.seq() == target.seq()) {
             check_trailer(&index, commit, report).await?;
         }
+        let checked = chain.entries.len();
         match chain.check(&index, commit, report).await {
             Ok(()) => {}
             Err(e) if bad_bytes(&e) => {
@@ -472,21 +490,30 @@ pub(crate) async fn verify_target(
             }
             Err(e) => return Err(e),
         }
+        check_records(
+            store.as_ref(),
+            &chain.entries,
+            checked,
+            options,
+            &mut signatures,
+            &mut owners,
+            &mut records,
+        )
+        .await?;
     }
-    check_records(
-        store.as_ref(),
-        &chain.entries,
-        identity.genesis,
-        options,
-        &mut signatures,
-        &mut owners,
-        report,
-    )
-    .await?;
-    let failures = verify_many(&identity.key, &signatures, options.threads, options.strict);
-    report.signatures_checked += signatures.len() as u64;
-    for failure in failures {
-        report.problems.push(owners[failure].clone());
+    report.problems.append(&mut records.problems);
+    report.bytes_hashed += records.bytes_hashed;
+    report.signatures_checked += signatures.submitted as u64;
+    for failure in signatures.failures().await? {
+        if let Some(owner) = owners.get(failure) {
+            report.problems.push(match owner {
+                SignatureOwner::Commit(n) => signature_problem(&commits[*n]),
+                SignatureOwner::Record(n) => {
+                    let (position, entry) = &chain.entries[*n];
+                    record_problem(*position, entry, "block signature does not verify")
+                }
+            });
+        }
     }
     let digests: HashSet<Digest> = chain.entries.iter().map(|(_, e)| e.digest).collect();
     let findings = store.audit(&digests, header.seq).await?;
@@ -1108,23 +1135,104 @@ fn unreadable(record: &RecordView) -> Option<String> {
     }
 }
 
+/// Whose signature a [`SignatureCheck`] is, to name it if it fails.
+enum SignatureOwner {
+    /// The commit at this index of the commits checked, oldest first.
+    Commit(usize),
+    /// The record at this index of the chain's entries.
+    Record(usize),
+}
+
+/// Signature checks started on blocking threads as their digests become known (see
+/// [`verify_target`]); the failures come back as positions in the order of submission.
+struct SignatureJobs {
+    key: PublicKey,
+    threads: usize,
+    strict: bool,
+    submitted: usize,
+    running: Vec<(usize, SignatureJob)>,
+}
+
+/// The failures among a run of signature checks, or the task finding them.
+enum SignatureJob {
+    Done(Vec<usize>),
+    Running(tokio::task::JoinHandle<Vec<usize>>),
+}
+
+impl SignatureJobs {
+    fn new(key: PublicKey, options: VerifyOptions) -> Self {
+        Self {
+            key,
+            threads: options.threads,
+            strict: options.strict,
+            submitted: 0,
+            running: Vec::new(),
+        }
+    }
+
+    /// Starts checking `checks`, which come after every check submitted before.
+    fn submit(&mut self, checks: Vec<SignatureCheck>) {
+        if checks.is_empty() {
+            return;
+        }
+        let first = self.submitted;
+        self.submitted += checks.len();
+        let (key, threads, strict) = (self.key, self.threads, self.strict);
+        let job = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => SignatureJob::Running(
+                runtime.spawn_blocking(move || verify_many(&key, &checks, threads, strict)),
+            ),
+            // Outside a Tokio runtime, at once.
+            Err(_) => SignatureJob::Done(verify_many(&key, &checks, threads, strict)),
+        };
+        self.running.push((first, job));
+    }
+
+    /// The positions (in submission order) of the signatures that do not verify.
+    async fn failures(self) -> Result<Vec<usize>> {
+        let mut failures = Vec::new();
+        for (first, job) in self.running {
+            let failed = match job {
+                SignatureJob::Done(failed) => failed,
+                SignatureJob::Running(job) => job.await.map_err(|e| {
+                    crate::Error::Invalid(format!("internal: checking signatures failed: {e}"))
+                })?,
+            };
+            failures.extend(failed.into_iter().map(|n| first + n));
+        }
+        Ok(failures)
+    }
+}
+
+/// What checking the records found so far, and the digest the next record links to.
+struct RecordFindings {
+    previous_digest: Digest,
+    problems: Vec<Problem>,
+    bytes_hashed: u64,
+}
+
+/// Reads and hashes `entries[from..]`, checks their chain links, and submits their
+/// signatures to `signatures`.
 async fn check_records(
     store: &dyn BlockStore,
     entries: &[(u64, IndexEntry)],
-    genesis: Digest,
+    from: usize,
     options: VerifyOptions,
-    signatures: &mut Vec<SignatureCheck>,
-    owners: &mut Vec<Problem>,
-    report: &mut VerifyReport,
+    signatures: &mut SignatureJobs,
+    owners: &mut Vec<SignatureOwner>,
+    found: &mut RecordFindings,
 ) -> Result<()> {
-    let mut previous_digest = genesis;
-    // Records are read in chunks of bounded total size and hashed on worker threads.
+    // Records are read in chunks of bounded total size and count, hashed on worker threads,
+    // and their signatures checked in the background while the next chunk is read.
     const CHUNK_BYTES: u64 = 64 << 20;
-    let mut start = 0usize;
+    const CHUNK_RECORDS: usize = 4096;
+    let mut start = from;
     while start < entries.len() {
         let mut end = start;
         let mut chunk_bytes = 0u64;
-        while end < entries.len() && (end == start || chunk_bytes < CHUNK_BYTES) {
+        while end < entries.len()
+            && (end == start || (chunk_bytes < CHUNK_BYTES && end - start < CHUNK_RECORDS))
+        {
             chunk_bytes += entries[end].1.record_len;
             end += 1;
         }
@@ -1140,7 +1248,7 @@ async fn check_records(
             chunk.push(match result {
                 Ok(bytes) => Some(bytes),
                 Err(e) if is_bad_bytes(&e) || matches!(e, StoreError::NotFound { .. }) => {
-                    report
+                    found
                         .problems
                         .push(record_problem(*position, entry, e.to_string()));
                     None
@@ -1165,14 +1273,16 @@ async fn check_records(
                 }
             }
         }
+        let mut checks = Vec::with_capacity(results.len());
         for (i, result) in results.into_iter().enumerate() {
             let (position, entry) = &entries[start + i];
-            report.bytes_hashed += chunk[i].as_ref().map_or(0, |b| b.len() as u64);
-            report.problems.extend(result.problems);
+            found.bytes_hashed += chunk[i].as_ref().map_or(0, |b| b.len() as u64);
+            found.problems.extend(result.problems);
+            let previous_digest = found.previous_digest;
             if let Some(link) = result.prev_link
                 && link != chain_link(&previous_digest)
             {
-                report.problems.push(record_problem(
+                found.problems.push(record_problem(
                     *position,
                     entry,
                     format!(
@@ -1188,20 +1298,17 @@ async fn check_records(
                 ));
             }
             if let (Some(digest), Some(signature)) = (result.digest, result.signature) {
-                signatures.push(SignatureCheck {
+                checks.push(SignatureCheck {
                     kind: SignedKind::Block,
                     digest,
                     signature,
                 });
-                owners.push(record_problem(
-                    *position,
-                    entry,
-                    "block signature does not verify",
-                ));
+                owners.push(SignatureOwner::Record(start + i));
             }
             // The indexed digest is what the Merkle root and the next link commit to.
-            previous_digest = entry.digest;
+            found.previous_digest = entry.digest;
         }
+        signatures.submit(checks);
         start = end;
     }
     Ok(())
