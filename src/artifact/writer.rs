@@ -346,6 +346,9 @@ pub struct ArtifactWriter {
     placed_at: Option<std::time::Instant>,
     /// Pending records older than this are uploaded again before their commit.
     reupload_after: Duration,
+    /// The blocks the last commit made durable, freed once the next batch is being signed
+    /// (see [`Self::try_commit`]).
+    retired: Vec<Pending>,
 }
 
 impl std::fmt::Debug for ArtifactWriter {
@@ -608,6 +611,7 @@ impl ArtifactWriter {
             last_committed: Vec::new(),
             placed_at: None,
             reupload_after: REUPLOAD_PENDING_AFTER,
+            retired: Vec::new(),
         }
     }
 
@@ -1117,6 +1121,7 @@ impl ArtifactWriter {
         // work), then returns to prepare the next batch: the cores sign all the time.
         let digests: Vec<Digest> = linked.iter().map(|(_, p)| p.entry.digest).collect();
         let signing = Signatures::start(&self.key, digests);
+        drop(std::mem::take(&mut self.retired));
         let mut records = Vec::with_capacity(linked.len());
         let mut refs = Vec::with_capacity(linked.len());
         for (block, (header, placed)) in blocks.into_iter().zip(linked) {
@@ -1647,7 +1652,9 @@ impl ArtifactWriter {
         self.last_committed = self.placed.iter().map(|p| self.block_ref(p)).collect();
         self.last_committed.append(&mut self.already_committed);
         self.placed_at = None;
-        self.pending.clear();
+        // The committed blocks (thousands of boxes and buffers in a bulk write) are freed
+        // once the next batch is being signed, not now, while the cores wait for it.
+        self.retired = std::mem::take(&mut self.pending);
         self.staged = None;
         self.placed.clear();
         self.pending_versions.clear();
@@ -1802,8 +1809,10 @@ fn prepare_all(
                 action: *action,
             })
         };
+    // Below a few hundred KiB, starting a helper thread costs about what it saves (the first
+    // 128 blocks of a batch of small ones, hashed while the cores wait to sign them).
     let worth_threads = blocks.len() > 1
-        && blocks.iter().map(|((b, _), _)| b.data.len()).sum::<usize>() > 64 * 1024;
+        && blocks.iter().map(|((b, _), _)| b.data.len()).sum::<usize>() > 256 * 1024;
     if worth_threads {
         parallel_map(&blocks, available_threads(), work)
             .into_iter()
