@@ -319,3 +319,78 @@ fn a_recovered_finalized_artifact_stays_sealed_and_valid() {
         "{refused:?}"
     );
 }
+
+/// Full verification checks signatures in the background, a chunk of records at a time and
+/// per commit: a bad signature in any chunk (here the first record, one in the second
+/// chunk of the second commit and the last one, over three commits of 5,000 blocks) is
+/// still named at its record, and nothing else is reported.
+#[test]
+fn bad_signatures_are_named_at_their_records_whatever_chunk_they_are_in() {
+    use maif_store::artifact::{ArtifactWriter, CreateOptions, NewBlock};
+    use maif_store::format::FourCC;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("many.maif");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let placed = runtime.block_on(async {
+        let store = common::file_store(&path);
+        let mut writer =
+            ArtifactWriter::create(store, common::test_key(), CreateOptions::default())
+                .await
+                .expect("create");
+        let mut placed = Vec::new();
+        for commit in 0..3u32 {
+            let blocks = (0..5_000u32)
+                .map(|n| NewBlock::new(FourCC::BINA, (commit * 5_000 + n).to_le_bytes().to_vec()))
+                .collect();
+            placed.extend(writer.add_batch(blocks).await.expect("add"));
+            writer.commit().await.expect("commit");
+        }
+        placed
+    });
+    let mut bytes = std::fs::read(&path).expect("read");
+    let bad = [0usize, 5_000 + 4_500, placed.len() - 1];
+    for &n in &bad {
+        let block = placed[n];
+        // The signature is the record's last 64 bytes: nothing else covers it.
+        let record_len = placed
+            .get(n + 1)
+            .map_or(0, |next| next.offset - block.offset);
+        let end = if record_len > 0 {
+            block.offset + record_len
+        } else {
+            // The last record ends where the next commit's segment starts.
+            runtime
+                .block_on(ArtifactReader::open(common::file_store(&path)))
+                .expect("open")
+                .commit()
+                .header()
+                .segment_offset
+        };
+        bytes[end as usize - 10] ^= 0x01;
+    }
+    std::fs::write(&path, &bytes).expect("write");
+    for threads in [1, 2] {
+        let options = VerifyOptions {
+            threads,
+            ..VerifyOptions::default()
+        };
+        let report = runtime
+            .block_on(verify(common::file_store(&path), options))
+            .expect("verify");
+        assert!(!report.valid);
+        let named: Vec<u64> = report.problems.iter().filter_map(|p| p.record).collect();
+        let expected: Vec<u64> = bad.iter().map(|&n| placed[n].position).collect();
+        assert_eq!(named, expected, "{:?}", report.problems);
+        assert!(
+            report
+                .problems
+                .iter()
+                .all(|p| p.reason == "block signature does not verify"),
+            "{:?}",
+            report.problems
+        );
+        assert_eq!(report.signatures_checked, 15_000 + 4);
+    }
+}
