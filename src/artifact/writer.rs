@@ -44,9 +44,9 @@ use crate::format::{
 use crate::format::{Codec, FixedCodec};
 use crate::keys::{PublicKey, SigningKey};
 use crate::parallel::{available_threads, parallel_map};
-use crate::store::file::PIPELINE_MIN_RECORD;
 use crate::store::{
-    AppendSession, Base, BlockStore, Continued, Durable, RecordBytes, SmallRecord, StoreError,
+    AppendSession, Base, BlockStore, Continued, Durable, RecordBytes, SMALL_RECORD_LEN,
+    SmallRecord, StoreError,
 };
 
 /// What `create` puts in the header and metadata section.
@@ -1178,8 +1178,8 @@ impl ArtifactWriter {
                 records.len()
             )));
         }
-        // Records the single file copies into a gathered write anyway go as borrowed pieces,
-        // a run of them per call; a larger one as shared buffers, never copied.
+        // Small records go as borrowed pieces, a run of them per call; a larger one as
+        // shared buffers, never copied (see `SMALL_RECORD_LEN`).
         let pieces: Vec<[&[u8]; 4]> = records
             .iter()
             .zip(&signatures)
@@ -1189,7 +1189,7 @@ impl ArtifactWriter {
         while start < records.len() {
             let end = records[start..]
                 .iter()
-                .position(|r| r.entry.record_len >= PIPELINE_MIN_RECORD)
+                .position(|r| r.entry.record_len >= SMALL_RECORD_LEN)
                 .map_or(records.len(), |n| start + n);
             if end > start {
                 let small: Vec<SmallRecord<'_>> = (start..end)

@@ -671,6 +671,14 @@ pub fn encode_run_into(
         }
         .encode(&mut head);
     }
+    if head.len() as u64 != head_len {
+        // The room reserved for the head is what FORMAT.md gives for this count; a head of
+        // another length would overwrite the first page.
+        return Err(invalid(format!(
+            "the head encoded to {} bytes where {head_len} were reserved",
+            head.len()
+        )));
+    }
     let head_digest = run_head_digest(&head[..RUN_HEADER_LEN], &head[RUN_HEADER_LEN..]);
     out[start..start + head.len()].copy_from_slice(&head);
     Ok(EncodedRun {

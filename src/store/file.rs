@@ -62,7 +62,8 @@ use bytes::Bytes;
 
 use super::{
     AppendBase, AppendSession, Base, BlockStore, CommitRef, Continued, Durable, ImportSession,
-    Latest, RecordBytes, SmallRecord, StoreError, crash_point, fail_point, run_blocking,
+    Latest, RecordBytes, SMALL_RECORD_LEN, SmallRecord, StoreError, crash_point, fail_point,
+    run_blocking,
 };
 use crate::format::Codec;
 use crate::format::file_header::FILE_HEADER_LEN;
@@ -667,9 +668,6 @@ impl FileStore {
 
 /// Records waiting for the writer thread; bounds the memory an append holds.
 const PIPELINE_DEPTH: usize = 8;
-/// Records smaller than this are gathered into large writes rather than sent to the writer
-/// thread (so they are copied once, whichever way they come).
-pub(crate) const PIPELINE_MIN_RECORD: u64 = 64 * 1024;
 /// Small records are written once this many bytes have gathered.
 const WRITE_BUFFER: usize = 1 << 20;
 /// The record writer makes what it wrote durable after this many bytes.
@@ -1108,7 +1106,7 @@ impl AppendSession for FileAppend {
     ) -> Result<(), StoreError> {
         let len = record.len();
         self.check_next(entry, len)?;
-        if len < PIPELINE_MIN_RECORD {
+        if len < SMALL_RECORD_LEN {
             if self.gather(len, record.parts.iter().map(|p| &p[..])) {
                 self.flush_buffer().await?;
             }
@@ -1125,7 +1123,7 @@ impl AppendSession for FileAppend {
         for record in records {
             let len = record.len();
             self.check_next(record.entry, len)?;
-            if len >= PIPELINE_MIN_RECORD {
+            if len >= SMALL_RECORD_LEN {
                 let parts = record
                     .parts
                     .iter()
@@ -1481,7 +1479,7 @@ mod tests {
         let mut append = session(&path);
         let records: Vec<Vec<u8>> = (0..6u8)
             .map(|n| match n {
-                2 => vec![7u8; PIPELINE_MIN_RECORD as usize],
+                2 => vec![7u8; SMALL_RECORD_LEN as usize],
                 _ => vec![n; 10 + usize::from(n)],
             })
             .collect();

@@ -304,6 +304,12 @@ impl AppendBase {
     }
 }
 
+/// Records shorter than this are small: a writer sends them as borrowed pieces
+/// ([`AppendSession::put_small_records`]), and the single file gathers them into large
+/// writes (copying them once, whichever way they come); longer ones go as shared buffers
+/// ([`AppendSession::put_record`]) and are never copied on the way.
+pub(crate) const SMALL_RECORD_LEN: u64 = 64 * 1024;
+
 /// A small record for [`AppendSession::put_small_records`]: its index entry, and its bytes
 /// as borrowed pieces whose concatenation is the record.
 #[derive(Debug, Clone, Copy)]
