@@ -670,6 +670,13 @@ impl FileStore {
 const PIPELINE_DEPTH: usize = 8;
 /// Small records are written once this many bytes have gathered.
 const WRITE_BUFFER: usize = 1 << 20;
+/// Room for a gathered write: the record that fills it past [`WRITE_BUFFER`] is smaller
+/// than [`SMALL_RECORD_LEN`], so the buffer never grows (growing copies it and touches
+/// fresh pages).
+const GATHERED_CAPACITY: usize = WRITE_BUFFER + SMALL_RECORD_LEN as usize;
+/// Written gathered buffers kept for reuse, so a long append does not fault in fresh
+/// pages for every megabyte it writes.
+const SPARE_BUFFERS: usize = 4;
 /// The record writer makes what it wrote durable after this many bytes.
 const BACKGROUND_SYNC: u64 = 8 << 20;
 
@@ -695,12 +702,37 @@ const BACKGROUND_SYNC: u64 = 8 << 20;
 struct Pipeline {
     sender: tokio::sync::mpsc::Sender<Job>,
     worker: JoinHandle<std::io::Result<()>>,
+    /// Gathered buffers the thread has written, emptied, for the next gathered writes.
+    spare: Arc<SpareBuffers>,
+}
+
+/// Emptied buffers handed from the writer thread back to the caller, at most
+/// [`SPARE_BUFFERS`].
+#[derive(Default)]
+struct SpareBuffers(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl SpareBuffers {
+    fn give_back(&self, mut buffer: Vec<u8>) {
+        buffer.clear();
+        if let Ok(mut spare) = self.0.lock()
+            && spare.len() < SPARE_BUFFERS
+        {
+            spare.push(buffer);
+        }
+    }
+
+    fn take(&self) -> Option<Vec<u8>> {
+        self.0.lock().ok()?.pop()
+    }
 }
 
 /// What the writer thread is asked to do, in order.
 enum Job {
-    /// Write a record (or records gathered into one write) at this offset.
+    /// Write a record at this offset.
     Write(u64, RecordBytes),
+    /// Write small records gathered into one buffer at this offset, then hand the buffer
+    /// back for reuse.
+    Gathered(u64, Vec<u8>),
     /// The two phases of commit `seq`, whose segment goes at `at`, right after the records
     /// sent before it; the outcome goes to `done`.
     Commit {
@@ -730,46 +762,28 @@ impl Pipeline {
     /// the append stops); an import passes `None` and is never cut.
     fn start(file: Arc<File>, sync_every: Option<u64>, append: Option<(String, u64)>) -> Self {
         let (sender, mut receiver) = tokio::sync::mpsc::channel::<Job>(PIPELINE_DEPTH);
+        let spare = Arc::new(SpareBuffers::default());
+        let give_back = spare.clone();
         let worker = std::thread::spawn(move || {
-            let mut commits = append.map(|(location, base_end)| Commits {
-                location,
-                durable_end: base_end,
-                dirty: false,
-                failure: None,
-            });
-            let mut unsynced = 0u64;
-            let mut flush = BackgroundFlush(None);
-            let mut write_error = None;
+            let mut writer = RecordWriter {
+                file,
+                sync_every,
+                commits: append.map(|(location, base_end)| Commits {
+                    location,
+                    durable_end: base_end,
+                    dirty: false,
+                    failure: None,
+                }),
+                unsynced: 0,
+                flush: BackgroundFlush(None),
+                write_error: None,
+            };
             while let Some(job) = receiver.blocking_recv() {
                 match job {
-                    Job::Write(offset, record) => {
-                        // After a failure nothing more is written: the commits these records
-                        // are for fail anyway.
-                        if write_error.is_some()
-                            || commits.as_ref().is_some_and(|c| c.failure.is_some())
-                        {
-                            continue;
-                        }
-                        if let Some(commits) = commits.as_mut() {
-                            commits.dirty = true;
-                        }
-                        let written = write_record(&file, offset, &record).and_then(|()| {
-                            unsynced += record.len();
-                            if sync_every.is_some_and(|every| unsynced >= every)
-                                && flush.start(&file)?
-                            {
-                                unsynced = 0;
-                            }
-                            Ok(())
-                        });
-                        if let Err(e) = written {
-                            if let Some(commits) = commits.as_mut() {
-                                commits
-                                    .failure
-                                    .get_or_insert_with(|| format!("writing a record: {e}"));
-                            }
-                            write_error = Some(e);
-                        }
+                    Job::Write(offset, record) => writer.write(offset, &record.parts),
+                    Job::Gathered(offset, buffer) => {
+                        writer.write(offset, &[&buffer[..]]);
+                        give_back.give_back(buffer);
                     }
                     Job::Commit {
                         seq,
@@ -778,42 +792,18 @@ impl Pipeline {
                         trailer,
                         done,
                     } => {
-                        let result = match commits.as_mut() {
-                            Some(commits) => {
-                                if let Err(e) = flush.wait() {
-                                    commits
-                                        .failure
-                                        .get_or_insert_with(|| format!("flushing records: {e}"));
-                                }
-                                commits.commit(&file, seq, at, &segment, &trailer)
-                            }
-                            None => Err(StoreError::Misuse {
-                                location: String::new(),
-                                reason: "a commit sent to an import's writer".into(),
-                            }),
-                        };
-                        unsynced = 0;
                         // The caller may have stopped waiting; the commit stands either way.
-                        let _ = done.send(result);
+                        let _ = done.send(writer.commit(seq, at, &segment, &trailer));
                     }
                 }
             }
-            if let Err(e) = flush.wait() {
-                write_error.get_or_insert(e);
-            }
-            // The append ended: cut back whatever follows its newest durable commit.
-            if let Some(commits) = commits.as_mut()
-                && commits.dirty
-            {
-                crash_point("rollback:before-cut");
-                if let Err(e) = file.set_len(commits.durable_end) {
-                    tracing::error!(path = %commits.location, error = %e, "could not cut back an abandoned append");
-                    write_error.get_or_insert(e);
-                }
-            }
-            write_error.map_or(Ok(()), Err)
+            writer.finish()
         });
-        Self { sender, worker }
+        Self {
+            sender,
+            worker,
+            spare,
+        }
     }
 
     /// Queues `job`; `false` if the writer has stopped (which [`Self::finish`] explains).
@@ -829,6 +819,94 @@ impl Pipeline {
         self.worker
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the record writer thread panicked")))
+    }
+}
+
+/// The state of a [`Pipeline`]'s thread.
+struct RecordWriter {
+    file: Arc<File>,
+    sync_every: Option<u64>,
+    /// For an append, the commits made (`None` for an import).
+    commits: Option<Commits>,
+    /// Bytes written since the last flush started.
+    unsynced: u64,
+    flush: BackgroundFlush,
+    /// The first write that failed.
+    write_error: Option<std::io::Error>,
+}
+
+impl RecordWriter {
+    /// Writes `parts`, one after another, at `offset`.
+    fn write(&mut self, offset: u64, parts: &[impl AsRef<[u8]>]) {
+        // After a failure nothing more is written: the commits these records are for fail
+        // anyway.
+        if self.write_error.is_some() || self.commits.as_ref().is_some_and(|c| c.failure.is_some())
+        {
+            return;
+        }
+        if let Some(commits) = self.commits.as_mut() {
+            commits.dirty = true;
+        }
+        let written = write_parts(&self.file, offset, parts).and_then(|len| {
+            self.unsynced += len;
+            if self.sync_every.is_some_and(|every| self.unsynced >= every)
+                && self.flush.start(&self.file)?
+            {
+                self.unsynced = 0;
+            }
+            Ok(())
+        });
+        if let Err(e) = written {
+            if let Some(commits) = self.commits.as_mut() {
+                commits
+                    .failure
+                    .get_or_insert_with(|| format!("writing a record: {e}"));
+            }
+            self.write_error = Some(e);
+        }
+    }
+
+    /// Commit `seq`, after every record sent before it.
+    fn commit(
+        &mut self,
+        seq: u64,
+        at: u64,
+        segment: &[u8],
+        trailer: &[u8; TRAILER_LEN],
+    ) -> Result<(), StoreError> {
+        self.unsynced = 0;
+        match self.commits.as_mut() {
+            Some(commits) => {
+                if let Err(e) = self.flush.wait() {
+                    commits
+                        .failure
+                        .get_or_insert_with(|| format!("flushing records: {e}"));
+                }
+                commits.commit(&self.file, seq, at, segment, trailer)
+            }
+            None => Err(StoreError::Misuse {
+                location: String::new(),
+                reason: "a commit sent to an import's writer".into(),
+            }),
+        }
+    }
+
+    /// Once every job is done: waits for the running flush and, if the append ended with
+    /// bytes after its newest durable commit, cuts them back.
+    fn finish(mut self) -> std::io::Result<()> {
+        if let Err(e) = self.flush.wait() {
+            self.write_error.get_or_insert(e);
+        }
+        if let Some(commits) = self.commits.as_mut()
+            && commits.dirty
+        {
+            crash_point("rollback:before-cut");
+            if let Err(e) = self.file.set_len(commits.durable_end) {
+                tracing::error!(path = %commits.location, error = %e, "could not cut back an abandoned append");
+                self.write_error.get_or_insert(e);
+            }
+        }
+        self.write_error.map_or(Ok(()), Err)
     }
 }
 
@@ -865,12 +943,14 @@ impl BackgroundFlush {
     }
 }
 
-fn write_record(file: &File, mut offset: u64, record: &RecordBytes) -> std::io::Result<()> {
-    for part in &record.parts {
-        file.write_all_at(part, offset)?;
-        offset += part.len() as u64;
+/// Writes `parts` one after another at `offset`; returns how many bytes that was.
+fn write_parts(file: &File, offset: u64, parts: &[impl AsRef<[u8]>]) -> std::io::Result<u64> {
+    let mut at = offset;
+    for part in parts {
+        file.write_all_at(part.as_ref(), at)?;
+        at += part.as_ref().len() as u64;
     }
-    Ok(())
+    Ok(at - offset)
 }
 
 impl Commits {
@@ -1019,16 +1099,16 @@ impl FileAppend {
         if self.buffer.is_empty() {
             return Ok(());
         }
-        let gathered = std::mem::replace(&mut self.buffer, Vec::with_capacity(WRITE_BUFFER));
+        let gathered = std::mem::take(&mut self.buffer);
         let at = self.buffer_at;
         self.buffer_at += gathered.len() as u64;
-        self.send(Job::Write(
-            at,
-            RecordBytes {
-                parts: vec![Bytes::from(gathered)],
-            },
-        ))
-        .await
+        self.send(Job::Gathered(at, gathered)).await?;
+        self.buffer = self
+            .pipeline
+            .as_ref()
+            .and_then(|pipeline| pipeline.spare.take())
+            .unwrap_or_default();
+        Ok(())
     }
 
     /// Queues `job` for the record writer, starting it if need be.
@@ -1075,6 +1155,8 @@ impl FileAppend {
     fn gather<'a>(&mut self, len: u64, parts: impl IntoIterator<Item = &'a [u8]>) -> bool {
         if self.buffer.is_empty() {
             self.buffer_at = self.next_offset;
+            self.buffer
+                .reserve_exact(GATHERED_CAPACITY.saturating_sub(self.buffer.capacity()));
         }
         for part in parts {
             self.buffer.extend_from_slice(part);
@@ -1529,5 +1611,38 @@ mod tests {
             "the records differ"
         );
         assert_eq!(&written[records..records + 7], b"segment");
+    }
+
+    /// A gathered write's buffer has room for the record that fills it, so gathering never
+    /// reallocates (which copied a megabyte and touched fresh pages for every write), and
+    /// written buffers come back emptied, at most `SPARE_BUFFERS` of them.
+    #[test]
+    fn gathered_buffers_never_grow_and_come_back_emptied() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut append = session(&dir.path().join("a.maif"));
+        let record = vec![5u8; SMALL_RECORD_LEN as usize - 1];
+        assert!(!append.gather(record.len() as u64, [&record[..]]));
+        let (buffer, room) = (append.buffer.as_ptr(), append.buffer.capacity());
+        assert!(room >= GATHERED_CAPACITY, "{room}");
+        let mut full = false;
+        while !full {
+            full = append.gather(record.len() as u64, [&record[..]]);
+            assert_eq!(
+                (append.buffer.as_ptr(), append.buffer.capacity()),
+                (buffer, room)
+            );
+        }
+        assert!(append.buffer.len() >= WRITE_BUFFER);
+
+        let spare = SpareBuffers::default();
+        for _ in 0..SPARE_BUFFERS + 2 {
+            spare.give_back(vec![1u8; 1000]);
+        }
+        let mut back = 0;
+        while let Some(buffer) = spare.take() {
+            assert!(buffer.is_empty() && buffer.capacity() >= 1000);
+            back += 1;
+        }
+        assert_eq!(back, SPARE_BUFFERS);
     }
 }
