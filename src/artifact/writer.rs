@@ -228,15 +228,16 @@ struct Staged {
 }
 
 impl Staged {
-    /// Nothing staged yet on top of `commit`.
-    fn after(commit: &Commit) -> Self {
+    /// Nothing staged yet on top of `commit`; the entries go into `buffer` (emptied first).
+    fn after(commit: &Commit, mut buffer: Vec<u8>) -> Self {
+        buffer.clear();
         Self {
             base: commit.digest,
             blocks: 0,
             last_record: None,
             frontier: commit.frontier().clone(),
             head: commit.header().provenance_head,
-            provenance: Vec::new(),
+            provenance: buffer,
             hashes: 0,
             details: Vec::new(),
         }
@@ -349,7 +350,13 @@ pub struct ArtifactWriter {
     /// The blocks the last commit made durable, freed once the next batch is being signed
     /// (see [`Self::try_commit`]).
     retired: Vec<Pending>,
+    /// The last commit's provenance buffer, for the next one's entries: a fresh one would
+    /// grow by copying and touch new pages, for every commit of a bulk import.
+    provenance_buffer: Vec<u8>,
 }
+
+/// A provenance buffer larger than this is freed after its commit, not kept for the next.
+const KEEP_PROVENANCE_BUFFER: usize = 16 << 20;
 
 impl std::fmt::Debug for ArtifactWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -612,6 +619,7 @@ impl ArtifactWriter {
             placed_at: None,
             reupload_after: REUPLOAD_PENDING_AFTER,
             retired: Vec::new(),
+            provenance_buffer: Vec::new(),
         }
     }
 
@@ -900,10 +908,13 @@ impl ArtifactWriter {
         let mut slots = Vec::new();
         let mut slices: VecDeque<_> = slices.into();
         while let Some(mut slice) = slices.pop_front() {
-            if self.signing.is_empty() && slice.len() >= 2 * FIRST_SIGNED {
-                // Nothing is being signed (the first batch, or the first after a commit):
-                // a small first part starts the cores signing while the rest is prepared.
-                let rest = slice.split_off(FIRST_SIGNED);
+            // Little is being signed (the first batch, or the first after a commit): a small
+            // first part starts the cores signing while the next is prepared, each part at
+            // most twice what is being signed, so the cores never wait for this thread.
+            let signing: usize = self.signing.iter().map(|b| b.records.len()).sum();
+            let part = (2 * signing).max(FIRST_SIGNED);
+            if slice.len() >= 2 * part {
+                let rest = slice.split_off(part);
                 slices.push_front(rest);
             }
             let all = prepare_all(slice, &*clock)?;
@@ -1121,7 +1132,7 @@ impl ArtifactWriter {
         // work), then returns to prepare the next batch: the cores sign all the time.
         let digests: Vec<Digest> = linked.iter().map(|(_, p)| p.entry.digest).collect();
         let signing = Signatures::start(&self.key, digests);
-        drop(std::mem::take(&mut self.retired));
+        retire(std::mem::take(&mut self.retired));
         let mut records = Vec::with_capacity(linked.len());
         let mut refs = Vec::with_capacity(linked.len());
         for (block, (header, placed)) in blocks.into_iter().zip(linked) {
@@ -1154,7 +1165,9 @@ impl ArtifactWriter {
                 .staged
                 .take()
                 .filter(|s| s.still_holds(&self.commit, &self.pending, &self.placed))
-                .unwrap_or_else(|| Staged::after(&self.commit));
+                .unwrap_or_else(|| {
+                    Staged::after(&self.commit, std::mem::take(&mut self.provenance_buffer))
+                });
             // A block the commit cannot chain is reported by the commit, which chains it
             // again.
             if staged.advance(&self.pending, &self.placed).is_ok() {
@@ -1506,7 +1519,9 @@ impl ArtifactWriter {
             .staged
             .take()
             .filter(|s| s.still_holds(&self.commit, &self.pending, &self.placed))
-            .unwrap_or_else(|| Staged::after(&self.commit));
+            .unwrap_or_else(|| {
+                Staged::after(&self.commit, std::mem::take(&mut self.provenance_buffer))
+            });
         let Staged {
             blocks: staged_blocks,
             mut frontier,
@@ -1606,6 +1621,9 @@ impl ArtifactWriter {
                 None => base.newest_run,
             },
         };
+        if provenance.capacity() <= KEEP_PROVENANCE_BUFFER {
+            self.provenance_buffer = provenance;
+        }
         let header_bytes = header.to_bytes();
         let digest = commit_digest(&header_bytes, &frontier.to_bytes());
         let signature = self.key.sign(SignedKind::Commit, &digest);
@@ -1830,6 +1848,17 @@ fn sign_all(key: &SigningKey, digests: &[Digest]) -> Vec<[u8; SIGNATURE_LEN]> {
         available_threads()
     };
     parallel_map(digests, threads, |d| key.sign(SignedKind::Block, d))
+}
+
+/// Frees the blocks a commit made durable: thousands of boxes and buffers after a bulk
+/// commit, freed on a blocking thread so that this one goes on placing blocks to sign.
+fn retire(blocks: Vec<Pending>) {
+    if blocks.len() < SIGN_IN_BACKGROUND_FROM {
+        return;
+    }
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        drop(runtime.spawn_blocking(move || drop(blocks)));
+    }
 }
 
 /// How many blocks a batch places first when nothing is being signed (see
