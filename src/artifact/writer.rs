@@ -1146,8 +1146,8 @@ impl ArtifactWriter {
             self.placed.push(placed);
         }
         // Records go to the store in order: the oldest batches first, once signed, with at
-        // most SIGNING_DEPTH batches being signed (so a commit finds its last two batches
-        // still signing, and builds its segment meanwhile). A batch signed at once (a
+        // most SIGNING_DEPTH batches being signed (so a commit finds its last batches still
+        // signing, and builds its segment meanwhile). A batch signed at once (a
         // single `add`) is sent now when nothing is ahead of it.
         self.signing.push_back(Signing { signing, records });
         while self.signing.len() > SIGNING_DEPTH
@@ -1867,7 +1867,13 @@ const FIRST_SIGNED: usize = 128;
 
 /// At most this many placed batches wait for their signatures (the one just placed
 /// included); an older one is sent to the store first.
-const SIGNING_DEPTH: usize = 2;
+///
+/// Four rather than two: a commit's segment build (3 ms for 10,000 blocks, up to 50 ms when
+/// its index run absorbs others) then finds about twice the signing still to do beside it,
+/// so the cores wait for it less (traced: the time with nothing being signed in an import
+/// of 200,000 blocks fell from 106-156 ms to 87-109 ms). The cost is memory: four batches'
+/// records held until signed.
+const SIGNING_DEPTH: usize = 4;
 
 /// Batches of at least this many records are signed in the background; smaller ones (a
 /// single `add`) at once, where a thread hand-over would cost more than it saves.
