@@ -66,10 +66,11 @@ async fn a_refused_block_in_a_late_slice_refuses_the_whole_batch() {
         "{refused:?}"
     );
 
-    // One slice of small blocks, whose first 128 are placed on their own (nothing is being
-    // signed yet): refused whole just the same, for either reason.
+    // One slice of small blocks, placed in growing parts (128 on their own, as nothing is
+    // being signed yet, then 256, 768 and the rest, each at most twice what is being
+    // signed): refused whole just the same, for either reason, in its last part.
     let small = || -> Vec<NewBlock> {
-        (0..300)
+        (0..2_000)
             .map(|n| NewBlock::new(FourCC::BINA, vec![n as u8; 100]))
             .collect()
     };

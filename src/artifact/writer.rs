@@ -825,8 +825,8 @@ impl ArtifactWriter {
         self.check_open()?;
         let total = blocks.len();
         let groups = slices_by_payload(blocks);
-        // A batch placed in parts (by payload, or its first FIRST_SIGNED blocks first: see
-        // `add_slices`) refuses a bad block before any part is placed.
+        // A batch placed in parts (by payload, or in growing parts from FIRST_SIGNED blocks
+        // on: see `add_slices`) refuses a bad block before any part is placed.
         if groups.len() > 1 || total >= 2 * FIRST_SIGNED {
             // Refuse a bad block before any of the batch is placed.
             for (block, _) in groups.iter().flatten() {
