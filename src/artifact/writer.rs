@@ -347,9 +347,6 @@ pub struct ArtifactWriter {
     placed_at: Option<std::time::Instant>,
     /// Pending records older than this are uploaded again before their commit.
     reupload_after: Duration,
-    /// The blocks the last commit made durable, freed once the next batch is being signed
-    /// (see [`Self::try_commit`]).
-    retired: Vec<Pending>,
     /// The last commit's provenance buffer, for the next one's entries: a fresh one would
     /// grow by copying and touch new pages, for every commit of a bulk import.
     provenance_buffer: Vec<u8>,
@@ -618,7 +615,6 @@ impl ArtifactWriter {
             last_committed: Vec::new(),
             placed_at: None,
             reupload_after: REUPLOAD_PENDING_AFTER,
-            retired: Vec::new(),
             provenance_buffer: Vec::new(),
         }
     }
@@ -1132,7 +1128,6 @@ impl ArtifactWriter {
         // work), then returns to prepare the next batch: the cores sign all the time.
         let digests: Vec<Digest> = linked.iter().map(|(_, p)| p.entry.digest).collect();
         let signing = Signatures::start(&self.key, digests);
-        retire(std::mem::take(&mut self.retired));
         let mut records = Vec::with_capacity(linked.len());
         let mut refs = Vec::with_capacity(linked.len());
         for (block, (header, placed)) in blocks.into_iter().zip(linked) {
@@ -1670,9 +1665,9 @@ impl ArtifactWriter {
         self.last_committed = self.placed.iter().map(|p| self.block_ref(p)).collect();
         self.last_committed.append(&mut self.already_committed);
         self.placed_at = None;
-        // The committed blocks (thousands of boxes and buffers in a bulk write) are freed
-        // once the next batch is being signed, not now, while the cores wait for it.
-        self.retired = std::mem::take(&mut self.pending);
+        // The committed blocks (thousands of boxes and buffers in a bulk write) are freed on
+        // a blocking thread, while this one goes on to the next batch.
+        retire(std::mem::take(&mut self.pending));
         self.staged = None;
         self.placed.clear();
         self.pending_versions.clear();
@@ -1851,7 +1846,8 @@ fn sign_all(key: &SigningKey, digests: &[Digest]) -> Vec<[u8; SIGNATURE_LEN]> {
 }
 
 /// Frees the blocks a commit made durable: thousands of boxes and buffers after a bulk
-/// commit, freed on a blocking thread so that this one goes on placing blocks to sign.
+/// commit, freed on a blocking thread so that this one goes on placing blocks to sign (a
+/// few blocks, or outside a runtime, here).
 fn retire(blocks: Vec<Pending>) {
     if blocks.len() < SIGN_IN_BACKGROUND_FROM {
         return;
