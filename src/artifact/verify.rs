@@ -57,7 +57,7 @@ impl Default for VerifyOptions {
         Self {
             quick: false,
             strict: false,
-            threads: std::thread::available_parallelism().map_or(1, usize::from),
+            threads: crate::parallel::available_threads(),
             expected_key: None,
         }
     }
@@ -464,7 +464,7 @@ pub(crate) async fn verify_target(
             signature: commit.head.signature,
         })
         .collect();
-    signatures.submit(commit_checks);
+    signatures.submit(commit_checks).await?;
     owners.extend((0..commits.len()).map(SignatureOwner::Commit));
     let mut records = RecordFindings {
         previous_digest: identity.genesis,
@@ -1159,6 +1159,29 @@ enum SignatureJob {
     Running(tokio::task::JoinHandle<Vec<usize>>),
 }
 
+impl SignatureJob {
+    /// Whether the task is still checking.
+    fn is_running(&self) -> bool {
+        matches!(self, Self::Running(task) if !task.is_finished())
+    }
+
+    /// Waits for the task, if it is running.
+    async fn finish(&mut self) -> Result<()> {
+        if let Self::Running(task) = self {
+            let failed = task.await.map_err(|e| {
+                crate::Error::Invalid(format!("internal: checking signatures failed: {e}"))
+            })?;
+            *self = Self::Done(failed);
+        }
+        Ok(())
+    }
+}
+
+/// Signature jobs running at once. Each uses every core, so more would only queue threads
+/// (one job is a blocking thread and its helpers) and hold their checks in memory while
+/// this thread reads ahead: a million records would start 245 jobs.
+const SIGNATURE_JOBS_IN_FLIGHT: usize = 2;
+
 impl SignatureJobs {
     fn new(key: PublicKey, options: VerifyOptions) -> Self {
         Self {
@@ -1170,10 +1193,18 @@ impl SignatureJobs {
         }
     }
 
-    /// Starts checking `checks`, which come after every check submitted before.
-    fn submit(&mut self, checks: Vec<SignatureCheck>) {
+    /// Starts checking `checks`, which come after every check submitted before, once fewer
+    /// than [`SIGNATURE_JOBS_IN_FLIGHT`] jobs are running (waiting for the oldest first).
+    async fn submit(&mut self, checks: Vec<SignatureCheck>) -> Result<()> {
         if checks.is_empty() {
-            return;
+            return Ok(());
+        }
+        while self.in_flight() >= SIGNATURE_JOBS_IN_FLIGHT {
+            let Some((_, oldest)) = self.running.iter_mut().find(|(_, job)| job.is_running())
+            else {
+                break;
+            };
+            oldest.finish().await?;
         }
         let first = self.submitted;
         self.submitted += checks.len();
@@ -1186,19 +1217,25 @@ impl SignatureJobs {
             Err(_) => SignatureJob::Done(verify_many(&key, &checks, threads, strict)),
         };
         self.running.push((first, job));
+        Ok(())
+    }
+
+    /// How many jobs are still running.
+    fn in_flight(&self) -> usize {
+        self.running
+            .iter()
+            .filter(|(_, job)| job.is_running())
+            .count()
     }
 
     /// The positions (in submission order) of the signatures that do not verify.
     async fn failures(self) -> Result<Vec<usize>> {
         let mut failures = Vec::new();
-        for (first, job) in self.running {
-            let failed = match job {
-                SignatureJob::Done(failed) => failed,
-                SignatureJob::Running(job) => job.await.map_err(|e| {
-                    crate::Error::Invalid(format!("internal: checking signatures failed: {e}"))
-                })?,
-            };
-            failures.extend(failed.into_iter().map(|n| first + n));
+        for (first, mut job) in self.running {
+            job.finish().await?;
+            if let SignatureJob::Done(failed) = job {
+                failures.extend(failed.into_iter().map(|n| first + n));
+            }
         }
         Ok(failures)
     }
@@ -1308,7 +1345,7 @@ async fn check_records(
             // The indexed digest is what the Merkle root and the next link commit to.
             found.previous_digest = entry.digest;
         }
-        signatures.submit(checks);
+        signatures.submit(checks).await?;
         start = end;
     }
     Ok(())
@@ -1324,4 +1361,49 @@ fn hash_chunk(
         Some(bytes) => check_record(*position, entry, bytes),
         None => RecordCheck::default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::digest::sha256;
+
+    /// Signature checks submitted chunk by chunk run at most `SIGNATURE_JOBS_IN_FLIGHT` at a
+    /// time (a large artifact would otherwise start a job per chunk at once), and each bad
+    /// signature is still named at its position, whichever chunk it is in.
+    #[tokio::test]
+    async fn signature_jobs_are_bounded_and_name_every_failure() {
+        let key = crate::keys::SigningKey::from_seed(&[5; 32]);
+        let public = PublicKey::from_bytes(&key.public_key()).expect("public key");
+        let options = VerifyOptions {
+            threads: 2,
+            ..VerifyOptions::default()
+        };
+        let mut jobs = SignatureJobs::new(public, options);
+        let (chunks, per_chunk) = (8usize, 300usize);
+        let bad = [0usize, 299, 301, 1_111, chunks * per_chunk - 1];
+        for chunk in 0..chunks {
+            let checks = (0..per_chunk)
+                .map(|i| {
+                    let n = chunk * per_chunk + i;
+                    let digest = sha256(&(n as u64).to_le_bytes());
+                    let mut signature = key.sign(SignedKind::Block, &digest);
+                    if bad.contains(&n) {
+                        signature[7] ^= 1;
+                    }
+                    SignatureCheck {
+                        kind: SignedKind::Block,
+                        digest,
+                        signature,
+                    }
+                })
+                .collect();
+            jobs.submit(checks).await.expect("submit");
+            assert!(jobs.in_flight() <= SIGNATURE_JOBS_IN_FLIGHT);
+        }
+        assert_eq!(jobs.submitted, chunks * per_chunk);
+        let mut failures = jobs.failures().await.expect("failures");
+        failures.sort_unstable();
+        assert_eq!(failures, bad);
+    }
 }
