@@ -172,24 +172,10 @@ fn import_1k_figures(
         import();
         import_wall = import_wall.min(start.elapsed());
         import_cpu = least(import_cpu, cpu_since(cpu));
-        // On every core, by wall time, the threads taking small chunks from a shared
-        // counter as the import's do: a fixed share per thread would leave the bound
-        // waiting for whichever core the host slows, and the import (which does not wait)
-        // would look better than it is.
+        // On every core, by wall time, in chunks of 64 (see `on_every_core`).
         let start = Instant::now();
-        let next = std::sync::atomic::AtomicUsize::new(0);
         let chunks: Vec<&[[u8; 32]]> = digests.chunks(64).collect();
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| {
-                    while let Some(part) =
-                        chunks.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-                    {
-                        sign(part);
-                    }
-                });
-            }
-        });
+        on_every_core(&chunks, threads, |part| sign(part));
         sign_wall = sign_wall.min(start.elapsed());
         // On one core, by CPU time.
         let cpu = process_cpu();
@@ -217,6 +203,24 @@ fn import_1k_figures(
         });
     }
     figures
+}
+
+/// Runs `work` on every item on `threads` threads, each taking the next item from a shared
+/// counter (as the library's own threads do): a fixed share per thread would wait for
+/// whichever core the host slows.
+fn on_every_core<T: Sync>(items: &[T], threads: usize, work: impl Fn(&T) + Sync) {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                while let Some(item) =
+                    items.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                {
+                    work(item);
+                }
+            });
+        }
+    });
 }
 
 /// CPU time used since `before` (a [`process_cpu`] reading).
@@ -344,8 +348,7 @@ fn verify_figures(dir: &std::path::Path, quick: bool, figures: &mut Vec<Figure>)
     assert!(report.valid);
     let signatures = report.signatures_checked as f64;
     // Bound: ed25519-dalek's verify_batch on the same number of signatures, batches of 256
-    // taken from a shared counter by a thread per core (a fixed share per thread would wait
-    // for whichever core the host slows, which verification, taking chunks too, does not).
+    // on every core (see `on_every_core`).
     let dalek = DalekKey::from_bytes(&[9u8; 32]);
     let public = dalek.verifying_key();
     let messages: Vec<Vec<u8>> = (0..report.signatures_checked as usize)
@@ -355,19 +358,9 @@ fn verify_figures(dir: &std::path::Path, quick: bool, figures: &mut Vec<Figure>)
     let batches: Vec<(&[Vec<u8>], &[Signature])> =
         messages.chunks(256).zip(sigs.chunks(256)).collect();
     let raw_verify = || {
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| {
-                    while let Some((m, sg)) =
-                        batches.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-                    {
-                        let refs: Vec<&[u8]> = m.iter().map(Vec::as_slice).collect();
-                        ed25519_dalek::verify_batch(&refs, sg, &vec![public; sg.len()])
-                            .expect("valid batch");
-                    }
-                });
-            }
+        on_every_core(&batches, threads, |(m, sg)| {
+            let refs: Vec<&[u8]> = m.iter().map(Vec::as_slice).collect();
+            ed25519_dalek::verify_batch(&refs, sg, &vec![public; sg.len()]).expect("valid batch");
         });
     };
     // Interleaved, best of three each: a slow spell of the machine slows both alike.
