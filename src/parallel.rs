@@ -1,10 +1,24 @@
 //! The one way this crate spreads CPU work over cores: hashing and signing records in the
-//! writer, hashing records and checking signatures in verification. Scoped threads take
-//! small chunks from a shared queue (so a thread that gets less CPU does not hold the others
-//! up), the calling thread works too, and nothing is started for work that one thread does
-//! alone (a single signature check on open stays on the caller's thread).
+//! writer, hashing records and checking signatures in verification. Threads take small
+//! chunks from a shared queue (so a thread that gets less CPU does not hold the others up),
+//! and nothing is started for work that one thread does alone (a single signature check on
+//! open stays on the caller's thread).
+//!
+//! Two forms:
+//!
+//! * [`parallel_map`], for work the caller waits for: scoped threads, the calling thread
+//!   working too.
+//! * [`map_in_background`], for work the caller goes on beside (the writer's signing, while
+//!   it links and stages the next batch): one pool of threads per process, as many as there
+//!   are cores, started on first use, taking jobs first in, first out. A job's chunks are all
+//!   handed out before the next job's, so the jobs queued behind the running one stay whole:
+//!   when a writer waits for its oldest batch, the rest of its signing is still there to keep
+//!   the cores busy while it commits. (Jobs on threads of their own would share the cores
+//!   and all finish late together, starving the caller's own thread of CPU meanwhile.)
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 
 /// Threads to use for CPU-heavy work when the caller does not say: the cores available,
 /// asked once per process (the writer asks per batch, and asking reads the cgroup's files:
@@ -64,6 +78,181 @@ pub(crate) fn parallel_map<T: Sync, U: Send>(
     done.into_iter().flat_map(|(_, results)| results).collect()
 }
 
+/// Work split in chunks that the background pool's threads take in order.
+trait Chunked: Send + Sync {
+    /// Runs the next chunk nobody has taken; `false` once every chunk is taken.
+    fn run_next(&self) -> bool;
+    /// Gives up on the job: a chunk failed (panicked), so its result never comes.
+    fn abandon(&self);
+}
+
+/// A [`map_in_background`] job: `work` over `items`, in chunks.
+struct MapJob<T, U, F> {
+    items: Vec<T>,
+    per_chunk: usize,
+    chunks: usize,
+    next: AtomicUsize,
+    work: F,
+    /// Each finished chunk's results, by chunk number.
+    done: Mutex<Vec<(usize, Vec<U>)>>,
+    reply: Mutex<Option<tokio::sync::oneshot::Sender<Vec<U>>>>,
+}
+
+impl<T, U, F> Chunked for MapJob<T, U, F>
+where
+    T: Send + Sync,
+    U: Send,
+    F: Fn(&T) -> U + Send + Sync,
+{
+    fn run_next(&self) -> bool {
+        let chunk = self.next.fetch_add(1, Ordering::Relaxed);
+        if chunk >= self.chunks {
+            return false;
+        }
+        let start = chunk * self.per_chunk;
+        let end = (start + self.per_chunk).min(self.items.len());
+        let results: Vec<U> = self.items[start..end].iter().map(&self.work).collect();
+        let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        done.push((chunk, results));
+        if done.len() == self.chunks {
+            let mut all = std::mem::take(&mut *done);
+            drop(done);
+            all.sort_unstable_by_key(|(chunk, _)| *chunk);
+            let results = all.into_iter().flat_map(|(_, results)| results).collect();
+            if let Some(reply) = self
+                .reply
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+            {
+                // The caller may have stopped waiting (a writer dropped): nothing to do.
+                let _ = reply.send(results);
+            }
+        }
+        true
+    }
+
+    fn abandon(&self) {
+        // Dropping the sender tells the waiting caller the results will not come.
+        self.reply
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+}
+
+/// The background pool: jobs in the order they came, and threads waiting for them.
+struct Pool {
+    jobs: Mutex<VecDeque<Arc<dyn Chunked>>>,
+    arrived: Condvar,
+}
+
+impl Pool {
+    /// The process's pool, its threads started on first use; `None` if no thread could be
+    /// started (then the caller does the work itself).
+    fn get() -> Option<&'static Pool> {
+        static POOL: OnceLock<Option<&'static Pool>> = OnceLock::new();
+        *POOL.get_or_init(|| {
+            let pool: &'static Pool = Box::leak(Box::new(Pool {
+                jobs: Mutex::new(VecDeque::new()),
+                arrived: Condvar::new(),
+            }));
+            let started = (0..available_threads())
+                .filter(|n| {
+                    std::thread::Builder::new()
+                        .name(format!("maif-worker-{n}"))
+                        .spawn(move || pool.work())
+                        .is_ok()
+                })
+                .count();
+            (started > 0).then_some(pool)
+        })
+    }
+
+    fn submit(&self, job: Arc<dyn Chunked>) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(job);
+        self.arrived.notify_all();
+    }
+
+    /// A pool thread: runs the oldest job's chunks, forever.
+    fn work(&self) {
+        loop {
+            let job = {
+                let mut jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+                loop {
+                    match jobs.front() {
+                        Some(job) => break job.clone(),
+                        None => {
+                            jobs = self
+                                .arrived
+                                .wait(jobs)
+                                .unwrap_or_else(PoisonError::into_inner)
+                        }
+                    }
+                }
+            };
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run_next())) {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Every chunk is taken: the next job's turn (unless another thread saw
+                    // this first and removed it already).
+                    let mut jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+                    if jobs.front().is_some_and(|front| Arc::ptr_eq(front, &job)) {
+                        jobs.pop_front();
+                    }
+                }
+                Err(_) => job.abandon(),
+            }
+        }
+    }
+}
+
+/// Results of [`map_in_background`], on their way.
+pub(crate) struct InBackground<U>(Result<tokio::sync::oneshot::Receiver<Vec<U>>, Vec<U>>);
+
+impl<U> InBackground<U> {
+    /// The results in the order of the items, or `None` if the work panicked.
+    pub(crate) async fn wait(self) -> Option<Vec<U>> {
+        match self.0 {
+            Ok(receiver) => receiver.await.ok(),
+            Err(results) => Some(results),
+        }
+    }
+}
+
+/// Runs `work` over `items` on the process's background pool (module documentation) and
+/// returns at once; the results come in the order of `items`. Outside any runtime, and with
+/// no pool thread, the work runs here.
+pub(crate) fn map_in_background<T, U, F>(items: Vec<T>, work: F) -> InBackground<U>
+where
+    T: Send + Sync + 'static,
+    U: Send + 'static,
+    F: Fn(&T) -> U + Send + Sync + 'static,
+{
+    let Some(pool) = Pool::get() else {
+        return InBackground(Err(items.iter().map(&work).collect()));
+    };
+    if items.is_empty() {
+        return InBackground(Err(Vec::new()));
+    }
+    let per_chunk = (items.len() / (available_threads() * 4)).clamp(1, CHUNK);
+    let chunks = items.len().div_ceil(per_chunk);
+    let (reply, receiver) = tokio::sync::oneshot::channel();
+    pool.submit(Arc::new(MapJob {
+        items,
+        per_chunk,
+        chunks,
+        next: AtomicUsize::new(0),
+        work,
+        done: Mutex::new(Vec::with_capacity(chunks)),
+        reply: Mutex::new(Some(reply)),
+    }));
+    InBackground(Ok(receiver))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +272,71 @@ mod tests {
         let caller = std::thread::current().id();
         let ran_on = parallel_map(&[1u8], 8, |_| std::thread::current().id());
         assert_eq!(ran_on, [caller]);
+    }
+
+    #[tokio::test]
+    async fn background_jobs_keep_their_order_and_run_first_in_first_out() {
+        let items: Vec<u64> = (0..10_000).collect();
+        // Every item's start, in the order they started.
+        let started = Arc::new(Mutex::new(Vec::new()));
+        let jobs: Vec<_> = (0..4u64)
+            .map(|job| {
+                let started = started.clone();
+                map_in_background(items.clone(), move |n| {
+                    started.lock().expect("lock").push((job, *n));
+                    n * 3 + job
+                })
+            })
+            .collect();
+        for (job, results) in (0u64..).zip(jobs) {
+            let results = results.wait().await.expect("no panic");
+            assert_eq!(
+                results,
+                items.iter().map(|n| n * 3 + job).collect::<Vec<_>>()
+            );
+        }
+        // A job's chunks are all handed out before the next job's, so when the next job's
+        // first item starts, at most one chunk per other pool thread (taken, not yet begun)
+        // of the job before it has not started.
+        {
+            let started = started.lock().expect("lock");
+            let threads = available_threads();
+            let per_chunk = (items.len() / (threads * 4)).clamp(1, CHUNK) as u64;
+            for job in 0..3u64 {
+                let next_began = started
+                    .iter()
+                    .position(|(j, _)| *j == job + 1)
+                    .expect("every job ran");
+                let chunks_begun_later = started[next_began..]
+                    .iter()
+                    .filter(|(j, n)| *j == job && n % per_chunk == 0)
+                    .count();
+                assert!(
+                    chunks_begun_later < threads,
+                    "job {job}: {chunks_begun_later} chunks began after the next job did"
+                );
+            }
+        }
+        assert!(
+            map_in_background(Vec::<u8>::new(), |n| *n)
+                .wait()
+                .await
+                .expect("empty")
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_background_job_is_reported_and_the_pool_goes_on() {
+        let failed = map_in_background((0..100u32).collect(), |n| {
+            assert!(*n != 57, "the work fails on 57");
+            *n
+        });
+        assert_eq!(failed.wait().await, None);
+        let after = map_in_background((0..100u32).collect(), |n| n + 1);
+        assert_eq!(
+            after.wait().await.expect("no panic"),
+            (1..101).collect::<Vec<_>>()
+        );
     }
 }

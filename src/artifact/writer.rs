@@ -43,7 +43,7 @@ use crate::format::{
 };
 use crate::format::{Codec, FixedCodec};
 use crate::keys::{PublicKey, SigningKey};
-use crate::parallel::{available_threads, parallel_map};
+use crate::parallel::{InBackground, available_threads, map_in_background, parallel_map};
 use crate::store::{
     AppendSession, Base, BlockStore, Continued, Durable, RecordBytes, SMALL_RECORD_LEN,
     SmallRecord, StoreError,
@@ -1632,6 +1632,13 @@ impl ArtifactWriter {
             segment_len: header.segment_len,
             merkle_root: root,
         };
+        // What the writer holds once the commit is made, worked out before the wait for the
+        // last signatures below, while the cores are still busy with them (afterwards, until
+        // the next batch is placed, a core would idle meanwhile). The committed state is what
+        // was just built; no need to read it back.
+        let commit = Commit::decode(&segment).map_err(Error::format("the commit just made"))?;
+        let mut last_committed: Vec<BlockRef> =
+            self.placed.iter().map(|p| self.block_ref(p)).collect();
         // The records of the last batch go before the segment: their signing overlapped
         // building it.
         self.send_all_signed().await?;
@@ -1651,8 +1658,6 @@ impl ArtifactWriter {
                 .await?;
             None
         };
-        // The committed state is what was just written; no need to read it back.
-        let commit = Commit::decode(&segment).map_err(Error::format("the commit just made"))?;
         self.index.remember_segment(commit.reference(), segment);
         if let (Some(run), Some(written)) = (run, encoded.as_ref().and(header.newest_run)) {
             self.index
@@ -1662,8 +1667,8 @@ impl ArtifactWriter {
         self.commit = commit;
         self.rules = ProvenanceRules::writing_after(self.commit.header());
         self.merkle_hashes += hashes;
-        self.last_committed = self.placed.iter().map(|p| self.block_ref(p)).collect();
-        self.last_committed.append(&mut self.already_committed);
+        last_committed.append(&mut self.already_committed);
+        self.last_committed = last_committed;
         self.placed_at = None;
         // The committed blocks (thousands of boxes and buffers in a bulk write) are freed on
         // a blocking thread, while this one goes on to the next batch.
@@ -1835,16 +1840,6 @@ fn prepare_all(
     }
 }
 
-/// Signs `digests` as block records on every core.
-fn sign_all(key: &SigningKey, digests: &[Digest]) -> Vec<[u8; SIGNATURE_LEN]> {
-    let threads = if digests.len() < SIGN_IN_BACKGROUND_FROM {
-        1
-    } else {
-        available_threads()
-    };
-    parallel_map(digests, threads, |d| key.sign(SignedKind::Block, d))
-}
-
 /// Frees the blocks a commit made durable: thousands of boxes and buffers after a bulk
 /// commit, freed on a blocking thread so that this one goes on placing blocks to sign (a
 /// few blocks, or outside a runtime, here).
@@ -1867,8 +1862,10 @@ const FIRST_SIGNED: usize = 128;
 /// Four rather than two: a commit's segment build (3 ms for 10,000 blocks, up to 50 ms when
 /// its index run absorbs others) then finds about twice the signing still to do beside it,
 /// so the cores wait for it less (traced: the time with nothing being signed in an import
-/// of 200,000 blocks fell from 106-156 ms to 87-109 ms). The cost is memory: four batches'
-/// records held until signed.
+/// of 200,000 blocks fell from 106-156 ms to 87-109 ms). The pool signs the batches first
+/// in, first out, so the three behind the oldest are still whole when the writer waits for
+/// it: deeper queues bought nothing more (8 measured the same). The cost is memory: four
+/// batches' records held until signed.
 const SIGNING_DEPTH: usize = 4;
 
 /// Batches of at least this many records are signed in the background; smaller ones (a
@@ -1878,28 +1875,35 @@ const SIGN_IN_BACKGROUND_FROM: usize = 8;
 /// The signatures of a batch of records, being made.
 enum Signatures {
     Ready(Vec<[u8; SIGNATURE_LEN]>),
-    Signing(tokio::task::JoinHandle<Vec<[u8; SIGNATURE_LEN]>>),
+    Signing(InBackground<[u8; SIGNATURE_LEN]>),
 }
 
 impl Signatures {
-    /// Starts signing `digests`: on the runtime's blocking threads (and every core) for a
-    /// batch, at once for a few records or outside a runtime.
+    /// Starts signing `digests`: a batch on the background pool (every core, batches first
+    /// in, first out; see `parallel`), a few records here, where handing them over would
+    /// cost more than it saves.
     fn start(key: &Arc<SigningKey>, digests: Vec<Digest>) -> Self {
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) if digests.len() >= SIGN_IN_BACKGROUND_FROM => {
-                let key = key.clone();
-                Self::Signing(runtime.spawn_blocking(move || sign_all(&key, &digests)))
-            }
-            _ => Self::Ready(sign_all(key, &digests)),
+        if digests.len() < SIGN_IN_BACKGROUND_FROM {
+            return Self::Ready(
+                digests
+                    .iter()
+                    .map(|d| key.sign(SignedKind::Block, d))
+                    .collect(),
+            );
         }
+        let key = key.clone();
+        Self::Signing(map_in_background(digests, move |d| {
+            key.sign(SignedKind::Block, d)
+        }))
     }
 
     async fn wait(self) -> Result<Vec<[u8; SIGNATURE_LEN]>> {
         match self {
             Self::Ready(signatures) => Ok(signatures),
-            Self::Signing(task) => task
+            Self::Signing(signing) => signing
+                .wait()
                 .await
-                .map_err(|e| Error::Invalid(format!("internal: signing records failed: {e}"))),
+                .ok_or_else(|| Error::Invalid("internal: signing records failed".into())),
         }
     }
 }
