@@ -98,6 +98,17 @@ struct MapJob<T, U, F> {
     reply: Mutex<Option<tokio::sync::oneshot::Sender<Vec<U>>>>,
 }
 
+impl<T, U, F> MapJob<T, U, F> {
+    /// Whether the caller no longer waits for the results.
+    fn given_up(&self) -> bool {
+        self.reply
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_none_or(tokio::sync::oneshot::Sender::is_closed)
+    }
+}
+
 impl<T, U, F> Chunked for MapJob<T, U, F>
 where
     T: Send + Sync,
@@ -107,6 +118,12 @@ where
     fn run_next(&self) -> bool {
         let chunk = self.next.fetch_add(1, Ordering::Relaxed);
         if chunk >= self.chunks {
+            return false;
+        }
+        if self.given_up() {
+            // Nobody waits for the results (a writer dropped its batches to re-link them):
+            // the chunks not yet taken are skipped.
+            self.next.store(self.chunks, Ordering::Relaxed);
             return false;
         }
         let start = chunk * self.per_chunk;
@@ -210,22 +227,29 @@ impl Pool {
     }
 }
 
-/// Results of [`map_in_background`], on their way.
-pub(crate) struct InBackground<U>(Result<tokio::sync::oneshot::Receiver<Vec<U>>, Vec<U>>);
+/// Results of [`map_in_background`]. Dropping them unread gives the work up: the pool
+/// skips the chunks no thread has taken yet.
+pub(crate) enum InBackground<U> {
+    /// Worked out already (no items, or no pool thread could be started).
+    Ready(Vec<U>),
+    /// On their way from the pool.
+    Coming(tokio::sync::oneshot::Receiver<Vec<U>>),
+}
 
 impl<U> InBackground<U> {
     /// The results in the order of the items, or `None` if the work panicked.
     pub(crate) async fn wait(self) -> Option<Vec<U>> {
-        match self.0 {
-            Ok(receiver) => receiver.await.ok(),
-            Err(results) => Some(results),
+        match self {
+            Self::Ready(results) => Some(results),
+            Self::Coming(receiver) => receiver.await.ok(),
         }
     }
 }
 
 /// Runs `work` over `items` on the process's background pool (module documentation) and
-/// returns at once; the results come in the order of `items`. Outside any runtime, and with
-/// no pool thread, the work runs here.
+/// returns at once; the results come in the order of `items`. It needs no async runtime
+/// (the results come on a channel any executor can wait on); if no pool thread could be
+/// started, the work runs here.
 pub(crate) fn map_in_background<T, U, F>(items: Vec<T>, work: F) -> InBackground<U>
 where
     T: Send + Sync + 'static,
@@ -233,10 +257,10 @@ where
     F: Fn(&T) -> U + Send + Sync + 'static,
 {
     let Some(pool) = Pool::get() else {
-        return InBackground(Err(items.iter().map(&work).collect()));
+        return InBackground::Ready(items.iter().map(&work).collect());
     };
     if items.is_empty() {
-        return InBackground(Err(Vec::new()));
+        return InBackground::Ready(Vec::new());
     }
     let per_chunk = (items.len() / (available_threads() * 4)).clamp(1, CHUNK);
     let chunks = items.len().div_ceil(per_chunk);
@@ -250,7 +274,7 @@ where
         done: Mutex::new(Vec::with_capacity(chunks)),
         reply: Mutex::new(Some(reply)),
     }));
-    InBackground(Ok(receiver))
+    InBackground::Coming(receiver)
 }
 
 #[cfg(test)]
@@ -337,6 +361,28 @@ mod tests {
         assert_eq!(
             after.wait().await.expect("no panic"),
             (1..101).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn background_work_given_up_is_skipped() {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let counted = ran.clone();
+        // Half a second of work on two threads, were it all done.
+        let given_up = map_in_background((0..10_000u32).collect(), move |n| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(std::time::Duration::from_micros(100));
+            *n
+        });
+        drop(given_up);
+        // The pool takes jobs in order, so this one's results mean the one before it is out
+        // of the way: only its chunks already under way ran.
+        let after = map_in_background(vec![1u8, 2, 3], |n| *n).wait().await;
+        assert_eq!(after, Some(vec![1, 2, 3]));
+        let ran = ran.load(Ordering::Relaxed);
+        assert!(
+            ran < 1_000,
+            "{ran} of 10,000 items ran after their results were given up"
         );
     }
 }
