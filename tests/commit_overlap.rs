@@ -199,6 +199,74 @@ async fn a_started_commit_outlives_its_writer_and_later_blocks_do_not() {
     next.commit().await.expect("commit");
 }
 
+/// From a writer's second commit on a single file, `start_commit` hands the commit over in
+/// the background (the records of its last batches follow their signatures), so the caller
+/// goes on at once. The hand-over needs nothing more from the writer: its ticket becomes
+/// durable with the writer idle, and with the writer dropped; blocks added after it and
+/// never committed are cut off; the artifact verifies and the next writer appends after it.
+#[tokio::test]
+async fn a_commit_handed_over_in_the_background_needs_nothing_more_from_its_writer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("a.maif");
+    let mut writer = common::write_small_artifact(&path).await;
+    let before = writer.record_count();
+    // The first commit of this session: handed to the store before start_commit returns.
+    writer
+        .add_batch((1..=300).map(|n| block(n, 1_024, 3)).collect())
+        .await
+        .expect("add");
+    let first = writer.start_commit().await.expect("start the first");
+    // The second: in the background, its last batches still being signed when it returns.
+    writer
+        .add_batch((301..=2_300).map(|n| block(n, 1_024, 3)).collect())
+        .await
+        .expect("add");
+    let second = writer.start_commit().await.expect("start the second");
+    assert_eq!(second.seq(), first.seq() + 1);
+    // Awaited with the writer idle: nothing else drives the hand-over.
+    first.durable().await.expect("first durable");
+    second.durable().await.expect("second durable");
+    let reader = ArtifactReader::open(common::file_store(&path))
+        .await
+        .expect("open");
+    assert_eq!(reader.record_count(), before + 2_300);
+    // A third, left to finish after the writer is dropped, with blocks added after it.
+    writer
+        .add_batch((2_301..=3_300).map(|n| block(n, 1_024, 3)).collect())
+        .await
+        .expect("add");
+    let third = writer.start_commit().await.expect("start the third");
+    let third_seq = third.seq();
+    // Adding a block of that commit again, same id and content, finds it committed: its
+    // record is read back while the commit may still be on its way to the file.
+    let again = writer
+        .add(block(3_300, 1_024, 3))
+        .await
+        .expect("add a committed block again");
+    assert_eq!((again.version, again.position), (1, before + 3_299));
+    writer
+        .add_batch((3_301..=3_700).map(|n| block(n, 1_024, 3)).collect())
+        .await
+        .expect("add after");
+    drop(writer);
+    third.durable().await.expect("third durable");
+    let reader = ArtifactReader::open(common::file_store(&path))
+        .await
+        .expect("open");
+    assert_eq!(reader.record_count(), before + 3_300);
+    assert_eq!(reader.commit().seq(), third_seq);
+    let report = verify(common::file_store(&path), VerifyOptions::default())
+        .await
+        .expect("verify");
+    assert!(report.valid && report.warnings.is_empty(), "{report:?}");
+    let mut next = ArtifactWriter::open(common::file_store(&path), common::test_key())
+        .await
+        .expect("reopen");
+    next.add(block(3_701, 10, 3)).await.expect("add");
+    next.commit().await.expect("commit");
+    assert_eq!(next.record_count(), before + 3_301);
+}
+
 /// Stores that cannot overlap commits (every object store) make the commit durable before
 /// `start_commit` returns; the ticket is ready and the result is the same artifact.
 #[tokio::test]

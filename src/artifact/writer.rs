@@ -8,7 +8,10 @@
 //! A bulk write keeps every core signing: a batch's records are signed in the background
 //! while the calling thread sends the previous batch, chains this batch's provenance entries
 //! and prepares the next; [`ArtifactWriter::start_commit`] hands a commit to the store and
-//! returns, and the store makes it durable while the next blocks are signed.
+//! returns, and the store makes it durable while the next blocks are signed. From a single
+//! file session's second commit on (the session holds the file's lock, so no conflict can
+//! come), the hand-over itself runs in the background: the commit's last records follow
+//! their signatures there, and the calling thread goes on to the next blocks at once.
 //!
 //! If another writer committed first, the store refuses the commit; the writer then reads
 //! the newest commit, re-links its pending blocks on top of it (their content digests and
@@ -327,6 +330,12 @@ pub struct ArtifactWriter {
     /// then the pending events. Reset whenever `commit` changes or `pending` is cleared.
     rules: ProvenanceRules,
     session: Option<Box<dyn AppendSession>>,
+    /// `session` goes on from a commit this writer handed over (`commit_and_continue`), so
+    /// it holds the store's lock since: no other writer can commit before its next commit.
+    session_continues: bool,
+    /// A commit being handed to the store in the background ([`hand_over`]); the session
+    /// comes back from it.
+    handover: Option<HandOver>,
     /// The last batches placed, oldest first, while their records are signed; sent to the
     /// session by a later batch or the commit.
     signing: VecDeque<Signing>,
@@ -606,6 +615,8 @@ impl ArtifactWriter {
             pending_versions: HashMap::new(),
             rules,
             session: None,
+            session_continues: false,
+            handover: None,
             signing: VecDeque::new(),
             staged: None,
             merkle_hashes: 0,
@@ -1026,6 +1037,12 @@ impl ArtifactWriter {
     /// (`&mut self` although it only reads: the writer is `Send` but not `Sync`, and a
     /// future holding `&self` across an await would not be `Send`.)
     async fn committed_copy(&mut self, block: &PreparedBlock) -> Result<Option<BlockRef>> {
+        // The record read below may belong to a commit still on its way to the store (handed
+        // over in the background, or queued for the single file's writer thread).
+        self.settle_handover().await?;
+        if let Some(session) = self.session.as_mut() {
+            session.wait_readable().await?;
+        }
         let Some(first) = self
             .index
             .find(self.commit.header().newest_run, &block.block_id, Some(1))
@@ -1078,12 +1095,13 @@ impl ArtifactWriter {
         if blocks.is_empty() {
             return Ok(Vec::new());
         }
-        if self.session.is_none() {
+        if self.session.is_none() && self.handover.is_none() {
             self.session = Some(
                 self.store
                     .begin_append(&self.commit.append_base(self.examined_len))
                     .await?,
             );
+            self.session_continues = false;
         }
         let mut previous = self
             .placed
@@ -1174,54 +1192,39 @@ impl ArtifactWriter {
 
     /// Sends the records of `batch` to the store once they are signed.
     async fn send_signed(&mut self, batch: Signing) -> Result<()> {
-        let signatures = batch.signing.wait().await?;
+        self.settle_handover().await?;
         let session = self.session.as_mut().ok_or_else(|| {
             Error::Invalid("internal: no append session for a pending block".into())
         })?;
-        let records = batch.records;
-        if signatures.len() != records.len() {
-            return Err(Error::Invalid(format!(
-                "internal: {} signatures for {} records",
-                signatures.len(),
-                records.len()
-            )));
-        }
-        // Small records go as borrowed pieces, a run of them per call; a larger one as
-        // shared buffers, never copied (see `SMALL_RECORD_LEN`).
-        let pieces: Vec<[&[u8]; 4]> = records
-            .iter()
-            .zip(&signatures)
-            .map(|(r, signature)| [&r.header[..], &r.metadata[..], &r.data[..], &signature[..]])
-            .collect();
-        let mut start = 0;
-        while start < records.len() {
-            let end = records[start..]
-                .iter()
-                .position(|r| r.entry.record_len >= SMALL_RECORD_LEN)
-                .map_or(records.len(), |n| start + n);
-            if end > start {
-                let small: Vec<SmallRecord<'_>> = (start..end)
-                    .map(|n| SmallRecord {
-                        entry: &records[n].entry,
-                        parts: &pieces[n],
-                    })
-                    .collect();
-                session.put_small_records(&small).await?;
+        send_batch(session.as_mut(), batch).await
+    }
+
+    /// Takes the session back from a commit being handed over, once it is (an error if the
+    /// hand-over failed: its ticket reports it too, and the pending blocks, linked onto that
+    /// commit, are linked again onto the newest one by the next add or commit).
+    async fn settle_handover(&mut self) -> Result<()> {
+        let Some(handover) = self.handover.take() else {
+            return Ok(());
+        };
+        let failure = match handover.await {
+            Ok(Ok(next)) => {
+                self.session_continues = next.is_some();
+                self.session = next;
+                return Ok(());
             }
-            if let (Some(record), Some(signature)) = (records.get(end), signatures.get(end)) {
-                let bytes = RecordBytes {
-                    parts: vec![
-                        Bytes::copy_from_slice(&record.header),
-                        record.metadata.clone(),
-                        record.data.clone(),
-                        Bytes::copy_from_slice(signature),
-                    ],
-                };
-                session.put_record(&record.entry, bytes).await?;
-            }
-            start = end + 1;
-        }
-        Ok(())
+            Ok(Err(failure)) => failure,
+            Err(e) => format!("the task stopped: {e}"),
+        };
+        self.session = None;
+        self.session_continues = false;
+        self.stale = true;
+        Err(Error::Store(StoreError::Internal {
+            location: self.store.location(),
+            reason: format!(
+                "commit {} was not handed to the store: {failure}",
+                self.commit.seq()
+            ),
+        }))
     }
 
     /// Sends every placed record still being signed to the store.
@@ -1234,7 +1237,11 @@ impl ArtifactWriter {
 
     /// Drops everything pending: the writer is back at its newest commit.
     fn abandon(&mut self) {
+        // A commit being handed over is the store's already (its ticket was given out):
+        // it goes on in the background, and a new session waits for its lock.
+        self.handover = None;
         self.session = None;
+        self.session_continues = false;
         self.signing.clear();
         self.placed_at = None;
         self.already_committed.clear();
@@ -1248,7 +1255,13 @@ impl ArtifactWriter {
 
     /// Reads the newest commit and links every pending item onto it again.
     async fn rebase(&mut self) -> Result<()> {
+        // The newest commit is read below, so one being handed over must be settled first;
+        // if it failed, its ticket says so, and reading the store is what follows anyway.
+        if let Err(e) = self.settle_handover().await {
+            tracing::warn!(error = %e, "re-linking after a failed hand-over");
+        }
         self.session = None;
+        self.session_continues = false;
         self.signing.clear();
         self.staged = None;
         self.stale = true;
@@ -1412,23 +1425,30 @@ impl ArtifactWriter {
         self.commit_handing_over(false).await.map(|_| ())
     }
 
-    /// Starts a commit of everything added since the last one and returns once the store
-    /// has it, before it is durable where the store can overlap commits (a single file),
-    /// so the next blocks can be hashed and signed while the disk makes this commit
-    /// durable. Until the returned ticket's [`CommitTicket::durable`] returns `Ok`, a crash
-    /// can lose the commit; a bulk import acknowledges its input only then.
+    /// Starts a commit of everything added since the last one and returns before it is
+    /// durable where the store can overlap commits (a single file), so the next blocks can
+    /// be hashed and signed while the disk makes this commit durable. Until the returned
+    /// ticket's [`CommitTicket::durable`] returns `Ok`, a crash can lose the commit; a bulk
+    /// import acknowledges its input only then.
+    ///
+    /// Where this writer's session holds the store's lock since its previous commit (a
+    /// single file, from the second commit of a session on), the commit cannot meet another
+    /// writer's: it is built, and the records of its last batches, still being signed, and
+    /// the commit itself go to the store in the background (on the caller's runtime), so
+    /// this returns without waiting for those signatures. Otherwise it returns once the
+    /// store has the commit.
     ///
     /// The writer goes on from the new commit at once: blocks added next are linked onto it
     /// and land after it in the store, and the store makes commits durable in order, so a
     /// commit never becomes durable before the ones it follows. If one fails, every later
-    /// one fails too (the next [`Self::commit`] or ticket reports it, and the writer re-reads
-    /// the artifact, re-linking its pending blocks, as after any failed commit). Stores
-    /// that cannot overlap commits (the object layout) make the commit durable before this
-    /// returns, and the ticket is ready at once.
+    /// one fails too (the next add, [`Self::commit`] or ticket reports it, and the writer
+    /// re-reads the artifact, re-linking its pending blocks, as after any failed commit).
+    /// Stores that cannot overlap commits (the object layout) make the commit durable
+    /// before this returns, and the ticket is ready at once.
     ///
     /// # Errors
     ///
-    /// As [`Self::commit`], for what goes wrong before the store has the commit.
+    /// As [`Self::commit`], for what goes wrong before the commit is handed over.
     pub async fn start_commit(&mut self) -> Result<CommitTicket> {
         let seq = self.commit.seq() + 1;
         let durable = self.commit_handing_over(true).await?;
@@ -1436,7 +1456,7 @@ impl ArtifactWriter {
     }
 
     /// [`Self::commit`], or, with `overlap`, [`Self::start_commit`].
-    async fn commit_handing_over(&mut self, overlap: bool) -> Result<Option<Durable>> {
+    async fn commit_handing_over(&mut self, overlap: bool) -> Result<Option<Handed>> {
         if self.pending.is_empty() && self.already_committed.is_empty() {
             return Ok(None);
         }
@@ -1489,7 +1509,8 @@ impl ArtifactWriter {
 
     /// One attempt at a commit; with `overlap`, it returns once the store has it (see
     /// [`Self::start_commit`]) with what tells when it is durable.
-    async fn try_commit(&mut self, overlap: bool) -> Result<Option<Durable>> {
+    async fn try_commit(&mut self, overlap: bool) -> Result<Option<Handed>> {
+        self.settle_handover().await?;
         if self.pending.is_empty() {
             // Every pending block turned out to be committed already: nothing to write.
             self.session = None;
@@ -1504,6 +1525,7 @@ impl ArtifactWriter {
                     .begin_append(&self.commit.append_base(self.examined_len))
                     .await?,
             );
+            self.session_continues = false;
         }
         let base = self.commit.header();
         let seq = base.seq + 1;
@@ -1639,20 +1661,52 @@ impl ArtifactWriter {
         let commit = Commit::decode(&segment).map_err(Error::format("the commit just made"))?;
         let mut last_committed: Vec<BlockRef> =
             self.placed.iter().map(|p| self.block_ref(p)).collect();
-        // The records of the last batch go before the segment: their signing overlapped
-        // building it.
-        self.send_all_signed().await?;
-        let session = self
-            .session
-            .take()
-            .ok_or_else(|| Error::Invalid("internal: no append session".into()))?;
-        let durable = if overlap {
+        let runtime = tokio::runtime::Handle::try_current();
+        let durable = if overlap
+            && self.session_continues
+            && !self.signing.is_empty()
+            && let Ok(runtime) = runtime
+        {
+            // The session holds the store's lock since this writer's last commit, so this
+            // one cannot meet a conflict: it is handed over in the background, where the
+            // records of its last batches follow their signatures, and the calling thread
+            // goes on to the next blocks at once (while the cores sign these; waiting here
+            // instead left a core idle after every commit until the next batch was placed).
+            let session = self
+                .session
+                .take()
+                .ok_or_else(|| Error::Invalid("internal: no append session".into()))?;
+            let (report, outcome) = tokio::sync::oneshot::channel();
+            self.handover = Some(runtime.spawn(hand_over(
+                session,
+                std::mem::take(&mut self.signing),
+                (seq, segment.clone(), trailer.to_array()),
+                report,
+            )));
+            Some(Handed::InBackground {
+                location: self.store.location(),
+                outcome,
+            })
+        } else if overlap {
+            // The records of the last batch go before the segment: their signing
+            // overlapped building it.
+            self.send_all_signed().await?;
+            let session = self
+                .session
+                .take()
+                .ok_or_else(|| Error::Invalid("internal: no append session".into()))?;
             let Continued { durable, next } = session
                 .commit_and_continue(seq, segment.clone(), trailer.to_array())
                 .await?;
+            self.session_continues = next.is_some();
             self.session = next;
-            Some(durable)
+            Some(Handed::Store(durable))
         } else {
+            self.send_all_signed().await?;
+            let session = self
+                .session
+                .take()
+                .ok_or_else(|| Error::Invalid("internal: no append session".into()))?;
             session
                 .commit(seq, segment.clone(), trailer.to_array())
                 .await?;
@@ -1685,7 +1739,19 @@ impl ArtifactWriter {
 #[must_use = "a started commit is not durable until its ticket says so"]
 pub struct CommitTicket {
     seq: u64,
-    durable: Option<Durable>,
+    durable: Option<Handed>,
+}
+
+/// How a started commit's outcome comes.
+#[derive(Debug)]
+enum Handed {
+    /// The store has the commit, and tells when it is durable.
+    Store(Durable),
+    /// The commit is being handed to the store in the background ([`hand_over`]).
+    InBackground {
+        location: String,
+        outcome: tokio::sync::oneshot::Receiver<Result<Durable>>,
+    },
 }
 
 impl CommitTicket {
@@ -1698,10 +1764,26 @@ impl CommitTicket {
     /// is not: an error means the commit and every later one of this writer did not land,
     /// except [`StoreError::Unknown`], which leaves open whether this one did.
     pub async fn durable(self) -> Result<()> {
-        match self.durable {
-            Some(durable) => durable.wait().await.map_err(Error::Store),
-            None => Ok(()),
-        }
+        let durable = match self.durable {
+            None => return Ok(()),
+            Some(Handed::Store(durable)) => durable,
+            Some(Handed::InBackground { location, outcome }) => match outcome.await {
+                Ok(handed) => handed?,
+                // The task was dropped unfinished (its runtime shut down): the commit may
+                // or may not have reached the store.
+                Err(_) => {
+                    return Err(Error::Store(StoreError::Unknown {
+                        location,
+                        what: format!("commit {}", self.seq),
+                        reason: "the task handing it to the store stopped before reporting".into(),
+                        how_to_check:
+                            "open the artifact: if the commit is there, its blocks were added"
+                                .into(),
+                    }));
+                }
+            },
+        };
+        durable.wait().await.map_err(Error::Store)
     }
 }
 
@@ -1865,12 +1947,106 @@ const FIRST_SIGNED: usize = 128;
 /// of 200,000 blocks fell from 106-156 ms to 87-109 ms). The pool signs the batches first
 /// in, first out, so the three behind the oldest are still whole when the writer waits for
 /// it: deeper queues bought nothing more (8 measured the same). The cost is memory: four
-/// batches' records held until signed.
+/// batches' records held until signed, about twice that across a commit handed over in the
+/// background (its last batches, and the first of the next).
 const SIGNING_DEPTH: usize = 4;
 
 /// Batches of at least this many records are signed in the background; smaller ones (a
 /// single `add`) at once, where a thread hand-over would cost more than it saves.
 const SIGN_IN_BACKGROUND_FROM: usize = 8;
+
+/// A commit being handed to the store in the background: its session comes back, or why
+/// the hand-over failed.
+type HandOver =
+    tokio::task::JoinHandle<std::result::Result<Option<Box<dyn AppendSession>>, String>>;
+
+/// Sends the records of `batch` to `session` once they are signed.
+async fn send_batch(session: &mut dyn AppendSession, batch: Signing) -> Result<()> {
+    let signatures = batch.signing.wait().await?;
+    let records = batch.records;
+    if signatures.len() != records.len() {
+        return Err(Error::Invalid(format!(
+            "internal: {} signatures for {} records",
+            signatures.len(),
+            records.len()
+        )));
+    }
+    // Small records go as borrowed pieces, a run of them per call; a larger one as shared
+    // buffers, never copied (see `SMALL_RECORD_LEN`).
+    let pieces: Vec<[&[u8]; 4]> = records
+        .iter()
+        .zip(&signatures)
+        .map(|(r, signature)| [&r.header[..], &r.metadata[..], &r.data[..], &signature[..]])
+        .collect();
+    let mut start = 0;
+    while start < records.len() {
+        let end = records[start..]
+            .iter()
+            .position(|r| r.entry.record_len >= SMALL_RECORD_LEN)
+            .map_or(records.len(), |n| start + n);
+        if end > start {
+            let small: Vec<SmallRecord<'_>> = (start..end)
+                .map(|n| SmallRecord {
+                    entry: &records[n].entry,
+                    parts: &pieces[n],
+                })
+                .collect();
+            session.put_small_records(&small).await?;
+        }
+        if let (Some(record), Some(signature)) = (records.get(end), signatures.get(end)) {
+            let bytes = RecordBytes {
+                parts: vec![
+                    Bytes::copy_from_slice(&record.header),
+                    record.metadata.clone(),
+                    record.data.clone(),
+                    Bytes::copy_from_slice(signature),
+                ],
+            };
+            session.put_record(&record.entry, bytes).await?;
+        }
+        start = end + 1;
+    }
+    Ok(())
+}
+
+/// Hands commit `seq` to the store in the background (see [`ArtifactWriter::start_commit`]):
+/// sends the records of its last `batches` once signed, then the commit, and reports the
+/// outcome to the commit's ticket on `report`. Returns the session that goes on after the
+/// commit.
+async fn hand_over(
+    mut session: Box<dyn AppendSession>,
+    batches: VecDeque<Signing>,
+    commit: (u64, Bytes, [u8; crate::format::TRAILER_LEN]),
+    report: tokio::sync::oneshot::Sender<Result<Durable>>,
+) -> std::result::Result<Option<Box<dyn AppendSession>>, String> {
+    let (seq, segment, trailer) = commit;
+    let mut sent = Ok(());
+    for batch in batches {
+        sent = send_batch(session.as_mut(), batch).await;
+        if sent.is_err() {
+            break;
+        }
+    }
+    let handed = match sent {
+        Ok(()) => session
+            .commit_and_continue(seq, segment, trailer)
+            .await
+            .map_err(Error::Store),
+        Err(e) => Err(e),
+    };
+    match handed {
+        Ok(Continued { durable, next }) => {
+            // The ticket may be gone (not waited for): the commit is made all the same.
+            let _ = report.send(Ok(durable));
+            Ok(next)
+        }
+        Err(e) => {
+            let failure = e.to_string();
+            let _ = report.send(Err(e));
+            Err(failure)
+        }
+    }
+}
 
 /// The signatures of a batch of records, being made.
 enum Signatures {

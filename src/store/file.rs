@@ -742,6 +742,8 @@ enum Job {
         trailer: [u8; TRAILER_LEN],
         done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Say on `done` that every job before this one is done.
+    Written(tokio::sync::oneshot::Sender<()>),
 }
 
 /// What the writer thread of an append keeps about the commits it made.
@@ -794,6 +796,9 @@ impl Pipeline {
                     } => {
                         // The caller may have stopped waiting; the commit stands either way.
                         let _ = done.send(writer.commit(seq, at, &segment, &trailer));
+                    }
+                    Job::Written(done) => {
+                        let _ = done.send(());
                     }
                 }
             }
@@ -1181,6 +1186,19 @@ impl FileAppend {
 
 #[async_trait]
 impl AppendSession for FileAppend {
+    async fn wait_readable(&mut self) -> Result<(), StoreError> {
+        if self.pipeline.is_none() {
+            return Ok(());
+        }
+        self.flush_buffer().await?;
+        let (done, written) = tokio::sync::oneshot::channel();
+        self.send(Job::Written(done)).await?;
+        // The writer thread answers once the jobs before are done; if it stopped instead,
+        // the next commit reports why.
+        let _ = written.await;
+        Ok(())
+    }
+
     async fn put_record(
         &mut self,
         entry: &IndexEntry,

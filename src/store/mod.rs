@@ -566,6 +566,13 @@ pub trait AppendSession: Send {
         Ok(())
     }
 
+    /// Waits until every record and commit sent to this session so far can be read back
+    /// from the store (not necessarily durably): the single file's writer thread writes them
+    /// after the calls return; other stores have them once put.
+    async fn wait_readable(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Makes the appended records and commit `seq` the committed state, durably. `segment`
     /// is the commit's segment (which starts right after the last record) and `trailer` its
     /// trailer.
