@@ -237,6 +237,21 @@ pub(crate) enum InBackground<U> {
 }
 
 impl<U> InBackground<U> {
+    /// Whether the work is over (done, or failed), so [`Self::wait`] returns at once.
+    pub(crate) fn is_over(&mut self) -> bool {
+        match self {
+            Self::Ready(_) => true,
+            Self::Coming(receiver) => match receiver.try_recv() {
+                Ok(results) => {
+                    *self = Self::Ready(results);
+                    true
+                }
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => false,
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => true,
+            },
+        }
+    }
+
     /// The results in the order of the items, or `None` if the work panicked.
     pub(crate) async fn wait(self) -> Option<Vec<U>> {
         match self {

@@ -1662,9 +1662,10 @@ impl ArtifactWriter {
         let mut last_committed: Vec<BlockRef> =
             self.placed.iter().map(|p| self.block_ref(p)).collect();
         let runtime = tokio::runtime::Handle::try_current();
+        let still_signing = self.signing.iter_mut().any(|b| !b.signing.is_over());
         let durable = if overlap
             && self.session_continues
-            && !self.signing.is_empty()
+            && still_signing
             && let Ok(runtime) = runtime
         {
             // The session holds the store's lock since this writer's last commit, so this
@@ -1672,6 +1673,9 @@ impl ArtifactWriter {
             // records of its last batches follow their signatures, and the calling thread
             // goes on to the next blocks at once (while the cores sign these; waiting here
             // instead left a core idle after every commit until the next batch was placed).
+            // With every signature made (large blocks: a few per batch), nothing would be
+            // waited for, and sending the records now keeps the store's writer busy while
+            // the next blocks are hashed (the task runs only when this thread awaits).
             let session = self
                 .session
                 .take()
@@ -2071,6 +2075,15 @@ impl Signatures {
         Self::Signing(map_in_background(digests, move |d| {
             key.sign(SignedKind::Block, d)
         }))
+    }
+
+    /// Whether every signature is made (or signing failed), so [`Self::wait`] returns at
+    /// once.
+    fn is_over(&mut self) -> bool {
+        match self {
+            Self::Ready(_) => true,
+            Self::Signing(signing) => signing.is_over(),
+        }
     }
 
     async fn wait(self) -> Result<Vec<[u8; SIGNATURE_LEN]>> {
