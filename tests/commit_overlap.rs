@@ -182,21 +182,30 @@ async fn a_started_commit_outlives_its_writer_and_later_blocks_do_not() {
         .await
         .expect("add after");
     drop(writer);
+    let seq = ticket.seq();
     ticket.durable().await.expect("durable");
-    let reader = ArtifactReader::open(common::file_store(&path))
+    let newest = holds_verifies_and_takes_more(&path, before + 500, block(901, 10, 1)).await;
+    assert_eq!(newest, seq);
+}
+
+/// The artifact at `path` holds `records` records and verifies without a warning, and a new
+/// writer appends `next` after them. Returns the newest commit's number before that append.
+async fn holds_verifies_and_takes_more(path: &Path, records: u64, next: NewBlock) -> u64 {
+    let reader = ArtifactReader::open(common::file_store(path))
         .await
         .expect("open");
-    assert_eq!(reader.record_count(), before + 500);
-    let report = verify(common::file_store(&path), VerifyOptions::default())
+    assert_eq!(reader.record_count(), records);
+    let report = verify(common::file_store(path), VerifyOptions::default())
         .await
         .expect("verify");
     assert!(report.valid && report.warnings.is_empty(), "{report:?}");
-    // The next writer appends after it.
-    let mut next = ArtifactWriter::open(common::file_store(&path), common::test_key())
+    let mut writer = ArtifactWriter::open(common::file_store(path), common::test_key())
         .await
         .expect("reopen");
-    next.add(block(901, 10, 1)).await.expect("add");
-    next.commit().await.expect("commit");
+    writer.add(next).await.expect("add");
+    writer.commit().await.expect("commit");
+    assert_eq!(writer.record_count(), records + 1);
+    reader.commit().seq()
 }
 
 /// From a writer's second commit on a single file, `start_commit` hands the commit over in
@@ -250,21 +259,8 @@ async fn a_commit_handed_over_in_the_background_needs_nothing_more_from_its_writ
         .expect("add after");
     drop(writer);
     third.durable().await.expect("third durable");
-    let reader = ArtifactReader::open(common::file_store(&path))
-        .await
-        .expect("open");
-    assert_eq!(reader.record_count(), before + 3_300);
-    assert_eq!(reader.commit().seq(), third_seq);
-    let report = verify(common::file_store(&path), VerifyOptions::default())
-        .await
-        .expect("verify");
-    assert!(report.valid && report.warnings.is_empty(), "{report:?}");
-    let mut next = ArtifactWriter::open(common::file_store(&path), common::test_key())
-        .await
-        .expect("reopen");
-    next.add(block(3_701, 10, 3)).await.expect("add");
-    next.commit().await.expect("commit");
-    assert_eq!(next.record_count(), before + 3_301);
+    let newest = holds_verifies_and_takes_more(&path, before + 3_300, block(3_701, 10, 3)).await;
+    assert_eq!(newest, third_seq);
 }
 
 /// Stores that cannot overlap commits (every object store) make the commit durable before
