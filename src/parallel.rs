@@ -28,8 +28,15 @@ pub(crate) fn available_threads() -> usize {
     *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
 
-/// At most this many items are taken from [`parallel_map`]'s queue at a time.
+/// At most this many items are taken from a queue at a time.
 const CHUNK: usize = 16;
+
+/// Items per chunk and chunks for `len` items on `threads` threads: chunks small enough
+/// that every thread gets several, at most [`CHUNK`] items.
+fn chunking(len: usize, threads: usize) -> (usize, usize) {
+    let per_chunk = (len / (threads.max(1) * 4)).clamp(1, CHUNK);
+    (per_chunk, len.div_ceil(per_chunk))
+}
 
 /// Runs `work` over `items` on up to `threads` threads (the calling thread included) and
 /// returns the results in the order of `items`.
@@ -38,10 +45,8 @@ pub(crate) fn parallel_map<T: Sync, U: Send>(
     threads: usize,
     work: impl Fn(&T) -> U + Sync,
 ) -> Vec<U> {
-    // Chunks small enough that every thread gets several, at most CHUNK items.
     let threads = threads.max(1);
-    let per_chunk = (items.len() / (threads * 4)).clamp(1, CHUNK);
-    let chunks = items.len().div_ceil(per_chunk);
+    let (per_chunk, chunks) = chunking(items.len(), threads);
     let threads = threads.min(chunks);
     if threads <= 1 {
         return items.iter().map(&work).collect();
@@ -277,8 +282,7 @@ where
     if items.is_empty() {
         return InBackground::Ready(Vec::new());
     }
-    let per_chunk = (items.len() / (available_threads() * 4)).clamp(1, CHUNK);
-    let chunks = items.len().div_ceil(per_chunk);
+    let (per_chunk, chunks) = chunking(items.len(), available_threads());
     let (reply, receiver) = tokio::sync::oneshot::channel();
     pool.submit(Arc::new(MapJob {
         items,
@@ -340,7 +344,7 @@ mod tests {
         {
             let started = started.lock().expect("lock");
             let threads = available_threads();
-            let per_chunk = (items.len() / (threads * 4)).clamp(1, CHUNK) as u64;
+            let per_chunk = chunking(items.len(), threads).0 as u64;
             for job in 0..3u64 {
                 let next_began = started
                     .iter()

@@ -1661,59 +1661,46 @@ impl ArtifactWriter {
         let commit = Commit::decode(&segment).map_err(Error::format("the commit just made"))?;
         let mut last_committed: Vec<BlockRef> =
             self.placed.iter().map(|p| self.block_ref(p)).collect();
-        let runtime = tokio::runtime::Handle::try_current();
         let still_signing = self.signing.iter_mut().any(|b| !b.signing.is_over());
-        let durable = if overlap
-            && self.session_continues
-            && still_signing
-            && let Ok(runtime) = runtime
-        {
-            // The session holds the store's lock since this writer's last commit, so this
-            // one cannot meet a conflict: it is handed over in the background, where the
-            // records of its last batches follow their signatures, and the calling thread
-            // goes on to the next blocks at once (while the cores sign these; waiting here
-            // instead left a core idle after every commit until the next batch was placed).
-            // With every signature made (large blocks: a few per batch), nothing would be
-            // waited for, and sending the records now keeps the store's writer busy while
-            // the next blocks are hashed (the task runs only when this thread awaits).
-            let session = self
-                .session
-                .take()
-                .ok_or_else(|| Error::Invalid("internal: no append session".into()))?;
+        // The session holds the store's lock since this writer's last commit, so this one
+        // cannot meet a conflict: it is handed over in the background, where the records of
+        // its last batches follow their signatures, and the calling thread goes on to the
+        // next blocks at once (while the cores sign these; waiting here instead left a core
+        // idle after every commit until the next batch was placed). With every signature
+        // made (large blocks: a few per batch), nothing would be waited for, and sending the
+        // records now keeps the store's writer busy while the next blocks are hashed (the
+        // task runs only when this thread awaits).
+        let in_background = (overlap && self.session_continues && still_signing)
+            .then(tokio::runtime::Handle::try_current)
+            .and_then(std::result::Result::ok);
+        if in_background.is_none() {
+            // The records of the last batch go before the segment: their signing overlapped
+            // building it.
+            self.send_all_signed().await?;
+        }
+        let session = self
+            .session
+            .take()
+            .ok_or_else(|| Error::Invalid("internal: no append session".into()))?;
+        let commit_parts = (seq, segment.clone(), trailer.to_array());
+        let durable = if let Some(runtime) = in_background {
             let (report, outcome) = tokio::sync::oneshot::channel();
-            self.handover = Some(runtime.spawn(hand_over(
-                session,
-                std::mem::take(&mut self.signing),
-                (seq, segment.clone(), trailer.to_array()),
-                report,
-            )));
+            let batches = std::mem::take(&mut self.signing);
+            self.handover = Some(runtime.spawn(hand_over(session, batches, commit_parts, report)));
             Some(Handed::InBackground {
                 location: self.store.location(),
                 outcome,
             })
         } else if overlap {
-            // The records of the last batch go before the segment: their signing
-            // overlapped building it.
-            self.send_all_signed().await?;
-            let session = self
-                .session
-                .take()
-                .ok_or_else(|| Error::Invalid("internal: no append session".into()))?;
-            let Continued { durable, next } = session
-                .commit_and_continue(seq, segment.clone(), trailer.to_array())
-                .await?;
+            let (seq, segment, trailer) = commit_parts;
+            let Continued { durable, next } =
+                session.commit_and_continue(seq, segment, trailer).await?;
             self.session_continues = next.is_some();
             self.session = next;
             Some(Handed::Store(durable))
         } else {
-            self.send_all_signed().await?;
-            let session = self
-                .session
-                .take()
-                .ok_or_else(|| Error::Invalid("internal: no append session".into()))?;
-            session
-                .commit(seq, segment.clone(), trailer.to_array())
-                .await?;
+            let (seq, segment, trailer) = commit_parts;
+            session.commit(seq, segment, trailer).await?;
             None
         };
         self.index.remember_segment(commit.reference(), segment);

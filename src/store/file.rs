@@ -1187,7 +1187,8 @@ impl FileAppend {
 #[async_trait]
 impl AppendSession for FileAppend {
     async fn wait_readable(&mut self) -> Result<(), StoreError> {
-        if self.pipeline.is_none() {
+        if self.pipeline.is_none() && self.buffer.is_empty() {
+            // Nothing was ever handed to a writer thread.
             return Ok(());
         }
         self.flush_buffer().await?;
