@@ -113,6 +113,67 @@ impl SigningKey {
             .to_bytes()
     }
 
+    /// Signs each of `digests` as a `kind` signature: the very signatures [`Self::sign`]
+    /// makes one at a time (Ed25519 signing is deterministic), for about a fifth less work
+    /// (14 µs a signature against 17.6 µs on the 2-core machine of the README's figures,
+    /// in chunks of 16).
+    ///
+    /// Why it is cheaper: a signature's `R` is the point `r·B` written in its compressed
+    /// form, and compressing a point divides by its projective `Z` coordinate, a field
+    /// inversion that is about a sixth of a signature's cost. Here the points of the whole slice
+    /// are compressed together, with one inversion for all of them (Montgomery's trick, in
+    /// `curve25519-dalek`'s constant-time `compress_batch_alloc`), so each signature costs
+    /// three field multiplications where it cost an inversion. The writer signs its blocks
+    /// in chunks of 16 this way.
+    pub fn sign_all(&self, kind: SignedKind, digests: &[Digest]) -> Vec<[u8; 64]> {
+        let messages: Vec<([u8; 64], usize)> = digests
+            .iter()
+            .map(|digest| signed_message_array(kind, digest))
+            .collect();
+        let messages: Vec<&[u8]> = messages.iter().map(|(m, len)| &m[..*len]).collect();
+        self.sign_messages(&messages)
+    }
+
+    /// RFC 8032 5.1.6 for each of `messages`, the points `R` compressed together.
+    fn sign_messages(&self, messages: &[&[u8]]) -> Vec<[u8; 64]> {
+        use curve25519_dalek::{EdwardsPoint, Scalar};
+        use sha2::{Digest as _, Sha512};
+        // Steps 2 and 3: the secret nonce `r = SHA-512(prefix | M) mod L` and `r·B`.
+        let nonces: zeroize::Zeroizing<Vec<Scalar>> = zeroize::Zeroizing::new(
+            messages
+                .iter()
+                .map(|message| {
+                    let hash = Sha512::new()
+                        .chain_update(self.expanded.hash_prefix)
+                        .chain_update(message)
+                        .finalize();
+                    Scalar::from_bytes_mod_order_wide(&hash.into())
+                })
+                .collect(),
+        );
+        let points: Vec<EdwardsPoint> = nonces.iter().map(EdwardsPoint::mul_base).collect();
+        let commitments = EdwardsPoint::compress_batch_alloc(&points);
+        // Steps 4 to 6: `k = SHA-512(R | A | M) mod L` and `S = (r + k·s) mod L`.
+        messages
+            .iter()
+            .zip(nonces.iter())
+            .zip(&commitments)
+            .map(|((message, nonce), commitment)| {
+                let hash = Sha512::new()
+                    .chain_update(commitment.as_bytes())
+                    .chain_update(self.verifying.as_bytes())
+                    .chain_update(message)
+                    .finalize();
+                let challenge = Scalar::from_bytes_mod_order_wide(&hash.into());
+                let s = challenge * self.expanded.scalar + nonce;
+                let mut signature = [0u8; 64];
+                signature[..32].copy_from_slice(commitment.as_bytes());
+                signature[32..].copy_from_slice(s.as_bytes());
+                signature
+            })
+            .collect()
+    }
+
     /// PKCS#8 v1 PEM text of the key (RFC 5208, the private key alone), the form OpenSSL
     /// writes and every tool reads; OpenSSL 3.0 and Python's `cryptography` refuse the v2
     /// form with the public key included ("extra data"). Both forms are read.
@@ -307,6 +368,48 @@ mod tests {
             assert_eq!(key.public_key(), unhex::<32>(public));
             let message = hex::decode(message).expect("hex");
             assert_eq!(key.sign_message(&message), unhex::<64>(signature));
+        }
+    }
+
+    #[test]
+    fn signatures_made_together_match_rfc_8032_wherever_they_sit_in_the_batch() {
+        let others: Vec<Vec<u8>> = (0u8..20).map(|n| vec![n; usize::from(n)]).collect();
+        for (secret, _, message, signature) in RFC_8032 {
+            let key = SigningKey::from_seed(&unhex(secret));
+            let message = hex::decode(message).expect("hex");
+            for position in [0, 1, 7, 20] {
+                let mut batch: Vec<&[u8]> = others.iter().map(Vec::as_slice).collect();
+                batch.insert(position, &message);
+                let signatures = key.sign_messages(&batch);
+                assert_eq!(signatures.len(), batch.len());
+                assert_eq!(
+                    signatures[position],
+                    unhex::<64>(signature),
+                    "at {position}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sign_all_makes_ed25519_dalek_s_signatures_for_every_batch_length() {
+        let seed = [0x37u8; 32];
+        let key = SigningKey::from_seed(&seed);
+        let reference = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let public = PublicKey::from_bytes(&key.public_key()).expect("public key");
+        for kind in [SignedKind::Block, SignedKind::Commit] {
+            for len in [0usize, 1, 2, 3, 15, 16, 17, 100] {
+                let digests: Vec<Digest> = (0..len)
+                    .map(|n| crate::format::digest::sha256(&(len * 1000 + n).to_le_bytes()))
+                    .collect();
+                let signatures = key.sign_all(kind, &digests);
+                assert_eq!(signatures.len(), len);
+                for (digest, signature) in digests.iter().zip(&signatures) {
+                    let expected = reference.sign(&signed_message(kind, digest)).to_bytes();
+                    assert_eq!(*signature, expected, "{kind:?}, {len} digests");
+                    assert!(public.verify_strict(kind, digest, signature));
+                }
+            }
         }
     }
 
