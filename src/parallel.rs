@@ -118,7 +118,7 @@ impl<T, U, F> Chunked for MapJob<T, U, F>
 where
     T: Send + Sync,
     U: Send,
-    F: Fn(&T) -> U + Send + Sync,
+    F: Fn(&[T]) -> Vec<U> + Send + Sync,
 {
     fn run_next(&self) -> bool {
         let chunk = self.next.fetch_add(1, Ordering::Relaxed);
@@ -133,7 +133,12 @@ where
         }
         let start = chunk * self.per_chunk;
         let end = (start + self.per_chunk).min(self.items.len());
-        let results: Vec<U> = self.items[start..end].iter().map(&self.work).collect();
+        let results: Vec<U> = (self.work)(&self.items[start..end]);
+        if results.len() != end - start {
+            // Not one result per item: the job cannot give a result for every item.
+            self.abandon();
+            return true;
+        }
         let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
         done.push((chunk, results));
         if done.len() == self.chunks {
@@ -267,17 +272,27 @@ impl<U> InBackground<U> {
 }
 
 /// Runs `work` over `items` on the process's background pool (module documentation) and
-/// returns at once; the results come in the order of `items`. It needs no async runtime
-/// (the results come on a channel any executor can wait on); if no pool thread could be
-/// started, the work runs here.
+/// returns at once; the results come in the order of `items`. `work` takes a chunk of at
+/// most [`CHUNK`] items at a time (work done once per chunk, such as the signer's one field
+/// inversion for all its signatures, is shared by the chunk's items) and returns one result
+/// per item, in order; if it returns another number, the job fails as if it had panicked.
+///
+/// It needs no async runtime (the results come on a channel any executor can wait on); if
+/// no pool thread could be started, the work runs here.
 pub(crate) fn map_in_background<T, U, F>(items: Vec<T>, work: F) -> InBackground<U>
 where
     T: Send + Sync + 'static,
     U: Send + 'static,
-    F: Fn(&T) -> U + Send + Sync + 'static,
+    F: Fn(&[T]) -> Vec<U> + Send + Sync + 'static,
 {
     let Some(pool) = Pool::get() else {
-        return InBackground::Ready(items.iter().map(&work).collect());
+        let (per_chunk, _) = chunking(items.len(), 1);
+        let results: Vec<U> = items.chunks(per_chunk).flat_map(&work).collect();
+        if results.len() != items.len() {
+            // Failed, as on the pool: a receiver whose sender is gone.
+            return InBackground::Coming(tokio::sync::oneshot::channel().1);
+        }
+        return InBackground::Ready(results);
     };
     if items.is_empty() {
         return InBackground::Ready(Vec::new());
@@ -299,6 +314,11 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Chunk work that does `work` to each item.
+    fn each<T, U>(work: impl Fn(&T) -> U) -> impl Fn(&[T]) -> Vec<U> {
+        move |chunk| chunk.iter().map(&work).collect()
+    }
 
     #[test]
     fn results_keep_the_order_of_the_items_whatever_the_threads() {
@@ -325,10 +345,13 @@ mod tests {
         let jobs: Vec<_> = (0..4u64)
             .map(|job| {
                 let started = started.clone();
-                map_in_background(items.clone(), move |n| {
-                    started.lock().expect("lock").push((job, *n));
-                    n * 3 + job
-                })
+                map_in_background(
+                    items.clone(),
+                    each(move |n: &u64| {
+                        started.lock().expect("lock").push((job, *n));
+                        n * 3 + job
+                    }),
+                )
             })
             .collect();
         for (job, results) in (0u64..).zip(jobs) {
@@ -361,7 +384,7 @@ mod tests {
             }
         }
         assert!(
-            map_in_background(Vec::<u8>::new(), |n| *n)
+            map_in_background(Vec::<u8>::new(), each(|n: &u8| *n))
                 .wait()
                 .await
                 .expect("empty")
@@ -371,12 +394,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_background_job_is_reported_and_the_pool_goes_on() {
-        let failed = map_in_background((0..100u32).collect(), |n| {
-            assert!(*n != 57, "the work fails on 57");
-            *n
-        });
+        let failed = map_in_background(
+            (0..100u32).collect(),
+            each(|n: &u32| {
+                assert!(*n != 57, "the work fails on 57");
+                *n
+            }),
+        );
         assert_eq!(failed.wait().await, None);
-        let after = map_in_background((0..100u32).collect(), |n| n + 1);
+        // A chunk's work that does not give one result per item fails the job the same way.
+        let short = map_in_background((0..100u32).collect(), |chunk: &[u32]| {
+            chunk.iter().filter(|n| **n != 57).copied().collect()
+        });
+        assert_eq!(short.wait().await, None);
+        let after = map_in_background((0..100u32).collect(), each(|n: &u32| n + 1));
         assert_eq!(
             after.wait().await.expect("no panic"),
             (1..101).collect::<Vec<_>>()
@@ -388,15 +419,20 @@ mod tests {
         let ran = Arc::new(AtomicUsize::new(0));
         let counted = ran.clone();
         // Half a second of work on two threads, were it all done.
-        let given_up = map_in_background((0..10_000u32).collect(), move |n| {
-            counted.fetch_add(1, Ordering::Relaxed);
-            std::thread::sleep(std::time::Duration::from_micros(100));
-            *n
-        });
+        let given_up = map_in_background(
+            (0..10_000u32).collect(),
+            each(move |n: &u32| {
+                counted.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_micros(100));
+                *n
+            }),
+        );
         drop(given_up);
         // The pool takes jobs in order, so this one's results mean the one before it is out
         // of the way: only its chunks already under way ran.
-        let after = map_in_background(vec![1u8, 2, 3], |n| *n).wait().await;
+        let after = map_in_background(vec![1u8, 2, 3], each(|n: &u8| *n))
+            .wait()
+            .await;
         assert_eq!(after, Some(vec![1, 2, 3]));
         let ran = ran.load(Ordering::Relaxed);
         assert!(

@@ -2051,16 +2051,11 @@ impl Signatures {
     /// cost more than it saves.
     fn start(key: &Arc<SigningKey>, digests: Vec<Digest>) -> Self {
         if digests.len() < SIGN_IN_BACKGROUND_FROM {
-            return Self::Ready(
-                digests
-                    .iter()
-                    .map(|d| key.sign(SignedKind::Block, d))
-                    .collect(),
-            );
+            return Self::Ready(key.sign_all(SignedKind::Block, &digests));
         }
         let key = key.clone();
-        Self::Signing(map_in_background(digests, move |d| {
-            key.sign(SignedKind::Block, d)
+        Self::Signing(map_in_background(digests, move |chunk| {
+            key.sign_all(SignedKind::Block, chunk)
         }))
     }
 
