@@ -169,13 +169,7 @@ async fn overlapped_commits_write_exactly_what_sequential_commits_write() {
 async fn a_started_commit_outlives_its_writer_and_later_blocks_do_not() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("a.maif");
-    let mut writer = common::write_small_artifact(&path).await;
-    let before = writer.record_count();
-    writer
-        .add_batch((1..=500).map(|n| block(n, 1_024, 1)).collect())
-        .await
-        .expect("add");
-    let ticket = writer.start_commit().await.expect("start");
+    let (mut writer, before, ticket) = small_artifact_with_started_commit(&path, 1..=500, 1).await;
     assert_eq!(ticket.seq(), writer.last_commit().seq());
     writer
         .add_batch((501..=900).map(|n| block(n, 1_024, 1)).collect())
@@ -186,6 +180,23 @@ async fn a_started_commit_outlives_its_writer_and_later_blocks_do_not() {
     ticket.durable().await.expect("durable");
     let newest = holds_verifies_and_takes_more(&path, before + 500, block(901, 10, 1)).await;
     assert_eq!(newest, seq);
+}
+
+/// A writer on the small test artifact at `path`, the records it held, and the ticket of
+/// the commit it started of blocks `ids` (1 KiB each, bytes salted with `salt`).
+async fn small_artifact_with_started_commit(
+    path: &Path,
+    ids: std::ops::RangeInclusive<u32>,
+    salt: u8,
+) -> (ArtifactWriter, u64, CommitTicket) {
+    let mut writer = common::write_small_artifact(path).await;
+    let before = writer.record_count();
+    writer
+        .add_batch(ids.map(|n| block(n, 1_024, salt)).collect())
+        .await
+        .expect("add");
+    let ticket = writer.start_commit().await.expect("start the commit");
+    (writer, before, ticket)
 }
 
 /// The artifact at `path` holds `records` records and verifies without a warning, and a new
@@ -217,14 +228,8 @@ async fn holds_verifies_and_takes_more(path: &Path, records: u64, next: NewBlock
 async fn a_commit_handed_over_in_the_background_needs_nothing_more_from_its_writer() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("a.maif");
-    let mut writer = common::write_small_artifact(&path).await;
-    let before = writer.record_count();
     // The first commit of this session: handed to the store before start_commit returns.
-    writer
-        .add_batch((1..=300).map(|n| block(n, 1_024, 3)).collect())
-        .await
-        .expect("add");
-    let first = writer.start_commit().await.expect("start the first");
+    let (mut writer, before, first) = small_artifact_with_started_commit(&path, 1..=300, 3).await;
     // The second: in the background, its last batches still being signed when it returns.
     writer
         .add_batch((301..=2_300).map(|n| block(n, 1_024, 3)).collect())
@@ -283,4 +288,51 @@ async fn on_an_object_store_a_started_commit_is_durable_at_once() {
     let reader = ArtifactReader::open(store.clone()).await.expect("open");
     assert_eq!(reader.record_count(), before + 50, "not durable at once");
     ticket.durable().await.expect("durable");
+}
+
+/// A commit whose `fdatasync` fails on the file's writer thread (`MAIF_TEST_FAIL_AT`,
+/// src/store/mod.rs) is not taken for committed by a later add of one of its blocks (same
+/// id and content): the add waits for the records to be readable, hears of the failure and
+/// reports it, instead of finding the record on disk and answering that the block is
+/// committed. The ticket reports the failure too, and a reader finds the artifact as it was.
+///
+/// The hook is process-wide, so the test runs itself again in a child process with it set.
+#[tokio::test]
+async fn re_adding_a_block_of_a_commit_that_failed_reports_the_failure() {
+    const NAME: &str = "re_adding_a_block_of_a_commit_that_failed_reports_the_failure";
+    if std::env::var_os("MAIF_TEST_FAIL_AT").is_none() {
+        let child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", NAME, "--nocapture"])
+            // The third commit's first-phase sync (the small artifact makes two): the
+            // commit of blocks 1-300.
+            .env("MAIF_TEST_FAIL_AT", "append:phase-1-sync@3")
+            .output()
+            .expect("run the test in a child process");
+        let out = String::from_utf8_lossy(&child.stdout);
+        assert!(
+            child.status.success() && out.contains("1 passed"),
+            "child: {}\n{out}\n{}",
+            child.status,
+            String::from_utf8_lossy(&child.stderr)
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("a.maif");
+    let (mut writer, before, failing) = small_artifact_with_started_commit(&path, 1..=300, 5).await;
+    let again = writer.add(block(300, 1_024, 5)).await;
+    let error = again.expect_err("a block of a failed commit taken for committed");
+    assert!(
+        error.to_string().contains("MAIF_TEST_FAIL_AT"),
+        "the add does not say why: {error}"
+    );
+    let durable = failing.durable().await;
+    assert!(
+        durable
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("MAIF_TEST_FAIL_AT")),
+        "{durable:?}"
+    );
+    drop(writer);
+    holds_verifies_and_takes_more(&path, before, block(1, 10, 5)).await;
 }

@@ -742,8 +742,9 @@ enum Job {
         trailer: [u8; TRAILER_LEN],
         done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
     },
-    /// Say on `done` that every job before this one is done.
-    Written(tokio::sync::oneshot::Sender<()>),
+    /// Say on `done` that every job before this one is done: `Ok`, or the first failure,
+    /// after which records were no longer written.
+    Written(tokio::sync::oneshot::Sender<Result<(), String>>),
 }
 
 /// What the writer thread of an append keeps about the commits it made.
@@ -798,7 +799,7 @@ impl Pipeline {
                         let _ = done.send(writer.commit(seq, at, &segment, &trailer));
                     }
                     Job::Written(done) => {
-                        let _ = done.send(());
+                        let _ = done.send(writer.first_failure());
                     }
                 }
             }
@@ -841,6 +842,16 @@ struct RecordWriter {
 }
 
 impl RecordWriter {
+    /// `Err` describing the first failure if one stopped the writing.
+    fn first_failure(&self) -> Result<(), String> {
+        if let Some(failure) = self.commits.as_ref().and_then(|c| c.failure.as_ref()) {
+            return Err(failure.clone());
+        }
+        self.write_error
+            .as_ref()
+            .map_or(Ok(()), |e| Err(format!("writing a record: {e}")))
+    }
+
     /// Writes `parts`, one after another, at `offset`.
     fn write(&mut self, offset: u64, parts: &[impl AsRef<[u8]>]) {
         // After a failure nothing more is written: the commits these records are for fail
@@ -1194,10 +1205,16 @@ impl AppendSession for FileAppend {
         self.flush_buffer().await?;
         let (done, written) = tokio::sync::oneshot::channel();
         self.send(Job::Written(done)).await?;
-        // The writer thread answers once the jobs before are done; if it stopped instead,
-        // the next commit reports why.
-        let _ = written.await;
-        Ok(())
+        // The writer thread answers once the jobs before are done.
+        let failure = match written.await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(failure)) => failure,
+            Err(_) => "the record writer stopped".into(),
+        };
+        Err(StoreError::Internal {
+            location: self.location(),
+            reason: format!("the records sent cannot be read back: {failure}"),
+        })
     }
 
     async fn put_record(

@@ -568,7 +568,9 @@ pub trait AppendSession: Send {
 
     /// Waits until every record and commit sent to this session so far can be read back
     /// from the store (not necessarily durably): the single file's writer thread writes them
-    /// after the calls return; other stores have them once put.
+    /// after the calls return; other stores have them once put. An error if writing them
+    /// failed meanwhile (the single file then cuts its failed commit back off), so the
+    /// caller does not take them for there.
     async fn wait_readable(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
